@@ -1,0 +1,58 @@
+"""Configuration from arguments and ``TIERFLOW_*`` environment variables.
+
+An explicit argument wins over the environment, which wins over the default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from hot.errors import InvalidArgument
+
+__all__ = ["Settings"]
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidArgument(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings for one ``Tierflow``.
+
+    Attributes:
+        data_dir: ``TIERFLOW_DATA_DIR``; default ``./tierflow-data``.
+        durability: ``TIERFLOW_DURABILITY``: ``full`` (default) or ``normal``.
+        max_concurrency: ``TIERFLOW_MAX_CONCURRENCY``; default 100.
+        max_recovery_attempts: ``TIERFLOW_MAX_RECOVERY_ATTEMPTS``; default 5.
+    """
+
+    data_dir: str = "./tierflow-data"
+    durability: str = "full"
+    max_concurrency: int = 100
+    max_recovery_attempts: int = 5
+
+    @classmethod
+    def resolve(cls, data_dir: str | os.PathLike[str] | None = None,
+                durability: str | None = None, max_concurrency: int | None = None,
+                max_recovery_attempts: int | None = None) -> Settings:
+        """Merge explicit arguments with the environment and the defaults."""
+        d = durability or os.environ.get("TIERFLOW_DURABILITY") or cls.durability
+        if d not in ("full", "normal"):
+            raise InvalidArgument(f"durability must be 'full' or 'normal', got {d!r}")
+        return cls(
+            data_dir=os.fspath(data_dir) if data_dir is not None
+            else os.environ.get("TIERFLOW_DATA_DIR") or cls.data_dir,
+            durability=d,
+            max_concurrency=max_concurrency if max_concurrency is not None
+            else _env_int("TIERFLOW_MAX_CONCURRENCY", cls.max_concurrency),
+            max_recovery_attempts=max_recovery_attempts if max_recovery_attempts is not None
+            else _env_int("TIERFLOW_MAX_RECOVERY_ATTEMPTS", cls.max_recovery_attempts),
+        )

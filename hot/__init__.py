@@ -1,0 +1,76 @@
+"""Hot tier: the durable runtime for active workflow instances.
+
+Authoring (``workflow``, ``WorkflowContext``, ``RetryPolicy``), the engine
+that runs and recovers instances on per-instance SQLite files, the instance
+index and the scheduler. Knows nothing of the other tiers.
+"""
+
+from hot.authoring import WorkflowDefinition, workflow
+from hot.clock import Clock, ManualClock, SystemClock
+from hot.context import WorkflowContext
+from hot.engine import Engine, Page
+from hot.errors import (
+    ChildWorkflowFailed,
+    CorruptInstance,
+    InvalidArgument,
+    InvalidWorkflowId,
+    NonDeterminismError,
+    PayloadError,
+    ResultTimeout,
+    RetryExhausted,
+    SignalTimeout,
+    StepError,
+    StepTimeout,
+    StorageError,
+    TierflowError,
+    UnknownQuery,
+    WorkflowAlreadyExists,
+    WorkflowAlreadyFinished,
+    WorkflowCancelled,
+    WorkflowCancelledError,
+    WorkflowFailed,
+    WorkflowNotFound,
+    WorkflowTerminatedError,
+)
+from hot.handle import WorkflowHandle
+from hot.models import EventType, HistoryEvent, Status, WorkflowInfo
+from hot.retry import RetryPolicy, parse_duration
+
+__all__ = [
+    "ChildWorkflowFailed",
+    "Clock",
+    "CorruptInstance",
+    "Engine",
+    "EventType",
+    "HistoryEvent",
+    "InvalidArgument",
+    "InvalidWorkflowId",
+    "ManualClock",
+    "NonDeterminismError",
+    "Page",
+    "PayloadError",
+    "ResultTimeout",
+    "RetryExhausted",
+    "RetryPolicy",
+    "SignalTimeout",
+    "Status",
+    "StepError",
+    "StepTimeout",
+    "StorageError",
+    "SystemClock",
+    "TierflowError",
+    "UnknownQuery",
+    "WorkflowAlreadyExists",
+    "WorkflowAlreadyFinished",
+    "WorkflowCancelled",
+    "WorkflowCancelledError",
+    "WorkflowContext",
+    "WorkflowDefinition",
+    "WorkflowFailed",
+    "WorkflowHandle",
+    "WorkflowInfo",
+    "WorkflowNotFound",
+    "WorkflowTerminatedError",
+    "parse_duration",
+    "workflow",
+]

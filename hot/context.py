@@ -1,0 +1,325 @@
+"""``WorkflowContext``: the durable operations a workflow function may use.
+
+Everything a workflow does that touches the outside world or time goes through
+its context, so that a replay of the same code against the same records takes
+the same path: steps run once to success and are then read from history,
+timers are durable, and ``now``/``uuid``/``random`` are recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import uuid as _uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from hot import serde
+from hot.errors import (
+    InvalidArgument,
+    PayloadError,
+    RetryExhausted,
+    StepError,
+    StepTimeout,
+    WorkflowCancelled,
+    error_info,
+)
+from hot.executor import Execution, Suspend
+from hot.models import EventType, from_micros, to_micros
+from hot.retry import RetryPolicy, parse_duration
+from hot.store import OpRecord
+
+__all__ = ["WorkflowContext"]
+
+_NO_RETRY = RetryPolicy(max_attempts=1)
+_ATTR_TYPES = (str, int, float, bool, datetime)
+
+
+class WorkflowContext:
+    """The handle a workflow function receives as its first argument.
+
+    Attributes:
+        workflow_id: This instance's id.
+        run_id: This run's id.
+        workflow_type: The registered type name.
+        parent_workflow_id: The parent's id for a child workflow, else None.
+    """
+
+    def __init__(self, execution: Execution) -> None:
+        self._ex = execution
+        self.workflow_id = execution.workflow_id
+        self.run_id = execution.run_id
+        self.workflow_type: str = execution.row["workflow_type"]
+        self.parent_workflow_id: str | None = execution.row["parent_workflow_id"]
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while the code is re-running operations that already have records."""
+        return self._ex.seq < len(self._ex.ops) or self._ex.query_mode
+
+    # -- steps -------------------------------------------------------------------
+
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        retry: RetryPolicy | None = None,
+        timeout: float | str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run ``fn(*args, **kwargs)`` at most once to success and record its result.
+
+        Sync functions run on a worker thread, async ones on the event loop. On
+        replay the recorded result is returned and ``fn`` is not called. The
+        result must be JSON-serialisable; it is returned as decoded JSON (a
+        tuple comes back as a list) so a first run and a replay see the same.
+
+        Args:
+            name: Identifies the step in history; checked on replay.
+            fn: The function to call.
+            *args: Positional arguments for ``fn``.
+            retry: How failures are retried; default: no retry.
+            timeout: Limit for one attempt, seconds or "30s".
+            **kwargs: Keyword arguments for ``fn``.
+
+        Raises:
+            StepError: The step failed for good (``RetryExhausted`` after the
+                policy's attempts, ``StepTimeout`` for a timed-out last attempt).
+            WorkflowCancelled: The instance was cancelled.
+        """
+        ex = self._ex
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument("step name must be a non-empty string")
+        policy = retry or _NO_RETRY
+        limit = None if timeout is None else parse_duration(timeout)
+        seq = ex.next_seq()
+        rec = ex.record_for(seq, "step", name)
+        attempt = 1
+        if rec is not None:
+            if rec.status == "completed":
+                return serde.decode(rec.result)
+            if rec.status == "failed":
+                raise _rebuild_step_error(ex.workflow_id, name, rec)
+            if rec.status == "cancelled":
+                raise WorkflowCancelled(ex.cancel_reason)
+            if rec.status == "retrying":
+                wake = rec.wake_at or 0
+                if ex.now_us() < wake:
+                    ex.check_cancel(seq, "step", name)
+                    if (wake - ex.now_us()) / 1e6 > ex.env.inline_sleep_threshold:
+                        raise Suspend(wake, "retry")
+                    await ex.env.clock.sleep_until(wake / 1_000_000)
+                    ex.check_alive()
+                attempt = rec.attempt + 1
+        ex.check_cancel(seq, "step", name)
+        while True:
+            await ex.flush_values()
+            started = ex.now_us()
+            try:
+                value = await ex.track(_invoke(fn, args, kwargs, limit, name, attempt,
+                                               ex.workflow_id))
+                result_text = ex.encode(value, f"result of step {name!r}")
+            except PayloadError as exc:
+                # A result that cannot be recorded is a bug in the step, not a
+                # transient fault: fail at once, naming the step and the type.
+                await self._fail_step(seq, name, attempt, started, exc, policy, retryable=False)
+                raise AssertionError("unreachable") from exc  # _fail_step raised
+            except Exception as exc:
+                wake = await self._fail_step(seq, name, attempt, started, exc, policy,
+                                             retryable=policy.is_retryable(exc))
+                # Retry scheduled and durable. A long backoff unloads the instance;
+                # a short one waits here, exactly as a resumed replay would.
+                if (wake - ex.now_us()) / 1e6 > ex.env.inline_sleep_threshold:
+                    raise Suspend(wake, "retry") from None
+                await ex.env.clock.sleep_until(wake / 1_000_000)
+                ex.check_alive()
+                ex.check_cancel(seq, "step", name)
+                attempt += 1
+                continue
+            ex.step_count += 1
+            op = OpRecord(seq, "step", name, "completed", attempt, result_text)
+            await ex.commit(
+                events=[
+                    ex.event(EventType.STEP_STARTED, step=name, attempt=attempt,
+                             payload={"seq": seq}, at=started),
+                    ex.event(EventType.STEP_COMPLETED, step=name, attempt=attempt,
+                             payload={"seq": seq, "result": serde.decode(result_text)}),
+                ],
+                ops=[op],
+            )
+            return serde.decode(result_text)
+
+    async def _fail_step(self, seq: int, name: str, attempt: int, started: int,
+                         exc: Exception, policy: RetryPolicy, *, retryable: bool) -> int:
+        """Record a failed attempt; return the retry time, or raise if it was the last."""
+        ex = self._ex
+        info = error_info(exc)
+        now = ex.now_us()
+        events = [
+            ex.event(EventType.STEP_STARTED, step=name, attempt=attempt,
+                     payload={"seq": seq}, at=started),
+            ex.event(EventType.STEP_FAILED, step=name, attempt=attempt,
+                     payload={"seq": seq, "error": info, "retryable": retryable}, at=now),
+        ]
+        if retryable and attempt < policy.max_attempts:
+            delay = policy.delay_after(attempt, ex.rng)
+            wake = now + to_micros(delay)
+            events.append(ex.event(
+                EventType.RETRY_SCHEDULED, step=name, attempt=attempt + 1,
+                payload={"seq": seq, "delay": delay, "fire_at": from_micros(wake).isoformat()},
+                at=now))
+            op = OpRecord(seq, "step", name, "retrying", attempt, None,
+                          serde.encode(info, what="error"), wake)
+            await ex.commit(events=events, ops=[op])
+            return wake
+        exhausted = retryable and policy.max_attempts > 1
+        if exhausted:
+            events.append(ex.event(EventType.RETRY_EXHAUSTED, step=name, attempt=attempt,
+                                   payload={"seq": seq, "attempts": attempt, "error": info},
+                                   at=now))
+        info["attempts"] = attempt
+        info["exhausted"] = exhausted
+        info["timeout"] = isinstance(exc, StepTimeout)
+        op = OpRecord(seq, "step", name, "failed", attempt, None,
+                      serde.encode(info, what="error"))
+        await ex.commit(events=events, ops=[op])
+        raise _rebuild_step_error(ex.workflow_id, name, op) from exc
+
+    # -- timers ------------------------------------------------------------------
+
+    async def sleep(self, duration: float | str) -> None:
+        """Wait durably for ``duration`` (seconds, or "500ms", "5s", "10m", "2h", "1d").
+
+        The wait survives restarts: the instance is unloaded and woken by the
+        scheduler when the timer is due.
+        """
+        seconds = parse_duration(duration)
+        await self._timer(self._ex.now_us() + to_micros(seconds), seconds)
+
+    async def sleep_until(self, when: datetime) -> None:
+        """Wait durably until ``when`` (an aware datetime)."""
+        if not isinstance(when, datetime) or when.tzinfo is None:
+            raise InvalidArgument("sleep_until needs a timezone-aware datetime")
+        await self._timer(to_micros(when.timestamp()), None)
+
+    async def _timer(self, wake_live: int, seconds: float | None) -> None:
+        ex = self._ex
+        seq = ex.next_seq()
+        rec = ex.record_for(seq, "timer", "sleep")
+        if rec is None:
+            ex.check_cancel(seq, "timer", "sleep")
+            now = ex.now_us()
+            rec = OpRecord(seq, "timer", "sleep", "waiting", wake_at=wake_live)
+            await ex.commit(
+                events=[ex.event(EventType.TIMER_STARTED, payload={
+                    "seq": seq, "duration": seconds if seconds is not None
+                    else (wake_live - now) / 1e6,
+                    "fire_at": from_micros(wake_live).isoformat()}, at=now)],
+                ops=[rec],
+            )
+        if rec.status == "completed":
+            return
+        if rec.status == "cancelled":
+            raise WorkflowCancelled(ex.cancel_reason)
+        wake = rec.wake_at or 0
+        if ex.now_us() < wake:
+            ex.check_cancel(seq, "timer", "sleep")
+            if (wake - ex.now_us()) / 1e6 > ex.env.inline_sleep_threshold:
+                raise Suspend(wake, "timer")
+            await ex.env.clock.sleep_until(wake / 1_000_000)
+            ex.check_alive()
+        ex.buffer(
+            events=[ex.event(EventType.TIMER_FIRED, payload={"seq": seq})],
+            ops=[OpRecord(seq, "timer", "sleep", "completed", wake_at=wake)],
+        )
+
+    # -- recorded values ---------------------------------------------------------
+
+    def _value(self, name: str, make: Callable[[], Any]) -> Any:
+        ex = self._ex
+        seq = ex.next_seq()
+        rec = ex.record_for(seq, "value", name)
+        if rec is not None:
+            return serde.decode(rec.result)
+        value = make()
+        text = serde.encode(value, what=name)
+        ex.buffer(
+            ops=[OpRecord(seq, "value", name, "completed", result=text)],
+            events=[ex.event(EventType.VALUE_RECORDED, step=name,
+                             payload={"seq": seq, "value": value})],
+            values=True,
+        )
+        return value
+
+    def now(self) -> datetime:
+        """Return the current time (UTC), recorded so a replay sees the same value."""
+        us = self._value("now", self._ex.now_us)
+        return from_micros(us)  # type: ignore[return-value]
+
+    def uuid(self) -> str:
+        """Return a random UUID4 string, recorded so a replay sees the same value."""
+        return str(self._value("uuid", lambda: str(_uuid.uuid4())))
+
+    def random(self) -> float:
+        """Return a random float in [0, 1), recorded so a replay sees the same value."""
+        return float(self._value("random", __import__("random").random))
+
+    # -- attributes and queries ----------------------------------------------------
+
+    def set_attributes(self, **attributes: Any) -> None:
+        """Set searchable attributes (str, int, float, bool or datetime values).
+
+        They are stored in the instance and in the index, so
+        ``list(attributes={...})`` finds the instance without opening its file.
+        """
+        for key, value in attributes.items():
+            if not isinstance(value, _ATTR_TYPES):
+                raise InvalidArgument(
+                    f"attribute {key!r} has type {type(value).__name__}; "
+                    "use str, int, float, bool or datetime"
+                )
+            self._ex.attributes[key] = value.isoformat() if isinstance(value, datetime) else value
+        self._ex.attributes_dirty = True
+
+    def set_query_handler(self, name: str, fn: Callable[..., Any]) -> None:
+        """Answer queries named ``name`` with ``fn(*args)`` (must not block or mutate)."""
+        self._ex.query_handlers[name] = fn
+
+
+async def _invoke(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                  limit: float | None, name: str, attempt: int, workflow_id: str) -> Any:
+    if inspect.iscoroutinefunction(fn):
+        aw = fn(*args, **kwargs)
+    else:
+        aw = asyncio.to_thread(fn, *args, **kwargs)
+    if limit is None:
+        value = await aw
+    else:
+        try:
+            value = await asyncio.wait_for(aw, limit)
+        except TimeoutError:
+            raise StepTimeout(
+                f"step {name!r} timed out after {limit:g}s (attempt {attempt})",
+                workflow_id=workflow_id, step=name, attempt=attempt,
+            ) from None
+    if inspect.isawaitable(value):
+        value = await value
+    return value
+
+
+def _rebuild_step_error(workflow_id: str, name: str, rec: OpRecord) -> StepError:
+    info = serde.decode(rec.error) or {}
+    message = info.get("message", "")
+    etype = info.get("type")
+    attempts = info.get("attempts", rec.attempt)
+    cls: type[StepError] = StepError
+    if info.get("timeout"):
+        cls = StepTimeout
+    if info.get("exhausted"):
+        cls = RetryExhausted
+        text = f"step {name!r} failed after {attempts} attempts: {etype}: {message}"
+    else:
+        text = f"step {name!r} failed: {etype}: {message}"
+    return cls(text, workflow_id=workflow_id, step=name, attempt=attempts, error_type=etype)

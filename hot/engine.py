@@ -1,0 +1,816 @@
+"""The hot-tier engine: starts, runs, schedules and recovers instances.
+
+``Engine`` owns the data directory's ``hot/`` part: the instance index, the
+instance files, the owner lock and the scheduler. ``api.Tierflow`` extends it
+with the other tiers. Everything here is async; SQLite work runs on a thread
+pool so fsyncs on different instance files overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from hot import serde
+from hot.authoring import Registry, WorkflowDefinition, WorkflowFn
+from hot.clock import Clock, SystemClock
+from hot.context import WorkflowContext
+from hot.errors import (
+    CorruptInstance,
+    InvalidArgument,
+    ResultTimeout,
+    StorageError,
+    TierflowError,
+    WorkflowAlreadyExists,
+    WorkflowAlreadyFinished,
+    WorkflowCancelledError,
+    WorkflowFailed,
+    WorkflowNotFound,
+    WorkflowTerminatedError,
+)
+from hot.executor import Execution, Outcome
+from hot.handle import WorkflowHandle
+from hot.ids import instance_path, validate_workflow_id
+from hot.index import IndexDB, IndexRow
+from hot.models import (
+    TERMINAL_STATUSES,
+    EventType,
+    HistoryEvent,
+    Status,
+    WorkflowInfo,
+    from_micros,
+    to_micros,
+)
+from hot.recovery import OwnerLock, find_dead_owners
+from hot.scheduler import Scheduler
+from hot.store import EventRow, InstanceFile, quarantine
+
+__all__ = ["Engine", "Page"]
+
+log = logging.getLogger("tierflow.engine")
+
+OnConflict = Literal["use_existing", "fail"]
+WorkflowRef = WorkflowDefinition | WorkflowFn | str
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of ``list`` results; pass ``next_cursor`` back for the next page."""
+
+    items: list[WorkflowInfo]
+    next_cursor: str | None
+
+
+class Engine:
+    """Durable execution on per-instance SQLite files.
+
+    Args:
+        data_dir: Root of everything tierflow stores; ``hot/`` lives inside.
+        workflows: The workflow definitions this process can run.
+        durability: ``"full"`` fsyncs every commit (default); ``"normal"``
+            survives process crashes but may lose the last commits on power loss.
+        clock: Time source for timers and timestamps (inject ``ManualClock`` in tests).
+        max_concurrency: Instances the scheduler runs at once.
+        max_recovery_attempts: Recoveries after which an instance whose runner
+            keeps dying is failed.
+        inline_sleep_threshold: Timers and retry waits up to this many seconds
+            are awaited in memory (still recorded durably); longer ones unload
+            the instance.
+        max_payload_bytes: Largest JSON input, result, or signal accepted.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] = "./tierflow-data",
+        workflows: Sequence[WorkflowDefinition | WorkflowFn] = (),
+        *,
+        durability: Literal["full", "normal"] = "full",
+        clock: Clock | None = None,
+        max_concurrency: int = 100,
+        max_recovery_attempts: int = 5,
+        inline_sleep_threshold: float = 0.25,
+        max_payload_bytes: int = serde.DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
+        if durability not in ("full", "normal"):
+            raise InvalidArgument("durability must be 'full' or 'normal'")
+        if max_concurrency < 1:
+            raise InvalidArgument("max_concurrency must be >= 1")
+        self.data_dir = Path(data_dir)
+        self.hot_dir = self.data_dir / "hot"
+        self.instances_dir = self.hot_dir / "instances"
+        self.quarantine_dir = self.hot_dir / "quarantine"
+        self.owners_dir = self.hot_dir / "owners"
+        self.registry = Registry(workflows)
+        self.durability = durability
+        self.clock: Clock = clock or SystemClock()
+        self.max_concurrency = max_concurrency
+        self.max_recovery_attempts = max_recovery_attempts
+        self.inline_sleep_threshold = inline_sleep_threshold
+        self.max_payload_bytes = max_payload_bytes
+        self.io_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="tierflow-io")
+        self._index: IndexDB | None = None
+        self._owner: OwnerLock | None = None
+        self._active: dict[str, Execution] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._scheduler: Scheduler | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @property
+    def owner_id(self) -> str:
+        """This process's owner id (holder of leases)."""
+        return self._opened().owner_id
+
+    def _opened(self) -> OwnerLock:
+        if self._owner is None:
+            self.open()
+        assert self._owner is not None
+        return self._owner
+
+    @property
+    def index(self) -> IndexDB:
+        """The instance index (opened on first use)."""
+        self._opened()
+        assert self._index is not None
+        return self._index
+
+    def open(self) -> None:
+        """Create directories, open the index and take an owner identity."""
+        if self._closed:
+            raise TierflowError("this engine has been closed")
+        if self._owner is not None:
+            return
+        try:
+            self.instances_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {self.hot_dir}: {exc}",
+                               url=str(self.hot_dir)) from exc
+        self._index = IndexDB(self.hot_dir / "index.sqlite", self.durability)
+        self._owner = OwnerLock.acquire(self.owners_dir)
+
+    async def __aenter__(self) -> Engine:
+        self.open()
+        await self.start_scheduler()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def start_scheduler(self) -> None:
+        """Recover orphaned instances and start the background scheduler."""
+        if self._scheduler is None:
+            self._scheduler = Scheduler(self)
+            await self._scheduler.start()
+
+    async def aclose(self) -> None:
+        """Stop the scheduler and running executions; they resume on the next start."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._scheduler is not None:
+            await self._scheduler.stop()
+        for ex in list(self._active.values()):
+            if ex.task is not None:
+                ex.task.cancel()
+        pending = [ex.task for ex in self._active.values() if ex.task is not None]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.io_pool.shutdown(wait=True)
+        if self._index is not None:
+            self._index.close()
+        if self._owner is not None:
+            self._owner.release()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _io(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.io_pool, fn, *args)
+
+    # -- helpers -------------------------------------------------------------------
+
+    def now_us(self) -> int:
+        """Current engine time in µs since the epoch."""
+        return to_micros(self.clock.now())
+
+    def _path(self, workflow_id: str) -> Path:
+        return instance_path(self.instances_dir, workflow_id)
+
+    def _row_or_raise(self, workflow_id: str) -> IndexRow:
+        validate_workflow_id(workflow_id)
+        row = self.index.get(workflow_id)
+        if row is None:
+            raise WorkflowNotFound(f"no workflow with id {workflow_id!r}",
+                                   workflow_id=workflow_id)
+        return row
+
+    def get_handle(self, workflow_id: str) -> WorkflowHandle:
+        """Return a handle for an existing instance (checked lazily on use)."""
+        return WorkflowHandle(self, validate_workflow_id(workflow_id))
+
+    def _prepare(self, wf: WorkflowRef, input: Any, workflow_id: str | None,
+                 attributes: dict[str, Any] | None) -> tuple[WorkflowDefinition, str, str, str]:
+        definition = self.registry.resolve(wf)
+        wid = validate_workflow_id(workflow_id if workflow_id is not None
+                                   else f"{definition.name[:100]}-{uuid.uuid4().hex}")
+        if not definition.takes_input and input is not None:
+            raise InvalidArgument(f"workflow {definition.name!r} takes no input")
+        input_text = serde.encode(input, what="workflow input", max_bytes=self.max_payload_bytes,
+                                  workflow_id=wid)
+        attrs = _check_attributes(attributes or {})
+        return definition, wid, input_text, serde.encode(attrs, what="attributes")
+
+    def _existing(self, wid: str, on_conflict: OnConflict) -> WorkflowHandle | None:
+        if on_conflict not in ("use_existing", "fail"):
+            raise InvalidArgument("on_conflict must be 'use_existing' or 'fail'")
+        if self.index.get(wid) is None:
+            return None
+        if on_conflict == "fail":
+            raise WorkflowAlreadyExists(f"a workflow with id {wid!r} already exists",
+                                        workflow_id=wid)
+        return WorkflowHandle(self, wid)
+
+    # -- start and run ---------------------------------------------------------------
+
+    async def start(self, wf: WorkflowRef, input: Any = None, *, workflow_id: str | None = None,
+                    on_conflict: OnConflict = "use_existing",
+                    attributes: dict[str, Any] | None = None,
+                    parent_workflow_id: str | None = None) -> WorkflowHandle:
+        """Queue an instance and return at once; the scheduler runs it.
+
+        The queue entry is durable when this returns. Starting an id that
+        exists returns the existing instance (or raises with ``on_conflict="fail"``).
+
+        Raises:
+            WorkflowNotFound: Unknown workflow type.
+            InvalidArgument: Bad id, input that is not JSON, bad attributes.
+            WorkflowAlreadyExists: The id exists and ``on_conflict="fail"``.
+        """
+        definition, wid, input_text, attrs_text = self._prepare(wf, input, workflow_id,
+                                                                attributes)
+        existing = self._existing(wid, on_conflict)
+        if existing is not None:
+            return existing
+        row = {
+            "workflow_id": wid, "run_id": uuid.uuid4().hex, "workflow_type": definition.name,
+            "status": Status.QUEUED.value, "parent_workflow_id": parent_workflow_id,
+            "input": input_text, "attributes": attrs_text, "created_at": self.now_us(),
+        }
+        inserted = await self.index.write(IndexDB.insert_fn(row), durable=True)
+        if not inserted:
+            return self._existing(wid, on_conflict) or WorkflowHandle(self, wid)
+        if self._scheduler is not None:
+            self._scheduler.enqueue(wid)
+        return WorkflowHandle(self, wid)
+
+    async def run(self, wf: WorkflowRef, input: Any = None, *, workflow_id: str | None = None,
+                  on_conflict: OnConflict = "use_existing",
+                  attributes: dict[str, Any] | None = None) -> WorkflowHandle:
+        """Run an instance inline until it completes or first pauses.
+
+        Returns:
+            A handle; ``await handle.status()`` tells which of the two happened.
+        """
+        definition, wid, input_text, attrs_text = self._prepare(wf, input, workflow_id,
+                                                                attributes)
+        existing = self._existing(wid, on_conflict)
+        if existing is not None:
+            return existing
+        now = self.now_us()
+        row = {
+            "workflow_id": wid, "run_id": uuid.uuid4().hex, "workflow_type": definition.name,
+            "status": Status.RUNNING.value, "parent_workflow_id": None, "input": input_text,
+            "attributes": attrs_text, "created_at": now, "started_at": now,
+            "lease_owner": self.owner_id,
+        }
+        # The index arbitrates who creates an id; this commit need not be fsync'd
+        # because the instance file created next is the durable record.
+        inserted = await self.index.write(IndexDB.insert_fn(row))
+        if not inserted:
+            return self._existing(wid, on_conflict) or WorkflowHandle(self, wid)
+        await self._execute(wid, create=row)
+        return WorkflowHandle(self, wid)
+
+    def _file_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        keys = ("workflow_id", "run_id", "workflow_type", "status", "parent_workflow_id",
+                "input", "attributes", "created_at", "started_at")
+        return {k: row.get(k) for k in keys}
+
+    def _first_events(self, row: dict[str, Any], started: int) -> list[EventRow]:
+        payload = serde.encode({"input": serde.decode(row["input"]),
+                                "attributes": serde.decode(row["attributes"]) or {},
+                                "parent_workflow_id": row.get("parent_workflow_id")},
+                               what="workflow input")
+        return [
+            EventRow(EventType.WORKFLOW_QUEUED.value, row["created_at"], None, None, payload),
+            EventRow(EventType.WORKFLOW_STARTED.value, started),
+        ]
+
+    # -- executing -----------------------------------------------------------------
+
+    async def _open_file(self, wid: str, create: dict[str, Any] | None) -> InstanceFile:
+        path = self._path(wid)
+        if create is not None:
+            started = create.get("started_at") or self.now_us()
+            file_row = self._file_row({**create, "status": Status.RUNNING.value,
+                                       "started_at": started})
+            try:
+                return await self._io(lambda: InstanceFile.create(
+                    path, file_row, self._first_events(create, started),
+                    durability=self.durability))  # type: ignore[no-any-return]
+            except FileExistsError:
+                pass  # a crashed earlier attempt created it; replay what it holds
+        return await self._io(lambda: InstanceFile.open(path, durability=self.durability))  # type: ignore[no-any-return]
+
+    async def _execute(self, wid: str, *, create: dict[str, Any] | None = None,
+                       resumed: bool = False, recovered: bool = False) -> Outcome | None:
+        """Load (or create) an instance, run it, and mirror the outcome into the index."""
+        if wid in self._active:
+            return None
+        file: InstanceFile | None = None
+        try:
+            file = await self._open_file(wid, create)
+            state = await self._io(file.load)
+        except FileNotFoundError:
+            await self._mark_failed(wid, "instance file is missing", "MissingInstance")
+            return None
+        except CorruptInstance as exc:
+            if file is not None:
+                file.close()
+            await self._quarantine(wid, exc)
+            return None
+        status = state.row["status"]
+        if status in TERMINAL_STATUSES:
+            file.close()
+            await self._mirror(wid, Outcome(status=status, result=state.row["result"],
+                                            error=state.row["error"],
+                                            finished_at=state.row["finished_at"],
+                                            step_count=state.row["step_count"]))
+            return None
+        definition = self.registry.get(state.row["workflow_type"])
+        if definition is None:
+            file.close()
+            # Keep the lease: a process that knows the type recovers it after we stop.
+            log.warning("cannot run %s: workflow type %r is not registered in this process",
+                        wid, state.row["workflow_type"])
+            return None
+        ex = Execution(self, file, state, definition)
+        ctx = WorkflowContext(ex)
+        self._active[wid] = ex
+        try:
+            ex.task = asyncio.get_running_loop().create_task(
+                ex.run(ctx, resumed=resumed or status == Status.PAUSED,
+                       recovered=recovered))
+            try:
+                outcome = await asyncio.shield(ex.task)
+            except asyncio.CancelledError:
+                # Our caller was cancelled, not the instance: let it finish in the
+                # background rather than leave a half-run execution behind.
+                if not ex.task.done():
+                    self._spawn(self._finish_detached(wid, ex))
+                    file = None
+                raise
+        except CorruptInstance as exc:
+            await self._quarantine(wid, exc)
+            return None
+        except WorkflowAlreadyFinished:
+            outcome = Outcome(status=Status.TERMINATED)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("internal error running %s", wid)
+            await self._mark_failed(wid, f"internal error: {exc}", type(exc).__name__)
+            return None
+        finally:
+            if file is not None:
+                self._active.pop(wid, None)
+                self.io_pool.submit(file.close)
+        if outcome.status == Status.TERMINATED:
+            return outcome  # terminate() already mirrored it
+        await self._mirror(wid, outcome)
+        return outcome
+
+    async def _finish_detached(self, wid: str, ex: Execution) -> None:
+        assert ex.task is not None and ex.file is not None
+        try:
+            outcome = await ex.task
+            if outcome.status != Status.TERMINATED:
+                await self._mirror(wid, outcome)
+        except BaseException:  # shutdown; the instance is recovered on the next start
+            pass
+        finally:
+            self._active.pop(wid, None)
+            self.io_pool.submit(ex.file.close)
+
+    async def _mirror(self, wid: str, outcome: Outcome) -> None:
+        """Copy an execution outcome into the index, wake waiters, arm timers."""
+        changes: dict[str, Any] = {"status": outcome.status, "wake_at": outcome.wake_at,
+                                   "step_count": outcome.step_count, "lease_owner": None}
+        if outcome.attributes is not None:
+            changes["attributes"] = outcome.attributes
+        if outcome.status in TERMINAL_STATUSES:
+            changes["finished_at"] = outcome.finished_at
+            changes["error"] = outcome.error
+            changes["input"] = None  # the file holds it; keep the index small
+        await self.index.write(IndexDB.update_fn(wid, changes))
+        if outcome.status == Status.PAUSED and outcome.wake_at is not None and self._scheduler:
+            self._scheduler.add_timer(wid, outcome.wake_at)
+        if outcome.status in TERMINAL_STATUSES:
+            self._notify(wid)
+
+    def _notify(self, wid: str) -> None:
+        for fut in self._waiters.pop(wid, []):
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _mark_failed(self, wid: str, reason: str, kind: str) -> None:
+        error = serde.encode({"type": kind, "message": reason}, what="error")
+        await self.index.write(IndexDB.update_fn(
+            wid, {"status": Status.FAILED.value, "error": error, "finished_at": self.now_us(),
+                  "lease_owner": None, "wake_at": None}))
+        self._notify(wid)
+
+    async def _quarantine(self, wid: str, exc: CorruptInstance) -> None:
+        path = self._path(wid)
+        try:
+            moved = await self._io(quarantine, path, self.quarantine_dir)
+            where = f"; file moved to {moved}"
+        except OSError as err:
+            where = f"; could not quarantine: {err}"
+        log.error("instance %s is corrupt: %s%s", wid, exc.message, where)
+        await self._mark_failed(wid, f"instance file is corrupt: {exc.message}{where}",
+                                "CorruptInstance")
+
+    async def run_queued(self, wid: str) -> None:
+        """Claim a queued instance and run it (the scheduler calls this)."""
+        now = self.now_us()
+        claimed = await self.index.write(IndexDB.update_fn(
+            wid, {"status": Status.RUNNING.value, "started_at": now,
+                  "lease_owner": self.owner_id}, only_if_status=[Status.QUEUED.value]))
+        if not claimed:
+            return
+        row = self.index.get(wid)
+        if row is None:
+            return
+        create = {"workflow_id": wid, "run_id": row.run_id, "workflow_type": row.workflow_type,
+                  "parent_workflow_id": row.parent_workflow_id, "input": row.input,
+                  "attributes": row.attributes, "created_at": row.created_at, "started_at": now}
+        await self._execute(wid, create=create)
+
+    async def run_due(self, wid: str, *, recovered: bool = False) -> None:
+        """Claim a paused (or orphaned) instance and resume it (the scheduler calls this)."""
+        if wid in self._active:
+            return
+        if recovered:
+            row = self.index.get(wid)
+            if row is None:
+                return
+            # The runner may have died before creating the file: create it then.
+            create = None
+            if row.input is not None:
+                create = {"workflow_id": wid, "run_id": row.run_id,
+                          "workflow_type": row.workflow_type,
+                          "parent_workflow_id": row.parent_workflow_id, "input": row.input,
+                          "attributes": row.attributes, "created_at": row.created_at,
+                          "started_at": row.started_at}
+            await self._execute(wid, create=create, recovered=True)
+            return
+        claimed = await self.index.write(IndexDB.update_fn(
+            wid, {"status": Status.RUNNING.value, "lease_owner": self.owner_id},
+            only_if_status=[Status.PAUSED.value]))
+        if claimed:
+            await self._execute(wid, resumed=True)
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def describe(self, workflow_id: str) -> WorkflowInfo:
+        """Return the instance's ``workflows`` row, with input, result and error.
+
+        Raises:
+            WorkflowNotFound: No such instance.
+        """
+        row = self._row_or_raise(workflow_id)
+        file_row: dict[str, Any] | None = None
+        if row.status != Status.QUEUED:
+            path = self._path(workflow_id)
+            try:
+                file_row = await self._io(_read_file_row, path, self.durability)
+            except FileNotFoundError:
+                file_row = None
+            except CorruptInstance as exc:
+                if workflow_id not in self._active:
+                    await self._quarantine(workflow_id, exc)
+                row = self._row_or_raise(workflow_id)
+        return _info(row, file_row)
+
+    async def list(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        workflow_type: WorkflowRef | Sequence[str] | None = None,
+        attributes: dict[str, Any] | None = None,
+        parent_workflow_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        """List instances from the index, newest first, with cursor paging.
+
+        Rows come from the index alone (no instance file is opened), so
+        ``input``, ``result`` and ``error`` are None except ``error`` of failed
+        instances; use ``describe`` for the full row.
+        """
+        statuses = [status] if isinstance(status, str) else list(status or [])
+        for s in statuses:
+            if s not in Status.__members__.values():
+                raise InvalidArgument(
+                    f"unknown status {s!r}; statuses: {', '.join(m.value for m in Status)}")
+        types: list[str] = []
+        if workflow_type is not None:
+            refs = workflow_type if isinstance(workflow_type, list | tuple) else [workflow_type]
+            for ref in refs:
+                types.append(ref if isinstance(ref, str) else self.registry.resolve(ref).name)
+        rows, next_cursor = self.index.list(
+            status=statuses or None, workflow_type=types or None, attributes=attributes,
+            parent_workflow_id=parent_workflow_id,
+            created_after=None if created_after is None else to_micros(created_after.timestamp()),
+            created_before=None if created_before is None
+            else to_micros(created_before.timestamp()),
+            cursor=cursor, limit=limit)
+        return Page([_info(r, None) for r in rows], next_cursor)
+
+    async def history(self, workflow_id: str) -> list[HistoryEvent]:
+        """Return every event of the instance, in order.
+
+        Raises:
+            WorkflowNotFound: No such instance.
+            CorruptInstance: The instance file was unreadable (now quarantined).
+        """
+        row = self._row_or_raise(workflow_id)
+        if row.status == Status.QUEUED:
+            return [HistoryEvent(workflow_id, row.run_id, 1, EventType.WORKFLOW_QUEUED.value,
+                                 from_micros(row.created_at),  # type: ignore[arg-type]
+                                 None, None, {"input": serde.decode(row.input),
+                                              "attributes": serde.decode(row.attributes),
+                                              "parent_workflow_id": row.parent_workflow_id},
+                                 row.workflow_type)]
+        path = self._path(workflow_id)
+        try:
+            rows = await self._io(_read_events, path, self.durability)
+        except FileNotFoundError as exc:
+            raise StorageError(f"the instance file of {workflow_id!r} is missing "
+                               f"(status {row.status}: {row.error})",
+                               workflow_id=workflow_id, url=str(path)) from exc
+        except CorruptInstance as exc:
+            if workflow_id not in self._active:
+                await self._quarantine(workflow_id, exc)
+            raise
+        return [HistoryEvent(workflow_id, row.run_id, r[0], r[1],
+                             from_micros(r[2]),  # type: ignore[arg-type]
+                             r[3], r[4], serde.decode(r[5]), row.workflow_type) for r in rows]
+
+    async def status(self, workflow_id: str) -> str:
+        """Return the instance's status."""
+        return self._row_or_raise(workflow_id).status
+
+    async def result(self, workflow_id: str, timeout: float | None = None) -> Any:
+        """Wait for the instance to finish and return its result.
+
+        Raises:
+            ResultTimeout: ``timeout`` seconds passed first.
+            WorkflowFailed: It failed; ``cause`` holds the recorded error.
+            WorkflowCancelledError / WorkflowTerminatedError: It was stopped.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            row = self._row_or_raise(workflow_id)
+            if row.status in TERMINAL_STATUSES:
+                return await self._terminal_result(row)
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiters.setdefault(workflow_id, []).append(fut)
+            row = self._row_or_raise(workflow_id)
+            if row.status in TERMINAL_STATUSES:
+                return await self._terminal_result(row)
+            # Poll the index now and then too: another process may finish it.
+            wait = 0.5 if deadline is None else min(0.5, deadline - loop.time())
+            if wait <= 0:
+                raise ResultTimeout(
+                    f"workflow {workflow_id!r} did not finish within {timeout}s "
+                    f"(status {row.status})", workflow_id=workflow_id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fut, wait)
+
+    async def _terminal_result(self, row: IndexRow) -> Any:
+        wid = row.workflow_id
+        err = serde.decode(row.error) or {}
+        if row.status == Status.COMPLETED:
+            info = await self.describe(wid)
+            return info.result
+        if row.status == Status.FAILED:
+            raise WorkflowFailed(
+                f"workflow {wid!r} failed: {err.get('type')}: {err.get('message')}",
+                workflow_id=wid, error_type=err.get("type"), cause=err.get("message"))
+        if row.status == Status.CANCELLED:
+            raise WorkflowCancelledError(f"workflow {wid!r} was cancelled", workflow_id=wid)
+        raise WorkflowTerminatedError(
+            f"workflow {wid!r} was terminated: {err.get('message')}", workflow_id=wid,
+            reason=err.get("message"))
+
+    # -- cancel and terminate ----------------------------------------------------------
+
+    async def cancel(self, workflow_id: str, reason: str | None = None) -> str:
+        """Ask an instance to stop; returns its status after the request.
+
+        A queued or paused instance is cancelled at once (a paused one runs
+        its cleanup code first); a running one gets ``WorkflowCancelled`` at
+        its next durable operation.
+
+        Raises:
+            WorkflowNotFound: No such instance.
+            WorkflowAlreadyFinished: It had already finished; nothing changed.
+        """
+        row = self._row_or_raise(workflow_id)
+        if row.status in TERMINAL_STATUSES:
+            raise WorkflowAlreadyFinished(
+                f"workflow {workflow_id!r} has already finished ({row.status})",
+                workflow_id=workflow_id, status=row.status)
+        if row.status == Status.QUEUED and await self._finish_queued(
+                row, Status.CANCELLED, EventType.WORKFLOW_CANCELLED, reason):
+            return Status.CANCELLED.value
+        await self._write_file(workflow_id, updates={"cancel_requested": 1,
+                                                     "cancel_reason": reason})
+        await self.index.write(IndexDB.update_fn(workflow_id, {"cancel_requested": 1}))
+        ex = self._active.get(workflow_id)
+        if ex is not None:
+            ex.cancel_requested, ex.cancel_reason = True, reason
+            return Status.RUNNING.value
+        claimed = await self.index.write(IndexDB.update_fn(
+            workflow_id, {"status": Status.RUNNING.value, "lease_owner": self.owner_id},
+            only_if_status=[Status.PAUSED.value]))
+        if claimed:
+            await self._execute(workflow_id, resumed=True)
+        return await self.status(workflow_id)
+
+    async def terminate(self, workflow_id: str, reason: str | None = None) -> None:
+        """Stop an instance now; no more of its workflow code runs.
+
+        A step already executing on a thread cannot be interrupted; its
+        result is discarded.
+
+        Raises:
+            WorkflowNotFound: No such instance.
+            WorkflowAlreadyFinished: It had already finished; nothing changed.
+        """
+        row = self._row_or_raise(workflow_id)
+        if row.status in TERMINAL_STATUSES:
+            raise WorkflowAlreadyFinished(
+                f"workflow {workflow_id!r} has already finished ({row.status})",
+                workflow_id=workflow_id, status=row.status)
+        if row.status == Status.QUEUED and await self._finish_queued(
+                row, Status.TERMINATED, EventType.WORKFLOW_TERMINATED, reason):
+            return
+        now = self.now_us()
+        error = serde.encode({"type": "terminated", "message": reason or "terminated"},
+                             what="error")
+        await self._write_file(
+            workflow_id,
+            events=[EventRow(EventType.WORKFLOW_TERMINATED.value, now, None, None,
+                             serde.encode({"reason": reason}, what="reason"))],
+            updates={"status": Status.TERMINATED.value, "finished_at": now, "error": error,
+                     "wake_at": None})
+        ex = self._active.get(workflow_id)
+        if ex is not None:
+            ex.terminated = True
+            if ex.task is not None:
+                ex.task.cancel()
+        await self.index.write(IndexDB.update_fn(workflow_id, {
+            "status": Status.TERMINATED.value, "finished_at": now, "error": error,
+            "wake_at": None, "lease_owner": None, "input": None}))
+        self._notify(workflow_id)
+
+    async def _finish_queued(self, row: IndexRow, status: Status, etype: EventType,
+                             reason: str | None) -> bool:
+        """End a queued instance before it ever ran; False if the scheduler won the race."""
+        now = self.now_us()
+        error = serde.encode({"type": status.value, "message": reason or status.value},
+                             what="error")
+        done = await self.index.write(IndexDB.update_fn(
+            row.workflow_id, {"status": status.value, "finished_at": now, "error": error},
+            only_if_status=[Status.QUEUED.value]))
+        if not done:
+            return False
+        create = {"workflow_id": row.workflow_id, "run_id": row.run_id,
+                  "workflow_type": row.workflow_type,
+                  "parent_workflow_id": row.parent_workflow_id, "input": row.input,
+                  "attributes": row.attributes, "created_at": row.created_at}
+        file_row = self._file_row({**create, "status": status.value})
+        file_row.update(finished_at=now, error=error)
+        events = self._first_events(create, now)[:1]
+        events.append(EventRow(etype.value, now, None, None,
+                               serde.encode({"reason": reason}, what="reason")))
+        path = self._path(row.workflow_id)
+        f = await self._io(lambda: InstanceFile.create(path, file_row, events,
+                                                       durability=self.durability))
+        self.io_pool.submit(f.close)
+        await self.index.write(IndexDB.update_fn(row.workflow_id, {"input": None}))
+        self._notify(row.workflow_id)
+        return True
+
+    async def _write_file(self, wid: str, **kwargs: Any) -> None:
+        path = self._path(wid)
+
+        def go() -> None:
+            f = InstanceFile.open(path, durability=self.durability)
+            try:
+                f.commit(**kwargs)
+            finally:
+                f.close()
+
+        try:
+            await self._io(go)
+        except WorkflowAlreadyFinished as exc:
+            raise WorkflowAlreadyFinished(
+                f"workflow {wid!r} has already finished ({exc.status})", workflow_id=wid,
+                status=exc.status) from None
+        except CorruptInstance as exc:
+            await self._quarantine(wid, exc)
+            raise
+
+
+def _check_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidArgument("attribute names must be non-empty strings")
+        if isinstance(value, datetime):
+            out[key] = value.isoformat()
+        elif isinstance(value, str | int | float | bool):
+            out[key] = value
+        else:
+            raise InvalidArgument(f"attribute {key!r} has type {type(value).__name__}; "
+                                  "use str, int, float, bool or datetime")
+    return out
+
+
+def _read_file_row(path: Path, durability: str) -> dict[str, Any]:
+    f = InstanceFile.open(path, durability=durability)
+    try:
+        return f.read_row()
+    finally:
+        f.close()
+
+
+def _read_events(path: Path, durability: str) -> list[tuple[Any, ...]]:
+    f = InstanceFile.open(path, durability=durability)
+    try:
+        return f.read_events()
+    finally:
+        f.close()
+
+
+def _info(row: IndexRow, file_row: dict[str, Any] | None) -> WorkflowInfo:
+    src: dict[str, Any] = dict(file_row) if file_row else {}
+    status = src.get("status") or row.status
+    # The index may hold a newer status than a file that was quarantined.
+    if row.status in TERMINAL_STATUSES and status not in TERMINAL_STATUSES:
+        status = row.status
+    started = src.get("started_at", row.started_at)
+    finished = src.get("finished_at", row.finished_at) or row.finished_at
+    duration = None if started is None or finished is None else (finished - started) / 1000
+    return WorkflowInfo(
+        workflow_id=row.workflow_id,
+        run_id=row.run_id,
+        workflow_type=row.workflow_type,
+        status=status,
+        parent_workflow_id=row.parent_workflow_id,
+        input=serde.decode(src["input"]) if file_row else serde.decode(row.input),
+        result=serde.decode(src.get("result")) if file_row else None,
+        error=serde.decode(src.get("error") or row.error),
+        attributes=serde.decode(src.get("attributes") or row.attributes) or {},
+        created_at=from_micros(row.created_at),  # type: ignore[arg-type]
+        started_at=from_micros(started),
+        finished_at=from_micros(finished),
+        duration_ms=duration,
+        step_count=src.get("step_count", row.step_count),
+        tier=row.tier,
+    )

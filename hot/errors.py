@@ -1,0 +1,243 @@
+"""The tierflow exception tree.
+
+Every error tierflow raises derives from :class:`TierflowError`. Subtrees are
+grouped by what a caller can do about them::
+
+    TierflowError
+    ├── InvalidArgument (also ValueError)        fix the input and call again
+    │   ├── InvalidWorkflowId
+    │   ├── PayloadError                         not JSON, or too large
+    │   └── UnknownQuery
+    ├── WorkflowNotFound (also LookupError)      unknown id, or unknown type
+    ├── WorkflowAlreadyExists                    start(..., on_conflict="fail")
+    ├── WorkflowAlreadyFinished                  signal/cancel of a finished run
+    ├── WorkflowFailed                           result() of a failed run; .cause
+    │   └── ChildWorkflowFailed                  raised in a parent workflow
+    ├── WorkflowCancelledError                   result() of a cancelled run
+    ├── WorkflowTerminatedError                  result() of a terminated run
+    ├── NonDeterminismError                      replay diverged from history
+    ├── StepError                                a step failed for good
+    │   ├── StepTimeout
+    │   └── RetryExhausted
+    ├── SignalTimeout
+    ├── ResultTimeout (also TimeoutError)        handle.result(timeout) expired
+    └── StorageError                             disk, SQLite or object store
+        └── CorruptInstance                      an instance file is unreadable
+
+Cancellation delivered *inside* a workflow (:class:`WorkflowCancelled`) derives
+from ``BaseException`` so that ``except Exception`` in user code does not
+swallow it; ``finally`` blocks still run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ChildWorkflowFailed",
+    "CorruptInstance",
+    "InvalidArgument",
+    "InvalidWorkflowId",
+    "NonDeterminismError",
+    "PayloadError",
+    "ResultTimeout",
+    "RetryExhausted",
+    "SignalTimeout",
+    "StepError",
+    "StepTimeout",
+    "StorageError",
+    "TierflowError",
+    "UnknownQuery",
+    "WorkflowAlreadyExists",
+    "WorkflowAlreadyFinished",
+    "WorkflowCancelled",
+    "WorkflowCancelledError",
+    "WorkflowFailed",
+    "WorkflowNotFound",
+    "WorkflowTerminatedError",
+]
+
+
+class TierflowError(Exception):
+    """Root of every error tierflow raises.
+
+    Attributes:
+        workflow_id: The instance concerned, when there is one.
+    """
+
+    def __init__(self, message: str, *, workflow_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.workflow_id = workflow_id
+
+
+class InvalidArgument(TierflowError, ValueError):
+    """The caller passed something tierflow cannot accept; nothing was changed."""
+
+
+class InvalidWorkflowId(InvalidArgument):
+    """A workflow id does not match ``^[A-Za-z0-9][A-Za-z0-9._:@-]{0,254}$``."""
+
+
+class PayloadError(InvalidArgument):
+    """A value is not JSON-serialisable or exceeds the payload size limit."""
+
+
+class UnknownQuery(InvalidArgument):
+    """A query name has no handler; ``known`` lists the registered names."""
+
+    def __init__(self, message: str, *, workflow_id: str | None = None,
+                 known: list[str] | None = None) -> None:
+        super().__init__(message, workflow_id=workflow_id)
+        self.known = known or []
+
+
+class WorkflowNotFound(TierflowError, LookupError):
+    """No instance with this id exists, or no workflow type with this name.
+
+    Attributes:
+        known_types: For an unknown type, the registered type names.
+    """
+
+    def __init__(self, message: str, *, workflow_id: str | None = None,
+                 known_types: list[str] | None = None) -> None:
+        super().__init__(message, workflow_id=workflow_id)
+        self.known_types = known_types or []
+
+
+class WorkflowAlreadyExists(TierflowError):
+    """``start``/``run`` with ``on_conflict="fail"`` found an instance with that id."""
+
+
+class WorkflowAlreadyFinished(TierflowError):
+    """The operation needs a live instance, but it has finished.
+
+    Attributes:
+        status: The terminal status the instance has.
+    """
+
+    def __init__(self, message: str, *, workflow_id: str | None = None,
+                 status: str | None = None) -> None:
+        super().__init__(message, workflow_id=workflow_id)
+        self.status = status
+
+
+class WorkflowFailed(TierflowError):
+    """The workflow ended with an error.
+
+    Attributes:
+        error_type: Qualified name of the exception the workflow raised.
+        cause: The error message recorded in history.
+    """
+
+    def __init__(self, message: str, *, workflow_id: str | None = None,
+                 error_type: str | None = None, cause: str | None = None) -> None:
+        super().__init__(message, workflow_id=workflow_id)
+        self.error_type = error_type
+        self.cause = cause
+
+
+class ChildWorkflowFailed(WorkflowFailed):
+    """A child workflow failed; raised inside the parent, which may catch it."""
+
+
+class WorkflowCancelledError(TierflowError):
+    """``result()`` of an instance that was cancelled."""
+
+
+class WorkflowTerminatedError(TierflowError):
+    """``result()`` of an instance that was terminated; ``reason`` says why."""
+
+    def __init__(self, message: str, *, workflow_id: str | None = None,
+                 reason: str | None = None) -> None:
+        super().__init__(message, workflow_id=workflow_id)
+        self.reason = reason
+
+
+class NonDeterminismError(TierflowError):
+    """Replaying the workflow code did not match its recorded history.
+
+    Attributes:
+        seq: Position of the operation that diverged.
+        expected: What history recorded at that position.
+        actual: What the code asked for.
+    """
+
+    def __init__(self, message: str, *, workflow_id: str | None = None,
+                 seq: int | None = None, expected: str | None = None,
+                 actual: str | None = None) -> None:
+        super().__init__(message, workflow_id=workflow_id)
+        self.seq = seq
+        self.expected = expected
+        self.actual = actual
+
+
+class StepError(TierflowError):
+    """A step failed for good (inside a workflow).
+
+    Attributes:
+        step: The step name.
+        attempt: The attempt that failed last.
+        error_type: Qualified name of the exception the step raised.
+    """
+
+    def __init__(self, message: str, *, workflow_id: str | None = None,
+                 step: str | None = None, attempt: int | None = None,
+                 error_type: str | None = None) -> None:
+        super().__init__(message, workflow_id=workflow_id)
+        self.step = step
+        self.attempt = attempt
+        self.error_type = error_type
+
+
+class StepTimeout(StepError, TimeoutError):
+    """One attempt of a step ran longer than its ``timeout``."""
+
+
+class RetryExhausted(StepError):
+    """A step failed on every attempt its RetryPolicy allowed."""
+
+
+class SignalTimeout(TierflowError, TimeoutError):
+    """``wait_for_signal`` timed out and no default was given; ``signal`` names it."""
+
+    def __init__(self, message: str, *, workflow_id: str | None = None,
+                 signal: str | None = None) -> None:
+        super().__init__(message, workflow_id=workflow_id)
+        self.signal = signal
+
+
+class ResultTimeout(TierflowError, TimeoutError):
+    """``handle.result(timeout=...)`` expired before the instance finished."""
+
+
+class StorageError(TierflowError):
+    """Disk, SQLite or object-store failure; ``url`` names the location."""
+
+    def __init__(self, message: str, *, workflow_id: str | None = None,
+                 url: str | None = None) -> None:
+        super().__init__(message, workflow_id=workflow_id)
+        self.url = url
+
+
+class CorruptInstance(StorageError):
+    """An instance file could not be read; it has been quarantined."""
+
+
+class WorkflowCancelled(BaseException):  # noqa: N818 - reads as an event, like CancelledError
+    """Raised inside a workflow at its next durable operation after ``cancel``.
+
+    Derives from ``BaseException`` so ``except Exception`` does not swallow it.
+    ``finally`` blocks run, and durable operations inside them still work, so
+    cleanup steps can be written as usual.
+    """
+
+    def __init__(self, reason: str | None = None) -> None:
+        super().__init__(reason or "cancelled")
+        self.reason = reason
+
+
+def error_info(exc: BaseException) -> dict[str, Any]:
+    """Describe an exception as JSON for history payloads."""
+    t = type(exc)
+    return {"type": f"{t.__module__}.{t.__qualname__}", "message": str(exc)}

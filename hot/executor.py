@@ -1,0 +1,339 @@
+"""Runs one workflow instance: replays its records, executes what is new.
+
+An :class:`Execution` drives the user's ``async def`` from the top every time
+the instance is (re)loaded. Durable operations are numbered by position
+(``seq``); an operation with a record returns the recorded outcome without
+running anything, and the first operation without one runs for real and is
+recorded. This is the replay model of Temporal and DBOS: code may be re-run,
+side effects inside steps are not.
+
+A long wait (timer, retry backoff, signal) *suspends* the instance: a private
+``BaseException`` unwinds the workflow, the wait is committed with
+``workflow.paused``, and the coroutine is dropped, so a paused instance costs
+a row in the index and nothing in memory. Short timers (under
+``inline_sleep_threshold``) are recorded durably but awaited in memory.
+
+Writes go through :meth:`Execution.commit`, which runs the SQLite transaction
+on the engine's I/O thread pool. Events that carry no externally visible
+effect (``timer.fired``, ``workflow.resumed``, ...) are buffered and ride along
+with the next commit; recorded values (``ctx.now()``, ``ctx.uuid()``) are
+flushed before the next step runs, so a side effect never sees a value that
+a replay could change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from hot import serde
+from hot.authoring import WorkflowDefinition
+from hot.clock import Clock
+from hot.errors import (
+    NonDeterminismError,
+    PayloadError,
+    WorkflowCancelled,
+    error_info,
+)
+from hot.models import EventType, Status, to_micros
+from hot.store import EventRow, InstanceFile, InstanceState, OpRecord
+
+if TYPE_CHECKING:
+    from hot.context import WorkflowContext
+
+__all__ = ["Execution", "ExecutionEnv", "Outcome", "Suspend", "Terminated"]
+
+
+class Suspend(BaseException):  # noqa: N818 - control flow, not an error
+    """Unwinds a workflow that must wait durably; carries what to record."""
+
+    def __init__(self, wake_at: int | None, reason: str) -> None:
+        super().__init__(reason)
+        self.wake_at = wake_at
+        self.reason = reason
+
+
+class Terminated(BaseException):  # noqa: N818 - control flow, not an error
+    """Raised at any durable operation of an instance that was terminated."""
+
+
+class QueryStop(BaseException):  # noqa: N818 - control flow, not an error
+    """Stops a query replay at the first operation with no record."""
+
+
+class ExecutionEnv(Protocol):
+    """What an execution needs from its engine."""
+
+    clock: Clock
+    io_pool: Executor
+    max_payload_bytes: int
+    inline_sleep_threshold: float
+
+
+@dataclass
+class Outcome:
+    """How an execution ended, for the engine to mirror into the index."""
+
+    status: str
+    wake_at: int | None = None
+    result: str | None = None
+    error: str | None = None
+    finished_at: int | None = None
+    step_count: int = 0
+    attributes: str | None = None
+    pause_reason: str | None = None
+
+
+@dataclass
+class _Pending:
+    events: list[EventRow] = field(default_factory=list)
+    ops: list[OpRecord] = field(default_factory=list)
+    updates: dict[str, Any] = field(default_factory=dict)
+    values: bool = False  # holds recorded values that must be durable before a side effect
+
+
+class Execution:
+    """One run of a workflow function against one instance file.
+
+    Args:
+        env: The engine services (clock, thread pool, limits).
+        file: The open instance file; None for a read-only query replay.
+        state: The loaded instance row and operation records.
+        definition: The workflow to run.
+        query_mode: Replay only: stop at the first operation with no record.
+    """
+
+    def __init__(
+        self,
+        env: ExecutionEnv,
+        file: InstanceFile | None,
+        state: InstanceState,
+        definition: WorkflowDefinition,
+        *,
+        query_mode: bool = False,
+    ) -> None:
+        self.env = env
+        self.file = file
+        self.row = state.row
+        self.ops = state.ops
+        self.definition = definition
+        self.query_mode = query_mode
+        self.workflow_id: str = state.row["workflow_id"]
+        self.run_id: str = state.row["run_id"]
+        self.seq = 0
+        self.step_count: int = state.row["step_count"]
+        self.pending = _Pending()
+        self.cancel_requested = bool(state.row["cancel_requested"])
+        self.cancel_reason: str | None = state.row["cancel_reason"]
+        self.cancel_delivered = any(op.status == "cancelled" for op in self.ops.values())
+        self.terminated = False
+        self.suspending: Suspend | None = None
+        self.attributes: dict[str, Any] = serde.decode(state.row["attributes"]) or {}
+        self.attributes_dirty = False
+        self.inflight: set[asyncio.Future[Any]] = set()
+        self.query_handlers: dict[str, Callable[..., Any]] = {}
+        self.task: asyncio.Task[Outcome] | None = None
+        self._commit_lock = asyncio.Lock()
+        # Deterministic per-instance RNG for retry jitter: replay never reads it,
+        # but a stable seed keeps a rerun's schedule explainable.
+        self.rng = random.Random(self.run_id)
+
+    # -- time and ids ----------------------------------------------------------
+
+    def now_us(self) -> int:
+        """Current time in µs from the engine clock."""
+        return to_micros(self.env.clock.now())
+
+    def check_alive(self) -> None:
+        """Raise if the instance was terminated or is being suspended."""
+        if self.terminated:
+            raise Terminated()
+        if self.suspending is not None:
+            raise self.suspending
+
+    def next_seq(self) -> int:
+        """Allocate the position of the next durable operation."""
+        self.check_alive()
+        self.seq += 1
+        return self.seq
+
+    def record_for(self, seq: int, kind: str, name: str) -> OpRecord | None:
+        """Return the record at ``seq`` after checking it matches, or None if live.
+
+        Raises:
+            NonDeterminismError: History holds a different operation at ``seq``.
+            QueryStop: Query replay reached the live edge.
+        """
+        rec = self.ops.get(seq)
+        if rec is None:
+            if self.query_mode:
+                raise QueryStop()
+            return None
+        if rec.kind != kind or rec.name != name:
+            raise NonDeterminismError(
+                f"workflow {self.workflow_id!r} diverged from its history at operation {seq}: "
+                f"history has {rec.kind} {rec.name!r}, the code asked for {kind} {name!r}",
+                workflow_id=self.workflow_id, seq=seq,
+                expected=f"{rec.kind}:{rec.name}", actual=f"{kind}:{name}",
+            )
+        return rec
+
+    # -- event helpers ---------------------------------------------------------
+
+    def event(self, etype: EventType, *, step: str | None = None, attempt: int | None = None,
+              payload: Any = None, at: int | None = None) -> EventRow:
+        """Build an event row (payload encoded as JSON)."""
+        text = None if payload is None else serde.encode(payload, what=f"{etype} payload")
+        return EventRow(str(etype), at if at is not None else self.now_us(), step, attempt, text)
+
+    def encode(self, value: Any, what: str) -> str:
+        """Encode a value with this engine's payload limit."""
+        return serde.encode(value, what=what, max_bytes=self.env.max_payload_bytes,
+                            workflow_id=self.workflow_id)
+
+    # -- durable writes --------------------------------------------------------
+
+    def buffer(self, *, events: list[EventRow] = (), ops: list[OpRecord] = (),  # type: ignore[assignment]
+               updates: dict[str, Any] | None = None, values: bool = False) -> None:
+        """Add records to ride along with the next commit."""
+        self.pending.events.extend(events)
+        self.pending.ops.extend(ops)
+        self.pending.updates.update(updates or {})
+        self.pending.values = self.pending.values or values
+        for op in ops:
+            self.ops[op.seq] = op
+
+    async def commit(self, *, events: list[EventRow] = (),  # type: ignore[assignment]
+                     ops: list[OpRecord] = (),  # type: ignore[assignment]
+                     updates: dict[str, Any] | None = None, allow_finished: bool = False
+                     ) -> None:
+        """Commit buffered records plus these, in one transaction, off the event loop."""
+        if self.query_mode or self.file is None:
+            return
+        async with self._commit_lock:
+            if self.terminated:
+                raise Terminated()
+            p, self.pending = self.pending, _Pending()
+            all_updates = {**p.updates, **(updates or {})}
+            all_updates["step_count"] = self.step_count
+            if self.attributes_dirty:
+                all_updates["attributes"] = serde.encode(self.attributes, what="attributes")
+                self.attributes_dirty = False
+            file = self.file
+            all_events = [*p.events, *events]
+            all_ops = [*p.ops, *ops]
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(
+                self.env.io_pool,
+                lambda: file.commit(events=all_events, ops=all_ops, updates=all_updates,
+                                    allow_finished=allow_finished),
+            )
+            for op in ops:
+                self.ops[op.seq] = op
+
+    async def flush_values(self) -> None:
+        """Make recorded values durable before a side effect can observe them."""
+        if self.pending.values:
+            await self.commit()
+
+    # -- cancellation ----------------------------------------------------------
+
+    def check_cancel(self, seq: int, kind: str, name: str) -> None:
+        """Deliver a pending cancellation at this live operation, recording where."""
+        if self.cancel_requested and not self.cancel_delivered:
+            self.cancel_delivered = True
+            self.buffer(ops=[OpRecord(seq, kind, name, "cancelled")])
+            raise WorkflowCancelled(self.cancel_reason)
+
+    # -- running ---------------------------------------------------------------
+
+    async def track(self, aw: Awaitable[Any]) -> Any:
+        """Await a step body, remembering it so a suspension waits for it to land."""
+        fut = asyncio.ensure_future(aw)
+        self.inflight.add(fut)
+        try:
+            return await fut
+        finally:
+            self.inflight.discard(fut)
+
+    async def run(self, ctx: WorkflowContext, *, resumed: bool, recovered: bool) -> Outcome:
+        """Run the workflow function to completion or suspension; commit the outcome."""
+        now = self.now_us()
+        if recovered:
+            self.buffer(events=[self.event(EventType.WORKFLOW_RECOVERED, at=now)])
+        if resumed:
+            self.buffer(events=[self.event(EventType.WORKFLOW_RESUMED, at=now)])
+        if resumed or recovered:
+            self.buffer(updates={"status": Status.RUNNING, "wake_at": None})
+        wf_input = serde.decode(self.row["input"])
+        try:
+            value = await self.definition(ctx, wf_input)
+        except Suspend as s:
+            return await self._suspend(s)
+        except WorkflowCancelled as c:
+            return await self._finish(Status.CANCELLED, EventType.WORKFLOW_CANCELLED,
+                                      error={"type": "cancelled", "message": c.reason or
+                                             "cancelled"}, payload={"reason": c.reason})
+        except Terminated:
+            return Outcome(status=Status.TERMINATED)
+        except asyncio.CancelledError:
+            if self.terminated:
+                return Outcome(status=Status.TERMINATED)
+            raise
+        except Exception as exc:
+            info = error_info(exc)
+            step_error = getattr(exc, "step", None)
+            if step_error:
+                info["step"] = step_error
+            return await self._finish(Status.FAILED, EventType.WORKFLOW_FAILED, error=info,
+                                      payload={"error": info})
+        try:
+            result_text = self.encode(value, "workflow result")
+        except PayloadError as exc:
+            info = error_info(exc)
+            return await self._finish(Status.FAILED, EventType.WORKFLOW_FAILED, error=info,
+                                      payload={"error": info})
+        return await self._finish(Status.COMPLETED, EventType.WORKFLOW_COMPLETED,
+                                  result_text=result_text, payload={"result": value})
+
+    async def _drain_inflight(self) -> None:
+        # A suspension raised in one branch of a gather must not drop steps still
+        # running in other branches: let them finish and record their results.
+        while self.inflight:
+            await asyncio.gather(*list(self.inflight), return_exceptions=True)
+
+    async def _suspend(self, s: Suspend) -> Outcome:
+        self.suspending = s
+        await self._drain_inflight()
+        now = self.now_us()
+        payload = {"reason": s.reason, "wake_at": s.wake_at}
+        await self.commit(
+            events=[self.event(EventType.WORKFLOW_PAUSED, payload=payload, at=now)],
+            updates={"status": Status.PAUSED, "wake_at": s.wake_at},
+        )
+        return Outcome(status=Status.PAUSED, wake_at=s.wake_at, step_count=self.step_count,
+                       attributes=self._attrs_text(), pause_reason=s.reason)
+
+    def _attrs_text(self) -> str:
+        return serde.encode(self.attributes, what="attributes")
+
+    async def _finish(self, status: Status, etype: EventType, *, error: Any = None,
+                      result_text: str | None = None, payload: Any = None) -> Outcome:
+        await self._drain_inflight()
+        now = self.now_us()
+        error_text = None if error is None else serde.encode(error, what="error")
+        try:
+            ev = self.event(etype, payload=payload, at=now)
+        except PayloadError:  # the result alone fits; with its envelope it may not
+            ev = self.event(etype, at=now)
+        await self.commit(
+            events=[ev],
+            updates={"status": status, "result": result_text, "error": error_text,
+                     "finished_at": now, "wake_at": None},
+        )
+        return Outcome(status=status, result=result_text, error=error_text, finished_at=now,
+                       step_count=self.step_count, attributes=self._attrs_text())

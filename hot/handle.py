@@ -1,0 +1,51 @@
+"""``WorkflowHandle``: a reference to one instance, by id."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hot.models import HistoryEvent, WorkflowInfo
+
+if TYPE_CHECKING:
+    from hot.engine import Engine
+
+__all__ = ["WorkflowHandle"]
+
+
+class WorkflowHandle:
+    """Refers to an instance by id; every call goes to the engine that made it.
+
+    Attributes:
+        workflow_id: The instance's id.
+    """
+
+    def __init__(self, engine: Engine, workflow_id: str) -> None:
+        self._engine = engine
+        self.workflow_id = workflow_id
+
+    def __repr__(self) -> str:
+        return f"WorkflowHandle({self.workflow_id!r})"
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the instance to finish and return its result (see ``Engine.result``)."""
+        return await self._engine.result(self.workflow_id, timeout=timeout)
+
+    async def status(self) -> str:
+        """Return the current status."""
+        return await self._engine.status(self.workflow_id)
+
+    async def describe(self) -> WorkflowInfo:
+        """Return the full ``workflows`` row."""
+        return await self._engine.describe(self.workflow_id)
+
+    async def history(self) -> list[HistoryEvent]:
+        """Return every event, in order."""
+        return await self._engine.history(self.workflow_id)
+
+    async def cancel(self, reason: str | None = None) -> str:
+        """Request cooperative cancellation; returns the status after the request."""
+        return await self._engine.cancel(self.workflow_id, reason)
+
+    async def terminate(self, reason: str | None = None) -> None:
+        """Stop the instance immediately."""
+        await self._engine.terminate(self.workflow_id, reason)

@@ -1,0 +1,380 @@
+"""The instance index: one SQLite database listing every hot instance.
+
+The scheduler and ``list`` read only this database, never instance files. It
+holds two kinds of facts:
+
+* **Queued instances** (``start`` has returned but no instance file exists
+  yet): the index is their only record, so these inserts are committed with
+  ``synchronous=FULL`` and the caller waits for them.
+* **Everything else** (status, timestamps, wake-up time, lease) is a cache of
+  the instance files. Those commits use ``synchronous=NORMAL``: they survive a
+  process crash, and if power loss drops the last few, start-up reconciliation
+  (``hot/recovery.py``) rebuilds them from the files.
+
+All writes go through one writer thread that commits whatever has queued up
+in a single transaction (group commit), so many concurrent ``start`` calls
+share one fsync. Reads use their own connection; WAL lets them run beside
+the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hot.errors import InvalidArgument, StorageError
+
+__all__ = ["INDEX_COLUMNS", "IndexDB", "IndexRow"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS instances (
+    workflow_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    workflow_type TEXT NOT NULL,
+    status TEXT NOT NULL,
+    parent_workflow_id TEXT,
+    input TEXT,
+    attributes TEXT NOT NULL DEFAULT '{}',
+    error TEXT,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    step_count INTEGER NOT NULL DEFAULT 0,
+    wake_at INTEGER,
+    lease_owner TEXT,
+    lease_expires INTEGER,
+    recovery_count INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    tier TEXT NOT NULL DEFAULT 'hot'
+) STRICT;
+CREATE INDEX IF NOT EXISTS instances_status_wake ON instances (status, wake_at);
+CREATE INDEX IF NOT EXISTS instances_created ON instances (created_at, workflow_id);
+CREATE INDEX IF NOT EXISTS instances_type ON instances (workflow_type, created_at);
+CREATE INDEX IF NOT EXISTS instances_parent ON instances (parent_workflow_id)
+    WHERE parent_workflow_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS attributes (
+    workflow_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value ANY,
+    PRIMARY KEY (workflow_id, key)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS attributes_kv ON attributes (key, value);
+"""
+
+INDEX_COLUMNS = (
+    "workflow_id", "run_id", "workflow_type", "status", "parent_workflow_id", "input",
+    "attributes", "error", "created_at", "started_at", "finished_at", "step_count",
+    "wake_at", "lease_owner", "lease_expires", "recovery_count", "cancel_requested", "tier",
+)
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """One instance as the index knows it (timestamps in µs since the epoch)."""
+
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    status: str
+    parent_workflow_id: str | None
+    input: str | None
+    attributes: str
+    error: str | None
+    created_at: int
+    started_at: int | None
+    finished_at: int | None
+    step_count: int
+    wake_at: int | None
+    lease_owner: str | None
+    lease_expires: int | None
+    recovery_count: int
+    cancel_requested: int
+    tier: str
+
+
+_SELECT = f"SELECT {','.join(INDEX_COLUMNS)} FROM instances"
+
+_Job = tuple[Callable[[sqlite3.Connection], Any], bool, Future[Any]]
+
+
+class IndexDB:
+    """The index database with its single writer thread.
+
+    Args:
+        path: The index file.
+        durability: ``"full"`` or ``"normal"``; applies to the durable writes.
+    """
+
+    def __init__(self, path: Path, durability: str = "full") -> None:
+        self.path = path
+        self.durability = durability
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._writer_conn = self._connect()
+            self._writer_conn.executescript(_SCHEMA)
+            if self._writer_conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
+                self._writer_conn.execute("INSERT INTO schema_version VALUES (1)")
+            self._reader = self._connect()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the instance index {path}: {exc}",
+                               url=str(path)) from exc
+        self._reader_lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="tierflow-index", daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    # -- writer thread -------------------------------------------------------
+
+    def _run(self) -> None:
+        conn = self._writer_conn
+        current_sync: str | None = None
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            batch = [job]
+            # Group commit: take everything already waiting into this transaction.
+            while len(batch) < 512:
+                try:
+                    nxt = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._jobs.put(None)
+                    break
+                batch.append(nxt)
+            durable = self.durability == "full" and any(b[1] for b in batch)
+            sync = "FULL" if durable else "NORMAL"
+            try:
+                if sync != current_sync:
+                    conn.execute(f"PRAGMA synchronous={sync}")
+                    current_sync = sync
+                conn.execute("BEGIN IMMEDIATE")
+                results: list[tuple[bool, Any]] = []
+                for fn, _, _ in batch:
+                    conn.execute("SAVEPOINT job")
+                    try:
+                        results.append((True, fn(conn)))
+                        conn.execute("RELEASE job")
+                    except Exception as exc:  # one bad job must not fail its batch-mates
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
+                        results.append((False, exc))
+                conn.execute("COMMIT")
+            except Exception as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                err = StorageError(f"instance index write failed: {exc}", url=str(self.path))
+                for _, _, fut in batch:
+                    fut.set_exception(err)
+                continue
+            for (_, _, fut), (ok, value) in zip(batch, results, strict=True):
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+        conn.close()
+
+    def submit(self, fn: Callable[[sqlite3.Connection], Any], *, durable: bool = False
+               ) -> Future[Any]:
+        """Queue a write; returns a future resolved once it is committed."""
+        fut: Future[Any] = Future()
+        self._jobs.put((fn, durable, fut))
+        return fut
+
+    async def write(self, fn: Callable[[sqlite3.Connection], Any], *, durable: bool = False
+                    ) -> Any:
+        """Queue a write and wait until it is committed."""
+        return await asyncio.wrap_future(self.submit(fn, durable=durable))
+
+    def close(self) -> None:
+        """Finish queued writes, stop the writer thread, close connections."""
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        with self._reader_lock:
+            self._reader.close()
+
+    # -- write helpers -------------------------------------------------------
+
+    @staticmethod
+    def _put_attributes(conn: sqlite3.Connection, workflow_id: str, attrs: dict[str, Any]
+                        ) -> None:
+        for key, value in attrs.items():
+            conn.execute(
+                "INSERT OR REPLACE INTO attributes VALUES (?,?,?)",
+                (workflow_id, key, _attr_value(value)),
+            )
+
+    @staticmethod
+    def insert_fn(row: dict[str, Any]) -> Callable[[sqlite3.Connection], bool]:
+        """Return a job inserting ``row``; it returns False if the id exists."""
+
+        def fn(conn: sqlite3.Connection) -> bool:
+            cols = ",".join(row)
+            cur = conn.execute(
+                f"INSERT OR IGNORE INTO instances ({cols}) VALUES ({','.join('?' * len(row))})",
+                tuple(row.values()),
+            )
+            if cur.rowcount and row.get("attributes"):
+                IndexDB._put_attributes(conn, row["workflow_id"], json.loads(row["attributes"]))
+            return cur.rowcount == 1
+
+        return fn
+
+    @staticmethod
+    def update_fn(workflow_id: str, changes: dict[str, Any],
+                  only_if_status: Sequence[str] | None = None
+                  ) -> Callable[[sqlite3.Connection], bool]:
+        """Return a job setting ``changes`` on one row; it returns whether a row changed."""
+
+        def fn(conn: sqlite3.Connection) -> bool:
+            sets = ",".join(f"{k}=?" for k in changes)
+            sql = f"UPDATE instances SET {sets} WHERE workflow_id=?"
+            params: list[Any] = [*changes.values(), workflow_id]
+            if only_if_status:
+                sql += f" AND status IN ({','.join('?' * len(only_if_status))})"
+                params.extend(only_if_status)
+            cur = conn.execute(sql, params)
+            if cur.rowcount and "attributes" in changes:
+                IndexDB._put_attributes(conn, workflow_id, json.loads(changes["attributes"]))
+            return cur.rowcount == 1
+
+        return fn
+
+    # -- reads ---------------------------------------------------------------
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._reader_lock:
+            try:
+                return self._reader.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError(f"instance index read failed: {exc}",
+                                   url=str(self.path)) from exc
+
+    def get(self, workflow_id: str) -> IndexRow | None:
+        """Return the row for ``workflow_id``, or None."""
+        rows = self._read(f"{_SELECT} WHERE workflow_id=?", (workflow_id,))
+        return IndexRow(*rows[0]) if rows else None
+
+    def by_status(self, statuses: Sequence[str]) -> list[IndexRow]:
+        """Return every row whose status is in ``statuses``."""
+        marks = ",".join("?" * len(statuses))
+        return [IndexRow(*r) for r in self._read(f"{_SELECT} WHERE status IN ({marks})",
+                                                 tuple(statuses))]
+
+    def wakeups(self) -> list[tuple[str, int]]:
+        """Return ``(workflow_id, wake_at)`` for every paused instance with a due time."""
+        rows = self._read(
+            "SELECT workflow_id, wake_at FROM instances WHERE status='paused' "
+            "AND wake_at IS NOT NULL"
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def children_of(self, parent_id: str) -> list[IndexRow]:
+        """Return the instances whose parent is ``parent_id``."""
+        return [IndexRow(*r) for r in self._read(
+            f"{_SELECT} WHERE parent_workflow_id=?", (parent_id,))]
+
+    def all_ids(self) -> set[str]:
+        """Return every workflow id in the index."""
+        return {r[0] for r in self._read("SELECT workflow_id FROM instances")}
+
+    def list(
+        self,
+        *,
+        status: Sequence[str] | None = None,
+        workflow_type: Sequence[str] | None = None,
+        parent_workflow_id: str | None = None,
+        attributes: dict[str, Any] | None = None,
+        created_after: int | None = None,
+        created_before: int | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> tuple[list[IndexRow], str | None]:
+        """Return one page of rows, newest first, and the cursor of the next page.
+
+        Raises:
+            InvalidArgument: A malformed cursor or limit.
+        """
+        if not 1 <= limit <= 10_000:
+            raise InvalidArgument("limit must be between 1 and 10000")
+        where: list[str] = []
+        params: list[Any] = []
+        if status:
+            where.append(f"status IN ({','.join('?' * len(status))})")
+            params.extend(status)
+        if workflow_type:
+            where.append(f"workflow_type IN ({','.join('?' * len(workflow_type))})")
+            params.extend(workflow_type)
+        if parent_workflow_id is not None:
+            where.append("parent_workflow_id = ?")
+            params.append(parent_workflow_id)
+        if created_after is not None:
+            where.append("created_at >= ?")
+            params.append(created_after)
+        if created_before is not None:
+            where.append("created_at < ?")
+            params.append(created_before)
+        for key, value in (attributes or {}).items():
+            where.append(
+                "workflow_id IN (SELECT workflow_id FROM attributes WHERE key=? AND value=?)"
+            )
+            params.extend([key, _attr_value(value)])
+        if cursor is not None:
+            created, last_id = _decode_cursor(cursor)
+            where.append("(created_at < ? OR (created_at = ? AND workflow_id < ?))")
+            params.extend([created, created, last_id])
+        sql = _SELECT
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, workflow_id DESC LIMIT ?"
+        params.append(limit + 1)
+        rows = [IndexRow(*r) for r in self._read(sql, params)]
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            last = rows[-1]
+            next_cursor = _encode_cursor(last.created_at, last.workflow_id)
+        return rows, next_cursor
+
+
+def _attr_value(value: Any) -> Any:
+    """Normalise an attribute value for storage and comparison."""
+    if isinstance(value, bool):
+        return int(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def _encode_cursor(created_at: int, workflow_id: str) -> str:
+    raw = json.dumps([created_at, workflow_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, workflow_id = json.loads(raw)
+        if not isinstance(created_at, int) or not isinstance(workflow_id, str):
+            raise ValueError
+        return created_at, workflow_id
+    except (ValueError, TypeError) as exc:
+        raise InvalidArgument(f"malformed list cursor {cursor[:40]!r}") from exc

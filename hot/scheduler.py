@@ -1,0 +1,204 @@
+"""The background scheduler: runs queued work, fires timers, recovers orphans.
+
+It never polls instance files. Queued ids arrive from ``start`` in-process
+(and from the index at start-up); timers live in a heap keyed by wake-up
+time, loaded from the index at start-up and fed by every pause; orphaned
+instances are found by checking owner locks (``hot/recovery.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from typing import TYPE_CHECKING, Any
+
+from hot import serde
+from hot.index import IndexDB
+from hot.models import EventType, Status
+from hot.recovery import find_dead_owners
+from hot.store import EventRow, InstanceFile
+
+if TYPE_CHECKING:
+    from hot.engine import Engine
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger("tierflow.scheduler")
+
+# How often to look for instances leased to owners that died (other processes).
+_ORPHAN_CHECK_SECONDS = 5.0
+
+
+class Scheduler:
+    """Runs inside ``async with Engine(...)``; one per engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._ready: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._timers: list[tuple[int, str]] = []
+        self._timer_changed = asyncio.Event()
+        self._sem = asyncio.Semaphore(engine.max_concurrency)
+        self._loops: list[asyncio.Task[Any]] = []
+        self._runs: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        """Recover orphans, load queued work and timers, start the loops."""
+        await self.recover_orphans(startup=True)
+        idx = self.engine.index
+        for row in sorted(idx.by_status([Status.QUEUED.value]), key=lambda r: r.created_at):
+            self.enqueue(row.workflow_id)
+        for wid, wake_at in idx.wakeups():
+            heapq.heappush(self._timers, (wake_at, wid))
+        loop = asyncio.get_running_loop()
+        self._loops = [loop.create_task(self._dispatch_loop()),
+                       loop.create_task(self._timer_loop()),
+                       loop.create_task(self._orphan_loop())]
+
+    async def stop(self) -> None:
+        """Stop the loops; running executions are stopped by the engine."""
+        for t in self._loops:
+            t.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+
+    def enqueue(self, workflow_id: str, kind: str = "queued") -> None:
+        """Ask for ``workflow_id`` to be run (``queued``, ``due`` or ``recovered``)."""
+        self._ready.put_nowait((workflow_id, kind))
+
+    def add_timer(self, workflow_id: str, wake_at: int) -> None:
+        """Wake ``workflow_id`` at ``wake_at`` (µs since the epoch)."""
+        heapq.heappush(self._timers, (wake_at, workflow_id))
+        self._timer_changed.set()
+
+    @property
+    def pending_timers(self) -> int:
+        """Timers in the heap (including stale ones not yet popped)."""
+        return len(self._timers)
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            wid, kind = await self._ready.get()
+            await self._sem.acquire()
+            task = asyncio.get_running_loop().create_task(self._run(wid, kind))
+            self._runs.add(task)
+            task.add_done_callback(self._runs.discard)
+
+    async def _run(self, wid: str, kind: str) -> None:
+        try:
+            if kind == "queued":
+                await self.engine.run_queued(wid)
+            else:
+                await self.engine.run_due(wid, recovered=kind == "recovered")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("scheduler failed to run %s", wid)
+        finally:
+            self._sem.release()
+
+    async def _timer_loop(self) -> None:
+        clock = self.engine.clock
+        while True:
+            self._timer_changed.clear()
+            if not self._timers:
+                await self._timer_changed.wait()
+                continue
+            wake_at, wid = self._timers[0]
+            if wake_at <= self.engine.now_us():
+                heapq.heappop(self._timers)
+                self.enqueue(wid, "due")
+                continue
+            sleeper = asyncio.ensure_future(clock.sleep_until(wake_at / 1_000_000))
+            changed = asyncio.ensure_future(self._timer_changed.wait())
+            try:
+                await asyncio.wait({sleeper, changed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                changed.cancel()
+
+    async def _orphan_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_ORPHAN_CHECK_SECONDS)
+            try:
+                await self.recover_orphans(startup=False)
+            except Exception:
+                log.exception("orphan check failed")
+
+    async def recover_orphans(self, *, startup: bool) -> int:
+        """Queue recovery of instances leased to dead owners; return how many."""
+        engine = self.engine
+        idx = engine.index
+        running = idx.by_status([Status.RUNNING.value])
+        owners = {r.lease_owner for r in running if r.lease_owner}
+        dead, other_boot = find_dead_owners(engine.owners_dir, owners, engine.owner_id)
+        if other_boot and startup:
+            await self._reconcile_files()
+            running = idx.by_status([Status.RUNNING.value])
+        count = 0
+        for row in running:
+            if row.lease_owner == engine.owner_id and row.workflow_id in engine._active:
+                continue
+            if row.lease_owner is not None and row.lease_owner not in dead and not (
+                    startup and row.lease_owner == engine.owner_id):
+                continue
+            count += 1
+            attempts = row.recovery_count + 1
+            if attempts > engine.max_recovery_attempts:
+                await self._fail_unrecoverable(row.workflow_id, attempts - 1)
+                continue
+            # Durable: if recovering crashes the process again, the count must stick.
+            await idx.write(IndexDB.update_fn(row.workflow_id, {
+                "recovery_count": attempts, "lease_owner": engine.owner_id}), durable=True)
+            self.enqueue(row.workflow_id, "recovered")
+        return count
+
+    async def _fail_unrecoverable(self, wid: str, attempts: int) -> None:
+        engine = self.engine
+        reason = (f"the process running this workflow died {attempts} times; "
+                  f"giving up after max_recovery_attempts={engine.max_recovery_attempts}")
+        now = engine.now_us()
+        error = serde.encode({"type": "RecoveryExhausted", "message": reason}, what="error")
+        path = engine._path(wid)
+
+        def go() -> None:
+            f = InstanceFile.open(path, durability=engine.durability)
+            try:
+                f.commit(events=[EventRow(EventType.WORKFLOW_FAILED.value, now, None, None,
+                                          serde.encode({"error": serde.decode(error)},
+                                                       what="error"))],
+                         updates={"status": Status.FAILED.value, "error": error,
+                                  "finished_at": now, "wake_at": None})
+            finally:
+                f.close()
+
+        try:
+            await engine._io(go)
+        except Exception as exc:  # corrupt or missing: the index still records the failure
+            log.error("could not record recovery failure in %s: %s", wid, exc)
+        await engine._mark_failed(wid, reason, "RecoveryExhausted")
+
+    async def _reconcile_files(self) -> None:
+        """After a machine restart, re-add instance files the index lost."""
+        engine = self.engine
+        known = engine.index.all_ids()
+        found = 0
+        for path in engine.instances_dir.glob("*/*.sqlite"):
+            try:
+                f = InstanceFile.open(path, durability=engine.durability)
+                try:
+                    row = f.read_row()
+                finally:
+                    f.close()
+            except Exception as exc:
+                log.error("reconcile: cannot read %s: %s", path, exc)
+                continue
+            if row["workflow_id"] in known:
+                continue
+            found += 1
+            index_row = {k: row[k] for k in (
+                "workflow_id", "run_id", "workflow_type", "status", "parent_workflow_id",
+                "attributes", "error", "created_at", "started_at", "finished_at", "step_count",
+                "wake_at")}
+            await engine.index.write(IndexDB.insert_fn(index_row), durable=True)
+        if found:
+            log.warning("reconcile: restored %d index rows from instance files", found)

@@ -1,0 +1,50 @@
+"""JSON payloads: the one encoding used for inputs, results, and event payloads."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hot.errors import PayloadError
+
+__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "decode", "encode"]
+
+# Temporal's default blob limit is 2 MiB; a larger value in one row makes every
+# replay and tiering batch pay for it, so we refuse it with a clear error.
+DEFAULT_MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
+
+
+def encode(value: Any, *, what: str, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+           workflow_id: str | None = None) -> str:
+    """Encode ``value`` as compact JSON text.
+
+    Args:
+        value: Any JSON-serialisable value.
+        what: Names the value in errors, e.g. "result of step 'charge'".
+        max_bytes: Refuse encodings larger than this.
+        workflow_id: Attached to errors.
+
+    Raises:
+        PayloadError: Not JSON-serialisable (names the offending type), NaN or
+            infinity, or larger than ``max_bytes``.
+    """
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(
+            f"{what} is not JSON-serialisable: {exc}", workflow_id=workflow_id
+        ) from exc
+    size = len(text.encode())
+    if size > max_bytes:
+        raise PayloadError(
+            f"{what} is {size} bytes of JSON, over the {max_bytes}-byte payload limit",
+            workflow_id=workflow_id,
+        )
+    return text
+
+
+def decode(text: str | None) -> Any:
+    """Decode JSON text written by :func:`encode`; None stays None."""
+    if text is None:
+        return None
+    return json.loads(text)

@@ -1,0 +1,467 @@
+"""The per-instance SQLite file: one database per workflow instance.
+
+Each file holds the instance row, its event history, the operation records the
+executor replays from (steps, timers, recorded values, waits), and the signal
+inbox. The file is the source of truth for the instance once it exists; the
+index (``hot/index.py``) is a cache of it that can be rebuilt.
+
+Files are created from an in-memory template image (schema already in place,
+WAL mode set) written with ``O_EXCL`` and fsync'd: half the cost of letting
+SQLite build the schema, and ``O_EXCL`` makes "create if absent" atomic even
+across processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hot.errors import CorruptInstance, StorageError, WorkflowAlreadyFinished
+from hot.models import TERMINAL_STATUSES
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "EventRow",
+    "InstanceFile",
+    "InstanceState",
+    "OpRecord",
+    "quarantine",
+]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL) STRICT;
+CREATE TABLE instance (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    workflow_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    workflow_type TEXT NOT NULL,
+    status TEXT NOT NULL,
+    parent_workflow_id TEXT,
+    input TEXT,
+    result TEXT,
+    error TEXT,
+    attributes TEXT NOT NULL DEFAULT '{}',
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    step_count INTEGER NOT NULL DEFAULT 0,
+    wake_at INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    cancel_reason TEXT
+) STRICT;
+CREATE TABLE events (
+    event_id INTEGER PRIMARY KEY,
+    event_type TEXT NOT NULL,
+    event_time INTEGER NOT NULL,
+    step_name TEXT,
+    attempt INTEGER,
+    payload TEXT
+) STRICT;
+CREATE TABLE operations (
+    seq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    result TEXT,
+    error TEXT,
+    wake_at INTEGER
+) STRICT;
+CREATE TABLE inbox (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    payload TEXT,
+    received_at INTEGER NOT NULL,
+    consumed_seq INTEGER
+) STRICT;
+CREATE INDEX inbox_pending ON inbox (name, id) WHERE consumed_seq IS NULL;
+"""
+
+_TEMPLATE_LOCK = threading.Lock()
+_TEMPLATE: bytes | None = None
+
+
+def _template_image() -> bytes:
+    """Return the bytes of an empty instance database in WAL mode (built once)."""
+    global _TEMPLATE
+    with _TEMPLATE_LOCK:
+        if _TEMPLATE is None:
+            conn = sqlite3.connect(":memory:", isolation_level=None)
+            try:
+                conn.executescript(_SCHEMA)
+                conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+                image = conn.serialize()
+            finally:
+                conn.close()
+            # Bytes 18 and 19 of the header are the file-format read/write versions;
+            # 2 means WAL, so the file opens in WAL mode without a header rewrite.
+            image = image[:18] + b"\x02\x02" + image[20:]
+            _TEMPLATE = bytes(image)
+        return _TEMPLATE
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """An event to append; event ids are assigned inside the transaction."""
+
+    event_type: str
+    event_time: int
+    step_name: str | None = None
+    attempt: int | None = None
+    payload: str | None = None
+
+
+@dataclass
+class OpRecord:
+    """The replay record of one durable operation, keyed by its position ``seq``.
+
+    Attributes:
+        seq: 1-based position of the operation in the run.
+        kind: ``step``, ``timer``, ``value``, ``signal``, ``child``.
+        name: Step name, signal name, value kind, ...; checked on replay.
+        status: ``completed``, ``failed``, ``retrying``, ``waiting``, ``cancelled``.
+        attempt: Attempts made so far (steps).
+        result: JSON text of the result.
+        error: JSON text describing the failure.
+        wake_at: Microseconds; when a waiting or retrying operation is due.
+    """
+
+    seq: int
+    kind: str
+    name: str
+    status: str
+    attempt: int = 0
+    result: str | None = None
+    error: str | None = None
+    wake_at: int | None = None
+
+
+@dataclass
+class InstanceState:
+    """Everything the executor needs to replay an instance."""
+
+    row: dict[str, Any]
+    ops: dict[int, OpRecord]
+    last_event_id: int
+
+
+_TERMINAL_SQL = ",".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class InstanceFile:
+    """An open instance database.
+
+    Not thread-safe: one thread at a time uses an ``InstanceFile`` (the
+    executor serialises its own writes; other callers open their own).
+
+    Args:
+        path: The database file.
+        conn: An open connection configured by :meth:`open` or :meth:`create`.
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+
+    # -- opening -------------------------------------------------------------
+
+    @staticmethod
+    def _connect(path: Path, durability: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # FULL fsyncs the WAL on every commit; NORMAL only at checkpoints, which
+        # survives a process crash but may lose the last commits on power loss.
+        conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        row: dict[str, Any],
+        events: Sequence[EventRow],
+        *,
+        durability: str = "full",
+    ) -> InstanceFile:
+        """Create the file for a new instance with its first events, atomically.
+
+        Raises:
+            FileExistsError: The file exists already (another caller won).
+            StorageError: The file could not be written.
+        """
+        image = _template_image()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, image)
+            os.fsync(fd)
+        except OSError as exc:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise StorageError(f"cannot create {path}: {exc}", url=str(path)) from exc
+        os.close(fd)
+        if durability == "full":
+            _fsync_dir(path.parent)
+        conn = cls._connect(path, durability)
+        inst = cls(path, conn)
+        cols = ",".join(row)
+        marks = ",".join("?" for _ in row)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                f"INSERT INTO instance (id,{cols}) VALUES (1,{marks})", tuple(row.values())
+            )
+            inst._append_events(events)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.close()
+            path.unlink(missing_ok=True)
+            raise
+        return inst
+
+    @classmethod
+    def open(cls, path: Path, *, durability: str = "full") -> InstanceFile:
+        """Open an existing instance file and check that it is readable.
+
+        Raises:
+            FileNotFoundError: No such file.
+            CorruptInstance: The file is not a readable tierflow instance.
+        """
+        if not path.exists():
+            raise FileNotFoundError(path)
+        try:
+            conn = cls._connect(path, durability)
+        except sqlite3.Error as exc:
+            raise CorruptInstance(f"cannot open {path.name}: {exc}", url=str(path)) from exc
+        try:
+            version = conn.execute("SELECT version FROM schema_version").fetchone()
+            if version is None or version[0] != SCHEMA_VERSION:
+                raise CorruptInstance(
+                    f"{path.name}: unsupported schema version {version}", url=str(path)
+                )
+            if conn.execute("SELECT 1 FROM instance WHERE id=1").fetchone() is None:
+                raise CorruptInstance(f"{path.name}: no instance row", url=str(path))
+        except sqlite3.Error as exc:
+            conn.close()
+            raise CorruptInstance(
+                f"instance file {path.name} is unreadable: {exc}", url=str(path)
+            ) from exc
+        except CorruptInstance:
+            conn.close()
+            raise
+        return cls(path, conn)
+
+    def close(self) -> None:
+        """Close the connection (SQLite checkpoints the WAL into the file)."""
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    # -- reading -------------------------------------------------------------
+
+    def _guard(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise StorageError(f"{self.path.name}: {exc}", url=str(self.path)) from exc
+            raise CorruptInstance(
+                f"instance file {self.path.name} is unreadable: {exc}", url=str(self.path)
+            ) from exc
+
+    def read_row(self) -> dict[str, Any]:
+        """Return the instance row as a dict."""
+
+        def go() -> dict[str, Any]:
+            cur = self.conn.execute("SELECT * FROM instance WHERE id=1")
+            names = [d[0] for d in cur.description]
+            values = cur.fetchone()
+            if values is None:
+                raise sqlite3.DatabaseError("instance row missing")
+            return dict(zip(names, values, strict=True))
+
+        result: dict[str, Any] = self._guard(go)
+        return result
+
+    def load(self) -> InstanceState:
+        """Read the instance row, every operation record and the last event id."""
+
+        def go() -> InstanceState:
+            self.conn.execute("BEGIN")
+            try:
+                row = self.read_row()
+                ops = {
+                    r[0]: OpRecord(*r)
+                    for r in self.conn.execute(
+                        "SELECT seq,kind,name,status,attempt,result,error,wake_at FROM operations"
+                    )
+                }
+                last = self.conn.execute("SELECT max(event_id) FROM events").fetchone()[0]
+            finally:
+                self.conn.execute("COMMIT")
+            return InstanceState(row=row, ops=ops, last_event_id=last or 0)
+
+        state: InstanceState = self._guard(go)
+        return state
+
+    def read_events(self, after: int = 0, limit: int | None = None) -> list[tuple[Any, ...]]:
+        """Return event rows ``(event_id, type, time, step_name, attempt, payload)``."""
+        sql = (
+            "SELECT event_id,event_type,event_time,step_name,attempt,payload FROM events "
+            "WHERE event_id > ? ORDER BY event_id"
+        )
+        params: tuple[Any, ...] = (after,)
+        if limit is not None:
+            sql += " LIMIT ?"
+            params = (after, limit)
+        rows: list[tuple[Any, ...]] = self._guard(
+            lambda: self.conn.execute(sql, params).fetchall()
+        )
+        return rows
+
+    def pending_signals(self, name: str) -> list[tuple[int, str | None, int]]:
+        """Return unconsumed signals of ``name`` as ``(id, payload, received_at)``, oldest first."""
+        rows: list[tuple[int, str | None, int]] = self._guard(
+            lambda: self.conn.execute(
+                "SELECT id,payload,received_at FROM inbox WHERE name=? AND consumed_seq IS NULL "
+                "ORDER BY id",
+                (name,),
+            ).fetchall()
+        )
+        return rows
+
+    # -- writing -------------------------------------------------------------
+
+    def _append_events(self, events: Iterable[EventRow]) -> list[int]:
+        last = self.conn.execute("SELECT max(event_id) FROM events").fetchone()[0] or 0
+        ids = []
+        for ev in events:
+            last += 1
+            self.conn.execute(
+                "INSERT INTO events VALUES (?,?,?,?,?,?)",
+                (last, ev.event_type, ev.event_time, ev.step_name, ev.attempt, ev.payload),
+            )
+            ids.append(last)
+        return ids
+
+    def commit(
+        self,
+        *,
+        events: Sequence[EventRow] = (),
+        ops: Sequence[OpRecord] = (),
+        updates: dict[str, Any] | None = None,
+        consume_signals: Sequence[tuple[int, int]] = (),
+        allow_finished: bool = False,
+    ) -> list[int]:
+        """Apply one state transition atomically, and return the new event ids.
+
+        Args:
+            events: Events to append, in order.
+            ops: Operation records to insert or replace.
+            updates: Columns of the instance row to set.
+            consume_signals: ``(inbox id, seq)`` pairs to mark consumed.
+            allow_finished: Permit writing to an instance that already reached
+                a terminal status (only for records that do not change it).
+
+        Raises:
+            WorkflowAlreadyFinished: The instance is finished (e.g. terminated
+                concurrently); nothing was written.
+            CorruptInstance: The file is unreadable.
+        """
+
+        def go() -> list[int]:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                sets = dict(updates or {})
+                assignments = ",".join(f"{k}=?" for k in sets) or "id=id"
+                where = "id=1" if allow_finished else f"id=1 AND status NOT IN ({_TERMINAL_SQL})"
+                cur = conn.execute(
+                    f"UPDATE instance SET {assignments} WHERE {where}", tuple(sets.values())
+                )
+                if cur.rowcount != 1:
+                    status = conn.execute("SELECT status FROM instance").fetchone()
+                    raise WorkflowAlreadyFinished(
+                        f"instance has already finished ({status[0] if status else 'unknown'})",
+                        status=status[0] if status else None,
+                    )
+                for op in ops:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO operations VALUES (?,?,?,?,?,?,?,?)",
+                        (op.seq, op.kind, op.name, op.status, op.attempt, op.result,
+                         op.error, op.wake_at),
+                    )
+                for inbox_id, seq in consume_signals:
+                    conn.execute("UPDATE inbox SET consumed_seq=? WHERE id=?", (seq, inbox_id))
+                ids = self._append_events(events)
+                conn.execute("COMMIT")
+                return ids
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+        ids: list[int] = self._guard(go)
+        return ids
+
+    def add_signal(self, name: str, payload: str, received_at: int) -> int:
+        """Append a signal to the inbox with its ``signal.received`` event.
+
+        Raises:
+            WorkflowAlreadyFinished: The instance has finished.
+        """
+
+        def go() -> int:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                status = conn.execute("SELECT status FROM instance").fetchone()[0]
+                if status in TERMINAL_STATUSES:
+                    raise WorkflowAlreadyFinished(
+                        f"cannot signal: the instance has already finished ({status})",
+                        status=status,
+                    )
+                cur = conn.execute(
+                    "INSERT INTO inbox (name,payload,received_at) VALUES (?,?,?)",
+                    (name, payload, received_at),
+                )
+                self._append_events(
+                    [EventRow("signal.received", received_at, name, None, payload)]
+                )
+                conn.execute("COMMIT")
+                return int(cur.lastrowid or 0)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+        inbox_id: int = self._guard(go)
+        return inbox_id
+
+
+def quarantine(path: Path, quarantine_dir: Path) -> Path:
+    """Move a broken instance file (and its WAL/SHM) aside; return the new path."""
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = quarantine_dir / f"{path.name}.{stamp}.{os.getpid()}"
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            os.replace(src, Path(str(target) + suffix))
+    return target

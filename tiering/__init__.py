@@ -1,0 +1,3 @@
+"""Cross-tier services (tiering job, locator, analytics): not built yet (see the open issues)."""
+
+__all__: list[str] = []
