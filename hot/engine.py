@@ -53,7 +53,7 @@ from hot.models import (
 )
 from hot.recovery import OwnerLock, find_dead_owners
 from hot.scheduler import Scheduler
-from hot.store import EventRow, InstanceFile, quarantine
+from hot.store import EventRow, InstanceFile, InstanceState, SparePool, quarantine
 
 __all__ = ["Engine", "Page"]
 
@@ -119,6 +119,7 @@ class Engine:
         self.max_payload_bytes = max_payload_bytes
         self.io_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="tierflow-io")
         self._index: IndexDB | None = None
+        self._spares: SparePool | None = None
         self._owner: OwnerLock | None = None
         self._active: dict[str, Execution] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -159,6 +160,7 @@ class Engine:
                                url=str(self.hot_dir)) from exc
         self._index = IndexDB(self.hot_dir / "index.sqlite", self.durability)
         self._owner = OwnerLock.acquire(self.owners_dir)
+        self._spares = SparePool(self.hot_dir / "spare")
 
     async def __aenter__(self) -> Engine:
         self.open()
@@ -193,6 +195,8 @@ class Engine:
         self.io_pool.shutdown(wait=True)
         if self._index is not None:
             self._index.close()
+        if self._spares is not None:
+            self._spares.close()
         if self._owner is not None:
             self._owner.release()
 
@@ -326,19 +330,35 @@ class Engine:
 
     # -- executing -----------------------------------------------------------------
 
-    async def _open_file(self, wid: str, create: dict[str, Any] | None) -> InstanceFile:
+    async def _open_file(self, wid: str, create: dict[str, Any] | None
+                         ) -> tuple[InstanceFile, InstanceState]:
         path = self._path(wid)
         if create is not None:
             started = create.get("started_at") or self.now_us()
             file_row = self._file_row({**create, "status": Status.RUNNING.value,
                                        "started_at": started})
+            events = self._first_events(create, started)
             try:
-                return await self._io(lambda: InstanceFile.create(
-                    path, file_row, self._first_events(create, started),
-                    durability=self.durability))  # type: ignore[no-any-return]
+                f = await self._io(lambda: InstanceFile.create(
+                    path, file_row, events, durability=self.durability, spares=self._spares))
             except FileExistsError:
                 pass  # a crashed earlier attempt created it; replay what it holds
-        return await self._io(lambda: InstanceFile.open(path, durability=self.durability))  # type: ignore[no-any-return]
+            else:
+                # Nothing to read back: a new file holds exactly what we wrote.
+                full_row = {"result": None, "error": None, "finished_at": None,
+                            "step_count": 0, "wake_at": None, "cancel_requested": 0,
+                            "cancel_reason": None, **file_row}
+                return f, InstanceState(row=full_row, ops={}, last_event_id=len(events))
+
+        def open_and_load() -> tuple[InstanceFile, InstanceState]:
+            f = InstanceFile.open(path, durability=self.durability)
+            try:
+                return f, f.load()
+            except BaseException:
+                f.close()
+                raise
+
+        return await self._io(open_and_load)  # type: ignore[no-any-return]
 
     async def _execute(self, wid: str, *, create: dict[str, Any] | None = None,
                        resumed: bool = False, recovered: bool = False) -> Outcome | None:
@@ -347,14 +367,11 @@ class Engine:
             return None
         file: InstanceFile | None = None
         try:
-            file = await self._open_file(wid, create)
-            state = await self._io(file.load)
+            file, state = await self._open_file(wid, create)
         except FileNotFoundError:
             await self._mark_failed(wid, "instance file is missing", "MissingInstance")
             return None
         except CorruptInstance as exc:
-            if file is not None:
-                file.close()
             await self._quarantine(wid, exc)
             return None
         status = state.row["status"]
@@ -730,7 +747,8 @@ class Engine:
                                serde.encode({"reason": reason}, what="reason")))
         path = self._path(row.workflow_id)
         f = await self._io(lambda: InstanceFile.create(path, file_row, events,
-                                                       durability=self.durability))
+                                                       durability=self.durability,
+                                                       spares=self._spares))
         self.io_pool.submit(f.close)
         await self.index.write(IndexDB.update_fn(row.workflow_id, {"input": None}))
         self._notify(row.workflow_id)

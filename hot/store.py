@@ -28,6 +28,7 @@ from hot.models import TERMINAL_STATUSES
 
 __all__ = [
     "SCHEMA_VERSION",
+    "SparePool",
     "EventRow",
     "InstanceFile",
     "InstanceState",
@@ -157,6 +158,82 @@ class InstanceState:
 _TERMINAL_SQL = ",".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES))
 
 
+def _write_template(path: Path, *, fsync: bool) -> None:
+    """Write an empty instance database at ``path``; fail if it exists."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, _template_image())
+        if fsync:
+            os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise StorageError(f"cannot create {path}: {exc}", url=str(path)) from exc
+    os.close(fd)
+
+
+class SparePool:
+    """Empty instance files written ahead of need by a background thread.
+
+    Creating a file (write, fsync, directory fsync) is the largest cost of
+    starting an instance; doing it ahead of time takes it off the start path.
+
+    Args:
+        directory: Where spares are kept (same filesystem as the instances).
+        size: How many to keep ready.
+    """
+
+    def __init__(self, directory: Path, size: int = 32) -> None:
+        self.directory = directory
+        self.size = size
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.sqlite"):  # from an earlier process; may be partial
+            stale.unlink(missing_ok=True)
+        self._ready: list[Path] = []
+        self._lock = threading.Lock()
+        self._wanted = threading.Event()
+        self._stop = False
+        self._counter = 0
+        self._wanted.set()
+        self._thread = threading.Thread(target=self._fill, name="tierflow-spares", daemon=True)
+        self._thread.start()
+
+    def take(self) -> Path | None:
+        """Return a spare file's path (now the caller's), or None if none is ready."""
+        with self._lock:
+            path = self._ready.pop() if self._ready else None
+        self._wanted.set()
+        return path
+
+    def _fill(self) -> None:
+        while not self._stop:
+            self._wanted.wait()
+            self._wanted.clear()
+            while not self._stop:
+                with self._lock:
+                    if len(self._ready) >= self.size:
+                        break
+                    self._counter += 1
+                    path = self.directory / f"{os.getpid()}-{self._counter}.sqlite"
+                try:
+                    _write_template(path, fsync=True)
+                except (OSError, StorageError):
+                    time.sleep(0.5)
+                    break
+                with self._lock:
+                    self._ready.append(path)
+
+    def close(self) -> None:
+        """Stop the filler and delete unused spares."""
+        self._stop = True
+        self._wanted.set()
+        self._thread.join()
+        with self._lock:
+            for p in self._ready:
+                p.unlink(missing_ok=True)
+            self._ready.clear()
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -199,24 +276,32 @@ class InstanceFile:
         events: Sequence[EventRow],
         *,
         durability: str = "full",
+        spares: SparePool | None = None,
     ) -> InstanceFile:
         """Create the file for a new instance with its first events, atomically.
+
+        Args:
+            path: Where the file goes.
+            row: Columns of the instance row.
+            events: The first events.
+            durability: ``"full"`` or ``"normal"``.
+            spares: A pool of pre-written empty files to take one from.
 
         Raises:
             FileExistsError: The file exists already (another caller won).
             StorageError: The file could not be written.
         """
-        image = _template_image()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, image)
-            os.fsync(fd)
-        except OSError as exc:
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            raise StorageError(f"cannot create {path}: {exc}", url=str(path)) from exc
-        os.close(fd)
+        spare = spares.take() if spares is not None else None
+        if spare is not None:
+            try:
+                # link() fails if the target exists: the same atomic "create if
+                # absent" as O_EXCL, without writing and fsyncing the bytes now.
+                os.link(spare, path)
+            finally:
+                spare.unlink(missing_ok=True)
+        else:
+            _write_template(path, fsync=True)
         if durability == "full":
             _fsync_dir(path.parent)
         conn = cls._connect(path, durability)
