@@ -28,7 +28,7 @@ from hot.errors import (
 from hot.executor import Execution, Suspend
 from hot.models import EventType, from_micros, to_micros
 from hot.retry import RetryPolicy, parse_duration
-from hot.store import OpRecord
+from hot.store import EventRow, OpRecord
 
 __all__ = ["WorkflowContext"]
 
@@ -117,39 +117,60 @@ class WorkflowContext:
         while True:
             await ex.flush_values()
             started = ex.now_us()
-            try:
-                value = await ex.track(_invoke(fn, args, kwargs, limit, name, attempt,
-                                               ex.workflow_id))
-                result_text = ex.encode(value, f"result of step {name!r}")
-            except PayloadError as exc:
-                # A result that cannot be recorded is a bug in the step, not a
-                # transient fault: fail at once, naming the step and the type.
-                await self._fail_step(seq, name, attempt, started, exc, policy, retryable=False)
-                raise AssertionError("unreachable") from exc  # _fail_step raised
-            except Exception as exc:
-                wake = await self._fail_step(seq, name, attempt, started, exc, policy,
-                                             retryable=policy.is_retryable(exc))
-                # Retry scheduled and durable. A long backoff unloads the instance;
-                # a short one waits here, exactly as a resumed replay would.
-                if (wake - ex.now_us()) / 1e6 > ex.env.inline_sleep_threshold:
-                    raise Suspend(wake, "retry") from None
-                await ex.env.clock.sleep_until(wake / 1_000_000)
-                ex.check_alive()
-                ex.check_cancel(seq, "step", name)
-                attempt += 1
-                continue
-            ex.step_count += 1
-            op = OpRecord(seq, "step", name, "completed", attempt, result_text)
-            await ex.commit(
-                events=[
-                    ex.event(EventType.STEP_STARTED, step=name, attempt=attempt,
-                             payload={"seq": seq}, at=started),
-                    ex.event(EventType.STEP_COMPLETED, step=name, attempt=attempt,
-                             payload={"seq": seq, "result": serde.decode(result_text)}),
-                ],
-                ops=[op],
-            )
-            return serde.decode(result_text)
+            if limit is None and not inspect.iscoroutinefunction(fn):
+                # Fast path: body and commit in one hop on the I/O pool.
+                def records(value: Any, attempt: int = attempt, started: int = started
+                            ) -> tuple[list[EventRow], OpRecord]:
+                    text = ex.encode(value, f"result of step {name!r}")
+                    done = ex.now_us()
+                    decoded = serde.decode(text)
+                    return [
+                        ex.event(EventType.STEP_STARTED, step=name, attempt=attempt,
+                                 payload={"seq": seq}, at=started),
+                        ex.event(EventType.STEP_COMPLETED, step=name, attempt=attempt,
+                                 payload={"seq": seq, "result": decoded}, at=done),
+                    ], OpRecord(seq, "step", name, "completed", attempt, text)
+
+                ex.step_count += 1
+                ok, out = await ex.run_step_and_commit(
+                    lambda: _call_sync(fn, args, kwargs), records)
+                if ok:
+                    return serde.decode(out.result)
+                ex.step_count -= 1
+                exc = out
+            else:
+                try:
+                    value = await ex.track(_invoke(fn, args, kwargs, limit, name, attempt,
+                                                   ex.workflow_id))
+                    result_text = ex.encode(value, f"result of step {name!r}")
+                except Exception as err:
+                    exc = err
+                else:
+                    ex.step_count += 1
+                    op = OpRecord(seq, "step", name, "completed", attempt, result_text)
+                    await ex.commit(
+                        events=[
+                            ex.event(EventType.STEP_STARTED, step=name, attempt=attempt,
+                                     payload={"seq": seq}, at=started),
+                            ex.event(EventType.STEP_COMPLETED, step=name, attempt=attempt,
+                                     payload={"seq": seq, "result": serde.decode(result_text)}),
+                        ],
+                        ops=[op],
+                    )
+                    return serde.decode(result_text)
+            # A result that cannot be recorded is a bug in the step, not a transient
+            # fault: fail at once, naming the step and the type.
+            retryable = not isinstance(exc, PayloadError) and policy.is_retryable(exc)
+            wake = await self._fail_step(seq, name, attempt, started, exc, policy,
+                                         retryable=retryable)
+            # Retry scheduled and durable. A long backoff unloads the instance; a
+            # short one waits here, exactly as a resumed replay would.
+            if (wake - ex.now_us()) / 1e6 > ex.env.inline_sleep_threshold:
+                raise Suspend(wake, "retry")
+            await ex.env.clock.sleep_until(wake / 1_000_000)
+            ex.check_alive()
+            ex.check_cancel(seq, "step", name)
+            attempt += 1
 
     async def _fail_step(self, seq: int, name: str, attempt: int, started: int,
                          exc: Exception, policy: RetryPolicy, *, retryable: bool) -> int:
@@ -286,6 +307,16 @@ class WorkflowContext:
     def set_query_handler(self, name: str, fn: Callable[..., Any]) -> None:
         """Answer queries named ``name`` with ``fn(*args)`` (must not block or mutate)."""
         self._ex.query_handlers[name] = fn
+
+
+def _call_sync(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    value = fn(*args, **kwargs)
+    if inspect.isawaitable(value):
+        raise PayloadError(
+            f"step function {getattr(fn, '__name__', fn)!r} returned an awaitable; "
+            "declare it 'async def' so it runs on the event loop"
+        )
+    return value
 
 
 async def _invoke(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],

@@ -53,7 +53,14 @@ from hot.models import (
 )
 from hot.recovery import OwnerLock, find_dead_owners
 from hot.scheduler import Scheduler
-from hot.store import EventRow, InstanceFile, InstanceState, SparePool, quarantine
+from hot.store import (
+    EventRow,
+    IncompleteInstance,
+    InstanceFile,
+    InstanceState,
+    SparePool,
+    quarantine,
+)
 
 __all__ = ["Engine", "Page"]
 
@@ -338,21 +345,29 @@ class Engine:
             file_row = self._file_row({**create, "status": Status.RUNNING.value,
                                        "started_at": started})
             events = self._first_events(create, started)
+            full_row = {"result": None, "error": None, "finished_at": None,
+                        "step_count": 0, "wake_at": None, "cancel_requested": 0,
+                        "cancel_reason": None, **file_row}
+            fresh = InstanceState(row=full_row, ops={}, last_event_id=len(events))
             try:
+                # The row and first events ride along with the first commit.
                 f = await self._io(lambda: InstanceFile.create(
-                    path, file_row, events, durability=self.durability, spares=self._spares))
+                    path, file_row, events, durability=self.durability, spares=self._spares,
+                    defer=True))
             except FileExistsError:
                 pass  # a crashed earlier attempt created it; replay what it holds
             else:
-                # Nothing to read back: a new file holds exactly what we wrote.
-                full_row = {"result": None, "error": None, "finished_at": None,
-                            "step_count": 0, "wake_at": None, "cancel_requested": 0,
-                            "cancel_reason": None, **file_row}
-                return f, InstanceState(row=full_row, ops={}, last_event_id=len(events))
+                return f, fresh
 
         def open_and_load() -> tuple[InstanceFile, InstanceState]:
-            f = InstanceFile.open(path, durability=self.durability)
+            f = InstanceFile.open(path, durability=self.durability,
+                                  allow_incomplete=create is not None)
             try:
+                if create is not None and f.conn.execute(
+                        "SELECT 1 FROM instance").fetchone() is None:
+                    # Created by a run that died before its first commit.
+                    f.deferred = (file_row, events)
+                    return f, fresh
                 return f, f.load()
             except BaseException:
                 f.close()
@@ -368,7 +383,7 @@ class Engine:
         file: InstanceFile | None = None
         try:
             file, state = await self._open_file(wid, create)
-        except FileNotFoundError:
+        except (FileNotFoundError, IncompleteInstance):
             await self._mark_failed(wid, "instance file is missing", "MissingInstance")
             return None
         except CorruptInstance as exc:
@@ -530,7 +545,7 @@ class Engine:
             path = self._path(workflow_id)
             try:
                 file_row = await self._io(_read_file_row, path, self.durability)
-            except FileNotFoundError:
+            except (FileNotFoundError, IncompleteInstance):
                 file_row = None
             except CorruptInstance as exc:
                 if workflow_id not in self._active:
@@ -583,24 +598,28 @@ class Engine:
             CorruptInstance: The instance file was unreadable (now quarantined).
         """
         row = self._row_or_raise(workflow_id)
-        if row.status == Status.QUEUED:
+        path = self._path(workflow_id)
+        try:
+            rows = await self._io(_read_events, path, self.durability)
+        except IncompleteInstance:
+            rows = None  # started, first commit not yet done: only the queue entry exists
+        except FileNotFoundError as exc:
+            if row.status != Status.QUEUED:
+                raise StorageError(f"the instance file of {workflow_id!r} is missing "
+                                   f"(status {row.status}: {row.error})",
+                                   workflow_id=workflow_id, url=str(path)) from exc
+            rows = None
+        except CorruptInstance as exc:
+            if workflow_id not in self._active:
+                await self._quarantine(workflow_id, exc)
+            raise
+        if rows is None:
             return [HistoryEvent(workflow_id, row.run_id, 1, EventType.WORKFLOW_QUEUED.value,
                                  from_micros(row.created_at),  # type: ignore[arg-type]
                                  None, None, {"input": serde.decode(row.input),
                                               "attributes": serde.decode(row.attributes),
                                               "parent_workflow_id": row.parent_workflow_id},
                                  row.workflow_type)]
-        path = self._path(workflow_id)
-        try:
-            rows = await self._io(_read_events, path, self.durability)
-        except FileNotFoundError as exc:
-            raise StorageError(f"the instance file of {workflow_id!r} is missing "
-                               f"(status {row.status}: {row.error})",
-                               workflow_id=workflow_id, url=str(path)) from exc
-        except CorruptInstance as exc:
-            if workflow_id not in self._active:
-                await self._quarantine(workflow_id, exc)
-            raise
         return [HistoryEvent(workflow_id, row.run_id, r[0], r[1],
                              from_micros(r[2]),  # type: ignore[arg-type]
                              r[3], r[4], serde.decode(r[5]), row.workflow_type) for r in rows]
@@ -756,8 +775,15 @@ class Engine:
 
     async def _write_file(self, wid: str, **kwargs: Any) -> None:
         path = self._path(wid)
+        ex = self._active.get(wid)
 
         def go() -> None:
+            if ex is not None and ex.file is not None:
+                # Share the running execution's connection and lock: its file may
+                # not have had its first commit yet, and this keeps writes ordered.
+                with ex.file_lock:
+                    ex.file.commit(**kwargs)
+                return
             f = InstanceFile.open(path, durability=self.durability)
             try:
                 f.commit(**kwargs)

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -96,6 +97,36 @@ class _Pending:
     values: bool = False  # holds recorded values that must be durable before a side effect
 
 
+class _Batch:
+    """Records taken from an execution's buffer, to be written in one transaction."""
+
+    def __init__(self, ex: Execution, taken: _Pending, events: list[EventRow],
+                 ops: list[OpRecord], updates: dict[str, Any]) -> None:
+        self.ex = ex
+        self.taken = taken
+        self.events = events
+        self.ops = ops
+        self.updates = updates
+
+    def write(self) -> None:
+        """Commit the batch (runs on an I/O thread)."""
+        ex = self.ex
+        assert ex.file is not None
+        with ex.file_lock:
+            if ex.terminated:
+                raise Terminated()
+            ex.file.commit(events=self.events, ops=self.ops, updates=self.updates)
+
+    def restore(self) -> None:
+        """Put the taken records back in front of the buffer (nothing was written)."""
+        ex, p = self.ex, self.taken
+        p.events.extend(ex.pending.events)
+        p.ops.extend(ex.pending.ops)
+        p.updates.update(ex.pending.updates)
+        p.values = p.values or ex.pending.values
+        ex.pending = p
+
+
 class Execution:
     """One run of a workflow function against one instance file.
 
@@ -137,7 +168,8 @@ class Execution:
         self.inflight: set[asyncio.Future[Any]] = set()
         self.query_handlers: dict[str, Callable[..., Any]] = {}
         self.task: asyncio.Task[Outcome] | None = None
-        self._commit_lock = asyncio.Lock()
+        # Serialises this instance's transactions; taken on the I/O threads.
+        self.file_lock = threading.Lock()
         # Deterministic per-instance RNG for retry jitter: replay never reads it,
         # but a stable seed keeps a rerun's schedule explainable.
         self.rng = random.Random(self.run_id)
@@ -197,7 +229,7 @@ class Execution:
 
     # -- durable writes --------------------------------------------------------
 
-    def buffer(self, *, events: list[EventRow] = (), ops: list[OpRecord] = (),  # type: ignore[assignment]
+    def buffer(self, *, events: Sequence[EventRow] = (), ops: Sequence[OpRecord] = (),
                updates: dict[str, Any] | None = None, values: bool = False) -> None:
         """Add records to ride along with the next commit."""
         self.pending.events.extend(events)
@@ -207,33 +239,70 @@ class Execution:
         for op in ops:
             self.ops[op.seq] = op
 
-    async def commit(self, *, events: list[EventRow] = (),  # type: ignore[assignment]
-                     ops: list[OpRecord] = (),  # type: ignore[assignment]
-                     updates: dict[str, Any] | None = None, allow_finished: bool = False
-                     ) -> None:
-        """Commit buffered records plus these, in one transaction, off the event loop."""
+    def _take_pending(self, events: Sequence[EventRow], ops: Sequence[OpRecord],
+                      updates: dict[str, Any] | None) -> _Batch:
+        """Move buffered records plus these into a batch (event-loop thread only)."""
+        p, self.pending = self.pending, _Pending()
+        all_updates = {**p.updates, **(updates or {})}
+        all_updates["step_count"] = self.step_count
+        if self.attributes_dirty:
+            all_updates["attributes"] = serde.encode(self.attributes, what="attributes")
+            self.attributes_dirty = False
+        return _Batch(self, p, [*p.events, *events], [*p.ops, *ops], all_updates)
+
+    async def commit(self, *, events: Sequence[EventRow] = (), ops: Sequence[OpRecord] = (),
+                     updates: dict[str, Any] | None = None) -> None:
+        """Commit buffered records plus these in one transaction, off the event loop."""
         if self.query_mode or self.file is None:
             return
-        async with self._commit_lock:
-            if self.terminated:
-                raise Terminated()
-            p, self.pending = self.pending, _Pending()
-            all_updates = {**p.updates, **(updates or {})}
-            all_updates["step_count"] = self.step_count
-            if self.attributes_dirty:
-                all_updates["attributes"] = serde.encode(self.attributes, what="attributes")
-                self.attributes_dirty = False
-            file = self.file
-            all_events = [*p.events, *events]
-            all_ops = [*p.ops, *ops]
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(
-                self.env.io_pool,
-                lambda: file.commit(events=all_events, ops=all_ops, updates=all_updates,
-                                    allow_finished=allow_finished),
-            )
-            for op in ops:
-                self.ops[op.seq] = op
+        if self.terminated:
+            raise Terminated()
+        batch = self._take_pending(events, ops, updates)
+        await asyncio.get_running_loop().run_in_executor(self.env.io_pool, batch.write)
+        for op in ops:
+            self.ops[op.seq] = op
+
+    async def run_step_and_commit(
+        self, fn: Callable[[], Any], records: Callable[[Any], tuple[list[EventRow], OpRecord]]
+    ) -> tuple[bool, Any]:
+        """Run a sync step body and, if it succeeds, commit its records in the same hop.
+
+        One thread hop per step instead of two: the body runs on the I/O pool
+        and its result is committed there before control returns to the loop.
+
+        Returns:
+            ``(True, op)`` once committed, or ``(False, exception)`` if ``fn`` or
+            ``records`` raised (nothing was written).
+        """
+        if self.terminated:
+            raise Terminated()
+        batch = self._take_pending((), (), None)
+
+        def work() -> tuple[bool, Any]:
+            try:
+                events, op = records(fn())
+            except Exception as exc:
+                return False, exc
+            batch.events.extend(events)
+            batch.ops.append(op)
+            batch.write()
+            return True, op
+
+        tracked = asyncio.ensure_future(
+            asyncio.get_running_loop().run_in_executor(self.env.io_pool, work))
+        self.inflight.add(tracked)
+        try:
+            ok, value = await tracked
+        except BaseException:
+            batch.restore()
+            raise
+        finally:
+            self.inflight.discard(tracked)
+        if not ok:
+            batch.restore()
+            return False, value
+        self.ops[value.seq] = value
+        return True, value
 
     async def flush_values(self) -> None:
         """Make recorded values durable before a side effect can observe them."""

@@ -28,6 +28,7 @@ from hot.models import TERMINAL_STATUSES
 
 __all__ = [
     "SCHEMA_VERSION",
+    "IncompleteInstance",
     "SparePool",
     "EventRow",
     "InstanceFile",
@@ -108,6 +109,10 @@ def _template_image() -> bytes:
             image = image[:18] + b"\x02\x02" + image[20:]
             _TEMPLATE = bytes(image)
         return _TEMPLATE
+
+
+class IncompleteInstance(StorageError):
+    """The file exists but its first commit has not happened yet."""
 
 
 @dataclass(frozen=True)
@@ -256,6 +261,7 @@ class InstanceFile:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self.conn = conn
+        self.deferred: tuple[dict[str, Any], list[EventRow]] | None = None
 
     # -- opening -------------------------------------------------------------
 
@@ -277,6 +283,7 @@ class InstanceFile:
         *,
         durability: str = "full",
         spares: SparePool | None = None,
+        defer: bool = False,
     ) -> InstanceFile:
         """Create the file for a new instance with its first events, atomically.
 
@@ -286,6 +293,10 @@ class InstanceFile:
             events: The first events.
             durability: ``"full"`` or ``"normal"``.
             spares: A pool of pre-written empty files to take one from.
+            defer: Write the row and events with the first :meth:`commit`
+                instead of now. Saves an fsync per instance; until then the
+                file reads as incomplete, and a crash leaves it for the
+                creator to fill in (the index still holds the input).
 
         Raises:
             FileExistsError: The file exists already (another caller won).
@@ -302,10 +313,13 @@ class InstanceFile:
                 spare.unlink(missing_ok=True)
         else:
             _write_template(path, fsync=True)
-        if durability == "full":
-            _fsync_dir(path.parent)
+        # No directory fsync here: SQLite fsyncs the directory when it creates the
+        # WAL at the first commit below, which makes this entry durable too.
         conn = cls._connect(path, durability)
         inst = cls(path, conn)
+        if defer:
+            inst.deferred = (dict(row), list(events))
+            return inst
         cols = ",".join(row)
         marks = ",".join("?" for _ in row)
         try:
@@ -322,11 +336,19 @@ class InstanceFile:
         return inst
 
     @classmethod
-    def open(cls, path: Path, *, durability: str = "full") -> InstanceFile:
+    def open(cls, path: Path, *, durability: str = "full",
+             allow_incomplete: bool = False) -> InstanceFile:
         """Open an existing instance file and check that it is readable.
+
+        Args:
+            path: The file.
+            durability: ``"full"`` or ``"normal"``.
+            allow_incomplete: Accept a file whose first commit never happened
+                (the caller sets :attr:`deferred` to complete it).
 
         Raises:
             FileNotFoundError: No such file.
+            IncompleteInstance: Created, but its first commit has not happened.
             CorruptInstance: The file is not a readable tierflow instance.
         """
         if not path.exists():
@@ -341,14 +363,15 @@ class InstanceFile:
                 raise CorruptInstance(
                     f"{path.name}: unsupported schema version {version}", url=str(path)
                 )
-            if conn.execute("SELECT 1 FROM instance WHERE id=1").fetchone() is None:
-                raise CorruptInstance(f"{path.name}: no instance row", url=str(path))
+            if (conn.execute("SELECT 1 FROM instance WHERE id=1").fetchone() is None
+                    and not allow_incomplete):
+                raise IncompleteInstance(f"{path.name}: not yet written", url=str(path))
         except sqlite3.Error as exc:
             conn.close()
             raise CorruptInstance(
                 f"instance file {path.name} is unreadable: {exc}", url=str(path)
             ) from exc
-        except CorruptInstance:
+        except StorageError:
             conn.close()
             raise
         return cls(path, conn)
@@ -433,17 +456,16 @@ class InstanceFile:
 
     # -- writing -------------------------------------------------------------
 
-    def _append_events(self, events: Iterable[EventRow]) -> list[int]:
-        last = self.conn.execute("SELECT max(event_id) FROM events").fetchone()[0] or 0
-        ids = []
-        for ev in events:
-            last += 1
-            self.conn.execute(
-                "INSERT INTO events VALUES (?,?,?,?,?,?)",
-                (last, ev.event_type, ev.event_time, ev.step_name, ev.attempt, ev.payload),
+    def _append_events(self, events: Sequence[EventRow]) -> None:
+        # Ids are assigned inside the transaction (max + 1), so writers on other
+        # connections (a signal from another process) can never collide with us.
+        if events:
+            self.conn.executemany(
+                "INSERT INTO events VALUES ((SELECT coalesce(max(event_id), 0) + 1 FROM events),"
+                "?,?,?,?,?)",
+                [(ev.event_type, ev.event_time, ev.step_name, ev.attempt, ev.payload)
+                 for ev in events],
             )
-            ids.append(last)
-        return ids
 
     def commit(
         self,
@@ -453,8 +475,8 @@ class InstanceFile:
         updates: dict[str, Any] | None = None,
         consume_signals: Sequence[tuple[int, int]] = (),
         allow_finished: bool = False,
-    ) -> list[int]:
-        """Apply one state transition atomically, and return the new event ids.
+    ) -> None:
+        """Apply one state transition atomically.
 
         Args:
             events: Events to append, in order.
@@ -470,10 +492,16 @@ class InstanceFile:
             CorruptInstance: The file is unreadable.
         """
 
-        def go() -> list[int]:
+        def go() -> None:
             conn = self.conn
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if self.deferred is not None:
+                    row, first = self.deferred
+                    cols = ",".join(row)
+                    conn.execute(f"INSERT INTO instance (id,{cols}) VALUES "
+                                 f"(1,{','.join('?' * len(row))})", tuple(row.values()))
+                    self._append_events(first)
                 sets = dict(updates or {})
                 assignments = ",".join(f"{k}=?" for k in sets) or "id=id"
                 where = "id=1" if allow_finished else f"id=1 AND status NOT IN ({_TERMINAL_SQL})"
@@ -486,24 +514,24 @@ class InstanceFile:
                         f"instance has already finished ({status[0] if status else 'unknown'})",
                         status=status[0] if status else None,
                     )
-                for op in ops:
-                    conn.execute(
+                if ops:
+                    conn.executemany(
                         "INSERT OR REPLACE INTO operations VALUES (?,?,?,?,?,?,?,?)",
-                        (op.seq, op.kind, op.name, op.status, op.attempt, op.result,
-                         op.error, op.wake_at),
+                        [(op.seq, op.kind, op.name, op.status, op.attempt, op.result,
+                          op.error, op.wake_at) for op in ops],
                     )
-                for inbox_id, seq in consume_signals:
-                    conn.execute("UPDATE inbox SET consumed_seq=? WHERE id=?", (seq, inbox_id))
-                ids = self._append_events(events)
+                if consume_signals:
+                    conn.executemany("UPDATE inbox SET consumed_seq=? WHERE id=?",
+                                     [(seq, inbox_id) for inbox_id, seq in consume_signals])
+                self._append_events(events)
                 conn.execute("COMMIT")
-                return ids
+                self.deferred = None
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
 
-        ids: list[int] = self._guard(go)
-        return ids
+        self._guard(go)
 
     def add_signal(self, name: str, payload: str, received_at: int) -> int:
         """Append a signal to the inbox with its ``signal.received`` event.
