@@ -1,0 +1,96 @@
+"""Crash safety: real subprocesses killed with SIGKILL at chosen points."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spawn(mode: str, data: Path, *args: str, env: dict[str, str] | None = None
+          ) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.hot.crash_app", mode, str(data), *args],
+        cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 120) -> str:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, err
+    return out
+
+
+def wait_path(path: Path, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"child exited early: {proc.stderr.read() if proc.stderr else ''}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"{path} never appeared")
+        time.sleep(0.01)
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    for stream in (proc.stdout, proc.stderr):
+        if stream:
+            stream.close()
+
+
+@pytest.mark.timeout(180)
+def test_sigkill_mid_step_resumes_without_rerunning_done_steps(tmp_path: Path):
+    data, marks = tmp_path / "data", tmp_path / "marks.txt"
+    proc = spawn("run", data, env={"CRASH_MARKS": str(marks), "CRASH_BLOCK": "1"})
+    wait_path(Path(str(marks) + ".ready"), proc)
+    kill(proc)
+    assert marks.read_text().split() == ["s1", "s2"]
+
+    out = finish(spawn("resume", data, env={"CRASH_MARKS": str(marks)}))
+    assert json.loads(out.splitlines()[-1])["result"] == ["s1", "two", "s3"]
+    # s1 ran once; s2 was interrupted and ran again; s3 ran once.
+    assert marks.read_text().split() == ["s1", "s2", "s2", "s3"]
+
+
+@pytest.mark.timeout(300)
+def test_thousand_sleepers_wake_after_process_restart(tmp_path: Path):
+    data = tmp_path / "data"
+    n = 1000
+    proc = spawn("sleepers", data, str(n))
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", proc.stderr.read() if proc.stderr else ""
+    kill(proc)
+    # The restarted process's clock is 2 h ahead, so every 1 h timer is due.
+    out = finish(spawn("wake", data, str(n), "7200"), timeout=240)
+    assert json.loads(out.splitlines()[-1]) == {"sum": sum(i * 2 for i in range(n)), "n": n}
+
+
+@pytest.mark.timeout(180)
+def test_runner_dying_repeatedly_fails_after_max_recovery_attempts(tmp_path: Path):
+    data, marks = tmp_path / "data", tmp_path / "marks.txt"
+    env = {"CRASH_MARKS": str(marks)}
+    for _ in range(3):  # the first run and two recoveries each die in the step
+        proc = spawn("doomed", data, env=env)
+        proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL
+    out = finish(spawn("doomed", data, env=env))
+    failed = json.loads(out.splitlines()[-1])["failed"]
+    assert "max_recovery_attempts=2" in failed
+    assert marks.read_text().split() == ["die", "die", "die"]
