@@ -45,16 +45,20 @@ class Tierflow(Engine):
         **options: Any,
     ) -> None:
         settings = Settings.resolve(
-            data_dir=data_dir, durability=durability,
+            data_dir=data_dir,
+            durability=durability,
             max_concurrency=options.pop("max_concurrency", None),
             max_recovery_attempts=options.pop("max_recovery_attempts", None),
         )
         self.settings = settings
         super().__init__(
-            settings.data_dir, workflows,
+            settings.data_dir,
+            workflows,
             durability=settings.durability,  # type: ignore[arg-type]
-            clock=clock, max_concurrency=settings.max_concurrency,
-            max_recovery_attempts=settings.max_recovery_attempts, **options,
+            clock=clock,
+            max_concurrency=settings.max_concurrency,
+            max_recovery_attempts=settings.max_recovery_attempts,
+            **options,
         )
 
     async def __aenter__(self) -> Tierflow:

@@ -40,19 +40,26 @@ class Settings:
     max_recovery_attempts: int = 5
 
     @classmethod
-    def resolve(cls, data_dir: str | os.PathLike[str] | None = None,
-                durability: str | None = None, max_concurrency: int | None = None,
-                max_recovery_attempts: int | None = None) -> Settings:
+    def resolve(
+        cls,
+        data_dir: str | os.PathLike[str] | None = None,
+        durability: str | None = None,
+        max_concurrency: int | None = None,
+        max_recovery_attempts: int | None = None,
+    ) -> Settings:
         """Merge explicit arguments with the environment and the defaults."""
         d = durability or os.environ.get("TIERFLOW_DURABILITY") or cls.durability
         if d not in ("full", "normal"):
             raise InvalidArgument(f"durability must be 'full' or 'normal', got {d!r}")
         return cls(
-            data_dir=os.fspath(data_dir) if data_dir is not None
+            data_dir=os.fspath(data_dir)
+            if data_dir is not None
             else os.environ.get("TIERFLOW_DATA_DIR") or cls.data_dir,
             durability=d,
-            max_concurrency=max_concurrency if max_concurrency is not None
+            max_concurrency=max_concurrency
+            if max_concurrency is not None
             else _env_int("TIERFLOW_MAX_CONCURRENCY", cls.max_concurrency),
-            max_recovery_attempts=max_recovery_attempts if max_recovery_attempts is not None
+            max_recovery_attempts=max_recovery_attempts
+            if max_recovery_attempts is not None
             else _env_int("TIERFLOW_MAX_RECOVERY_ATTEMPTS", cls.max_recovery_attempts),
         )

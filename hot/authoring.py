@@ -37,7 +37,8 @@ def _define(fn: WorkflowFn, name: str | None) -> WorkflowDefinition:
     if not inspect.iscoroutinefunction(fn):
         raise InvalidArgument(f"@workflow needs an 'async def' function, got {fn!r}")
     params = [
-        p for p in inspect.signature(fn).parameters.values()
+        p
+        for p in inspect.signature(fn).parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
     if not params:

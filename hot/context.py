@@ -119,29 +119,42 @@ class WorkflowContext:
             started = ex.now_us()
             if limit is None and not inspect.iscoroutinefunction(fn):
                 # Fast path: body and commit in one hop on the I/O pool.
-                def records(value: Any, attempt: int = attempt, started: int = started
-                            ) -> tuple[list[EventRow], OpRecord]:
+                def records(
+                    value: Any, attempt: int = attempt, started: int = started
+                ) -> tuple[list[EventRow], OpRecord]:
                     text = ex.encode(value, f"result of step {name!r}")
                     done = ex.now_us()
                     decoded = serde.decode(text)
                     return [
-                        ex.event(EventType.STEP_STARTED, step=name, attempt=attempt,
-                                 payload={"seq": seq}, at=started),
-                        ex.event(EventType.STEP_COMPLETED, step=name, attempt=attempt,
-                                 payload={"seq": seq, "result": decoded}, at=done),
+                        ex.event(
+                            EventType.STEP_STARTED,
+                            step=name,
+                            attempt=attempt,
+                            payload={"seq": seq},
+                            at=started,
+                        ),
+                        ex.event(
+                            EventType.STEP_COMPLETED,
+                            step=name,
+                            attempt=attempt,
+                            payload={"seq": seq, "result": decoded},
+                            at=done,
+                        ),
                     ], OpRecord(seq, "step", name, "completed", attempt, text)
 
                 ex.step_count += 1
                 ok, out = await ex.run_step_and_commit(
-                    lambda: _call_sync(fn, args, kwargs), records)
+                    lambda: _call_sync(fn, args, kwargs), records
+                )
                 if ok:
                     return serde.decode(out.result)
                 ex.step_count -= 1
                 exc = out
             else:
                 try:
-                    value = await ex.track(_invoke(fn, args, kwargs, limit, name, attempt,
-                                                   ex.workflow_id))
+                    value = await ex.track(
+                        _invoke(fn, args, kwargs, limit, name, attempt, ex.workflow_id)
+                    )
                     result_text = ex.encode(value, f"result of step {name!r}")
                 except Exception as err:
                     exc = err
@@ -150,10 +163,19 @@ class WorkflowContext:
                     op = OpRecord(seq, "step", name, "completed", attempt, result_text)
                     await ex.commit(
                         events=[
-                            ex.event(EventType.STEP_STARTED, step=name, attempt=attempt,
-                                     payload={"seq": seq}, at=started),
-                            ex.event(EventType.STEP_COMPLETED, step=name, attempt=attempt,
-                                     payload={"seq": seq, "result": serde.decode(result_text)}),
+                            ex.event(
+                                EventType.STEP_STARTED,
+                                step=name,
+                                attempt=attempt,
+                                payload={"seq": seq},
+                                at=started,
+                            ),
+                            ex.event(
+                                EventType.STEP_COMPLETED,
+                                step=name,
+                                attempt=attempt,
+                                payload={"seq": seq, "result": serde.decode(result_text)},
+                            ),
                         ],
                         ops=[op],
                     )
@@ -161,8 +183,9 @@ class WorkflowContext:
             # A result that cannot be recorded is a bug in the step, not a transient
             # fault: fail at once, naming the step and the type.
             retryable = not isinstance(exc, PayloadError) and policy.is_retryable(exc)
-            wake = await self._fail_step(seq, name, attempt, started, exc, policy,
-                                         retryable=retryable)
+            wake = await self._fail_step(
+                seq, name, attempt, started, exc, policy, retryable=retryable
+            )
             # Retry scheduled and durable. A long backoff unloads the instance; a
             # short one waits here, exactly as a resumed replay would.
             if (wake - ex.now_us()) / 1e6 > ex.env.inline_sleep_threshold:
@@ -172,39 +195,65 @@ class WorkflowContext:
             ex.check_cancel(seq, "step", name)
             attempt += 1
 
-    async def _fail_step(self, seq: int, name: str, attempt: int, started: int,
-                         exc: Exception, policy: RetryPolicy, *, retryable: bool) -> int:
+    async def _fail_step(
+        self,
+        seq: int,
+        name: str,
+        attempt: int,
+        started: int,
+        exc: Exception,
+        policy: RetryPolicy,
+        *,
+        retryable: bool,
+    ) -> int:
         """Record a failed attempt; return the retry time, or raise if it was the last."""
         ex = self._ex
         info = error_info(exc)
         now = ex.now_us()
         events = [
-            ex.event(EventType.STEP_STARTED, step=name, attempt=attempt,
-                     payload={"seq": seq}, at=started),
-            ex.event(EventType.STEP_FAILED, step=name, attempt=attempt,
-                     payload={"seq": seq, "error": info, "retryable": retryable}, at=now),
+            ex.event(
+                EventType.STEP_STARTED, step=name, attempt=attempt, payload={"seq": seq}, at=started
+            ),
+            ex.event(
+                EventType.STEP_FAILED,
+                step=name,
+                attempt=attempt,
+                payload={"seq": seq, "error": info, "retryable": retryable},
+                at=now,
+            ),
         ]
         if retryable and attempt < policy.max_attempts:
             delay = policy.delay_after(attempt, ex.rng)
             wake = now + to_micros(delay)
-            events.append(ex.event(
-                EventType.RETRY_SCHEDULED, step=name, attempt=attempt + 1,
-                payload={"seq": seq, "delay": delay, "fire_at": from_micros(wake).isoformat()},
-                at=now))
-            op = OpRecord(seq, "step", name, "retrying", attempt, None,
-                          serde.encode(info, what="error"), wake)
+            events.append(
+                ex.event(
+                    EventType.RETRY_SCHEDULED,
+                    step=name,
+                    attempt=attempt + 1,
+                    payload={"seq": seq, "delay": delay, "fire_at": from_micros(wake).isoformat()},
+                    at=now,
+                )
+            )
+            op = OpRecord(
+                seq, "step", name, "retrying", attempt, None, serde.encode(info, what="error"), wake
+            )
             await ex.commit(events=events, ops=[op])
             return wake
         exhausted = retryable and policy.max_attempts > 1
         if exhausted:
-            events.append(ex.event(EventType.RETRY_EXHAUSTED, step=name, attempt=attempt,
-                                   payload={"seq": seq, "attempts": attempt, "error": info},
-                                   at=now))
+            events.append(
+                ex.event(
+                    EventType.RETRY_EXHAUSTED,
+                    step=name,
+                    attempt=attempt,
+                    payload={"seq": seq, "attempts": attempt, "error": info},
+                    at=now,
+                )
+            )
         info["attempts"] = attempt
         info["exhausted"] = exhausted
         info["timeout"] = isinstance(exc, StepTimeout)
-        op = OpRecord(seq, "step", name, "failed", attempt, None,
-                      serde.encode(info, what="error"))
+        op = OpRecord(seq, "step", name, "failed", attempt, None, serde.encode(info, what="error"))
         await ex.commit(events=events, ops=[op])
         raise _rebuild_step_error(ex.workflow_id, name, op) from exc
 
@@ -234,10 +283,17 @@ class WorkflowContext:
             now = ex.now_us()
             rec = OpRecord(seq, "timer", "sleep", "waiting", wake_at=wake_live)
             await ex.commit(
-                events=[ex.event(EventType.TIMER_STARTED, payload={
-                    "seq": seq, "duration": seconds if seconds is not None
-                    else (wake_live - now) / 1e6,
-                    "fire_at": from_micros(wake_live).isoformat()}, at=now)],
+                events=[
+                    ex.event(
+                        EventType.TIMER_STARTED,
+                        payload={
+                            "seq": seq,
+                            "duration": seconds if seconds is not None else (wake_live - now) / 1e6,
+                            "fire_at": from_micros(wake_live).isoformat(),
+                        },
+                        at=now,
+                    )
+                ],
                 ops=[rec],
             )
         if rec.status == "completed":
@@ -268,8 +324,9 @@ class WorkflowContext:
         text = serde.encode(value, what=name)
         ex.buffer(
             ops=[OpRecord(seq, "value", name, "completed", result=text)],
-            events=[ex.event(EventType.VALUE_RECORDED, step=name,
-                             payload={"seq": seq, "value": value})],
+            events=[
+                ex.event(EventType.VALUE_RECORDED, step=name, payload={"seq": seq, "value": value})
+            ],
             values=True,
         )
         return value
@@ -277,7 +334,7 @@ class WorkflowContext:
     def now(self) -> datetime:
         """Return the current time (UTC), recorded so a replay sees the same value."""
         us = self._value("now", self._ex.now_us)
-        return from_micros(us)  # type: ignore[return-value]
+        return from_micros(int(us))
 
     def uuid(self) -> str:
         """Return a random UUID4 string, recorded so a replay sees the same value."""
@@ -319,8 +376,15 @@ def _call_sync(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, 
     return value
 
 
-async def _invoke(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                  limit: float | None, name: str, attempt: int, workflow_id: str) -> Any:
+async def _invoke(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    limit: float | None,
+    name: str,
+    attempt: int,
+    workflow_id: str,
+) -> Any:
     if inspect.iscoroutinefunction(fn):
         aw = fn(*args, **kwargs)
     else:
@@ -333,7 +397,9 @@ async def _invoke(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[st
         except TimeoutError:
             raise StepTimeout(
                 f"step {name!r} timed out after {limit:g}s (attempt {attempt})",
-                workflow_id=workflow_id, step=name, attempt=attempt,
+                workflow_id=workflow_id,
+                step=name,
+                attempt=attempt,
             ) from None
     if inspect.isawaitable(value):
         value = await value

@@ -14,7 +14,7 @@ import logging
 import os
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -51,7 +51,7 @@ from hot.models import (
     from_micros,
     to_micros,
 )
-from hot.recovery import OwnerLock, find_dead_owners
+from hot.recovery import OwnerLock
 from hot.scheduler import Scheduler
 from hot.store import (
     EventRow,
@@ -124,7 +124,9 @@ class Engine:
         self.max_recovery_attempts = max_recovery_attempts
         self.inline_sleep_threshold = inline_sleep_threshold
         self.max_payload_bytes = max_payload_bytes
-        self.io_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="tierflow-io")
+        self.io_pool: Executor = ThreadPoolExecutor(
+            max_workers=32, thread_name_prefix="tierflow-io"
+        )
         self._index: IndexDB | None = None
         self._spares: SparePool | None = None
         self._owner: OwnerLock | None = None
@@ -163,8 +165,9 @@ class Engine:
         try:
             self.instances_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StorageError(f"cannot create {self.hot_dir}: {exc}",
-                               url=str(self.hot_dir)) from exc
+            raise StorageError(
+                f"cannot create {self.hot_dir}: {exc}", url=str(self.hot_dir)
+            ) from exc
         self._index = IndexDB(self.hot_dir / "index.sqlite", self.durability)
         self._owner = OwnerLock.acquire(self.owners_dir)
         self._spares = SparePool(self.hot_dir / "spare")
@@ -174,8 +177,9 @@ class Engine:
         await self.start_scheduler()
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.aclose()
 
     async def start_scheduler(self) -> None:
@@ -229,23 +233,31 @@ class Engine:
         validate_workflow_id(workflow_id)
         row = self.index.get(workflow_id)
         if row is None:
-            raise WorkflowNotFound(f"no workflow with id {workflow_id!r}",
-                                   workflow_id=workflow_id)
+            raise WorkflowNotFound(f"no workflow with id {workflow_id!r}", workflow_id=workflow_id)
         return row
 
     def get_handle(self, workflow_id: str) -> WorkflowHandle:
         """Return a handle for an existing instance (checked lazily on use)."""
         return WorkflowHandle(self, validate_workflow_id(workflow_id))
 
-    def _prepare(self, wf: WorkflowRef, input: Any, workflow_id: str | None,
-                 attributes: dict[str, Any] | None) -> tuple[WorkflowDefinition, str, str, str]:
+    def _prepare(
+        self,
+        wf: WorkflowRef,
+        input: Any,
+        workflow_id: str | None,
+        attributes: dict[str, Any] | None,
+    ) -> tuple[WorkflowDefinition, str, str, str]:
         definition = self.registry.resolve(wf)
-        wid = validate_workflow_id(workflow_id if workflow_id is not None
-                                   else f"{definition.name[:100]}-{uuid.uuid4().hex}")
+        wid = validate_workflow_id(
+            workflow_id
+            if workflow_id is not None
+            else f"{definition.name[:100]}-{uuid.uuid4().hex}"
+        )
         if not definition.takes_input and input is not None:
             raise InvalidArgument(f"workflow {definition.name!r} takes no input")
-        input_text = serde.encode(input, what="workflow input", max_bytes=self.max_payload_bytes,
-                                  workflow_id=wid)
+        input_text = serde.encode(
+            input, what="workflow input", max_bytes=self.max_payload_bytes, workflow_id=wid
+        )
         attrs = _check_attributes(attributes or {})
         return definition, wid, input_text, serde.encode(attrs, what="attributes")
 
@@ -255,16 +267,23 @@ class Engine:
         if self.index.get(wid) is None:
             return None
         if on_conflict == "fail":
-            raise WorkflowAlreadyExists(f"a workflow with id {wid!r} already exists",
-                                        workflow_id=wid)
+            raise WorkflowAlreadyExists(
+                f"a workflow with id {wid!r} already exists", workflow_id=wid
+            )
         return WorkflowHandle(self, wid)
 
     # -- start and run ---------------------------------------------------------------
 
-    async def start(self, wf: WorkflowRef, input: Any = None, *, workflow_id: str | None = None,
-                    on_conflict: OnConflict = "use_existing",
-                    attributes: dict[str, Any] | None = None,
-                    parent_workflow_id: str | None = None) -> WorkflowHandle:
+    async def start(
+        self,
+        wf: WorkflowRef,
+        input: Any = None,
+        *,
+        workflow_id: str | None = None,
+        on_conflict: OnConflict = "use_existing",
+        attributes: dict[str, Any] | None = None,
+        parent_workflow_id: str | None = None,
+    ) -> WorkflowHandle:
         """Queue an instance and return at once; the scheduler runs it.
 
         The queue entry is durable when this returns. Starting an id that
@@ -275,15 +294,19 @@ class Engine:
             InvalidArgument: Bad id, input that is not JSON, bad attributes.
             WorkflowAlreadyExists: The id exists and ``on_conflict="fail"``.
         """
-        definition, wid, input_text, attrs_text = self._prepare(wf, input, workflow_id,
-                                                                attributes)
+        definition, wid, input_text, attrs_text = self._prepare(wf, input, workflow_id, attributes)
         existing = self._existing(wid, on_conflict)
         if existing is not None:
             return existing
         row = {
-            "workflow_id": wid, "run_id": uuid.uuid4().hex, "workflow_type": definition.name,
-            "status": Status.QUEUED.value, "parent_workflow_id": parent_workflow_id,
-            "input": input_text, "attributes": attrs_text, "created_at": self.now_us(),
+            "workflow_id": wid,
+            "run_id": uuid.uuid4().hex,
+            "workflow_type": definition.name,
+            "status": Status.QUEUED.value,
+            "parent_workflow_id": parent_workflow_id,
+            "input": input_text,
+            "attributes": attrs_text,
+            "created_at": self.now_us(),
         }
         inserted = await self.index.write(IndexDB.insert_fn(row), durable=True)
         if not inserted:
@@ -292,24 +315,35 @@ class Engine:
             self._scheduler.enqueue(wid)
         return WorkflowHandle(self, wid)
 
-    async def run(self, wf: WorkflowRef, input: Any = None, *, workflow_id: str | None = None,
-                  on_conflict: OnConflict = "use_existing",
-                  attributes: dict[str, Any] | None = None) -> WorkflowHandle:
+    async def run(
+        self,
+        wf: WorkflowRef,
+        input: Any = None,
+        *,
+        workflow_id: str | None = None,
+        on_conflict: OnConflict = "use_existing",
+        attributes: dict[str, Any] | None = None,
+    ) -> WorkflowHandle:
         """Run an instance inline until it completes or first pauses.
 
         Returns:
             A handle; ``await handle.status()`` tells which of the two happened.
         """
-        definition, wid, input_text, attrs_text = self._prepare(wf, input, workflow_id,
-                                                                attributes)
+        definition, wid, input_text, attrs_text = self._prepare(wf, input, workflow_id, attributes)
         existing = self._existing(wid, on_conflict)
         if existing is not None:
             return existing
         now = self.now_us()
         row = {
-            "workflow_id": wid, "run_id": uuid.uuid4().hex, "workflow_type": definition.name,
-            "status": Status.RUNNING.value, "parent_workflow_id": None, "input": input_text,
-            "attributes": attrs_text, "created_at": now, "started_at": now,
+            "workflow_id": wid,
+            "run_id": uuid.uuid4().hex,
+            "workflow_type": definition.name,
+            "status": Status.RUNNING.value,
+            "parent_workflow_id": None,
+            "input": input_text,
+            "attributes": attrs_text,
+            "created_at": now,
+            "started_at": now,
             "lease_owner": self.owner_id,
         }
         # The index arbitrates who creates an id; this commit need not be fsync'd
@@ -321,15 +355,28 @@ class Engine:
         return WorkflowHandle(self, wid)
 
     def _file_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        keys = ("workflow_id", "run_id", "workflow_type", "status", "parent_workflow_id",
-                "input", "attributes", "created_at", "started_at")
+        keys = (
+            "workflow_id",
+            "run_id",
+            "workflow_type",
+            "status",
+            "parent_workflow_id",
+            "input",
+            "attributes",
+            "created_at",
+            "started_at",
+        )
         return {k: row.get(k) for k in keys}
 
     def _first_events(self, row: dict[str, Any], started: int) -> list[EventRow]:
-        payload = serde.encode({"input": serde.decode(row["input"]),
-                                "attributes": serde.decode(row["attributes"]) or {},
-                                "parent_workflow_id": row.get("parent_workflow_id")},
-                               what="workflow input")
+        payload = serde.encode(
+            {
+                "input": serde.decode(row["input"]),
+                "attributes": serde.decode(row["attributes"]) or {},
+                "parent_workflow_id": row.get("parent_workflow_id"),
+            },
+            what="workflow input",
+        )
         return [
             EventRow(EventType.WORKFLOW_QUEUED.value, row["created_at"], None, None, payload),
             EventRow(EventType.WORKFLOW_STARTED.value, started),
@@ -337,34 +384,53 @@ class Engine:
 
     # -- executing -----------------------------------------------------------------
 
-    async def _open_file(self, wid: str, create: dict[str, Any] | None
-                         ) -> tuple[InstanceFile, InstanceState]:
+    async def _open_file(
+        self, wid: str, create: dict[str, Any] | None
+    ) -> tuple[InstanceFile, InstanceState]:
         path = self._path(wid)
         if create is not None:
             started = create.get("started_at") or self.now_us()
-            file_row = self._file_row({**create, "status": Status.RUNNING.value,
-                                       "started_at": started})
+            file_row = self._file_row(
+                {**create, "status": Status.RUNNING.value, "started_at": started}
+            )
             events = self._first_events(create, started)
-            full_row = {"result": None, "error": None, "finished_at": None,
-                        "step_count": 0, "wake_at": None, "cancel_requested": 0,
-                        "cancel_reason": None, **file_row}
+            full_row = {
+                "result": None,
+                "error": None,
+                "finished_at": None,
+                "step_count": 0,
+                "wake_at": None,
+                "cancel_requested": 0,
+                "cancel_reason": None,
+                **file_row,
+            }
             fresh = InstanceState(row=full_row, ops={}, last_event_id=len(events))
             try:
                 # The row and first events ride along with the first commit.
-                f = await self._io(lambda: InstanceFile.create(
-                    path, file_row, events, durability=self.durability, spares=self._spares,
-                    defer=True))
+                f = await self._io(
+                    lambda: InstanceFile.create(
+                        path,
+                        file_row,
+                        events,
+                        durability=self.durability,
+                        spares=self._spares,
+                        defer=True,
+                    )
+                )
             except FileExistsError:
                 pass  # a crashed earlier attempt created it; replay what it holds
             else:
                 return f, fresh
 
         def open_and_load() -> tuple[InstanceFile, InstanceState]:
-            f = InstanceFile.open(path, durability=self.durability,
-                                  allow_incomplete=create is not None)
+            f = InstanceFile.open(
+                path, durability=self.durability, allow_incomplete=create is not None
+            )
             try:
-                if create is not None and f.conn.execute(
-                        "SELECT 1 FROM instance").fetchone() is None:
+                if (
+                    create is not None
+                    and f.conn.execute("SELECT 1 FROM instance").fetchone() is None
+                ):
                     # Created by a run that died before its first commit.
                     f.deferred = (file_row, events)
                     return f, fresh
@@ -375,8 +441,14 @@ class Engine:
 
         return await self._io(open_and_load)  # type: ignore[no-any-return]
 
-    async def _execute(self, wid: str, *, create: dict[str, Any] | None = None,
-                       resumed: bool = False, recovered: bool = False) -> Outcome | None:
+    async def _execute(
+        self,
+        wid: str,
+        *,
+        create: dict[str, Any] | None = None,
+        resumed: bool = False,
+        recovered: bool = False,
+    ) -> Outcome | None:
         """Load (or create) an instance, run it, and mirror the outcome into the index."""
         if wid in self._active:
             return None
@@ -392,25 +464,34 @@ class Engine:
         status = state.row["status"]
         if status in TERMINAL_STATUSES:
             file.close()
-            await self._mirror(wid, Outcome(status=status, result=state.row["result"],
-                                            error=state.row["error"],
-                                            finished_at=state.row["finished_at"],
-                                            step_count=state.row["step_count"]))
+            await self._mirror(
+                wid,
+                Outcome(
+                    status=status,
+                    result=state.row["result"],
+                    error=state.row["error"],
+                    finished_at=state.row["finished_at"],
+                    step_count=state.row["step_count"],
+                ),
+            )
             return None
         definition = self.registry.get(state.row["workflow_type"])
         if definition is None:
             file.close()
             # Keep the lease: a process that knows the type recovers it after we stop.
-            log.warning("cannot run %s: workflow type %r is not registered in this process",
-                        wid, state.row["workflow_type"])
+            log.warning(
+                "cannot run %s: workflow type %r is not registered in this process",
+                wid,
+                state.row["workflow_type"],
+            )
             return None
         ex = Execution(self, file, state, definition)
         ctx = WorkflowContext(ex)
         self._active[wid] = ex
         try:
             ex.task = asyncio.get_running_loop().create_task(
-                ex.run(ctx, resumed=resumed or status == Status.PAUSED,
-                       recovered=recovered))
+                ex.run(ctx, resumed=resumed or status == Status.PAUSED, recovered=recovered)
+            )
             try:
                 outcome = await asyncio.shield(ex.task)
             except asyncio.CancelledError:
@@ -454,8 +535,12 @@ class Engine:
 
     async def _mirror(self, wid: str, outcome: Outcome) -> None:
         """Copy an execution outcome into the index, wake waiters, arm timers."""
-        changes: dict[str, Any] = {"status": outcome.status, "wake_at": outcome.wake_at,
-                                   "step_count": outcome.step_count, "lease_owner": None}
+        changes: dict[str, Any] = {
+            "status": outcome.status,
+            "wake_at": outcome.wake_at,
+            "step_count": outcome.step_count,
+            "lease_owner": None,
+        }
         if outcome.attributes is not None:
             changes["attributes"] = outcome.attributes
         if outcome.status in TERMINAL_STATUSES:
@@ -475,9 +560,18 @@ class Engine:
 
     async def _mark_failed(self, wid: str, reason: str, kind: str) -> None:
         error = serde.encode({"type": kind, "message": reason}, what="error")
-        await self.index.write(IndexDB.update_fn(
-            wid, {"status": Status.FAILED.value, "error": error, "finished_at": self.now_us(),
-                  "lease_owner": None, "wake_at": None}))
+        await self.index.write(
+            IndexDB.update_fn(
+                wid,
+                {
+                    "status": Status.FAILED.value,
+                    "error": error,
+                    "finished_at": self.now_us(),
+                    "lease_owner": None,
+                    "wake_at": None,
+                },
+            )
+        )
         self._notify(wid)
 
     async def _quarantine(self, wid: str, exc: CorruptInstance) -> None:
@@ -488,23 +582,35 @@ class Engine:
         except OSError as err:
             where = f"; could not quarantine: {err}"
         log.error("instance %s is corrupt: %s%s", wid, exc.message, where)
-        await self._mark_failed(wid, f"instance file is corrupt: {exc.message}{where}",
-                                "CorruptInstance")
+        await self._mark_failed(
+            wid, f"instance file is corrupt: {exc.message}{where}", "CorruptInstance"
+        )
 
     async def run_queued(self, wid: str) -> None:
         """Claim a queued instance and run it (the scheduler calls this)."""
         now = self.now_us()
-        claimed = await self.index.write(IndexDB.update_fn(
-            wid, {"status": Status.RUNNING.value, "started_at": now,
-                  "lease_owner": self.owner_id}, only_if_status=[Status.QUEUED.value]))
+        claimed = await self.index.write(
+            IndexDB.update_fn(
+                wid,
+                {"status": Status.RUNNING.value, "started_at": now, "lease_owner": self.owner_id},
+                only_if_status=[Status.QUEUED.value],
+            )
+        )
         if not claimed:
             return
         row = self.index.get(wid)
         if row is None:
             return
-        create = {"workflow_id": wid, "run_id": row.run_id, "workflow_type": row.workflow_type,
-                  "parent_workflow_id": row.parent_workflow_id, "input": row.input,
-                  "attributes": row.attributes, "created_at": row.created_at, "started_at": now}
+        create = {
+            "workflow_id": wid,
+            "run_id": row.run_id,
+            "workflow_type": row.workflow_type,
+            "parent_workflow_id": row.parent_workflow_id,
+            "input": row.input,
+            "attributes": row.attributes,
+            "created_at": row.created_at,
+            "started_at": now,
+        }
         await self._execute(wid, create=create)
 
     async def run_due(self, wid: str, *, recovered: bool = False) -> None:
@@ -518,16 +624,25 @@ class Engine:
             # The runner may have died before creating the file: create it then.
             create = None
             if row.input is not None:
-                create = {"workflow_id": wid, "run_id": row.run_id,
-                          "workflow_type": row.workflow_type,
-                          "parent_workflow_id": row.parent_workflow_id, "input": row.input,
-                          "attributes": row.attributes, "created_at": row.created_at,
-                          "started_at": row.started_at}
+                create = {
+                    "workflow_id": wid,
+                    "run_id": row.run_id,
+                    "workflow_type": row.workflow_type,
+                    "parent_workflow_id": row.parent_workflow_id,
+                    "input": row.input,
+                    "attributes": row.attributes,
+                    "created_at": row.created_at,
+                    "started_at": row.started_at,
+                }
             await self._execute(wid, create=create, recovered=True)
             return
-        claimed = await self.index.write(IndexDB.update_fn(
-            wid, {"status": Status.RUNNING.value, "lease_owner": self.owner_id},
-            only_if_status=[Status.PAUSED.value]))
+        claimed = await self.index.write(
+            IndexDB.update_fn(
+                wid,
+                {"status": Status.RUNNING.value, "lease_owner": self.owner_id},
+                only_if_status=[Status.PAUSED.value],
+            )
+        )
         if claimed:
             await self._execute(wid, resumed=True)
 
@@ -553,43 +668,6 @@ class Engine:
                 row = self._row_or_raise(workflow_id)
         return _info(row, file_row)
 
-    async def list(
-        self,
-        *,
-        status: str | Sequence[str] | None = None,
-        workflow_type: WorkflowRef | Sequence[str] | None = None,
-        attributes: dict[str, Any] | None = None,
-        parent_workflow_id: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        cursor: str | None = None,
-        limit: int = 100,
-    ) -> Page:
-        """List instances from the index, newest first, with cursor paging.
-
-        Rows come from the index alone (no instance file is opened), so
-        ``input``, ``result`` and ``error`` are None except ``error`` of failed
-        instances; use ``describe`` for the full row.
-        """
-        statuses = [status] if isinstance(status, str) else list(status or [])
-        for s in statuses:
-            if s not in Status.__members__.values():
-                raise InvalidArgument(
-                    f"unknown status {s!r}; statuses: {', '.join(m.value for m in Status)}")
-        types: list[str] = []
-        if workflow_type is not None:
-            refs = workflow_type if isinstance(workflow_type, list | tuple) else [workflow_type]
-            for ref in refs:
-                types.append(ref if isinstance(ref, str) else self.registry.resolve(ref).name)
-        rows, next_cursor = self.index.list(
-            status=statuses or None, workflow_type=types or None, attributes=attributes,
-            parent_workflow_id=parent_workflow_id,
-            created_after=None if created_after is None else to_micros(created_after.timestamp()),
-            created_before=None if created_before is None
-            else to_micros(created_before.timestamp()),
-            cursor=cursor, limit=limit)
-        return Page([_info(r, None) for r in rows], next_cursor)
-
     async def history(self, workflow_id: str) -> list[HistoryEvent]:
         """Return every event of the instance, in order.
 
@@ -605,24 +683,49 @@ class Engine:
             rows = None  # started, first commit not yet done: only the queue entry exists
         except FileNotFoundError as exc:
             if row.status != Status.QUEUED:
-                raise StorageError(f"the instance file of {workflow_id!r} is missing "
-                                   f"(status {row.status}: {row.error})",
-                                   workflow_id=workflow_id, url=str(path)) from exc
+                raise StorageError(
+                    f"the instance file of {workflow_id!r} is missing "
+                    f"(status {row.status}: {row.error})",
+                    workflow_id=workflow_id,
+                    url=str(path),
+                ) from exc
             rows = None
         except CorruptInstance as exc:
             if workflow_id not in self._active:
                 await self._quarantine(workflow_id, exc)
             raise
         if rows is None:
-            return [HistoryEvent(workflow_id, row.run_id, 1, EventType.WORKFLOW_QUEUED.value,
-                                 from_micros(row.created_at),  # type: ignore[arg-type]
-                                 None, None, {"input": serde.decode(row.input),
-                                              "attributes": serde.decode(row.attributes),
-                                              "parent_workflow_id": row.parent_workflow_id},
-                                 row.workflow_type)]
-        return [HistoryEvent(workflow_id, row.run_id, r[0], r[1],
-                             from_micros(r[2]),  # type: ignore[arg-type]
-                             r[3], r[4], serde.decode(r[5]), row.workflow_type) for r in rows]
+            return [
+                HistoryEvent(
+                    workflow_id,
+                    row.run_id,
+                    1,
+                    EventType.WORKFLOW_QUEUED.value,
+                    from_micros(row.created_at),
+                    None,
+                    None,
+                    {
+                        "input": serde.decode(row.input),
+                        "attributes": serde.decode(row.attributes),
+                        "parent_workflow_id": row.parent_workflow_id,
+                    },
+                    row.workflow_type,
+                )
+            ]
+        return [
+            HistoryEvent(
+                workflow_id,
+                row.run_id,
+                r[0],
+                r[1],
+                from_micros(r[2]),
+                r[3],
+                r[4],
+                serde.decode(r[5]),
+                row.workflow_type,
+            )
+            for r in rows
+        ]
 
     async def status(self, workflow_id: str) -> str:
         """Return the instance's status."""
@@ -652,7 +755,9 @@ class Engine:
             if wait <= 0:
                 raise ResultTimeout(
                     f"workflow {workflow_id!r} did not finish within {timeout}s "
-                    f"(status {row.status})", workflow_id=workflow_id)
+                    f"(status {row.status})",
+                    workflow_id=workflow_id,
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(fut, wait)
 
@@ -665,12 +770,17 @@ class Engine:
         if row.status == Status.FAILED:
             raise WorkflowFailed(
                 f"workflow {wid!r} failed: {err.get('type')}: {err.get('message')}",
-                workflow_id=wid, error_type=err.get("type"), cause=err.get("message"))
+                workflow_id=wid,
+                error_type=err.get("type"),
+                cause=err.get("message"),
+            )
         if row.status == Status.CANCELLED:
             raise WorkflowCancelledError(f"workflow {wid!r} was cancelled", workflow_id=wid)
         raise WorkflowTerminatedError(
-            f"workflow {wid!r} was terminated: {err.get('message')}", workflow_id=wid,
-            reason=err.get("message"))
+            f"workflow {wid!r} was terminated: {err.get('message')}",
+            workflow_id=wid,
+            reason=err.get("message"),
+        )
 
     # -- cancel and terminate ----------------------------------------------------------
 
@@ -689,20 +799,28 @@ class Engine:
         if row.status in TERMINAL_STATUSES:
             raise WorkflowAlreadyFinished(
                 f"workflow {workflow_id!r} has already finished ({row.status})",
-                workflow_id=workflow_id, status=row.status)
+                workflow_id=workflow_id,
+                status=row.status,
+            )
         if row.status == Status.QUEUED and await self._finish_queued(
-                row, Status.CANCELLED, EventType.WORKFLOW_CANCELLED, reason):
+            row, Status.CANCELLED, EventType.WORKFLOW_CANCELLED, reason
+        ):
             return Status.CANCELLED.value
-        await self._write_file(workflow_id, updates={"cancel_requested": 1,
-                                                     "cancel_reason": reason})
+        await self._write_file(
+            workflow_id, updates={"cancel_requested": 1, "cancel_reason": reason}
+        )
         await self.index.write(IndexDB.update_fn(workflow_id, {"cancel_requested": 1}))
         ex = self._active.get(workflow_id)
         if ex is not None:
             ex.cancel_requested, ex.cancel_reason = True, reason
             return Status.RUNNING.value
-        claimed = await self.index.write(IndexDB.update_fn(
-            workflow_id, {"status": Status.RUNNING.value, "lease_owner": self.owner_id},
-            only_if_status=[Status.PAUSED.value]))
+        claimed = await self.index.write(
+            IndexDB.update_fn(
+                workflow_id,
+                {"status": Status.RUNNING.value, "lease_owner": self.owner_id},
+                only_if_status=[Status.PAUSED.value],
+            )
+        )
         if claimed:
             await self._execute(workflow_id, resumed=True)
         return await self.status(workflow_id)
@@ -721,53 +839,93 @@ class Engine:
         if row.status in TERMINAL_STATUSES:
             raise WorkflowAlreadyFinished(
                 f"workflow {workflow_id!r} has already finished ({row.status})",
-                workflow_id=workflow_id, status=row.status)
+                workflow_id=workflow_id,
+                status=row.status,
+            )
         if row.status == Status.QUEUED and await self._finish_queued(
-                row, Status.TERMINATED, EventType.WORKFLOW_TERMINATED, reason):
+            row, Status.TERMINATED, EventType.WORKFLOW_TERMINATED, reason
+        ):
             return
         now = self.now_us()
-        error = serde.encode({"type": "terminated", "message": reason or "terminated"},
-                             what="error")
+        error = serde.encode(
+            {"type": "terminated", "message": reason or "terminated"}, what="error"
+        )
         await self._write_file(
             workflow_id,
-            events=[EventRow(EventType.WORKFLOW_TERMINATED.value, now, None, None,
-                             serde.encode({"reason": reason}, what="reason"))],
-            updates={"status": Status.TERMINATED.value, "finished_at": now, "error": error,
-                     "wake_at": None})
+            events=[
+                EventRow(
+                    EventType.WORKFLOW_TERMINATED.value,
+                    now,
+                    None,
+                    None,
+                    serde.encode({"reason": reason}, what="reason"),
+                )
+            ],
+            updates={
+                "status": Status.TERMINATED.value,
+                "finished_at": now,
+                "error": error,
+                "wake_at": None,
+            },
+        )
         ex = self._active.get(workflow_id)
         if ex is not None:
             ex.terminated = True
             if ex.task is not None:
                 ex.task.cancel()
-        await self.index.write(IndexDB.update_fn(workflow_id, {
-            "status": Status.TERMINATED.value, "finished_at": now, "error": error,
-            "wake_at": None, "lease_owner": None, "input": None}))
+        await self.index.write(
+            IndexDB.update_fn(
+                workflow_id,
+                {
+                    "status": Status.TERMINATED.value,
+                    "finished_at": now,
+                    "error": error,
+                    "wake_at": None,
+                    "lease_owner": None,
+                    "input": None,
+                },
+            )
+        )
         self._notify(workflow_id)
 
-    async def _finish_queued(self, row: IndexRow, status: Status, etype: EventType,
-                             reason: str | None) -> bool:
+    async def _finish_queued(
+        self, row: IndexRow, status: Status, etype: EventType, reason: str | None
+    ) -> bool:
         """End a queued instance before it ever ran; False if the scheduler won the race."""
         now = self.now_us()
-        error = serde.encode({"type": status.value, "message": reason or status.value},
-                             what="error")
-        done = await self.index.write(IndexDB.update_fn(
-            row.workflow_id, {"status": status.value, "finished_at": now, "error": error},
-            only_if_status=[Status.QUEUED.value]))
+        error = serde.encode(
+            {"type": status.value, "message": reason or status.value}, what="error"
+        )
+        done = await self.index.write(
+            IndexDB.update_fn(
+                row.workflow_id,
+                {"status": status.value, "finished_at": now, "error": error},
+                only_if_status=[Status.QUEUED.value],
+            )
+        )
         if not done:
             return False
-        create = {"workflow_id": row.workflow_id, "run_id": row.run_id,
-                  "workflow_type": row.workflow_type,
-                  "parent_workflow_id": row.parent_workflow_id, "input": row.input,
-                  "attributes": row.attributes, "created_at": row.created_at}
+        create = {
+            "workflow_id": row.workflow_id,
+            "run_id": row.run_id,
+            "workflow_type": row.workflow_type,
+            "parent_workflow_id": row.parent_workflow_id,
+            "input": row.input,
+            "attributes": row.attributes,
+            "created_at": row.created_at,
+        }
         file_row = self._file_row({**create, "status": status.value})
         file_row.update(finished_at=now, error=error)
         events = self._first_events(create, now)[:1]
-        events.append(EventRow(etype.value, now, None, None,
-                               serde.encode({"reason": reason}, what="reason")))
+        events.append(
+            EventRow(etype.value, now, None, None, serde.encode({"reason": reason}, what="reason"))
+        )
         path = self._path(row.workflow_id)
-        f = await self._io(lambda: InstanceFile.create(path, file_row, events,
-                                                       durability=self.durability,
-                                                       spares=self._spares))
+        f = await self._io(
+            lambda: InstanceFile.create(
+                path, file_row, events, durability=self.durability, spares=self._spares
+            )
+        )
         self.io_pool.submit(f.close)
         await self.index.write(IndexDB.update_fn(row.workflow_id, {"input": None}))
         self._notify(row.workflow_id)
@@ -794,11 +952,58 @@ class Engine:
             await self._io(go)
         except WorkflowAlreadyFinished as exc:
             raise WorkflowAlreadyFinished(
-                f"workflow {wid!r} has already finished ({exc.status})", workflow_id=wid,
-                status=exc.status) from None
+                f"workflow {wid!r} has already finished ({exc.status})",
+                workflow_id=wid,
+                status=exc.status,
+            ) from None
         except CorruptInstance as exc:
             await self._quarantine(wid, exc)
             raise
+
+    async def list(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        workflow_type: WorkflowRef | Sequence[str] | None = None,
+        attributes: dict[str, Any] | None = None,
+        parent_workflow_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        """List instances from the index, newest first, with cursor paging.
+
+        Rows come from the index alone (no instance file is opened), so
+        ``input``, ``result`` and ``error`` are None except ``error`` of failed
+        instances; use ``describe`` for the full row.
+        """
+        statuses = [status] if isinstance(status, str) else list(status or [])
+        for s in statuses:
+            if s not in Status.__members__.values():
+                raise InvalidArgument(
+                    f"unknown status {s!r}; statuses: {', '.join(m.value for m in Status)}"
+                )
+        types: list[str] = []
+        if workflow_type is not None:
+            refs: Sequence[WorkflowRef] = (
+                workflow_type if isinstance(workflow_type, list | tuple) else [workflow_type]  # type: ignore[list-item]
+            )
+            for ref in refs:
+                types.append(ref if isinstance(ref, str) else self.registry.resolve(ref).name)
+        rows, next_cursor = self.index.list(
+            status=statuses or None,
+            workflow_type=types or None,
+            attributes=attributes,
+            parent_workflow_id=parent_workflow_id,
+            created_after=None if created_after is None else to_micros(created_after.timestamp()),
+            created_before=None
+            if created_before is None
+            else to_micros(created_before.timestamp()),
+            cursor=cursor,
+            limit=limit,
+        )
+        return Page([_info(r, None) for r in rows], next_cursor)
 
 
 def _check_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -811,8 +1016,10 @@ def _check_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, str | int | float | bool):
             out[key] = value
         else:
-            raise InvalidArgument(f"attribute {key!r} has type {type(value).__name__}; "
-                                  "use str, int, float, bool or datetime")
+            raise InvalidArgument(
+                f"attribute {key!r} has type {type(value).__name__}; "
+                "use str, int, float, bool or datetime"
+            )
     return out
 
 
@@ -851,7 +1058,7 @@ def _info(row: IndexRow, file_row: dict[str, Any] | None) -> WorkflowInfo:
         result=serde.decode(src.get("result")) if file_row else None,
         error=serde.decode(src.get("error") or row.error),
         attributes=serde.decode(src.get("attributes") or row.attributes) or {},
-        created_at=from_micros(row.created_at),  # type: ignore[arg-type]
+        created_at=from_micros(row.created_at),
         started_at=from_micros(started),
         finished_at=from_micros(finished),
         duration_ms=duration,

@@ -86,8 +86,9 @@ class PayloadError(InvalidArgument):
 class UnknownQuery(InvalidArgument):
     """A query name has no handler; ``known`` lists the registered names."""
 
-    def __init__(self, message: str, *, workflow_id: str | None = None,
-                 known: list[str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, workflow_id: str | None = None, known: list[str] | None = None
+    ) -> None:
         super().__init__(message, workflow_id=workflow_id)
         self.known = known or []
 
@@ -99,8 +100,9 @@ class WorkflowNotFound(TierflowError, LookupError):
         known_types: For an unknown type, the registered type names.
     """
 
-    def __init__(self, message: str, *, workflow_id: str | None = None,
-                 known_types: list[str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, workflow_id: str | None = None, known_types: list[str] | None = None
+    ) -> None:
         super().__init__(message, workflow_id=workflow_id)
         self.known_types = known_types or []
 
@@ -116,8 +118,9 @@ class WorkflowAlreadyFinished(TierflowError):
         status: The terminal status the instance has.
     """
 
-    def __init__(self, message: str, *, workflow_id: str | None = None,
-                 status: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, workflow_id: str | None = None, status: str | None = None
+    ) -> None:
         super().__init__(message, workflow_id=workflow_id)
         self.status = status
 
@@ -130,8 +133,14 @@ class WorkflowFailed(TierflowError):
         cause: The error message recorded in history.
     """
 
-    def __init__(self, message: str, *, workflow_id: str | None = None,
-                 error_type: str | None = None, cause: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        workflow_id: str | None = None,
+        error_type: str | None = None,
+        cause: str | None = None,
+    ) -> None:
         super().__init__(message, workflow_id=workflow_id)
         self.error_type = error_type
         self.cause = cause
@@ -148,8 +157,9 @@ class WorkflowCancelledError(TierflowError):
 class WorkflowTerminatedError(TierflowError):
     """``result()`` of an instance that was terminated; ``reason`` says why."""
 
-    def __init__(self, message: str, *, workflow_id: str | None = None,
-                 reason: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, workflow_id: str | None = None, reason: str | None = None
+    ) -> None:
         super().__init__(message, workflow_id=workflow_id)
         self.reason = reason
 
@@ -163,9 +173,15 @@ class NonDeterminismError(TierflowError):
         actual: What the code asked for.
     """
 
-    def __init__(self, message: str, *, workflow_id: str | None = None,
-                 seq: int | None = None, expected: str | None = None,
-                 actual: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        workflow_id: str | None = None,
+        seq: int | None = None,
+        expected: str | None = None,
+        actual: str | None = None,
+    ) -> None:
         super().__init__(message, workflow_id=workflow_id)
         self.seq = seq
         self.expected = expected
@@ -181,9 +197,15 @@ class StepError(TierflowError):
         error_type: Qualified name of the exception the step raised.
     """
 
-    def __init__(self, message: str, *, workflow_id: str | None = None,
-                 step: str | None = None, attempt: int | None = None,
-                 error_type: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        workflow_id: str | None = None,
+        step: str | None = None,
+        attempt: int | None = None,
+        error_type: str | None = None,
+    ) -> None:
         super().__init__(message, workflow_id=workflow_id)
         self.step = step
         self.attempt = attempt
@@ -201,8 +223,9 @@ class RetryExhausted(StepError):
 class SignalTimeout(TierflowError, TimeoutError):
     """``wait_for_signal`` timed out and no default was given; ``signal`` names it."""
 
-    def __init__(self, message: str, *, workflow_id: str | None = None,
-                 signal: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, workflow_id: str | None = None, signal: str | None = None
+    ) -> None:
         super().__init__(message, workflow_id=workflow_id)
         self.signal = signal
 
@@ -214,8 +237,9 @@ class ResultTimeout(TierflowError, TimeoutError):
 class StorageError(TierflowError):
     """Disk, SQLite or object-store failure; ``url`` names the location."""
 
-    def __init__(self, message: str, *, workflow_id: str | None = None,
-                 url: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, workflow_id: str | None = None, url: str | None = None
+    ) -> None:
         super().__init__(message, workflow_id=workflow_id)
         self.url = url
 
@@ -224,7 +248,7 @@ class CorruptInstance(StorageError):
     """An instance file could not be read; it has been quarantined."""
 
 
-class WorkflowCancelled(BaseException):  # noqa: N818 - reads as an event, like CancelledError
+class WorkflowCancelled(BaseException):
     """Raised inside a workflow at its next durable operation after ``cancel``.
 
     Derives from ``BaseException`` so ``except Exception`` does not swallow it.

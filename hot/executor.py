@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["Execution", "ExecutionEnv", "Outcome", "Suspend", "Terminated"]
 
 
-class Suspend(BaseException):  # noqa: N818 - control flow, not an error
+class Suspend(BaseException):
     """Unwinds a workflow that must wait durably; carries what to record."""
 
     def __init__(self, wake_at: int | None, reason: str) -> None:
@@ -58,11 +58,11 @@ class Suspend(BaseException):  # noqa: N818 - control flow, not an error
         self.reason = reason
 
 
-class Terminated(BaseException):  # noqa: N818 - control flow, not an error
+class Terminated(BaseException):
     """Raised at any durable operation of an instance that was terminated."""
 
 
-class QueryStop(BaseException):  # noqa: N818 - control flow, not an error
+class QueryStop(BaseException):
     """Stops a query replay at the first operation with no record."""
 
 
@@ -100,8 +100,14 @@ class _Pending:
 class _Batch:
     """Records taken from an execution's buffer, to be written in one transaction."""
 
-    def __init__(self, ex: Execution, taken: _Pending, events: list[EventRow],
-                 ops: list[OpRecord], updates: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        ex: Execution,
+        taken: _Pending,
+        events: list[EventRow],
+        ops: list[OpRecord],
+        updates: dict[str, Any],
+    ) -> None:
         self.ex = ex
         self.taken = taken
         self.events = events
@@ -125,6 +131,8 @@ class _Batch:
         p.updates.update(ex.pending.updates)
         p.values = p.values or ex.pending.values
         ex.pending = p
+        if "attributes" in self.updates:
+            ex.attributes_dirty = True
 
 
 class Execution:
@@ -209,28 +217,44 @@ class Execution:
             raise NonDeterminismError(
                 f"workflow {self.workflow_id!r} diverged from its history at operation {seq}: "
                 f"history has {rec.kind} {rec.name!r}, the code asked for {kind} {name!r}",
-                workflow_id=self.workflow_id, seq=seq,
-                expected=f"{rec.kind}:{rec.name}", actual=f"{kind}:{name}",
+                workflow_id=self.workflow_id,
+                seq=seq,
+                expected=f"{rec.kind}:{rec.name}",
+                actual=f"{kind}:{name}",
             )
         return rec
 
     # -- event helpers ---------------------------------------------------------
 
-    def event(self, etype: EventType, *, step: str | None = None, attempt: int | None = None,
-              payload: Any = None, at: int | None = None) -> EventRow:
+    def event(
+        self,
+        etype: EventType,
+        *,
+        step: str | None = None,
+        attempt: int | None = None,
+        payload: Any = None,
+        at: int | None = None,
+    ) -> EventRow:
         """Build an event row (payload encoded as JSON)."""
         text = None if payload is None else serde.encode(payload, what=f"{etype} payload")
         return EventRow(str(etype), at if at is not None else self.now_us(), step, attempt, text)
 
     def encode(self, value: Any, what: str) -> str:
         """Encode a value with this engine's payload limit."""
-        return serde.encode(value, what=what, max_bytes=self.env.max_payload_bytes,
-                            workflow_id=self.workflow_id)
+        return serde.encode(
+            value, what=what, max_bytes=self.env.max_payload_bytes, workflow_id=self.workflow_id
+        )
 
     # -- durable writes --------------------------------------------------------
 
-    def buffer(self, *, events: Sequence[EventRow] = (), ops: Sequence[OpRecord] = (),
-               updates: dict[str, Any] | None = None, values: bool = False) -> None:
+    def buffer(
+        self,
+        *,
+        events: Sequence[EventRow] = (),
+        ops: Sequence[OpRecord] = (),
+        updates: dict[str, Any] | None = None,
+        values: bool = False,
+    ) -> None:
         """Add records to ride along with the next commit."""
         self.pending.events.extend(events)
         self.pending.ops.extend(ops)
@@ -239,8 +263,9 @@ class Execution:
         for op in ops:
             self.ops[op.seq] = op
 
-    def _take_pending(self, events: Sequence[EventRow], ops: Sequence[OpRecord],
-                      updates: dict[str, Any] | None) -> _Batch:
+    def _take_pending(
+        self, events: Sequence[EventRow], ops: Sequence[OpRecord], updates: dict[str, Any] | None
+    ) -> _Batch:
         """Move buffered records plus these into a batch (event-loop thread only)."""
         p, self.pending = self.pending, _Pending()
         all_updates = {**p.updates, **(updates or {})}
@@ -250,8 +275,13 @@ class Execution:
             self.attributes_dirty = False
         return _Batch(self, p, [*p.events, *events], [*p.ops, *ops], all_updates)
 
-    async def commit(self, *, events: Sequence[EventRow] = (), ops: Sequence[OpRecord] = (),
-                     updates: dict[str, Any] | None = None) -> None:
+    async def commit(
+        self,
+        *,
+        events: Sequence[EventRow] = (),
+        ops: Sequence[OpRecord] = (),
+        updates: dict[str, Any] | None = None,
+    ) -> None:
         """Commit buffered records plus these in one transaction, off the event loop."""
         if self.query_mode or self.file is None:
             return
@@ -289,7 +319,8 @@ class Execution:
             return True, op
 
         tracked = asyncio.ensure_future(
-            asyncio.get_running_loop().run_in_executor(self.env.io_pool, work))
+            asyncio.get_running_loop().run_in_executor(self.env.io_pool, work)
+        )
         self.inflight.add(tracked)
         try:
             ok, value = await tracked
@@ -344,9 +375,12 @@ class Execution:
         except Suspend as s:
             return await self._suspend(s)
         except WorkflowCancelled as c:
-            return await self._finish(Status.CANCELLED, EventType.WORKFLOW_CANCELLED,
-                                      error={"type": "cancelled", "message": c.reason or
-                                             "cancelled"}, payload={"reason": c.reason})
+            return await self._finish(
+                Status.CANCELLED,
+                EventType.WORKFLOW_CANCELLED,
+                error={"type": "cancelled", "message": c.reason or "cancelled"},
+                payload={"reason": c.reason},
+            )
         except Terminated:
             return Outcome(status=Status.TERMINATED)
         except asyncio.CancelledError:
@@ -358,16 +392,22 @@ class Execution:
             step_error = getattr(exc, "step", None)
             if step_error:
                 info["step"] = step_error
-            return await self._finish(Status.FAILED, EventType.WORKFLOW_FAILED, error=info,
-                                      payload={"error": info})
+            return await self._finish(
+                Status.FAILED, EventType.WORKFLOW_FAILED, error=info, payload={"error": info}
+            )
         try:
             result_text = self.encode(value, "workflow result")
         except PayloadError as exc:
             info = error_info(exc)
-            return await self._finish(Status.FAILED, EventType.WORKFLOW_FAILED, error=info,
-                                      payload={"error": info})
-        return await self._finish(Status.COMPLETED, EventType.WORKFLOW_COMPLETED,
-                                  result_text=result_text, payload={"result": value})
+            return await self._finish(
+                Status.FAILED, EventType.WORKFLOW_FAILED, error=info, payload={"error": info}
+            )
+        return await self._finish(
+            Status.COMPLETED,
+            EventType.WORKFLOW_COMPLETED,
+            result_text=result_text,
+            payload={"result": value},
+        )
 
     async def _drain_inflight(self) -> None:
         # A suspension raised in one branch of a gather must not drop steps still
@@ -384,14 +424,26 @@ class Execution:
             events=[self.event(EventType.WORKFLOW_PAUSED, payload=payload, at=now)],
             updates={"status": Status.PAUSED, "wake_at": s.wake_at},
         )
-        return Outcome(status=Status.PAUSED, wake_at=s.wake_at, step_count=self.step_count,
-                       attributes=self._attrs_text(), pause_reason=s.reason)
+        return Outcome(
+            status=Status.PAUSED,
+            wake_at=s.wake_at,
+            step_count=self.step_count,
+            attributes=self._attrs_text(),
+            pause_reason=s.reason,
+        )
 
     def _attrs_text(self) -> str:
         return serde.encode(self.attributes, what="attributes")
 
-    async def _finish(self, status: Status, etype: EventType, *, error: Any = None,
-                      result_text: str | None = None, payload: Any = None) -> Outcome:
+    async def _finish(
+        self,
+        status: Status,
+        etype: EventType,
+        *,
+        error: Any = None,
+        result_text: str | None = None,
+        payload: Any = None,
+    ) -> Outcome:
         await self._drain_inflight()
         now = self.now_us()
         error_text = None if error is None else serde.encode(error, what="error")
@@ -401,8 +453,19 @@ class Execution:
             ev = self.event(etype, at=now)
         await self.commit(
             events=[ev],
-            updates={"status": status, "result": result_text, "error": error_text,
-                     "finished_at": now, "wake_at": None},
+            updates={
+                "status": status,
+                "result": result_text,
+                "error": error_text,
+                "finished_at": now,
+                "wake_at": None,
+            },
         )
-        return Outcome(status=status, result=result_text, error=error_text, finished_at=now,
-                       step_count=self.step_count, attributes=self._attrs_text())
+        return Outcome(
+            status=status,
+            result=result_text,
+            error=error_text,
+            finished_at=now,
+            step_count=self.step_count,
+            attributes=self._attrs_text(),
+        )

@@ -34,9 +34,7 @@ def validate_workflow_id(workflow_id: object) -> str:
             ``^[A-Za-z0-9][A-Za-z0-9._:@-]{0,254}$``.
     """
     if not isinstance(workflow_id, str):
-        raise InvalidWorkflowId(
-            f"workflow id must be a string, not {type(workflow_id).__name__}"
-        )
+        raise InvalidWorkflowId(f"workflow id must be a string, not {type(workflow_id).__name__}")
     if WORKFLOW_ID_PATTERN.fullmatch(workflow_id) is None:
         shown = workflow_id if len(workflow_id) <= 40 else workflow_id[:40] + "..."
         raise InvalidWorkflowId(

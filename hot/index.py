@@ -72,9 +72,24 @@ CREATE INDEX IF NOT EXISTS attributes_kv ON attributes (key, value);
 """
 
 INDEX_COLUMNS = (
-    "workflow_id", "run_id", "workflow_type", "status", "parent_workflow_id", "input",
-    "attributes", "error", "created_at", "started_at", "finished_at", "step_count",
-    "wake_at", "lease_owner", "lease_expires", "recovery_count", "cancel_requested", "tier",
+    "workflow_id",
+    "run_id",
+    "workflow_type",
+    "status",
+    "parent_workflow_id",
+    "input",
+    "attributes",
+    "error",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "step_count",
+    "wake_at",
+    "lease_owner",
+    "lease_expires",
+    "recovery_count",
+    "cancel_requested",
+    "tier",
 )
 
 
@@ -126,8 +141,9 @@ class IndexDB:
                 self._writer_conn.execute("INSERT INTO schema_version VALUES (1)")
             self._reader = self._connect()
         except sqlite3.Error as exc:
-            raise StorageError(f"cannot open the instance index {path}: {exc}",
-                               url=str(path)) from exc
+            raise StorageError(
+                f"cannot open the instance index {path}: {exc}", url=str(path)
+            ) from exc
         self._reader_lock = threading.Lock()
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="tierflow-index", daemon=True)
@@ -191,15 +207,15 @@ class IndexDB:
                     fut.set_exception(value)
         conn.close()
 
-    def submit(self, fn: Callable[[sqlite3.Connection], Any], *, durable: bool = False
-               ) -> Future[Any]:
+    def submit(
+        self, fn: Callable[[sqlite3.Connection], Any], *, durable: bool = False
+    ) -> Future[Any]:
         """Queue a write; returns a future resolved once it is committed."""
         fut: Future[Any] = Future()
         self._jobs.put((fn, durable, fut))
         return fut
 
-    async def write(self, fn: Callable[[sqlite3.Connection], Any], *, durable: bool = False
-                    ) -> Any:
+    async def write(self, fn: Callable[[sqlite3.Connection], Any], *, durable: bool = False) -> Any:
         """Queue a write and wait until it is committed."""
         return await asyncio.wrap_future(self.submit(fn, durable=durable))
 
@@ -214,8 +230,7 @@ class IndexDB:
     # -- write helpers -------------------------------------------------------
 
     @staticmethod
-    def _put_attributes(conn: sqlite3.Connection, workflow_id: str, attrs: dict[str, Any]
-                        ) -> None:
+    def _put_attributes(conn: sqlite3.Connection, workflow_id: str, attrs: dict[str, Any]) -> None:
         for key, value in attrs.items():
             conn.execute(
                 "INSERT OR REPLACE INTO attributes VALUES (?,?,?)",
@@ -239,9 +254,9 @@ class IndexDB:
         return fn
 
     @staticmethod
-    def update_fn(workflow_id: str, changes: dict[str, Any],
-                  only_if_status: Sequence[str] | None = None
-                  ) -> Callable[[sqlite3.Connection], bool]:
+    def update_fn(
+        workflow_id: str, changes: dict[str, Any], only_if_status: Sequence[str] | None = None
+    ) -> Callable[[sqlite3.Connection], bool]:
         """Return a job setting ``changes`` on one row; it returns whether a row changed."""
 
         def fn(conn: sqlite3.Connection) -> bool:
@@ -265,8 +280,9 @@ class IndexDB:
             try:
                 return self._reader.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
-                raise StorageError(f"instance index read failed: {exc}",
-                                   url=str(self.path)) from exc
+                raise StorageError(
+                    f"instance index read failed: {exc}", url=str(self.path)
+                ) from exc
 
     def get(self, workflow_id: str) -> IndexRow | None:
         """Return the row for ``workflow_id``, or None."""
@@ -276,8 +292,10 @@ class IndexDB:
     def by_status(self, statuses: Sequence[str]) -> list[IndexRow]:
         """Return every row whose status is in ``statuses``."""
         marks = ",".join("?" * len(statuses))
-        return [IndexRow(*r) for r in self._read(f"{_SELECT} WHERE status IN ({marks})",
-                                                 tuple(statuses))]
+        return [
+            IndexRow(*r)
+            for r in self._read(f"{_SELECT} WHERE status IN ({marks})", tuple(statuses))
+        ]
 
     def wakeups(self) -> list[tuple[str, int]]:
         """Return ``(workflow_id, wake_at)`` for every paused instance with a due time."""
@@ -289,8 +307,9 @@ class IndexDB:
 
     def children_of(self, parent_id: str) -> list[IndexRow]:
         """Return the instances whose parent is ``parent_id``."""
-        return [IndexRow(*r) for r in self._read(
-            f"{_SELECT} WHERE parent_workflow_id=?", (parent_id,))]
+        return [
+            IndexRow(*r) for r in self._read(f"{_SELECT} WHERE parent_workflow_id=?", (parent_id,))
+        ]
 
     def all_ids(self) -> set[str]:
         """Return every workflow id in the index."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -75,6 +75,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def to_micros(ts: float) -> int:
     """Seconds since the epoch to integer microseconds."""
     return round(ts * 1_000_000)
+
+
+@overload
+def from_micros(us: int) -> datetime: ...
+@overload
+def from_micros(us: None) -> None: ...
+@overload
+def from_micros(us: int | None) -> datetime | None: ...
 
 
 def from_micros(us: int | None) -> datetime | None:

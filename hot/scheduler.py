@@ -51,9 +51,11 @@ class Scheduler:
         for wid, wake_at in idx.wakeups():
             heapq.heappush(self._timers, (wake_at, wid))
         loop = asyncio.get_running_loop()
-        self._loops = [loop.create_task(self._dispatch_loop()),
-                       loop.create_task(self._timer_loop()),
-                       loop.create_task(self._orphan_loop())]
+        self._loops = [
+            loop.create_task(self._dispatch_loop()),
+            loop.create_task(self._timer_loop()),
+            loop.create_task(self._orphan_loop()),
+        ]
 
     async def stop(self) -> None:
         """Stop the loops; running executions are stopped by the engine."""
@@ -138,8 +140,11 @@ class Scheduler:
         for row in running:
             if row.lease_owner == engine.owner_id and row.workflow_id in engine._active:
                 continue
-            if row.lease_owner is not None and row.lease_owner not in dead and not (
-                    startup and row.lease_owner == engine.owner_id):
+            if (
+                row.lease_owner is not None
+                and row.lease_owner not in dead
+                and not (startup and row.lease_owner == engine.owner_id)
+            ):
                 continue
             count += 1
             attempts = row.recovery_count + 1
@@ -147,15 +152,21 @@ class Scheduler:
                 await self._fail_unrecoverable(row.workflow_id, attempts - 1)
                 continue
             # Durable: if recovering crashes the process again, the count must stick.
-            await idx.write(IndexDB.update_fn(row.workflow_id, {
-                "recovery_count": attempts, "lease_owner": engine.owner_id}), durable=True)
+            await idx.write(
+                IndexDB.update_fn(
+                    row.workflow_id, {"recovery_count": attempts, "lease_owner": engine.owner_id}
+                ),
+                durable=True,
+            )
             self.enqueue(row.workflow_id, "recovered")
         return count
 
     async def _fail_unrecoverable(self, wid: str, attempts: int) -> None:
         engine = self.engine
-        reason = (f"the process running this workflow died {attempts} times; "
-                  f"giving up after max_recovery_attempts={engine.max_recovery_attempts}")
+        reason = (
+            f"the process running this workflow died {attempts} times; "
+            f"giving up after max_recovery_attempts={engine.max_recovery_attempts}"
+        )
         now = engine.now_us()
         error = serde.encode({"type": "RecoveryExhausted", "message": reason}, what="error")
         path = engine._path(wid)
@@ -163,11 +174,23 @@ class Scheduler:
         def go() -> None:
             f = InstanceFile.open(path, durability=engine.durability)
             try:
-                f.commit(events=[EventRow(EventType.WORKFLOW_FAILED.value, now, None, None,
-                                          serde.encode({"error": serde.decode(error)},
-                                                       what="error"))],
-                         updates={"status": Status.FAILED.value, "error": error,
-                                  "finished_at": now, "wake_at": None})
+                f.commit(
+                    events=[
+                        EventRow(
+                            EventType.WORKFLOW_FAILED.value,
+                            now,
+                            None,
+                            None,
+                            serde.encode({"error": serde.decode(error)}, what="error"),
+                        )
+                    ],
+                    updates={
+                        "status": Status.FAILED.value,
+                        "error": error,
+                        "finished_at": now,
+                        "wake_at": None,
+                    },
+                )
             finally:
                 f.close()
 
@@ -195,10 +218,23 @@ class Scheduler:
             if row["workflow_id"] in known:
                 continue
             found += 1
-            index_row = {k: row[k] for k in (
-                "workflow_id", "run_id", "workflow_type", "status", "parent_workflow_id",
-                "attributes", "error", "created_at", "started_at", "finished_at", "step_count",
-                "wake_at")}
+            index_row = {
+                k: row[k]
+                for k in (
+                    "workflow_id",
+                    "run_id",
+                    "workflow_type",
+                    "status",
+                    "parent_workflow_id",
+                    "attributes",
+                    "error",
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                    "step_count",
+                    "wake_at",
+                )
+            }
             await engine.index.write(IndexDB.insert_fn(index_row), durable=True)
         if found:
             log.warning("reconcile: restored %d index rows from instance files", found)

@@ -14,8 +14,13 @@ __all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "decode", "encode"]
 DEFAULT_MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
 
 
-def encode(value: Any, *, what: str, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-           workflow_id: str | None = None) -> str:
+def encode(
+    value: Any,
+    *,
+    what: str,
+    max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    workflow_id: str | None = None,
+) -> str:
     """Encode ``value`` as compact JSON text.
 
     Args:

@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +28,12 @@ from hot.models import TERMINAL_STATUSES
 
 __all__ = [
     "SCHEMA_VERSION",
-    "IncompleteInstance",
-    "SparePool",
     "EventRow",
+    "IncompleteInstance",
     "InstanceFile",
     "InstanceState",
     "OpRecord",
+    "SparePool",
     "quarantine",
 ]
 
@@ -336,8 +336,9 @@ class InstanceFile:
         return inst
 
     @classmethod
-    def open(cls, path: Path, *, durability: str = "full",
-             allow_incomplete: bool = False) -> InstanceFile:
+    def open(
+        cls, path: Path, *, durability: str = "full", allow_incomplete: bool = False
+    ) -> InstanceFile:
         """Open an existing instance file and check that it is readable.
 
         Args:
@@ -363,8 +364,10 @@ class InstanceFile:
                 raise CorruptInstance(
                     f"{path.name}: unsupported schema version {version}", url=str(path)
                 )
-            if (conn.execute("SELECT 1 FROM instance WHERE id=1").fetchone() is None
-                    and not allow_incomplete):
+            if (
+                conn.execute("SELECT 1 FROM instance WHERE id=1").fetchone() is None
+                and not allow_incomplete
+            ):
                 raise IncompleteInstance(f"{path.name}: not yet written", url=str(path))
         except sqlite3.Error as exc:
             conn.close()
@@ -438,9 +441,7 @@ class InstanceFile:
         if limit is not None:
             sql += " LIMIT ?"
             params = (after, limit)
-        rows: list[tuple[Any, ...]] = self._guard(
-            lambda: self.conn.execute(sql, params).fetchall()
-        )
+        rows: list[tuple[Any, ...]] = self._guard(lambda: self.conn.execute(sql, params).fetchall())
         return rows
 
     def pending_signals(self, name: str) -> list[tuple[int, str | None, int]]:
@@ -463,8 +464,10 @@ class InstanceFile:
             self.conn.executemany(
                 "INSERT INTO events VALUES ((SELECT coalesce(max(event_id), 0) + 1 FROM events),"
                 "?,?,?,?,?)",
-                [(ev.event_type, ev.event_time, ev.step_name, ev.attempt, ev.payload)
-                 for ev in events],
+                [
+                    (ev.event_type, ev.event_time, ev.step_name, ev.attempt, ev.payload)
+                    for ev in events
+                ],
             )
 
     def commit(
@@ -499,8 +502,10 @@ class InstanceFile:
                 if self.deferred is not None:
                     row, first = self.deferred
                     cols = ",".join(row)
-                    conn.execute(f"INSERT INTO instance (id,{cols}) VALUES "
-                                 f"(1,{','.join('?' * len(row))})", tuple(row.values()))
+                    conn.execute(
+                        f"INSERT INTO instance (id,{cols}) VALUES (1,{','.join('?' * len(row))})",
+                        tuple(row.values()),
+                    )
                     self._append_events(first)
                 sets = dict(updates or {})
                 assignments = ",".join(f"{k}=?" for k in sets) or "id=id"
@@ -517,12 +522,25 @@ class InstanceFile:
                 if ops:
                     conn.executemany(
                         "INSERT OR REPLACE INTO operations VALUES (?,?,?,?,?,?,?,?)",
-                        [(op.seq, op.kind, op.name, op.status, op.attempt, op.result,
-                          op.error, op.wake_at) for op in ops],
+                        [
+                            (
+                                op.seq,
+                                op.kind,
+                                op.name,
+                                op.status,
+                                op.attempt,
+                                op.result,
+                                op.error,
+                                op.wake_at,
+                            )
+                            for op in ops
+                        ],
                     )
                 if consume_signals:
-                    conn.executemany("UPDATE inbox SET consumed_seq=? WHERE id=?",
-                                     [(seq, inbox_id) for inbox_id, seq in consume_signals])
+                    conn.executemany(
+                        "UPDATE inbox SET consumed_seq=? WHERE id=?",
+                        [(seq, inbox_id) for inbox_id, seq in consume_signals],
+                    )
                 self._append_events(events)
                 conn.execute("COMMIT")
                 self.deferred = None
@@ -554,9 +572,7 @@ class InstanceFile:
                     "INSERT INTO inbox (name,payload,received_at) VALUES (?,?,?)",
                     (name, payload, received_at),
                 )
-                self._append_events(
-                    [EventRow("signal.received", received_at, name, None, payload)]
-                )
+                self._append_events([EventRow("signal.received", received_at, name, None, payload)])
                 conn.execute("COMMIT")
                 return int(cur.lastrowid or 0)
             except BaseException:

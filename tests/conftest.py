@@ -61,9 +61,9 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 10
         await asyncio.sleep(0.005)
 
 
-async def wait_status(tf: Tierflow, workflow_id: str, *statuses: str,
-                      timeout: float = 10.0) -> str:
+async def wait_status(tf: Tierflow, workflow_id: str, *statuses: str, timeout: float = 10.0) -> str:
     """Wait until the instance has one of ``statuses``; return it."""
+
     async def ok() -> bool:
         return await tf.status(workflow_id) in statuses
 

@@ -6,9 +6,20 @@ import hot
 
 def test_api_exports():
     assert set(api.__all__) >= {
-        "Tierflow", "workflow", "WorkflowContext", "RetryPolicy", "TierflowError",
-        "WorkflowNotFound", "WorkflowAlreadyExists", "NonDeterminismError", "SignalTimeout",
-        "WorkflowFailed", "StorageError", "ManualClock", "WorkflowHandle", "Status",
+        "Tierflow",
+        "workflow",
+        "WorkflowContext",
+        "RetryPolicy",
+        "TierflowError",
+        "WorkflowNotFound",
+        "WorkflowAlreadyExists",
+        "NonDeterminismError",
+        "SignalTimeout",
+        "WorkflowFailed",
+        "StorageError",
+        "ManualClock",
+        "WorkflowHandle",
+        "Status",
     }
     for name in api.__all__:
         assert hasattr(api, name), name

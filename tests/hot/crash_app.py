@@ -96,8 +96,7 @@ async def main(mode: str, data: str, args: list[str]) -> None:
     elif mode == "wake":
         n = int(args[0])
         async with Tierflow(data, WORKFLOWS, clock=OffsetClock(float(args[1]))) as tf:
-            results = [await tf.get_handle(f"sleeper-{i}").result(timeout=120)
-                       for i in range(n)]
+            results = [await tf.get_handle(f"sleeper-{i}").result(timeout=120) for i in range(n)]
         print(json.dumps({"sum": sum(results), "n": len(results)}), flush=True)
     elif mode == "doomed":
         async with Tierflow(data, WORKFLOWS, max_recovery_attempts=2) as tf:

@@ -122,8 +122,7 @@ async def test_start_twice_queues_once(make_tf, uid):
     assert (await tf.describe(wid)).input == ["a"]
 
 
-@pytest.mark.parametrize("bad", ["../x", "", "a" * 300, "a/b", "a\x00b", ".hidden", "a b",
-                                 "ü", 42])
+@pytest.mark.parametrize("bad", ["../x", "", "a" * 300, "a/b", "a\x00b", ".hidden", "a b", "ü", 42])
 async def test_invalid_ids_rejected_before_disk(make_tf, tmp_path: Path, bad):
     tf = await make_tf([double], scheduler=False)
     before = sorted(p.name for p in (tmp_path / "data" / "hot" / "instances").rglob("*"))
@@ -196,8 +195,7 @@ async def test_non_json_step_result_fails_step_with_name_and_type(make_tf, uid):
 
 async def test_list_filters_and_cursor_paging(make_tf, uid):
     tf = await make_tf([double, process_items])
-    ids = [(await tf.run(double, {"value": i}, workflow_id=uid("d"))).workflow_id
-           for i in range(5)]
+    ids = [(await tf.run(double, {"value": i}, workflow_id=uid("d"))).workflow_id for i in range(5)]
     await tf.run(process_items, ["a"], workflow_id=uid("p"))
     page = await tf.list(workflow_type=double, limit=2)
     seen = [i.workflow_id for i in page.items]

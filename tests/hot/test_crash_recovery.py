@@ -15,12 +15,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def spawn(mode: str, data: Path, *args: str, env: dict[str, str] | None = None
-          ) -> subprocess.Popen[str]:
+def spawn(
+    mode: str, data: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.hot.crash_app", mode, str(data), *args],
-        cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -39,8 +39,11 @@ async def test_recorded_values_are_stable_across_replay(make_tf, clock, uid):
     key = uid("k")
     h = await tf.run(values_wf, key, workflow_id=uid())
     assert await h.status() == "paused"
-    recorded = {e.step_name: e.payload["value"] for e in await h.history()
-                if e.event_type == "value.recorded"}
+    recorded = {
+        e.step_name: e.payload["value"]
+        for e in await h.history()
+        if e.event_type == "value.recorded"
+    }
     clock.advance(3600)
     out = await h.result(timeout=10)
     assert out["uuid"] == recorded["uuid"] and out["random"] == recorded["random"]

@@ -50,9 +50,17 @@ async def test_sleep_pauses_and_timer_fires_once(make_tf, clock, uid):
     assert side_effects == ["before", "after"]
     types = [e.event_type for e in await h.history()]
     assert types == [
-        "workflow.queued", "workflow.started", "step.started", "step.completed",
-        "timer.started", "workflow.paused", "workflow.resumed", "timer.fired",
-        "step.started", "step.completed", "workflow.completed",
+        "workflow.queued",
+        "workflow.started",
+        "step.started",
+        "step.completed",
+        "timer.started",
+        "workflow.paused",
+        "workflow.resumed",
+        "timer.fired",
+        "step.started",
+        "step.completed",
+        "workflow.completed",
     ]
 
 
@@ -122,10 +130,18 @@ def flaky(key: str, fail_times: int) -> str:
 
 @workflow
 async def retrying(ctx: WorkflowContext, inp: dict) -> str:
-    return await ctx.step("charge", flaky, inp["key"], inp["fail"],
-                          retry=RetryPolicy(max_attempts=inp["max"], initial_interval=2,
-                                            backoff_coefficient=2,
-                                            non_retryable=[Fatal]))
+    return await ctx.step(
+        "charge",
+        flaky,
+        inp["key"],
+        inp["fail"],
+        retry=RetryPolicy(
+            max_attempts=inp["max"],
+            initial_interval=2,
+            backoff_coefficient=2,
+            non_retryable=[Fatal],
+        ),
+    )
 
 
 async def test_retry_then_success_with_durable_backoff(make_tf, clock, uid):
@@ -142,9 +158,14 @@ async def test_retry_then_success_with_durable_backoff(make_tf, clock, uid):
     assert await h.result(timeout=10) == "ok after 3"
     events = [e for e in await h.history() if e.step_name == "charge"]
     assert [(e.event_type, e.attempt) for e in events] == [
-        ("step.started", 1), ("step.failed", 1), ("retry.scheduled", 2),
-        ("step.started", 2), ("step.failed", 2), ("retry.scheduled", 3),
-        ("step.started", 3), ("step.completed", 3),
+        ("step.started", 1),
+        ("step.failed", 1),
+        ("retry.scheduled", 2),
+        ("step.started", 2),
+        ("step.failed", 2),
+        ("retry.scheduled", 3),
+        ("step.started", 3),
+        ("step.completed", 3),
     ]
     sched = [e for e in events if e.event_type == "retry.scheduled"]
     assert [e.payload["delay"] for e in sched] == [2.0, 4.0]
@@ -212,8 +233,13 @@ async def timeout_wf(ctx: WorkflowContext) -> str:
 
 @workflow
 async def timeout_retry_wf(ctx: WorkflowContext, key: str) -> str:
-    return await ctx.step("flaky-call", slow_then_fast, key, timeout=0.05,
-                          retry=RetryPolicy(max_attempts=3, initial_interval=0))
+    return await ctx.step(
+        "flaky-call",
+        slow_then_fast,
+        key,
+        timeout=0.05,
+        retry=RetryPolicy(max_attempts=3, initial_interval=0),
+    )
 
 
 async def test_step_timeout_names_step_and_limit(make_tf, uid):

@@ -1,0 +1,254 @@
+"""The ``tierflow`` command line.
+
+Every command works on a data directory (``--data-dir`` or ``TIERFLOW_DATA_DIR``).
+Commands that run workflow code (``worker``, ``start``) import the
+application module that defines the workflows: ``--app mypkg.workflows``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from api.facade import Tierflow
+from hot.authoring import WorkflowDefinition
+from hot.errors import TierflowError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="tierflow: durable workflows with storage tiers.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+T = TypeVar("T")
+
+DataDir = Annotated[
+    str | None,
+    typer.Option(
+        "--data-dir",
+        "-d",
+        envvar="TIERFLOW_DATA_DIR",
+        help="Data directory [default: ./tierflow-data]",
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+AppOpt = Annotated[
+    str, typer.Option("--app", "-a", help="Module defining the workflows, e.g. mypkg.flows")
+]
+
+
+def load_workflows(module_name: str) -> list[WorkflowDefinition]:
+    """Import ``module_name`` and return every workflow it defines."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise typer.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
+    found = [v for v in vars(module).values() if isinstance(v, WorkflowDefinition)]
+    if not found:
+        raise typer.BadParameter(f"module {module_name!r} defines no @workflow functions")
+    return found
+
+
+def _run(make: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    except TierflowError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+async def _with_tf(
+    data_dir: str | None,
+    fn: Callable[[Tierflow], Awaitable[T]],
+    workflows: Sequence[WorkflowDefinition] = (),
+    scheduler: bool = False,
+) -> T:
+    tf = Tierflow(data_dir, workflows)
+    try:
+        if scheduler:
+            await tf.start_scheduler()
+        else:
+            tf.open()
+        return await fn(tf)
+    finally:
+        await tf.aclose()
+
+
+@app.command("list")
+def list_cmd(
+    data_dir: DataDir = None,
+    status: Annotated[list[str] | None, typer.Option("--status", "-s")] = None,
+    workflow_type: Annotated[list[str] | None, typer.Option("--type", "-t")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
+    cursor: Annotated[str | None, typer.Option("--cursor")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """List workflow instances, newest first."""
+
+    async def go(tf: Tierflow) -> None:
+        page = await tf.list(
+            status=status or None, workflow_type=workflow_type or None, limit=limit, cursor=cursor
+        )
+        if as_json:
+            print(
+                json.dumps(
+                    {"items": [i.to_dict() for i in page.items], "next_cursor": page.next_cursor}
+                )
+            )
+            return
+        table = Table("workflow_id", "type", "status", "created", "steps", "tier")
+        for i in page.items:
+            table.add_row(
+                i.workflow_id,
+                i.workflow_type,
+                i.status,
+                i.created_at.isoformat(timespec="seconds"),
+                str(i.step_count),
+                i.tier,
+            )
+        console.print(table)
+        if page.next_cursor:
+            console.print(f"next page: --cursor {page.next_cursor}")
+
+    _run(lambda: _with_tf(data_dir, go))
+
+
+@app.command()
+def describe(workflow_id: str, data_dir: DataDir = None) -> None:
+    """Show one instance (JSON)."""
+
+    async def go(tf: Tierflow) -> None:
+        print(json.dumps((await tf.describe(workflow_id)).to_dict(), indent=2))
+
+    _run(lambda: _with_tf(data_dir, go))
+
+
+@app.command()
+def history(workflow_id: str, data_dir: DataDir = None, as_json: AsJson = False) -> None:
+    """Show an instance's events."""
+
+    async def go(tf: Tierflow) -> None:
+        events = await tf.history(workflow_id)
+        if as_json:
+            print(
+                json.dumps(
+                    {
+                        "workflow_id": workflow_id,
+                        "tier": "hot",
+                        "events": [e.to_dict() for e in events],
+                    }
+                )
+            )
+            return
+        table = Table("#", "time", "event", "step", "attempt", "payload")
+        for e in events:
+            payload = "" if e.payload is None else json.dumps(e.payload)
+            table.add_row(
+                str(e.event_id),
+                e.event_time.isoformat(timespec="milliseconds"),
+                e.event_type,
+                e.step_name or "",
+                str(e.attempt or ""),
+                payload[:80],
+            )
+        console.print(table)
+
+    _run(lambda: _with_tf(data_dir, go))
+
+
+@app.command()
+def cancel(
+    workflow_id: str,
+    data_dir: DataDir = None,
+    reason: Annotated[str | None, typer.Option()] = None,
+    app_module: Annotated[str | None, typer.Option("--app", "-a")] = None,
+) -> None:
+    """Cancel an instance (cooperatively)."""
+    wfs = load_workflows(app_module) if app_module else []
+
+    async def go(tf: Tierflow) -> None:
+        console.print(f"{workflow_id}: {await tf.cancel(workflow_id, reason)}")
+
+    _run(lambda: _with_tf(data_dir, go, wfs))
+
+
+@app.command()
+def terminate(
+    workflow_id: str, data_dir: DataDir = None, reason: Annotated[str | None, typer.Option()] = None
+) -> None:
+    """Terminate an instance immediately."""
+
+    async def go(tf: Tierflow) -> None:
+        await tf.terminate(workflow_id, reason)
+        console.print(f"{workflow_id}: terminated")
+
+    _run(lambda: _with_tf(data_dir, go))
+
+
+@app.command()
+def start(
+    workflow_type: str,
+    app_module: AppOpt,
+    input_json: Annotated[str, typer.Option("--input", "-i", help="JSON input")] = "null",
+    workflow_id: Annotated[str | None, typer.Option("--id")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Queue a workflow; a running ``tierflow worker`` picks it up."""
+    try:
+        payload = json.loads(input_json)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--input is not JSON: {exc}") from exc
+    wfs = load_workflows(app_module)
+
+    async def go(tf: Tierflow) -> None:
+        h = await tf.start(workflow_type, payload, workflow_id=workflow_id)
+        print(h.workflow_id)
+
+    _run(lambda: _with_tf(data_dir, go, wfs))
+
+
+@app.command()
+def worker(app_module: AppOpt, data_dir: DataDir = None) -> None:
+    """Run the scheduler for an application's workflows until interrupted."""
+    wfs = load_workflows(app_module)
+
+    async def go(tf: Tierflow) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        console.print(
+            f"worker running {', '.join(w.name for w in wfs)} on {tf.data_dir} (Ctrl-C to stop)"
+        )
+        await stop.wait()
+
+    _run(lambda: _with_tf(data_dir, go, wfs, scheduler=True))
+
+
+@app.command()
+def demo(data_dir: DataDir = None) -> None:
+    """Run the end-to-end demo on the embedded default storage."""
+    from api.demo import run_demo
+
+    _run(lambda: run_demo(data_dir))
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Entry point of the ``tierflow`` console script."""
+    return app(args=list(argv) if argv is not None else None)
+
+
+if __name__ == "__main__":
+    main()

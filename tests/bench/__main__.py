@@ -1,0 +1,103 @@
+"""``make bench``: tierflow's figures beside DBOS's, measured in the same run.
+
+python -m tests.bench [--quick] [--skip-peer]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from tests.bench import hot_engine
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_peer(quick: bool) -> dict[str, float]:
+    """Run peer_dbos.py in a subprocess; return its JSON figures."""
+    with tempfile.TemporaryDirectory(prefix="dbos-bench-") as work:
+        cmd = [sys.executable, str(HERE / "peer_dbos.py"), "--workdir", work, "--json"]
+        if quick:
+            cmd.append("--quick")
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900)
+    figures: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--skip-peer", action="store_true", help="do not run DBOS")
+    args = p.parse_args()
+    console = Console()
+    console.print("[bold]hot engine[/bold] (durability=full: fsync per commit) ...")
+    ours = hot_engine.measure(args.quick)
+    peer = {} if args.skip_peer else run_peer(args.quick)
+    if peer:
+        console.print(
+            f"DBOS sqlite synchronous={peer.get('sqlite_synchronous')} "
+            f"(2 = FULL), WAL={peer.get('sqlite_wal')}"
+        )
+
+    table = Table(
+        "metric",
+        "tierflow",
+        "DBOS",
+        "ratio",
+        "target",
+        "peak RSS MB",
+        title="issue 2: durable engine vs DBOS on SQLite (same machine, same run)",
+    )
+    rows = [
+        # metric, unit, higher_is_better, target ratio
+        ("seq_wps", "wf/s", True, 3.0),
+        ("conc8_wps", "wf/s", True, 10.0),
+        ("start_p50_ms", "ms", False, None),
+        ("start_p99_ms", "ms", False, None),
+        ("sleep10_ms", "ms", False, None),
+        ("recovery_s", "s", False, None),
+    ]
+    absolute = {
+        "start_p50_ms": "<= 0.5 ms",
+        "start_p99_ms": "<= 2 ms",
+        "sleep10_ms": "<= 12 ms",
+        "recovery_s": "<= 0.5 s",
+    }
+    for key, unit, higher, target in rows:
+        v = ours[key]["value"]
+        pv = peer.get(key)
+        ratio = "" if pv is None else (f"{v / pv:.2f}x" if higher else f"{pv / v:.2f}x faster")
+        tgt = f">= {target:g}x DBOS" if target else absolute[key]
+        table.add_row(
+            key,
+            f"{v:.2f} {unit}",
+            "" if pv is None else f"{pv:.2f} {unit}",
+            ratio,
+            tgt,
+            f"{ours[key]['rss_mb']:.0f}",
+        )
+    commits = ours["commits_per_wf"]["value"]
+    commit_ms = ours["commit_ms"]["value"]
+    floor_wps = 1000 / (commits * commit_ms)
+    seq_wps = ours["seq_wps"]["value"]
+    table.add_row(
+        "floor (seq)",
+        f"{floor_wps:.0f} wf/s",
+        "",
+        f"ours = {seq_wps / floor_wps:.0%}",
+        f"{commits:.1f} fsync'd commits/wf x {commit_ms:.3f} ms",
+        "",
+    )
+    console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

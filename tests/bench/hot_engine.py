@@ -1,0 +1,216 @@
+"""Figures for the hot engine (issue 2), measured the way peer_dbos.py measures DBOS.
+
+Every phase uses a fresh data directory and the default durability (``full``:
+fsync on every instance commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from api import Tierflow, WorkflowContext, workflow
+from hot import store
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def upper(x: str) -> str:
+    return x.upper()
+
+
+@workflow
+async def three_steps(ctx: WorkflowContext, items: list[str]) -> list[str]:
+    return [await ctx.step(f"step-{i}", upper, x) for i, x in enumerate(items)]
+
+
+@workflow
+async def sleep10(ctx: WorkflowContext) -> None:
+    await ctx.sleep(0.01)
+
+
+@workflow
+async def noop(ctx: WorkflowContext) -> int:
+    return 1
+
+
+WORKFLOWS = [three_steps, sleep10, noop]
+ITEMS = ["a", "b", "c"]
+
+
+class _CommitCounter:
+    """Counts instance-file commits (each is one fsync at durability=full)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._orig = store.InstanceFile.commit
+
+    def __enter__(self) -> _CommitCounter:
+        orig = self._orig
+
+        def counted(inst: store.InstanceFile, **kw: Any) -> None:
+            self.count += 1
+            orig(inst, **kw)
+
+        store.InstanceFile.commit = counted  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        store.InstanceFile.commit = self._orig  # type: ignore[method-assign]
+
+
+async def seq(data: Path, n: int) -> dict[str, float]:
+    async with Tierflow(data, WORKFLOWS) as tf:
+        for _ in range(20):
+            await tf.run(three_steps, ITEMS)
+        with _CommitCounter() as cc:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                await tf.run(three_steps, ITEMS)
+            elapsed = time.perf_counter() - t0
+    return {"seq_wps": n / elapsed, "commits_per_wf": cc.count / n}
+
+
+async def conc8(data: Path, n: int) -> dict[str, float]:
+    async with Tierflow(data, WORKFLOWS) as tf:
+        for _ in range(20):
+            await tf.run(three_steps, ITEMS)
+        per = max(1, n // 8)
+
+        async def caller() -> None:
+            for _ in range(per):
+                await tf.run(three_steps, ITEMS)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(8)))
+        return {"conc8_wps": 8 * per / (time.perf_counter() - t0)}
+
+
+async def start_latency(data: Path, samples: int, every: float = 0.02) -> dict[str, float]:
+    async with Tierflow(data, WORKFLOWS) as tf:
+        stop = asyncio.Event()
+
+        async def caller() -> None:
+            while not stop.is_set():
+                await tf.run(three_steps, ITEMS)
+
+        callers = [asyncio.create_task(caller()) for _ in range(8)]
+        await asyncio.sleep(0.2)
+        lat: list[float] = []
+        handles = []
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            handles.append(await tf.start(noop))
+            lat.append((time.perf_counter() - t0) * 1000)
+            await asyncio.sleep(every)
+        stop.set()
+        await asyncio.gather(*callers)
+        for h in handles:
+            await h.result(timeout=60)
+    lat.sort()
+    return {
+        "start_p50_ms": statistics.median(lat),
+        "start_p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+    }
+
+
+async def sleep_latency(data: Path, runs: int = 20) -> dict[str, float]:
+    async with Tierflow(data, WORKFLOWS) as tf:
+        await tf.run(sleep10)
+        walls = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            h = await tf.run(sleep10)
+            await h.result(timeout=10)
+            walls.append((time.perf_counter() - t0) * 1000)
+    return {"sleep10_ms": statistics.median(walls)}
+
+
+def recovery(work: Path) -> dict[str, float]:
+    """SIGKILL a process mid-step, restart it, time restart-to-completion."""
+    data, marks = work / "recovery", work / "marks.txt"
+    env = {**os.environ, "CRASH_MARKS": str(marks), "CRASH_BLOCK": "1"}
+    cmd = [sys.executable, "-m", "tests.hot.crash_app"]
+    proc = subprocess.Popen(
+        [*cmd, "run", str(data)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ready = Path(str(marks) + ".ready")
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("crash_app never reached the blocking step")
+            time.sleep(0.005)
+    finally:
+        proc.kill()
+        proc.wait()
+    env.pop("CRASH_BLOCK")
+    out = subprocess.run(
+        [*cmd, "resume", str(data)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    return {"recovery_s": float(json.loads(out.splitlines()[-1])["seconds"])}
+
+
+def commit_latency_ms(work: Path, n: int = 500) -> float:
+    """One-row fsync'd commit on a WAL SQLite file, the unit of the floor."""
+    conn = sqlite3.connect(work / "floor.sqlite", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    t0 = time.perf_counter()
+    for i in range(n):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t VALUES (?)", (i,))
+        conn.execute("COMMIT")
+    conn.close()
+    return (time.perf_counter() - t0) / n * 1000
+
+
+def measure(quick: bool) -> dict[str, dict[str, float]]:
+    """Run every phase; return ``{metric: {"value": v, "rss_mb": peak}}``."""
+    n = 100 if quick else 600
+    samples = 50 if quick else 200
+    work = Path(tempfile.mkdtemp(prefix="tierflow-bench-"))
+    out: dict[str, dict[str, float]] = {}
+    try:
+        phases: list[tuple[str, Any]] = [
+            ("seq", lambda: asyncio.run(seq(work / "seq", n))),
+            ("conc8", lambda: asyncio.run(conc8(work / "conc8", 2 * n))),
+            ("start", lambda: asyncio.run(start_latency(work / "start", samples))),
+            ("sleep", lambda: asyncio.run(sleep_latency(work / "sleep"))),
+            ("recovery", lambda: recovery(work)),
+        ]
+        for _, run in phases:
+            figures = run()
+            for k, v in figures.items():
+                out[k] = {"value": v, "rss_mb": peak_rss_mb()}
+        out["commit_ms"] = {"value": commit_latency_ms(work), "rss_mb": peak_rss_mb()}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
