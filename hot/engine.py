@@ -40,7 +40,7 @@ from hot.errors import (
 )
 from hot.executor import Execution, Outcome
 from hot.handle import WorkflowHandle
-from hot.ids import instance_path, validate_workflow_id
+from hot.ids import validate_workflow_id
 from hot.index import IndexDB, IndexRow
 from hot.models import (
     TERMINAL_STATUSES,
@@ -170,7 +170,7 @@ class Engine:
             ) from exc
         self._index = IndexDB(self.hot_dir / "index.sqlite", self.durability)
         self._owner = OwnerLock.acquire(self.owners_dir)
-        self._spares = SparePool(self.hot_dir / "spare")
+        self._spares = SparePool(self.instances_dir, self._owner.owner_id, self.durability)
 
     async def __aenter__(self) -> Engine:
         self.open()
@@ -227,7 +227,23 @@ class Engine:
         return to_micros(self.clock.now())
 
     def _path(self, workflow_id: str) -> Path:
-        return instance_path(self.instances_dir, workflow_id)
+        """Return the instance file of ``workflow_id`` as the index records it.
+
+        Raises:
+            FileNotFoundError: The instance has no file (queued, or unknown).
+        """
+        row = self.index.get(workflow_id)
+        if row is None or row.file is None:
+            raise FileNotFoundError(f"no instance file for {workflow_id!r}")
+        return self.instances_dir / row.file
+
+    def _rel(self, inst: InstanceFile) -> str:
+        return str(inst.path.relative_to(self.instances_dir))
+
+    async def _take_spare(self) -> InstanceFile:
+        assert self._spares is not None
+        spares = self._spares
+        return await self._io(spares.take)  # type: ignore[no-any-return]
 
     def _row_or_raise(self, workflow_id: str) -> IndexRow:
         validate_workflow_id(workflow_id)
@@ -346,12 +362,16 @@ class Engine:
             "started_at": now,
             "lease_owner": self.owner_id,
         }
+        spare = await self._take_spare()
+        row["file"] = self._rel(spare)
         # The index arbitrates who creates an id; this commit need not be fsync'd
-        # because the instance file created next is the durable record.
+        # because the instance file written next is the durable record.
         inserted = await self.index.write(IndexDB.insert_fn(row))
         if not inserted:
+            assert self._spares is not None
+            self._spares.give_back(spare)
             return self._existing(wid, on_conflict) or WorkflowHandle(self, wid)
-        await self._execute(wid, create=row)
+        await self._execute(wid, create=row, spare=spare)
         return WorkflowHandle(self, wid)
 
     def _file_row(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -385,9 +405,11 @@ class Engine:
     # -- executing -----------------------------------------------------------------
 
     async def _open_file(
-        self, wid: str, create: dict[str, Any] | None
+        self, wid: str, create: dict[str, Any] | None, spare: InstanceFile | None = None
     ) -> tuple[InstanceFile, InstanceState]:
-        path = self._path(wid)
+        fresh: InstanceState | None = None
+        file_row: dict[str, Any] = {}
+        events: list[EventRow] = []
         if create is not None:
             started = create.get("started_at") or self.now_us()
             file_row = self._file_row(
@@ -405,33 +427,23 @@ class Engine:
                 **file_row,
             }
             fresh = InstanceState(row=full_row, ops={}, last_event_id=len(events))
-            try:
-                # The row and first events ride along with the first commit.
-                f = await self._io(
-                    lambda: InstanceFile.create(
-                        path,
-                        file_row,
-                        events,
-                        durability=self.durability,
-                        spares=self._spares,
-                        defer=True,
-                    )
-                )
-            except FileExistsError:
-                pass  # a crashed earlier attempt created it; replay what it holds
-            else:
-                return f, fresh
+        if spare is not None:
+            assert fresh is not None
+            # The row and first events ride along with the first commit.
+            spare.deferred = (file_row, events)
+            return spare, fresh
+        path = self._path(wid)
 
         def open_and_load() -> tuple[InstanceFile, InstanceState]:
             f = InstanceFile.open(
-                path, durability=self.durability, allow_incomplete=create is not None
+                path, durability=self.durability, allow_incomplete=fresh is not None
             )
             try:
                 if (
-                    create is not None
+                    fresh is not None
                     and f.conn.execute("SELECT 1 FROM instance").fetchone() is None
                 ):
-                    # Created by a run that died before its first commit.
+                    # Assigned to a run that died before its first commit.
                     f.deferred = (file_row, events)
                     return f, fresh
                 return f, f.load()
@@ -446,6 +458,7 @@ class Engine:
         wid: str,
         *,
         create: dict[str, Any] | None = None,
+        spare: InstanceFile | None = None,
         resumed: bool = False,
         recovered: bool = False,
     ) -> Outcome | None:
@@ -454,7 +467,7 @@ class Engine:
             return None
         file: InstanceFile | None = None
         try:
-            file, state = await self._open_file(wid, create)
+            file, state = await self._open_file(wid, create, spare)
         except (FileNotFoundError, IncompleteInstance):
             await self._mark_failed(wid, "instance file is missing", "MissingInstance")
             return None
@@ -589,14 +602,22 @@ class Engine:
     async def run_queued(self, wid: str) -> None:
         """Claim a queued instance and run it (the scheduler calls this)."""
         now = self.now_us()
+        spare = await self._take_spare()
         claimed = await self.index.write(
             IndexDB.update_fn(
                 wid,
-                {"status": Status.RUNNING.value, "started_at": now, "lease_owner": self.owner_id},
+                {
+                    "status": Status.RUNNING.value,
+                    "started_at": now,
+                    "lease_owner": self.owner_id,
+                    "file": self._rel(spare),
+                },
                 only_if_status=[Status.QUEUED.value],
             )
         )
         if not claimed:
+            assert self._spares is not None
+            self._spares.give_back(spare)
             return
         row = self.index.get(wid)
         if row is None:
@@ -611,7 +632,7 @@ class Engine:
             "created_at": row.created_at,
             "started_at": now,
         }
-        await self._execute(wid, create=create)
+        await self._execute(wid, create=create, spare=spare)
 
     async def run_due(self, wid: str, *, recovered: bool = False) -> None:
         """Claim a paused (or orphaned) instance and resume it (the scheduler calls this)."""
@@ -634,7 +655,11 @@ class Engine:
                     "created_at": row.created_at,
                     "started_at": row.started_at,
                 }
-            await self._execute(wid, create=create, recovered=True)
+            spare = None
+            if row.file is None:  # died between claiming and assigning a file
+                spare = await self._take_spare()
+                await self.index.write(IndexDB.update_fn(wid, {"file": self._rel(spare)}))
+            await self._execute(wid, create=create, spare=spare, recovered=True)
             return
         claimed = await self.index.write(
             IndexDB.update_fn(
@@ -896,15 +921,6 @@ class Engine:
         error = serde.encode(
             {"type": status.value, "message": reason or status.value}, what="error"
         )
-        done = await self.index.write(
-            IndexDB.update_fn(
-                row.workflow_id,
-                {"status": status.value, "finished_at": now, "error": error},
-                only_if_status=[Status.QUEUED.value],
-            )
-        )
-        if not done:
-            return False
         create = {
             "workflow_id": row.workflow_id,
             "run_id": row.run_id,
@@ -920,14 +936,27 @@ class Engine:
         events.append(
             EventRow(etype.value, now, None, None, serde.encode({"reason": reason}, what="reason"))
         )
-        path = self._path(row.workflow_id)
-        f = await self._io(
-            lambda: InstanceFile.create(
-                path, file_row, events, durability=self.durability, spares=self._spares
+        # File first, index second: the index never points at a file that is not there.
+        f = await self._take_spare()
+        f.deferred = (file_row, events)
+        await self._io(lambda: f.commit(allow_finished=True))
+        done = await self.index.write(
+            IndexDB.update_fn(
+                row.workflow_id,
+                {
+                    "status": status.value,
+                    "finished_at": now,
+                    "error": error,
+                    "file": self._rel(f),
+                    "input": None,
+                },
+                only_if_status=[Status.QUEUED.value],
             )
         )
         self.io_pool.submit(f.close)
-        await self.index.write(IndexDB.update_fn(row.workflow_id, {"input": None}))
+        if not done:  # the scheduler claimed it meanwhile; our file is unused
+            self.io_pool.submit(_delete_instance_file, f.path)
+            return False
         self._notify(row.workflow_id)
         return True
 
@@ -1021,6 +1050,11 @@ def _check_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
                 "use str, int, float, bool or datetime"
             )
     return out
+
+
+def _delete_instance_file(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
 
 
 def _read_file_row(path: Path, durability: str) -> dict[str, Any]:

@@ -1,26 +1,20 @@
-"""Workflow ids: validation and the mapping from an id to its instance file.
+"""Workflow ids: validation.
 
-An id never becomes a path by itself: it is validated against a strict
-pattern first, and the file name is derived from it with a hash shard so that
-no id can name a directory, a parent, or an over-long file name.
+Ids are checked against a strict pattern before anything touches disk, and
+they never become paths at all: instance files get random names and the
+index records which file holds which id (see ``hot/store.py``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
-from pathlib import Path
 
 from hot.errors import InvalidWorkflowId
 
-__all__ = ["WORKFLOW_ID_PATTERN", "instance_path", "new_run_id", "validate_workflow_id"]
+__all__ = ["WORKFLOW_ID_PATTERN", "new_run_id", "validate_workflow_id"]
 
 WORKFLOW_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,254}")
-
-# Longest id kept verbatim in a file name; longer ids are cut and suffixed with
-# a hash so the name stays well under the 255-byte NAME_MAX of common filesystems.
-_MAX_VERBATIM = 120
 
 
 def validate_workflow_id(workflow_id: object) -> str:
@@ -42,20 +36,6 @@ def validate_workflow_id(workflow_id: object) -> str:
             "characters of A-Z a-z 0-9 . _ : @ -, starting with a letter or digit"
         )
     return workflow_id
-
-
-def instance_path(hot_dir: Path, workflow_id: str) -> Path:
-    """Return the SQLite file that holds ``workflow_id`` under ``hot_dir``.
-
-    Files are spread over 256 shard directories by hash so no directory grows
-    past a few thousand entries at typical hot-tier sizes.
-    """
-    validate_workflow_id(workflow_id)
-    digest = hashlib.sha1(workflow_id.encode(), usedforsecurity=False).hexdigest()
-    name = workflow_id
-    if len(name) > _MAX_VERBATIM:
-        name = f"{workflow_id[:100]}~{digest[:16]}"
-    return hot_dir / digest[:2] / f"{name}.sqlite"
 
 
 def new_run_id() -> str:

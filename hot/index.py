@@ -51,8 +51,10 @@ CREATE TABLE IF NOT EXISTS instances (
     lease_expires INTEGER,
     recovery_count INTEGER NOT NULL DEFAULT 0,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    tier TEXT NOT NULL DEFAULT 'hot'
+    tier TEXT NOT NULL DEFAULT 'hot',
+    file TEXT
 ) STRICT;
+CREATE INDEX IF NOT EXISTS instances_file ON instances (file) WHERE file IS NOT NULL;
 CREATE INDEX IF NOT EXISTS instances_status_wake ON instances (status, wake_at);
 CREATE INDEX IF NOT EXISTS instances_created ON instances (created_at, workflow_id);
 CREATE INDEX IF NOT EXISTS instances_type ON instances (workflow_type, created_at);
@@ -86,6 +88,7 @@ INDEX_COLUMNS = (
     "recovery_count",
     "cancel_requested",
     "tier",
+    "file",
 )
 
 
@@ -111,6 +114,7 @@ class IndexRow:
     recovery_count: int
     cancel_requested: int
     tier: str
+    file: str | None
 
 
 _SELECT = f"SELECT {','.join(INDEX_COLUMNS)} FROM instances"
@@ -251,6 +255,10 @@ class IndexDB:
         return [
             IndexRow(*r) for r in self._read(f"{_SELECT} WHERE parent_workflow_id=?", (parent_id,))
         ]
+
+    def all_files(self) -> set[str]:
+        """Return every instance file name (relative to the instances directory)."""
+        return {r[0] for r in self._read("SELECT file FROM instances WHERE file IS NOT NULL")}
 
     def all_ids(self) -> set[str]:
         """Return every workflow id in the index."""

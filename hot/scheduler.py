@@ -17,7 +17,7 @@ from hot import serde
 from hot.index import IndexDB
 from hot.models import EventType, Status
 from hot.recovery import find_dead_owners
-from hot.store import EventRow, InstanceFile
+from hot.store import EventRow, InstanceFile, remove_orphan_spares
 
 if TYPE_CHECKING:
     from hot.engine import Engine
@@ -136,6 +136,14 @@ class Scheduler:
         if other_boot and startup:
             await self._reconcile_files()
             running = idx.by_status([Status.RUNNING.value])
+        if dead:
+            referenced = idx.all_files()
+            for owner in dead:
+                removed = await engine._io(
+                    remove_orphan_spares, engine.instances_dir, owner, referenced
+                )
+                if removed:
+                    log.info("removed %d unused spare files of dead owner %s", removed, owner)
         count = 0
         for row in running:
             if row.lease_owner == engine.owner_id and row.workflow_id in engine._active:
@@ -218,7 +226,8 @@ class Scheduler:
             if row["workflow_id"] in known:
                 continue
             found += 1
-            index_row = {
+            index_row = {"file": str(path.relative_to(engine.instances_dir))}
+            index_row |= {
                 k: row[k]
                 for k in (
                     "workflow_id",

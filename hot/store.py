@@ -35,6 +35,7 @@ __all__ = [
     "OpRecord",
     "SparePool",
     "quarantine",
+    "remove_orphan_spares",
 ]
 
 SCHEMA_VERSION = 1
@@ -178,37 +179,58 @@ def _write_template(path: Path, *, fsync: bool) -> None:
 
 
 class SparePool:
-    """Empty instance files written ahead of need by a background thread.
+    """Empty instance files, opened and ready, made ahead of need by a background thread.
 
-    Creating a file (write, fsync, directory fsync) is the largest cost of
-    starting an instance; doing it ahead of time takes it off the start path.
+    Creating a file, opening SQLite on it and setting up its WAL and shared
+    memory is most of the cost of a new instance; doing it ahead of time takes
+    it off the start path. A spare is created at its final location with a
+    random name (``<owner>-<random>.sqlite``): workflow ids never become paths,
+    and the index records which file holds which instance. Spares left by a
+    process that died are removed at the next start (see ``remove_orphans``).
 
     Args:
-        directory: Where spares are kept (same filesystem as the instances).
-        size: How many to keep ready.
+        instances_dir: Root of the instance files.
+        owner_id: Prefix of the file names, so orphans can be found by owner.
+        durability: ``"full"`` or ``"normal"`` for the connections.
+        size: How many spares to keep ready.
     """
 
-    def __init__(self, directory: Path, size: int = 32) -> None:
-        self.directory = directory
+    def __init__(self, instances_dir: Path, owner_id: str, durability: str, size: int = 16) -> None:
+        self.instances_dir = instances_dir
+        self.owner_id = owner_id
+        self.durability = durability
         self.size = size
-        directory.mkdir(parents=True, exist_ok=True)
-        for stale in directory.glob("*.sqlite"):  # from an earlier process; may be partial
-            stale.unlink(missing_ok=True)
-        self._ready: list[Path] = []
+        self._ready: list[InstanceFile] = []
         self._lock = threading.Lock()
         self._wanted = threading.Event()
         self._stop = False
-        self._counter = 0
         self._wanted.set()
         self._thread = threading.Thread(target=self._fill, name="tierflow-spares", daemon=True)
         self._thread.start()
 
-    def take(self) -> Path | None:
-        """Return a spare file's path (now the caller's), or None if none is ready."""
+    def make(self) -> InstanceFile:
+        """Create one spare now (on the calling thread)."""
+        token = os.urandom(8).hex()
+        path = self.instances_dir / token[:2] / f"{self.owner_id}-{token}.sqlite"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_template(path, fsync=self.durability == "full")
+        inst = InstanceFile(path, InstanceFile._connect(path, self.durability))
+        # A first read opens the WAL and the shared-memory index, so the first
+        # real commit only appends frames.
+        inst.conn.execute("SELECT count(*) FROM instance").fetchone()
+        return inst
+
+    def take(self) -> InstanceFile:
+        """Return a spare (now the caller's), making one if none is ready."""
         with self._lock:
-            path = self._ready.pop() if self._ready else None
+            inst = self._ready.pop() if self._ready else None
         self._wanted.set()
-        return path
+        return inst if inst is not None else self.make()
+
+    def give_back(self, inst: InstanceFile) -> None:
+        """Return an unused spare to the pool."""
+        with self._lock:
+            self._ready.append(inst)
 
     def _fill(self) -> None:
         while not self._stop:
@@ -218,15 +240,13 @@ class SparePool:
                 with self._lock:
                     if len(self._ready) >= self.size:
                         break
-                    self._counter += 1
-                    path = self.directory / f"{os.getpid()}-{self._counter}.sqlite"
                 try:
-                    _write_template(path, fsync=True)
-                except (OSError, StorageError):
+                    inst = self.make()
+                except (OSError, sqlite3.Error, StorageError):
                     time.sleep(0.5)
                     break
                 with self._lock:
-                    self._ready.append(path)
+                    self._ready.append(inst)
 
     def close(self) -> None:
         """Stop the filler and delete unused spares."""
@@ -234,17 +254,33 @@ class SparePool:
         self._wanted.set()
         self._thread.join()
         with self._lock:
-            for p in self._ready:
-                p.unlink(missing_ok=True)
+            for inst in self._ready:
+                inst.close()
+                for suffix in ("", "-wal", "-shm"):
+                    Path(str(inst.path) + suffix).unlink(missing_ok=True)
             self._ready.clear()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def remove_orphan_spares(instances_dir: Path, owner_id: str, referenced: set[str]) -> int:
+    """Delete spares of a dead owner that no instance ever used; return how many."""
+    removed = 0
+    for path in instances_dir.glob(f"*/{owner_id}-*.sqlite"):
+        rel = str(path.relative_to(instances_dir))
+        if rel in referenced:
+            continue
+        try:
+            conn = sqlite3.connect(path)
+            try:
+                used = conn.execute("SELECT count(*) FROM instance").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            continue  # unreadable: leave it for an operator to look at
+        if used == 0:
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(path) + suffix).unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 class InstanceFile:
@@ -273,67 +309,6 @@ class InstanceFile:
         conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
         conn.execute("PRAGMA busy_timeout=10000")
         return conn
-
-    @classmethod
-    def create(
-        cls,
-        path: Path,
-        row: dict[str, Any],
-        events: Sequence[EventRow],
-        *,
-        durability: str = "full",
-        spares: SparePool | None = None,
-        defer: bool = False,
-    ) -> InstanceFile:
-        """Create the file for a new instance with its first events, atomically.
-
-        Args:
-            path: Where the file goes.
-            row: Columns of the instance row.
-            events: The first events.
-            durability: ``"full"`` or ``"normal"``.
-            spares: A pool of pre-written empty files to take one from.
-            defer: Write the row and events with the first :meth:`commit`
-                instead of now. Saves an fsync per instance; until then the
-                file reads as incomplete, and a crash leaves it for the
-                creator to fill in (the index still holds the input).
-
-        Raises:
-            FileExistsError: The file exists already (another caller won).
-            StorageError: The file could not be written.
-        """
-        path.parent.mkdir(parents=True, exist_ok=True)
-        spare = spares.take() if spares is not None else None
-        if spare is not None:
-            try:
-                # link() fails if the target exists: the same atomic "create if
-                # absent" as O_EXCL, without writing and fsyncing the bytes now.
-                os.link(spare, path)
-            finally:
-                spare.unlink(missing_ok=True)
-        else:
-            _write_template(path, fsync=True)
-        # No directory fsync here: SQLite fsyncs the directory when it creates the
-        # WAL at the first commit below, which makes this entry durable too.
-        conn = cls._connect(path, durability)
-        inst = cls(path, conn)
-        if defer:
-            inst.deferred = (dict(row), list(events))
-            return inst
-        cols = ",".join(row)
-        marks = ",".join("?" for _ in row)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(
-                f"INSERT INTO instance (id,{cols}) VALUES (1,{marks})", tuple(row.values())
-            )
-            inst._append_events(events)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.close()
-            path.unlink(missing_ok=True)
-            raise
-        return inst
 
     @classmethod
     def open(
