@@ -278,35 +278,43 @@ class WorkflowContext:
         ex = self._ex
         seq = ex.next_seq()
         rec = ex.record_for(seq, "timer", "sleep")
+        pending: asyncio.Task[None] | None = None
         if rec is None:
             ex.check_cancel(seq, "timer", "sleep")
             now = ex.now_us()
             rec = OpRecord(seq, "timer", "sleep", "waiting", wake_at=wake_live)
-            await ex.commit(
-                events=[
-                    ex.event(
-                        EventType.TIMER_STARTED,
-                        payload={
-                            "seq": seq,
-                            "duration": seconds if seconds is not None else (wake_live - now) / 1e6,
-                            "fire_at": from_micros(wake_live).isoformat(),
-                        },
-                        at=now,
-                    )
-                ],
-                ops=[rec],
+            started = ex.event(
+                EventType.TIMER_STARTED,
+                payload={
+                    "seq": seq,
+                    "duration": seconds if seconds is not None else (wake_live - now) / 1e6,
+                    "fire_at": from_micros(wake_live).isoformat(),
+                },
+                at=now,
             )
+            if (wake_live - now) / 1e6 > ex.env.inline_sleep_threshold:
+                # Long wait: the timer is written with workflow.paused, one commit.
+                ex.buffer(events=[started], ops=[rec])
+                raise Suspend(wake_live, "timer")
+            # Short wait: make the timer durable while the wait runs. If the process
+            # dies before that commit lands, a replay simply starts the timer again.
+            pending = asyncio.ensure_future(ex.commit(events=[started], ops=[rec]))
         if rec.status == "completed":
             return
         if rec.status == "cancelled":
             raise WorkflowCancelled(ex.cancel_reason)
         wake = rec.wake_at or 0
-        if ex.now_us() < wake:
-            ex.check_cancel(seq, "timer", "sleep")
-            if (wake - ex.now_us()) / 1e6 > ex.env.inline_sleep_threshold:
-                raise Suspend(wake, "timer")
-            await ex.env.clock.sleep_until(wake / 1_000_000)
-            ex.check_alive()
+        try:
+            if ex.now_us() < wake:
+                if pending is None:
+                    ex.check_cancel(seq, "timer", "sleep")
+                    if (wake - ex.now_us()) / 1e6 > ex.env.inline_sleep_threshold:
+                        raise Suspend(wake, "timer")
+                await ex.env.clock.sleep_until(wake / 1_000_000)
+                ex.check_alive()
+        finally:
+            if pending is not None:
+                await pending
         ex.buffer(
             events=[ex.event(EventType.TIMER_FIRED, payload={"seq": seq})],
             ops=[OpRecord(seq, "timer", "sleep", "completed", wake_at=wake)],

@@ -132,6 +132,7 @@ class Engine:
         self._owner: OwnerLock | None = None
         self._active: dict[str, Execution] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._recent_results: dict[str, str] = {}
         self._scheduler: Scheduler | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -243,7 +244,10 @@ class Engine:
     async def _take_spare(self) -> InstanceFile:
         assert self._spares is not None
         spares = self._spares
-        return await self._io(spares.take)  # type: ignore[no-any-return]
+        ready = spares.take_ready()  # usually one is waiting: no thread hop
+        if ready is not None:
+            return ready
+        return await self._io(spares.make)  # type: ignore[no-any-return]
 
     def _row_or_raise(self, workflow_id: str) -> IndexRow:
         validate_workflow_id(workflow_id)
@@ -564,7 +568,18 @@ class Engine:
         if outcome.status == Status.PAUSED and outcome.wake_at is not None and self._scheduler:
             self._scheduler.add_timer(wid, outcome.wake_at)
         if outcome.status in TERMINAL_STATUSES:
+            if outcome.status == Status.COMPLETED and outcome.result is not None:
+                self._remember_result(wid, outcome.result)
             self._notify(wid)
+
+    def _remember_result(self, wid: str, result_text: str) -> None:
+        # Recent results stay in memory so result() right after completion does
+        # not reopen the instance file; bounded by count and by size.
+        if len(result_text) > 64 * 1024:
+            return
+        self._recent_results[wid] = result_text
+        while len(self._recent_results) > 4096:
+            self._recent_results.pop(next(iter(self._recent_results)))
 
     def _notify(self, wid: str) -> None:
         for fut in self._waiters.pop(wid, []):
@@ -790,6 +805,9 @@ class Engine:
         wid = row.workflow_id
         err = serde.decode(row.error) or {}
         if row.status == Status.COMPLETED:
+            cached = self._recent_results.get(wid)
+            if cached is not None:
+                return serde.decode(cached)
             info = await self.describe(wid)
             return info.result
         if row.status == Status.FAILED:

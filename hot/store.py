@@ -215,16 +215,24 @@ class SparePool:
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_template(path, fsync=self.durability == "full")
         inst = InstanceFile(path, InstanceFile._connect(path, self.durability))
-        # A first read opens the WAL and the shared-memory index, so the first
-        # real commit only appends frames.
-        inst.conn.execute("SELECT count(*) FROM instance").fetchone()
+        # A first write creates and fsyncs the WAL (and SQLite fsyncs the
+        # directory), so the instance's first real commit only appends frames:
+        # that first sync of a new file costs ~1 ms, the next ones ~0.3 ms.
+        inst.conn.execute("BEGIN IMMEDIATE")
+        inst.conn.execute("UPDATE schema_version SET version = version")
+        inst.conn.execute("COMMIT")
+        return inst
+
+    def take_ready(self) -> InstanceFile | None:
+        """Return a ready spare (now the caller's) without blocking, or None."""
+        with self._lock:
+            inst = self._ready.pop() if self._ready else None
+        self._wanted.set()
         return inst
 
     def take(self) -> InstanceFile:
         """Return a spare (now the caller's), making one if none is ready."""
-        with self._lock:
-            inst = self._ready.pop() if self._ready else None
-        self._wanted.set()
+        inst = self.take_ready()
         return inst if inst is not None else self.make()
 
     def give_back(self, inst: InstanceFile) -> None:
