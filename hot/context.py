@@ -17,22 +17,26 @@ from typing import Any
 
 from hot import serde
 from hot.errors import (
+    ChildWorkflowFailed,
     InvalidArgument,
     PayloadError,
     RetryExhausted,
+    SignalTimeout,
     StepError,
     StepTimeout,
     WorkflowCancelled,
     error_info,
 )
 from hot.executor import Execution, Suspend
+from hot.ids import validate_workflow_id
 from hot.models import EventType, from_micros, to_micros
 from hot.retry import RetryPolicy, parse_duration
 from hot.store import EventRow, OpRecord
 
-__all__ = ["WorkflowContext"]
+__all__ = ["ChildHandle", "WorkflowContext"]
 
 _NO_RETRY = RetryPolicy(max_attempts=1)
+_MISSING: Any = object()
 _ATTR_TYPES = (str, int, float, bool, datetime)
 
 
@@ -320,6 +324,195 @@ class WorkflowContext:
             ops=[OpRecord(seq, "timer", "sleep", "completed", wake_at=wake)],
         )
 
+    # -- signals -----------------------------------------------------------------
+
+    async def wait_for_signal(
+        self, name: str, timeout: float | str | None = None, default: Any = _MISSING
+    ) -> Any:
+        """Wait durably for the next signal named ``name`` and return its payload.
+
+        Signals are kept in the instance's inbox in arrival order; one sent
+        before the wait is delivered at once, and each wait takes one signal.
+
+        Args:
+            name: The signal name.
+            timeout: Give up after this long (seconds or "24h"); the timeout is
+                a durable timer, so it also fires after a restart.
+            default: Returned on timeout (None counts). Without it, a timeout
+                raises ``SignalTimeout``.
+
+        Raises:
+            SignalTimeout: Timed out and no default was given.
+        """
+        ex = self._ex
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument("signal name must be a non-empty string")
+        seconds = None if timeout is None else parse_duration(timeout)
+        seq = ex.next_seq()
+        rec = ex.record_for(seq, "signal", name)
+        if rec is not None and rec.status == "completed":
+            return self._signal_result(name, rec, default)
+        if rec is not None and rec.status == "cancelled":
+            raise WorkflowCancelled(ex.cancel_reason)
+        if rec is None:
+            ex.check_cancel(seq, "signal", name)
+            wake = None if seconds is None else ex.now_us() + to_micros(seconds)
+            rec = OpRecord(seq, "signal", name, "waiting", wake_at=wake)
+            ex.buffer(ops=[rec])  # written with the pause, or with the delivery
+        waiting = await ex.read_signals(name)
+        if waiting:
+            inbox_id, payload, _ = waiting[0]
+            value = serde.decode(payload)
+            done = OpRecord(
+                seq,
+                "signal",
+                name,
+                "completed",
+                result=serde.encode({"payload": value}, what="signal"),
+            )
+            await ex.commit(
+                ops=[done],
+                events=[
+                    ex.event(
+                        EventType.VALUE_RECORDED,
+                        step=f"signal:{name}",
+                        payload={"seq": seq, "value": {"payload": value}},
+                    )
+                ],
+                consume_signals=[(inbox_id, seq)],
+            )
+            return value
+        if rec.wake_at is not None and ex.now_us() >= rec.wake_at:
+            done = OpRecord(
+                seq,
+                "signal",
+                name,
+                "completed",
+                result=serde.encode({"timeout": True}, what="signal"),
+            )
+            await ex.commit(
+                ops=[done],
+                events=[
+                    ex.event(
+                        EventType.VALUE_RECORDED,
+                        step=f"signal:{name}",
+                        payload={"seq": seq, "value": {"timeout": True}},
+                    )
+                ],
+            )
+            return self._signal_result(name, done, default)
+        ex.check_cancel(seq, "signal", name)
+        raise Suspend(rec.wake_at, "signal")
+
+    def _signal_result(self, name: str, rec: OpRecord, default: Any) -> Any:
+        outcome = serde.decode(rec.result) or {}
+        if "payload" in outcome:
+            return outcome["payload"]
+        if default is _MISSING:
+            raise SignalTimeout(
+                f"no signal {name!r} arrived before the timeout",
+                workflow_id=self.workflow_id,
+                signal=name,
+            )
+        return default
+
+    # -- child workflows ---------------------------------------------------------
+
+    async def start_child(
+        self, wf: Any, input: Any = None, *, workflow_id: str | None = None
+    ) -> ChildHandle:
+        """Start a child workflow and return a handle whose ``result()`` waits for it.
+
+        The child is its own instance with ``parent_workflow_id`` set. Without
+        ``workflow_id`` the child's id is derived from the parent's id and the
+        operation's position, so a replay finds the same child.
+        """
+        ex = self._ex
+        type_name = ex.env.workflow_type_name(wf)
+        seq = ex.next_seq()
+        rec = ex.record_for(seq, "child", type_name)
+        if rec is not None:
+            if rec.status == "cancelled":
+                raise WorkflowCancelled(ex.cancel_reason)
+            child_id = serde.decode(rec.result)["workflow_id"]
+            if not ex.query_mode:
+                # Idempotent: the child exists unless we died between the two writes.
+                await ex.env.start_child(type_name, input, child_id, self.workflow_id)
+            return ChildHandle(self, child_id, type_name)
+        ex.check_cancel(seq, "child", type_name)
+        child_id = workflow_id or f"{self.workflow_id[:200]}:child-{seq}"
+        validate_workflow_id(child_id)
+        # Queue the child first (durable, idempotent), then record that we did.
+        await ex.env.start_child(type_name, input, child_id, self.workflow_id)
+        op = OpRecord(
+            seq,
+            "child",
+            type_name,
+            "started",
+            result=serde.encode({"workflow_id": child_id}, what="child"),
+        )
+        await ex.commit(
+            ops=[op],
+            events=[
+                ex.event(
+                    EventType.CHILD_STARTED,
+                    step=type_name,
+                    payload={"seq": seq, "workflow_id": child_id, "input": input},
+                )
+            ],
+        )
+        return ChildHandle(self, child_id, type_name)
+
+    async def child(self, wf: Any, input: Any = None, *, workflow_id: str | None = None) -> Any:
+        """Start a child workflow and wait for its result.
+
+        Raises:
+            ChildWorkflowFailed: The child failed, was cancelled or terminated.
+        """
+        handle = await self.start_child(wf, input, workflow_id=workflow_id)
+        return await handle.result()
+
+    async def _child_result(self, child_id: str, type_name: str) -> Any:
+        ex = self._ex
+        seq = ex.next_seq()
+        rec = ex.record_for(seq, "child-result", child_id)
+        if rec is None or rec.status == "waiting":
+            if rec is None:
+                ex.check_cancel(seq, "child-result", child_id)
+            outcome = await ex.env.child_outcome(child_id)
+            if outcome is None:
+                if rec is None:
+                    ex.buffer(ops=[OpRecord(seq, "child-result", child_id, "waiting")])
+                raise Suspend(None, "child")
+            status, result, error = outcome
+            ok = status == "completed"
+            rec = OpRecord(
+                seq,
+                "child-result",
+                child_id,
+                "completed" if ok else "failed",
+                result=serde.encode(result, what="child result") if ok else None,
+                error=None
+                if ok
+                else serde.encode({"status": status, **(error or {})}, what="child error"),
+            )
+            etype = EventType.CHILD_COMPLETED if ok else EventType.CHILD_FAILED
+            payload: dict[str, Any] = {"seq": seq, "workflow_id": child_id}
+            payload.update({"result": result} if ok else {"status": status, "error": error})
+            await ex.commit(ops=[rec], events=[ex.event(etype, step=type_name, payload=payload)])
+        if rec.status == "cancelled":
+            raise WorkflowCancelled(ex.cancel_reason)
+        if rec.status == "completed":
+            return serde.decode(rec.result)
+        err = serde.decode(rec.error) or {}
+        raise ChildWorkflowFailed(
+            f"child workflow {child_id!r} {err.get('status', 'failed')}: "
+            f"{err.get('type')}: {err.get('message')}",
+            workflow_id=child_id,
+            error_type=err.get("type"),
+            cause=err.get("message"),
+        )
+
     # -- recorded values ---------------------------------------------------------
 
     def _value(self, name: str, make: Callable[[], Any]) -> Any:
@@ -428,3 +621,25 @@ def _rebuild_step_error(workflow_id: str, name: str, rec: OpRecord) -> StepError
     else:
         text = f"step {name!r} failed: {etype}: {message}"
     return cls(text, workflow_id=workflow_id, step=name, attempt=attempts, error_type=etype)
+
+
+class ChildHandle:
+    """A started child workflow, from inside its parent.
+
+    Attributes:
+        workflow_id: The child's id.
+        workflow_type: The child's type name.
+    """
+
+    def __init__(self, ctx: WorkflowContext, workflow_id: str, workflow_type: str) -> None:
+        self._ctx = ctx
+        self.workflow_id = workflow_id
+        self.workflow_type = workflow_type
+
+    async def result(self) -> Any:
+        """Wait durably for the child to finish and return its result.
+
+        Raises:
+            ChildWorkflowFailed: The child failed, was cancelled or terminated.
+        """
+        return await self._ctx._child_result(self.workflow_id, self.workflow_type)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -31,6 +33,7 @@ from hot.errors import (
     ResultTimeout,
     StorageError,
     TierflowError,
+    UnknownQuery,
     WorkflowAlreadyExists,
     WorkflowAlreadyFinished,
     WorkflowCancelledError,
@@ -133,6 +136,7 @@ class Engine:
         self._active: dict[str, Execution] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._recent_results: dict[str, str] = {}
+        self._wake_pending: set[str] = set()
         self._scheduler: Scheduler | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -503,11 +507,21 @@ class Engine:
             )
             return None
         ex = Execution(self, file, state, definition)
+        if status == Status.QUEUED:  # file made early by a signal; starts now
+            now = self.now_us()
+            ex.buffer(
+                events=[EventRow(EventType.WORKFLOW_STARTED.value, now)],
+                updates={"status": Status.RUNNING.value, "started_at": now},
+            )
         ctx = WorkflowContext(ex)
         self._active[wid] = ex
         try:
             ex.task = asyncio.get_running_loop().create_task(
-                ex.run(ctx, resumed=resumed or status == Status.PAUSED, recovered=recovered)
+                ex.run(
+                    ctx,
+                    resumed=resumed or status == Status.PAUSED,
+                    recovered=recovered and status != Status.QUEUED,
+                )
             )
             try:
                 outcome = await asyncio.shield(ex.task)
@@ -532,7 +546,7 @@ class Engine:
         finally:
             if file is not None:
                 self._active.pop(wid, None)
-                self.io_pool.submit(file.close)
+                self.io_pool.submit(_close_locked, file, ex.file_lock)
         if outcome.status == Status.TERMINATED:
             return outcome  # terminate() already mirrored it
         await self._mirror(wid, outcome)
@@ -548,7 +562,7 @@ class Engine:
             pass
         finally:
             self._active.pop(wid, None)
-            self.io_pool.submit(ex.file.close)
+            self.io_pool.submit(_close_locked, ex.file, ex.file_lock)
 
     async def _mirror(self, wid: str, outcome: Outcome) -> None:
         """Copy an execution outcome into the index, wake waiters, arm timers."""
@@ -565,8 +579,13 @@ class Engine:
             changes["error"] = outcome.error
             changes["input"] = None  # the file holds it; keep the index small
         await self.index.write(IndexDB.update_fn(wid, changes))
-        if outcome.status == Status.PAUSED and outcome.wake_at is not None and self._scheduler:
-            self._scheduler.add_timer(wid, outcome.wake_at)
+        if outcome.status == Status.PAUSED and self._scheduler:
+            if wid in self._wake_pending:
+                # A signal or a child finished while this run was unwinding.
+                self._wake_pending.discard(wid)
+                self._scheduler.enqueue(wid, "due")
+            elif outcome.wake_at is not None:
+                self._scheduler.add_timer(wid, outcome.wake_at)
         if outcome.status in TERMINAL_STATUSES:
             if outcome.status == Status.COMPLETED and outcome.result is not None:
                 self._remember_result(wid, outcome.result)
@@ -582,9 +601,20 @@ class Engine:
             self._recent_results.pop(next(iter(self._recent_results)))
 
     def _notify(self, wid: str) -> None:
+        """An instance finished: wake result() waiters and a waiting parent."""
         for fut in self._waiters.pop(wid, []):
             if not fut.done():
                 fut.set_result(None)
+        row = self.index.get(wid)
+        if row is not None and row.parent_workflow_id:
+            self._wake(row.parent_workflow_id)
+
+    def _wake(self, wid: str) -> None:
+        """Resume a paused instance soon (a signal or a child result arrived)."""
+        if wid in self._active:
+            self._wake_pending.add(wid)
+        elif self._scheduler is not None:
+            self._scheduler.enqueue(wid, "due")
 
     async def _mark_failed(self, wid: str, reason: str, kind: str) -> None:
         error = serde.encode({"type": kind, "message": reason}, what="error")
@@ -617,25 +647,31 @@ class Engine:
     async def run_queued(self, wid: str) -> None:
         """Claim a queued instance and run it (the scheduler calls this)."""
         now = self.now_us()
-        spare = await self._take_spare()
+        before = self.index.get(wid)
+        if before is None or before.status != Status.QUEUED:
+            return
+        # A signal sent while it was queued may already have created its file.
+        spare = None if before.file else await self._take_spare()
+        changes: dict[str, Any] = {
+            "status": Status.RUNNING.value,
+            "started_at": now,
+            "lease_owner": self.owner_id,
+        }
+        if spare is not None:
+            changes["file"] = self._rel(spare)
         claimed = await self.index.write(
-            IndexDB.update_fn(
-                wid,
-                {
-                    "status": Status.RUNNING.value,
-                    "started_at": now,
-                    "lease_owner": self.owner_id,
-                    "file": self._rel(spare),
-                },
-                only_if_status=[Status.QUEUED.value],
-            )
+            IndexDB.update_fn(wid, changes, only_if_status=[Status.QUEUED.value])
         )
         if not claimed:
-            assert self._spares is not None
-            self._spares.give_back(spare)
+            if spare is not None:
+                assert self._spares is not None
+                self._spares.give_back(spare)
             return
         row = self.index.get(wid)
         if row is None:
+            return
+        if spare is None:
+            await self._execute(wid)
             return
         create = {
             "workflow_id": wid,
@@ -825,6 +861,165 @@ class Engine:
             reason=err.get("message"),
         )
 
+    # -- signals, queries, children ----------------------------------------------------
+
+    async def signal(self, workflow_id: str, name: str, payload: Any = None) -> None:
+        """Deliver a signal to an instance's inbox (durable when this returns).
+
+        Raises:
+            WorkflowNotFound: No such instance.
+            WorkflowAlreadyFinished: It has finished; the signal was not stored.
+            PayloadError: The payload is not JSON or is too large.
+        """
+        row = self._row_or_raise(workflow_id)
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument("signal name must be a non-empty string")
+        text = serde.encode(
+            payload,
+            what=f"payload of signal {name!r}",
+            max_bytes=self.max_payload_bytes,
+            workflow_id=workflow_id,
+        )
+        if row.status in TERMINAL_STATUSES:
+            raise WorkflowAlreadyFinished(
+                f"cannot signal {workflow_id!r}: it has already finished ({row.status})",
+                workflow_id=workflow_id,
+                status=row.status,
+            )
+        now = self.now_us()
+        event = EventRow(EventType.SIGNAL_RECEIVED.value, now, name, None, text)
+        if row.file is None and await self._signal_queued(row, event, name, text):
+            return
+        await self._write_file(workflow_id, events=[event], add_signals=[(name, text, now)])
+        status = self.index.get(workflow_id)
+        if workflow_id in self._active or (status and status.status == Status.PAUSED):
+            self._wake(workflow_id)
+
+    async def _signal_queued(self, row: IndexRow, event: EventRow, name: str, text: str) -> bool:
+        """Give a queued instance its file now, holding the signal; False if it just started."""
+        create = {
+            "workflow_id": row.workflow_id,
+            "run_id": row.run_id,
+            "workflow_type": row.workflow_type,
+            "parent_workflow_id": row.parent_workflow_id,
+            "input": row.input,
+            "attributes": row.attributes,
+            "created_at": row.created_at,
+        }
+        f = await self._take_spare()
+        f.deferred = (
+            self._file_row({**create, "status": Status.QUEUED.value}),
+            self._first_events(create, row.created_at)[:1],
+        )
+        await self._io(
+            lambda: f.commit(events=[event], add_signals=[(name, text, event.event_time)])
+        )
+        done = await self.index.write(
+            IndexDB.update_fn(
+                row.workflow_id, {"file": self._rel(f)}, only_if_status=[Status.QUEUED.value]
+            )
+        )
+        self.io_pool.submit(f.close)
+        if not done:
+            self.io_pool.submit(_delete_instance_file, f.path)
+        return bool(done)
+
+    async def query(self, workflow_id: str, name: str, *args: Any) -> Any:
+        """Answer a query by replaying the instance's history; nothing runs or changes.
+
+        Raises:
+            WorkflowNotFound: No such instance, or its type is not registered here.
+            UnknownQuery: No handler named ``name``; the error lists the known ones.
+        """
+        row = self._row_or_raise(workflow_id)
+        definition = self.registry.get(row.workflow_type)
+        if definition is None:
+            known = self.registry.names()
+            raise WorkflowNotFound(
+                f"cannot query {workflow_id!r}: workflow type {row.workflow_type!r} is not "
+                f"registered here; known types: {', '.join(known) or '(none)'}",
+                workflow_id=workflow_id,
+                known_types=known,
+            )
+        serde.encode(list(args), what="query arguments", max_bytes=self.max_payload_bytes)
+        state = await self._query_state(row)
+        ex = Execution(self, None, state, definition, query_mode=True)
+        ctx = WorkflowContext(ex)
+        with contextlib.suppress(BaseException):
+            # The replay stops at the first operation with no record (QueryStop),
+            # or ends the way the run ended; either way the handlers are set.
+            await definition(ctx, serde.decode(state.row["input"]))
+        handler = ex.query_handlers.get(name)
+        if handler is None:
+            known = sorted(ex.query_handlers)
+            raise UnknownQuery(
+                f"workflow {workflow_id!r} has no query {name!r}; "
+                f"known queries: {', '.join(known) or '(none)'}",
+                workflow_id=workflow_id,
+                known=known,
+            )
+        value = handler(*args)
+        if inspect.isawaitable(value):
+            value = await value
+        return serde.decode(serde.encode(value, what=f"answer to query {name!r}"))
+
+    async def _query_state(self, row: IndexRow) -> InstanceState:
+        if row.file is not None:
+            path = self.instances_dir / row.file
+
+            def load() -> InstanceState:
+                f = InstanceFile.open(path, durability=self.durability)
+                try:
+                    return f.load()
+                finally:
+                    f.close()
+
+            try:
+                return await self._io(load)  # type: ignore[no-any-return]
+            except (IncompleteInstance, FileNotFoundError):
+                pass
+        return InstanceState(
+            row={
+                "workflow_id": row.workflow_id,
+                "run_id": row.run_id,
+                "workflow_type": row.workflow_type,
+                "status": row.status,
+                "parent_workflow_id": row.parent_workflow_id,
+                "input": row.input,
+                "attributes": row.attributes,
+                "step_count": 0,
+                "cancel_requested": 0,
+                "cancel_reason": None,
+            },
+            ops={},
+            last_event_id=0,
+        )
+
+    def workflow_type_name(self, wf: Any) -> str:
+        """Resolve a workflow reference (definition, function or name) to its type name."""
+        return self.registry.resolve(wf).name
+
+    async def start_child(self, type_name: str, input: Any, child_id: str, parent_id: str) -> None:
+        """Queue a child instance of ``parent_id`` (idempotent by ``child_id``)."""
+        await self.start(type_name, input, workflow_id=child_id, parent_workflow_id=parent_id)
+
+    async def child_outcome(self, child_id: str) -> tuple[str, Any, Any] | None:
+        """Return ``(status, result, error)`` once a child has finished, else None."""
+        row = self.index.get(child_id)
+        if row is None:
+            return ("failed", None, {"type": "WorkflowNotFound", "message": "child is missing"})
+        if row.status not in TERMINAL_STATUSES:
+            return None
+        if row.status == Status.COMPLETED:
+            cached = self._recent_results.get(child_id)
+            result = (
+                serde.decode(cached)
+                if cached is not None
+                else (await self.describe(child_id)).result
+            )
+            return (row.status, result, None)
+        return (row.status, None, serde.decode(row.error) or {})
+
     # -- cancel and terminate ----------------------------------------------------------
 
     async def cancel(self, workflow_id: str, reason: str | None = None) -> str:
@@ -845,8 +1040,13 @@ class Engine:
                 workflow_id=workflow_id,
                 status=row.status,
             )
-        if row.status == Status.QUEUED and await self._finish_queued(
-            row, Status.CANCELLED, EventType.WORKFLOW_CANCELLED, reason
+        await self._cancel_children(workflow_id, reason)
+        if (
+            row.status == Status.QUEUED
+            and row.file is None
+            and await self._finish_queued(
+                row, Status.CANCELLED, EventType.WORKFLOW_CANCELLED, reason
+            )
         ):
             return Status.CANCELLED.value
         await self._write_file(
@@ -857,16 +1057,26 @@ class Engine:
         if ex is not None:
             ex.cancel_requested, ex.cancel_reason = True, reason
             return Status.RUNNING.value
+        # Paused (or queued with a file made by a signal): run it now so the
+        # cancellation and the workflow's cleanup code take effect at once.
         claimed = await self.index.write(
             IndexDB.update_fn(
                 workflow_id,
                 {"status": Status.RUNNING.value, "lease_owner": self.owner_id},
-                only_if_status=[Status.PAUSED.value],
+                only_if_status=[Status.PAUSED.value, Status.QUEUED.value],
             )
         )
         if claimed:
             await self._execute(workflow_id, resumed=True)
         return await self.status(workflow_id)
+
+    async def _cancel_children(self, workflow_id: str, reason: str | None) -> None:
+        for child in self.index.children_of(workflow_id):
+            if child.status not in TERMINAL_STATUSES:
+                with contextlib.suppress(WorkflowAlreadyFinished, WorkflowNotFound):
+                    await self.cancel(
+                        child.workflow_id, reason or f"parent {workflow_id} cancelled"
+                    )
 
     async def terminate(self, workflow_id: str, reason: str | None = None) -> None:
         """Stop an instance now; no more of its workflow code runs.
@@ -885,8 +1095,12 @@ class Engine:
                 workflow_id=workflow_id,
                 status=row.status,
             )
-        if row.status == Status.QUEUED and await self._finish_queued(
-            row, Status.TERMINATED, EventType.WORKFLOW_TERMINATED, reason
+        if (
+            row.status == Status.QUEUED
+            and row.file is None
+            and await self._finish_queued(
+                row, Status.TERMINATED, EventType.WORKFLOW_TERMINATED, reason
+            )
         ):
             return
         now = self.now_us()
@@ -986,9 +1200,11 @@ class Engine:
             if ex is not None and ex.file is not None:
                 # Share the running execution's connection and lock: its file may
                 # not have had its first commit yet, and this keeps writes ordered.
+                # The execution may have ended meanwhile; then open the file anew.
                 with ex.file_lock:
-                    ex.file.commit(**kwargs)
-                return
+                    if not ex.file.closed:
+                        ex.file.commit(**kwargs)
+                        return
             f = InstanceFile.open(path, durability=self.durability)
             try:
                 f.commit(**kwargs)
@@ -1068,6 +1284,12 @@ def _check_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
                 "use str, int, float, bool or datetime"
             )
     return out
+
+
+def _close_locked(file: InstanceFile, lock: threading.Lock) -> None:
+    # Never close a connection another thread is using: that crashes SQLite.
+    with lock:
+        file.close()
 
 
 def _delete_instance_file(path: Path) -> None:

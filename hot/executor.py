@@ -74,6 +74,18 @@ class ExecutionEnv(Protocol):
     max_payload_bytes: int
     inline_sleep_threshold: float
 
+    def workflow_type_name(self, wf: Any) -> str:
+        """Resolve a workflow reference to its registered type name."""
+        ...
+
+    async def start_child(self, type_name: str, input: Any, child_id: str, parent_id: str) -> None:
+        """Queue a child instance (idempotent)."""
+        ...
+
+    async def child_outcome(self, child_id: str) -> tuple[str, Any, Any] | None:
+        """Return ``(status, result, error)`` of a finished child, or None."""
+        ...
+
 
 @dataclass
 class Outcome:
@@ -107,12 +119,14 @@ class _Batch:
         events: list[EventRow],
         ops: list[OpRecord],
         updates: dict[str, Any],
+        consume: Sequence[tuple[int, int]] = (),
     ) -> None:
         self.ex = ex
         self.taken = taken
         self.events = events
         self.ops = ops
         self.updates = updates
+        self.consume = consume
 
     def write(self) -> None:
         """Commit the batch (runs on an I/O thread)."""
@@ -121,7 +135,12 @@ class _Batch:
         with ex.file_lock:
             if ex.terminated:
                 raise Terminated()
-            ex.file.commit(events=self.events, ops=self.ops, updates=self.updates)
+            ex.file.commit(
+                events=self.events,
+                ops=self.ops,
+                updates=self.updates,
+                consume_signals=self.consume,
+            )
 
     def restore(self) -> None:
         """Put the taken records back in front of the buffer (nothing was written)."""
@@ -213,6 +232,8 @@ class Execution:
             if self.query_mode:
                 raise QueryStop()
             return None
+        if self.query_mode and rec.status not in ("completed", "failed", "cancelled", "started"):
+            raise QueryStop()
         if rec.kind != kind or rec.name != name:
             raise NonDeterminismError(
                 f"workflow {self.workflow_id!r} diverged from its history at operation {seq}: "
@@ -281,6 +302,7 @@ class Execution:
         events: Sequence[EventRow] = (),
         ops: Sequence[OpRecord] = (),
         updates: dict[str, Any] | None = None,
+        consume_signals: Sequence[tuple[int, int]] = (),
     ) -> None:
         """Commit buffered records plus these in one transaction, off the event loop."""
         if self.query_mode or self.file is None:
@@ -288,9 +310,24 @@ class Execution:
         if self.terminated:
             raise Terminated()
         batch = self._take_pending(events, ops, updates)
-        await asyncio.get_running_loop().run_in_executor(self.env.io_pool, batch.write)
+        batch.consume = consume_signals
+        # Tracked, so a suspension in a sibling branch waits for this write to land.
+        await self.track(asyncio.get_running_loop().run_in_executor(self.env.io_pool, batch.write))
         for op in ops:
             self.ops[op.seq] = op
+
+    async def read_signals(self, name: str) -> list[tuple[int, str | None, int]]:
+        """Return unconsumed inbox signals named ``name``, oldest first."""
+        file = self.file
+        if file is None or file.deferred is not None:
+            return []  # nothing committed yet, so nothing can have arrived
+        lock = self.file_lock
+
+        def go() -> list[tuple[int, str | None, int]]:
+            with lock:
+                return file.pending_signals(name)
+
+        return await asyncio.get_running_loop().run_in_executor(self.env.io_pool, go)
 
     async def run_step_and_commit(
         self, fn: Callable[[], Any], records: Callable[[Any], tuple[list[EventRow], OpRecord]]

@@ -42,6 +42,14 @@ class WorkflowHandle:
         """Return every event, in order."""
         return await self._engine.history(self.workflow_id)
 
+    async def signal(self, name: str, payload: Any = None) -> None:
+        """Send a signal (see ``Engine.signal``)."""
+        await self._engine.signal(self.workflow_id, name, payload)
+
+    async def query(self, name: str, *args: Any) -> Any:
+        """Ask a query (see ``Engine.query``)."""
+        return await self._engine.query(self.workflow_id, name, *args)
+
     async def cancel(self, reason: str | None = None) -> str:
         """Request cooperative cancellation; returns the status after the request."""
         return await self._engine.cancel(self.workflow_id, reason)

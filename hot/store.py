@@ -306,6 +306,7 @@ class InstanceFile:
         self.path = path
         self.conn = conn
         self.deferred: tuple[dict[str, Any], list[EventRow]] | None = None
+        self.closed = False
 
     # -- opening -------------------------------------------------------------
 
@@ -364,6 +365,7 @@ class InstanceFile:
 
     def close(self) -> None:
         """Close the connection (SQLite checkpoints the WAL into the file)."""
+        self.closed = True
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()
 
@@ -460,6 +462,7 @@ class InstanceFile:
         ops: Sequence[OpRecord] = (),
         updates: dict[str, Any] | None = None,
         consume_signals: Sequence[tuple[int, int]] = (),
+        add_signals: Sequence[tuple[str, str, int]] = (),
         allow_finished: bool = False,
     ) -> None:
         """Apply one state transition atomically.
@@ -469,6 +472,7 @@ class InstanceFile:
             ops: Operation records to insert or replace.
             updates: Columns of the instance row to set.
             consume_signals: ``(inbox id, seq)`` pairs to mark consumed.
+            add_signals: ``(name, payload JSON, received_at)`` to append to the inbox.
             allow_finished: Permit writing to an instance that already reached
                 a terminal status (only for records that do not change it).
 
@@ -519,6 +523,11 @@ class InstanceFile:
                             for op in ops
                         ],
                     )
+                if add_signals:
+                    conn.executemany(
+                        "INSERT INTO inbox (name,payload,received_at) VALUES (?,?,?)",
+                        list(add_signals),
+                    )
                 if consume_signals:
                     conn.executemany(
                         "UPDATE inbox SET consumed_seq=? WHERE id=?",
@@ -533,38 +542,6 @@ class InstanceFile:
                 raise
 
         self._guard(go)
-
-    def add_signal(self, name: str, payload: str, received_at: int) -> int:
-        """Append a signal to the inbox with its ``signal.received`` event.
-
-        Raises:
-            WorkflowAlreadyFinished: The instance has finished.
-        """
-
-        def go() -> int:
-            conn = self.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                status = conn.execute("SELECT status FROM instance").fetchone()[0]
-                if status in TERMINAL_STATUSES:
-                    raise WorkflowAlreadyFinished(
-                        f"cannot signal: the instance has already finished ({status})",
-                        status=status,
-                    )
-                cur = conn.execute(
-                    "INSERT INTO inbox (name,payload,received_at) VALUES (?,?,?)",
-                    (name, payload, received_at),
-                )
-                self._append_events([EventRow("signal.received", received_at, name, None, payload)])
-                conn.execute("COMMIT")
-                return int(cur.lastrowid or 0)
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-
-        inbox_id: int = self._guard(go)
-        return inbox_id
 
 
 def quarantine(path: Path, quarantine_dir: Path) -> Path:

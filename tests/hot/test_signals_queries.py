@@ -1,0 +1,174 @@
+"""Signals (durable inbox, timeouts) and queries (answered by replay)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from api import (
+    PayloadError,
+    SignalTimeout,
+    UnknownQuery,
+    WorkflowAlreadyFinished,
+    WorkflowContext,
+    WorkflowNotFound,
+    workflow,
+)
+from tests.conftest import wait_status
+
+released: list[str] = []
+
+
+def release(order_id: str) -> str:
+    released.append(order_id)
+    return f"released {order_id}"
+
+
+@workflow
+async def order(ctx: WorkflowContext, inp: dict) -> dict:
+    state = {"stage": "waiting for payment"}
+    ctx.set_query_handler("status", lambda: state["stage"])
+    paid = await ctx.wait_for_signal("payment", timeout=inp["timeout"], default=None)
+    if paid is None:
+        state["stage"] = "cancelled"
+        await ctx.step("release", release, inp["id"])
+        return {"status": "cancelled"}
+    state["stage"] = "paid"
+    return {"status": "completed", "paid": paid}
+
+
+async def test_signal_completes_waiting_order(make_tf, uid, clock):
+    tf = await make_tf([order], clock=clock)
+    h = await tf.run(order, {"id": "o1", "timeout": "24h"}, workflow_id=uid())
+    assert await h.status() == "paused"
+    await h.signal("payment", {"amount": 99.99})
+    assert await h.result(timeout=10) == {"status": "completed", "paid": {"amount": 99.99}}
+    received = [e for e in await h.history() if e.event_type == "signal.received"]
+    assert received[0].step_name == "payment" and received[0].payload == {"amount": 99.99}
+
+
+async def test_signal_timeout_takes_default_path(make_tf, uid):
+    released.clear()
+    tf = await make_tf([order])  # real clock: a 100 ms durable timeout
+    h = await tf.run(order, {"id": "o2", "timeout": 0.1}, workflow_id=uid())
+    assert await h.result(timeout=10) == {"status": "cancelled"}
+    assert released == ["o2"]
+
+
+@workflow
+async def strict_wait(ctx: WorkflowContext) -> str:
+    try:
+        await ctx.wait_for_signal("approve", timeout="1h")
+    except SignalTimeout as exc:
+        return f"timed out: {exc.signal}"
+    return "approved"
+
+
+async def test_timeout_without_default_raises_and_survives_restart(make_tf, uid, clock, tmp_path):
+    data = tmp_path / "restart"
+    tf1 = await make_tf([strict_wait], clock=clock, data_dir=data)
+    wid = uid()
+    assert await (await tf1.run(strict_wait, workflow_id=wid)).status() == "paused"
+    await tf1.aclose()
+    clock.advance(3600)
+    tf2 = await make_tf([strict_wait], clock=clock, data_dir=data)
+    assert await tf2.get_handle(wid).result(timeout=10) == "timed out: approve"
+
+
+@workflow
+async def collector(ctx: WorkflowContext) -> list:
+    await ctx.sleep("1m")
+    return [await ctx.wait_for_signal("s") for _ in range(3)]
+
+
+async def test_signals_before_waits_arrive_in_order(make_tf, uid, clock):
+    tf = await make_tf([collector], clock=clock)
+    h = await tf.run(collector, workflow_id=uid())
+    for payload in ("first", "second", "third"):
+        await h.signal("s", payload)
+    clock.advance(60)
+    assert await h.result(timeout=10) == ["first", "second", "third"]
+
+
+async def test_signal_to_queued_instance_is_kept(make_tf, uid, clock):
+    tf = await make_tf([collector], clock=clock, scheduler=False)
+    h = await tf.start(collector, workflow_id=uid())
+    await h.signal("s", 1)
+    await h.signal("s", 2)
+    await tf.start_scheduler()
+    await wait_status(tf, h.workflow_id, "paused")
+    await h.signal("s", 3)
+    clock.advance(60)
+    assert await h.result(timeout=10) == [1, 2, 3]
+    types = [e.event_type for e in await h.history()]
+    assert types[:4] == ["workflow.queued", "signal.received", "signal.received",
+                         "workflow.started"]
+
+
+async def test_signal_errors(make_tf, uid, clock):
+    tf = await make_tf([order], clock=clock)
+    with pytest.raises(WorkflowNotFound):
+        await tf.signal("nobody-here", "payment", 1)
+    h = await tf.run(order, {"id": "o3", "timeout": "1h"}, workflow_id=uid())
+    with pytest.raises(PayloadError):
+        await h.signal("payment", {"card": object()})
+    await h.signal("payment", 5)
+    await h.result(timeout=10)
+    before = await h.history()
+    with pytest.raises(WorkflowAlreadyFinished, match="finished"):
+        await h.signal("payment", 6)
+    assert await h.history() == before
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@workflow
+async def counter(ctx: WorkflowContext, n: int) -> int:
+    total = 0
+    ctx.set_query_handler("total", lambda: total)
+    ctx.set_query_handler("plus", lambda k: total + k)
+    for i in range(n):
+        total = await ctx.step(f"add-{i}", add, total, i)
+    await ctx.wait_for_signal("go")
+    return total
+
+
+async def test_query_paused_instance_by_replay(make_tf, uid, clock):
+    tf = await make_tf([counter], clock=clock)
+    h = await tf.run(counter, 100, workflow_id=uid())
+    assert await h.status() == "paused"
+    events_before = await h.history()
+    assert await h.query("total") == sum(range(100))
+    assert await h.query("plus", 1) == sum(range(100)) + 1
+    assert await h.history() == events_before  # queries record nothing
+    with pytest.raises(UnknownQuery) as err:
+        await h.query("nope")
+    assert err.value.known == ["plus", "total"]
+    await h.signal("go")
+    assert await h.result(timeout=10) == sum(range(100))
+    assert await h.query("total") == sum(range(100))  # finished instances answer too
+
+
+async def test_query_does_not_run_steps(make_tf, uid, clock):
+    calls: list[int] = []
+
+    def tracked(i: int) -> int:
+        calls.append(i)
+        return i
+
+    @workflow(name="tracked_wf")
+    async def tracked_wf(ctx: WorkflowContext) -> None:
+        ctx.set_query_handler("ok", lambda: True)
+        await ctx.step("one", tracked, 1)
+        await ctx.sleep("1h")
+        await ctx.step("two", tracked, 2)
+
+    tf = await make_tf([tracked_wf], clock=clock)
+    h = await tf.run(tracked_wf, workflow_id=uid())
+    assert calls == [1]
+    assert await h.query("ok") is True
+    assert calls == [1]
+    await asyncio.sleep(0)
