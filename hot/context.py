@@ -60,7 +60,7 @@ class WorkflowContext:
     @property
     def is_replaying(self) -> bool:
         """True while the code is re-running operations that already have records."""
-        return self._ex.seq < len(self._ex.ops) or self._ex.query_mode
+        return self._ex.replayed < len(self._ex.ops) or self._ex.query_mode
 
     # -- steps -------------------------------------------------------------------
 
@@ -201,7 +201,7 @@ class WorkflowContext:
 
     async def _fail_step(
         self,
-        seq: int,
+        seq: str,
         name: str,
         attempt: int,
         started: int,
@@ -440,7 +440,7 @@ class WorkflowContext:
                 await ex.env.start_child(type_name, input, child_id, self.workflow_id)
             return ChildHandle(self, child_id, type_name)
         ex.check_cancel(seq, "child", type_name)
-        child_id = workflow_id or f"{self.workflow_id[:200]}:child-{seq}"
+        child_id = workflow_id or f"{self.workflow_id[:200]}:child-{seq.replace(':', '-')}"
         validate_workflow_id(child_id)
         # Queue the child first (durable, idempotent), then record that we did.
         await ex.env.start_child(type_name, input, child_id, self.workflow_id)
@@ -477,8 +477,7 @@ class WorkflowContext:
         seq = ex.next_seq()
         rec = ex.record_for(seq, "child-result", child_id)
         if rec is None or rec.status == "waiting":
-            if rec is None:
-                ex.check_cancel(seq, "child-result", child_id)
+            ex.check_cancel(seq, "child-result", child_id)
             outcome = await ex.env.child_outcome(child_id)
             if outcome is None:
                 if rec is None:

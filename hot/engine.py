@@ -1040,7 +1040,6 @@ class Engine:
                 workflow_id=workflow_id,
                 status=row.status,
             )
-        await self._cancel_children(workflow_id, reason)
         if (
             row.status == Status.QUEUED
             and row.file is None
@@ -1056,6 +1055,10 @@ class Engine:
         ex = self._active.get(workflow_id)
         if ex is not None:
             ex.cancel_requested, ex.cancel_reason = True, reason
+        # Children after the parent's own flag: a child's end wakes the parent,
+        # which must then see its cancellation rather than the child's failure.
+        await self._cancel_children(workflow_id, reason)
+        if ex is not None:
             return Status.RUNNING.value
         # Paused (or queued with a file made by a signal): run it now so the
         # cancellation and the workflow's cleanup code take effect at once.

@@ -178,7 +178,7 @@ class NonDeterminismError(TierflowError):
         message: str,
         *,
         workflow_id: str | None = None,
-        seq: int | None = None,
+        seq: str | None = None,
         expected: str | None = None,
         actual: str | None = None,
     ) -> None:

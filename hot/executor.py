@@ -26,8 +26,10 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -47,6 +49,10 @@ if TYPE_CHECKING:
     from hot.context import WorkflowContext
 
 __all__ = ["Execution", "ExecutionEnv", "Outcome", "Suspend", "Terminated"]
+
+
+# (id of the Execution, branch name) of the running task; inherited by the tasks it creates.
+_BRANCH: ContextVar[tuple[int, str] | None] = ContextVar("tierflow_branch", default=None)
 
 
 class Suspend(BaseException):
@@ -119,7 +125,7 @@ class _Batch:
         events: list[EventRow],
         ops: list[OpRecord],
         updates: dict[str, Any],
-        consume: Sequence[tuple[int, int]] = (),
+        consume: Sequence[tuple[int, str]] = (),
     ) -> None:
         self.ex = ex
         self.taken = taken
@@ -182,7 +188,12 @@ class Execution:
         self.query_mode = query_mode
         self.workflow_id: str = state.row["workflow_id"]
         self.run_id: str = state.row["run_id"]
-        self.seq = 0
+        self.seq = 0  # operations allocated so far, all branches
+        self.replayed = 0  # of those, how many had a record
+        self._branch_of: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._branch_counters: dict[str, int] = {}
         self.step_count: int = state.row["step_count"]
         self.pending = _Pending()
         self.cancel_requested = bool(state.row["cancel_requested"])
@@ -214,13 +225,43 @@ class Execution:
         if self.suspending is not None:
             raise self.suspending
 
-    def next_seq(self) -> int:
-        """Allocate the position of the next durable operation."""
+    def next_seq(self) -> str:
+        """Allocate the key of the next durable operation: ``"<branch>:<n>"``.
+
+        Operations are numbered per branch (asyncio task), not globally: in
+        ``asyncio.gather`` the order in which branches resume depends on I/O
+        timing live and differs again on replay, so a global counter would not
+        be deterministic. A branch is named after its parent branch and the
+        order in which the parent's children made their first operation
+        (``0`` is the workflow itself, ``0.1`` its first concurrent child, ...).
+        """
         self.check_alive()
         self.seq += 1
-        return self.seq
+        task = asyncio.current_task()
+        branch = self._branch_of.get(task) if task is not None else "0"
+        if branch is None:
+            parent = _BRANCH.get()
+            if parent is None or parent[0] != id(self):
+                branch = "0"
+            else:
+                n = self._branch_counters.get(f"{parent[1]}/", 0) + 1
+                self._branch_counters[f"{parent[1]}/"] = n
+                branch = f"{parent[1]}.{n}"
+            assert task is not None
+            self._branch_of[task] = branch
+            _BRANCH.set((id(self), branch))
+        local = self._branch_counters.get(branch, 0) + 1
+        self._branch_counters[branch] = local
+        return f"{branch}:{local}"
 
-    def record_for(self, seq: int, kind: str, name: str) -> OpRecord | None:
+    def enter_root(self) -> None:
+        """Name the current task the workflow's root branch ``0``."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._branch_of[task] = "0"
+        _BRANCH.set((id(self), "0"))
+
+    def record_for(self, seq: str, kind: str, name: str) -> OpRecord | None:
         """Return the record at ``seq`` after checking it matches, or None if live.
 
         Raises:
@@ -234,6 +275,7 @@ class Execution:
             return None
         if self.query_mode and rec.status not in ("completed", "failed", "cancelled", "started"):
             raise QueryStop()
+        self.replayed += 1
         if rec.kind != kind or rec.name != name:
             raise NonDeterminismError(
                 f"workflow {self.workflow_id!r} diverged from its history at operation {seq}: "
@@ -302,7 +344,7 @@ class Execution:
         events: Sequence[EventRow] = (),
         ops: Sequence[OpRecord] = (),
         updates: dict[str, Any] | None = None,
-        consume_signals: Sequence[tuple[int, int]] = (),
+        consume_signals: Sequence[tuple[int, str]] = (),
     ) -> None:
         """Commit buffered records plus these in one transaction, off the event loop."""
         if self.query_mode or self.file is None:
@@ -379,7 +421,7 @@ class Execution:
 
     # -- cancellation ----------------------------------------------------------
 
-    def check_cancel(self, seq: int, kind: str, name: str) -> None:
+    def check_cancel(self, seq: str, kind: str, name: str) -> None:
         """Deliver a pending cancellation at this live operation, recording where."""
         if self.cancel_requested and not self.cancel_delivered:
             self.cancel_delivered = True
@@ -407,6 +449,7 @@ class Execution:
         if resumed or recovered:
             self.buffer(updates={"status": Status.RUNNING, "wake_at": None})
         wf_input = serde.decode(self.row["input"])
+        self.enter_root()
         try:
             value = await self.definition(ctx, wf_input)
         except Suspend as s:

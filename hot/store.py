@@ -70,7 +70,7 @@ CREATE TABLE events (
     payload TEXT
 ) STRICT;
 CREATE TABLE operations (
-    seq INTEGER PRIMARY KEY,
+    seq TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
     name TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -84,7 +84,7 @@ CREATE TABLE inbox (
     name TEXT NOT NULL,
     payload TEXT,
     received_at INTEGER NOT NULL,
-    consumed_seq INTEGER
+    consumed_seq TEXT
 ) STRICT;
 CREATE INDEX inbox_pending ON inbox (name, id) WHERE consumed_seq IS NULL;
 """
@@ -132,7 +132,7 @@ class OpRecord:
     """The replay record of one durable operation, keyed by its position ``seq``.
 
     Attributes:
-        seq: 1-based position of the operation in the run.
+        seq: Key of the operation: ``"<branch>:<n>"`` (see ``Execution.next_seq``).
         kind: ``step``, ``timer``, ``value``, ``signal``, ``child``.
         name: Step name, signal name, value kind, ...; checked on replay.
         status: ``completed``, ``failed``, ``retrying``, ``waiting``, ``cancelled``.
@@ -142,7 +142,7 @@ class OpRecord:
         wake_at: Microseconds; when a waiting or retrying operation is due.
     """
 
-    seq: int
+    seq: str
     kind: str
     name: str
     status: str
@@ -157,7 +157,7 @@ class InstanceState:
     """Everything the executor needs to replay an instance."""
 
     row: dict[str, Any]
-    ops: dict[int, OpRecord]
+    ops: dict[str, OpRecord]
     last_event_id: int
 
 
@@ -461,7 +461,7 @@ class InstanceFile:
         events: Sequence[EventRow] = (),
         ops: Sequence[OpRecord] = (),
         updates: dict[str, Any] | None = None,
-        consume_signals: Sequence[tuple[int, int]] = (),
+        consume_signals: Sequence[tuple[int, str]] = (),
         add_signals: Sequence[tuple[str, str, int]] = (),
         allow_finished: bool = False,
     ) -> None:

@@ -56,6 +56,24 @@ async def doomed(ctx: WorkflowContext) -> None:
     await ctx.step("suicide", die, retry=RetryPolicy(max_attempts=1))
 
 
+def child_step(item: str) -> str:
+    mark(f"child-{item}")
+    if item == "b" and os.environ.get("CRASH_BLOCK") == "1":
+        Path(str(MARKS) + ".ready").touch()
+        time.sleep(3600)  # killed here
+    return item.upper()
+
+
+@workflow
+async def kid(ctx: WorkflowContext, item: str) -> str:
+    return await ctx.step("upper", child_step, item)
+
+
+@workflow
+async def fan_out(ctx: WorkflowContext, items: list[str]) -> list[str]:
+    return list(await asyncio.gather(*(ctx.child(kid, i) for i in items)))
+
+
 class OffsetClock:
     """The system clock shifted by a fixed offset (to make long timers due)."""
 
@@ -70,7 +88,7 @@ class OffsetClock:
             await asyncio.sleep(delay)
 
 
-WORKFLOWS = [three_marks, sleeper, doomed]
+WORKFLOWS = [three_marks, sleeper, doomed, kid, fan_out]
 
 
 async def main(mode: str, data: str, args: list[str]) -> None:
@@ -78,6 +96,15 @@ async def main(mode: str, data: str, args: list[str]) -> None:
         async with Tierflow(data, WORKFLOWS) as tf:
             await tf.start(three_marks, workflow_id="crash-1")
             await tf.get_handle("crash-1").result(timeout=60)
+    elif mode == "fanout":
+        async with Tierflow(data, WORKFLOWS) as tf:
+            await tf.start(fan_out, ["a", "b", "c"], workflow_id="fan-1")
+            await tf.get_handle("fan-1").result(timeout=60)
+    elif mode == "fanout-resume":
+        async with Tierflow(data, WORKFLOWS) as tf:
+            result = await tf.get_handle("fan-1").result(timeout=60)
+            kids = (await tf.list(parent_workflow_id="fan-1")).items
+        print(json.dumps({"result": result, "children": sorted(k.workflow_id for k in kids)}))
     elif mode == "resume":
         t0 = time.perf_counter()
         async with Tierflow(data, WORKFLOWS) as tf:

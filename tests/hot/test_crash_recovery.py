@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -48,6 +49,19 @@ def wait_path(path: Path, proc: subprocess.Popen[str], timeout: float = 60) -> N
             proc.kill()
             raise AssertionError(f"{path} never appeared")
         time.sleep(0.01)
+
+
+def index_status(data: Path, *ids: str) -> set[str]:
+    """Read statuses straight from the instance index, as another process would."""
+    conn = sqlite3.connect(data / "hot" / "index.sqlite", timeout=10)
+    try:
+        marks = ",".join("?" * len(ids))
+        rows = conn.execute(
+            f"SELECT status FROM instances WHERE workflow_id IN ({marks})", ids
+        ).fetchall()
+    finally:
+        conn.close()
+    return {r[0] for r in rows} if len(rows) == len(ids) else set()
 
 
 def kill(proc: subprocess.Popen[str]) -> None:
@@ -98,3 +112,24 @@ def test_runner_dying_repeatedly_fails_after_max_recovery_attempts(tmp_path: Pat
     failed = json.loads(out.splitlines()[-1])["failed"]
     assert "max_recovery_attempts=2" in failed
     assert marks.read_text().split() == ["die", "die", "die"]
+
+
+@pytest.mark.timeout(180)
+def test_fan_out_parent_killed_mid_way_completes_after_restart(tmp_path: Path):
+    data, marks = tmp_path / "data", tmp_path / "marks.txt"
+    proc = spawn("fanout", data, env={"CRASH_MARKS": str(marks), "CRASH_BLOCK": "1"})
+    wait_path(Path(str(marks) + ".ready"), proc)
+    # Kill only once a and c have finished, so the one interrupted step is b's.
+    deadline = time.monotonic() + 60
+    while index_status(data, "fan-1:child-0.1-1", "fan-1:child-0.3-1") != {"completed"}:
+        assert time.monotonic() < deadline, "children a and c never completed"
+        time.sleep(0.01)
+    kill(proc)
+    out = finish(spawn("fanout-resume", data, env={"CRASH_MARKS": str(marks)}))
+    report = json.loads(out.splitlines()[-1])
+    assert report["result"] == ["A", "B", "C"]
+    assert report["children"] == ["fan-1:child-0.1-1", "fan-1:child-0.2-1", "fan-1:child-0.3-1"]
+    runs = marks.read_text().split()
+    # a and c completed once; b was interrupted mid-step and ran once more.
+    assert runs.count("child-a") == 1 and runs.count("child-c") == 1
+    assert runs.count("child-b") == 2

@@ -102,8 +102,12 @@ async def test_signal_to_queued_instance_is_kept(make_tf, uid, clock):
     clock.advance(60)
     assert await h.result(timeout=10) == [1, 2, 3]
     types = [e.event_type for e in await h.history()]
-    assert types[:4] == ["workflow.queued", "signal.received", "signal.received",
-                         "workflow.started"]
+    assert types[:4] == [
+        "workflow.queued",
+        "signal.received",
+        "signal.received",
+        "workflow.started",
+    ]
 
 
 async def test_signal_errors(make_tf, uid, clock):
