@@ -8,10 +8,12 @@ application needs.
 from api.facade import Tierflow
 from api.settings import Settings
 from hot import (
+    CallbackSubscriber,
     ChildWorkflowFailed,
     CorruptInstance,
     EventType,
     HistoryEvent,
+    HttpSink,
     InvalidArgument,
     InvalidWorkflowId,
     ManualClock,
@@ -26,6 +28,7 @@ from hot import (
     StepError,
     StepTimeout,
     StorageError,
+    Subscriber,
     SystemClock,
     TierflowError,
     UnknownQuery,
@@ -44,10 +47,12 @@ from hot import (
 )
 
 __all__ = [
+    "CallbackSubscriber",
     "ChildWorkflowFailed",
     "CorruptInstance",
     "EventType",
     "HistoryEvent",
+    "HttpSink",
     "InvalidArgument",
     "InvalidWorkflowId",
     "ManualClock",
@@ -63,6 +68,7 @@ __all__ = [
     "StepError",
     "StepTimeout",
     "StorageError",
+    "Subscriber",
     "SystemClock",
     "Tierflow",
     "TierflowError",

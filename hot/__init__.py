@@ -35,14 +35,17 @@ from hot.errors import (
 from hot.handle import WorkflowHandle
 from hot.models import EventType, HistoryEvent, Status, WorkflowInfo
 from hot.retry import RetryPolicy, parse_duration
+from hot.stream import CallbackSubscriber, HttpSink, Subscriber
 
 __all__ = [
+    "CallbackSubscriber",
     "ChildWorkflowFailed",
     "Clock",
     "CorruptInstance",
     "Engine",
     "EventType",
     "HistoryEvent",
+    "HttpSink",
     "InvalidArgument",
     "InvalidWorkflowId",
     "ManualClock",
@@ -57,6 +60,7 @@ __all__ = [
     "StepError",
     "StepTimeout",
     "StorageError",
+    "Subscriber",
     "SystemClock",
     "TierflowError",
     "UnknownQuery",

@@ -64,6 +64,7 @@ from hot.store import (
     SparePool,
     quarantine,
 )
+from hot.stream import CallbackSubscriber, EventStream, Subscriber, to_wire
 
 __all__ = ["Engine", "Page"]
 
@@ -97,6 +98,7 @@ class Engine:
             are awaited in memory (still recorded durably); longer ones unload
             the instance.
         max_payload_bytes: Largest JSON input, result, or signal accepted.
+        event_sinks: Subscribers of the event stream (``HttpSink``, ...).
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class Engine:
         max_recovery_attempts: int = 5,
         inline_sleep_threshold: float = 0.25,
         max_payload_bytes: int = serde.DEFAULT_MAX_PAYLOAD_BYTES,
+        event_sinks: Sequence[Subscriber] = (),
     ) -> None:
         if durability not in ("full", "normal"):
             raise InvalidArgument("durability must be 'full' or 'normal'")
@@ -140,6 +143,8 @@ class Engine:
         self._scheduler: Scheduler | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._initial_subscribers = list(event_sinks)
+        self._stream: EventStream | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -176,6 +181,9 @@ class Engine:
         self._index = IndexDB(self.hot_dir / "index.sqlite", self.durability)
         self._owner = OwnerLock.acquire(self.owners_dir)
         self._spares = SparePool(self.instances_dir, self._owner.owner_id, self.durability)
+        self._stream = EventStream(self)
+        for sub in self._initial_subscribers:
+            self._stream.add(sub)
 
     async def __aenter__(self) -> Engine:
         self.open()
@@ -192,6 +200,7 @@ class Engine:
         if self._scheduler is None:
             self._scheduler = Scheduler(self)
             await self._scheduler.start()
+            self.stream.start()
 
     async def aclose(self) -> None:
         """Stop the scheduler and running executions; they resume on the next start."""
@@ -200,6 +209,8 @@ class Engine:
         self._closed = True
         if self._scheduler is not None:
             await self._scheduler.stop()
+        if self._stream is not None:
+            await self._stream.stop()
         for ex in list(self._active.values()):
             if ex.task is not None:
                 ex.task.cancel()
@@ -215,6 +226,64 @@ class Engine:
             self._spares.close()
         if self._owner is not None:
             self._owner.release()
+
+    @property
+    def stream(self) -> EventStream:
+        """The event stream (opened with the engine)."""
+        self._opened()
+        assert self._stream is not None
+        return self._stream
+
+    def subscribe(self, name: str, fn: Any, **options: Any) -> None:
+        """Deliver every history event to ``fn(events)`` (sync or async), in batches.
+
+        ``name`` is durable: a process that subscribes again under the same
+        name receives what it missed. Options: ``batch_size``, ``batch_ms``,
+        ``max_backoff``.
+        """
+        self.stream.add(CallbackSubscriber(name, fn, **options))
+
+    def add_sink(self, sink: Subscriber) -> None:
+        """Register an event sink such as ``HttpSink``."""
+        self.stream.add(sink)
+
+    def events_committed(self, workflow_id: str) -> None:
+        """Called after each commit that wrote events; wakes the stream."""
+        if self._stream is not None and self._stream.active:
+            self._stream.committed(workflow_id)
+
+    async def stream_read(
+        self, workflow_id: str, after: int, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Read up to ``limit`` events after ``after`` for the stream; and whether more remain."""
+        row = self.index.get(workflow_id)
+        if row is None or row.file is None:
+            return [], False
+        path = self.instances_dir / row.file
+        ex = self._active.get(workflow_id)
+
+        def go() -> list[tuple[Any, ...]]:
+            if ex is not None and ex.file is not None:
+                with ex.file_lock:
+                    if not ex.file.closed and ex.file.deferred is None:
+                        return ex.file.read_events(after, limit + 1)
+                    if ex.file.deferred is not None:
+                        return []
+            f = InstanceFile.open(path, durability=self.durability)
+            try:
+                return f.read_events(after, limit + 1)
+            finally:
+                f.close()
+
+        try:
+            rows = await self._io(go)
+        except (FileNotFoundError, IncompleteInstance):
+            return [], False
+        except StorageError as exc:
+            log.error("event stream cannot read %s: %s", workflow_id, exc)
+            return [], False
+        more = len(rows) > limit
+        return [to_wire(workflow_id, row.run_id, row.workflow_type, r) for r in rows[:limit]], more
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -574,6 +643,8 @@ class Engine:
         }
         if outcome.attributes is not None:
             changes["attributes"] = outcome.attributes
+        if outcome.last_event_id is not None:
+            changes["events_upto"] = outcome.last_event_id
         if outcome.status in TERMINAL_STATUSES:
             changes["finished_at"] = outcome.finished_at
             changes["error"] = outcome.error
@@ -922,6 +993,8 @@ class Engine:
         self.io_pool.submit(f.close)
         if not done:
             self.io_pool.submit(_delete_instance_file, f.path)
+        else:
+            self.events_committed(row.workflow_id)
         return bool(done)
 
     async def query(self, workflow_id: str, name: str, *args: Any) -> Any:
@@ -1192,6 +1265,7 @@ class Engine:
         if not done:  # the scheduler claimed it meanwhile; our file is unused
             self.io_pool.submit(_delete_instance_file, f.path)
             return False
+        self.events_committed(row.workflow_id)
         self._notify(row.workflow_id)
         return True
 
@@ -1216,6 +1290,7 @@ class Engine:
 
         try:
             await self._io(go)
+            self.events_committed(wid)
         except WorkflowAlreadyFinished as exc:
             raise WorkflowAlreadyFinished(
                 f"workflow {wid!r} has already finished ({exc.status})",

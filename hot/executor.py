@@ -92,6 +92,10 @@ class ExecutionEnv(Protocol):
         """Return ``(status, result, error)`` of a finished child, or None."""
         ...
 
+    def events_committed(self, workflow_id: str) -> None:
+        """New history events were committed (wakes the event stream)."""
+        ...
+
 
 @dataclass
 class Outcome:
@@ -105,6 +109,7 @@ class Outcome:
     step_count: int = 0
     attributes: str | None = None
     pause_reason: str | None = None
+    last_event_id: int | None = None
 
 
 @dataclass
@@ -141,7 +146,7 @@ class _Batch:
         with ex.file_lock:
             if ex.terminated:
                 raise Terminated()
-            ex.file.commit(
+            ex.last_event_id = ex.file.commit(
                 events=self.events,
                 ops=self.ops,
                 updates=self.updates,
@@ -205,6 +210,7 @@ class Execution:
         self.attributes_dirty = False
         self.inflight: set[asyncio.Future[Any]] = set()
         self.query_handlers: dict[str, Callable[..., Any]] = {}
+        self.last_event_id: int = state.last_event_id
         self.task: asyncio.Task[Outcome] | None = None
         # Serialises this instance's transactions; taken on the I/O threads.
         self.file_lock = threading.Lock()
@@ -357,6 +363,7 @@ class Execution:
         await self.track(asyncio.get_running_loop().run_in_executor(self.env.io_pool, batch.write))
         for op in ops:
             self.ops[op.seq] = op
+        self.env.events_committed(self.workflow_id)
 
     async def read_signals(self, name: str) -> list[tuple[int, str | None, int]]:
         """Return unconsumed inbox signals named ``name``, oldest first."""
@@ -412,6 +419,7 @@ class Execution:
             batch.restore()
             return False, value
         self.ops[value.seq] = value
+        self.env.events_committed(self.workflow_id)
         return True, value
 
     async def flush_values(self) -> None:
@@ -505,6 +513,7 @@ class Execution:
             updates={"status": Status.PAUSED, "wake_at": s.wake_at},
         )
         return Outcome(
+            last_event_id=self.last_event_id,
             status=Status.PAUSED,
             wake_at=s.wake_at,
             step_count=self.step_count,
@@ -542,6 +551,7 @@ class Execution:
             },
         )
         return Outcome(
+            last_event_id=self.last_event_id,
             status=status,
             result=result_text,
             error=error_text,

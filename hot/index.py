@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS instances (
     recovery_count INTEGER NOT NULL DEFAULT 0,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     tier TEXT NOT NULL DEFAULT 'hot',
-    file TEXT
+    file TEXT,
+    events_upto INTEGER
 ) STRICT;
 CREATE INDEX IF NOT EXISTS instances_file ON instances (file) WHERE file IS NOT NULL;
 CREATE INDEX IF NOT EXISTS instances_status_wake ON instances (status, wake_at);
@@ -67,6 +68,13 @@ CREATE TABLE IF NOT EXISTS attributes (
     PRIMARY KEY (workflow_id, key)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS attributes_kv ON attributes (key, value);
+-- Event-stream delivery: per subscriber and instance, the last acknowledged event.
+CREATE TABLE IF NOT EXISTS stream_cursors (
+    subscriber TEXT NOT NULL,
+    workflow_id TEXT NOT NULL,
+    upto INTEGER NOT NULL,
+    PRIMARY KEY (subscriber, workflow_id)
+) STRICT, WITHOUT ROWID;
 """
 
 INDEX_COLUMNS = (
@@ -89,6 +97,7 @@ INDEX_COLUMNS = (
     "cancel_requested",
     "tier",
     "file",
+    "events_upto",
 )
 
 
@@ -115,6 +124,7 @@ class IndexRow:
     cancel_requested: int
     tier: str
     file: str | None
+    events_upto: int | None
 
 
 _SELECT = f"SELECT {','.join(INDEX_COLUMNS)} FROM instances"

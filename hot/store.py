@@ -442,18 +442,18 @@ class InstanceFile:
 
     # -- writing -------------------------------------------------------------
 
-    def _append_events(self, events: Sequence[EventRow]) -> None:
-        # Ids are assigned inside the transaction (max + 1), so writers on other
-        # connections (a signal from another process) can never collide with us.
+    def _append_events(self, events: Sequence[EventRow]) -> int:
+        """Append events with consecutive ids; return the last id (inside a transaction)."""
+        last = int(self.conn.execute("SELECT coalesce(max(event_id), 0) FROM events").fetchone()[0])
         if events:
             self.conn.executemany(
-                "INSERT INTO events VALUES ((SELECT coalesce(max(event_id), 0) + 1 FROM events),"
-                "?,?,?,?,?)",
+                "INSERT INTO events VALUES (?,?,?,?,?,?)",
                 [
-                    (ev.event_type, ev.event_time, ev.step_name, ev.attempt, ev.payload)
-                    for ev in events
+                    (last + i, ev.event_type, ev.event_time, ev.step_name, ev.attempt, ev.payload)
+                    for i, ev in enumerate(events, start=1)
                 ],
             )
+        return last + len(events)
 
     def commit(
         self,
@@ -464,8 +464,8 @@ class InstanceFile:
         consume_signals: Sequence[tuple[int, str]] = (),
         add_signals: Sequence[tuple[str, str, int]] = (),
         allow_finished: bool = False,
-    ) -> None:
-        """Apply one state transition atomically.
+    ) -> int:
+        """Apply one state transition atomically; return the last event id.
 
         Args:
             events: Events to append, in order.
@@ -482,7 +482,7 @@ class InstanceFile:
             CorruptInstance: The file is unreadable.
         """
 
-        def go() -> None:
+        def go() -> int:
             conn = self.conn
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -533,15 +533,17 @@ class InstanceFile:
                         "UPDATE inbox SET consumed_seq=? WHERE id=?",
                         [(seq, inbox_id) for inbox_id, seq in consume_signals],
                     )
-                self._append_events(events)
+                last = self._append_events(events)
                 conn.execute("COMMIT")
                 self.deferred = None
+                return last
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
 
-        self._guard(go)
+        last: int = self._guard(go)
+        return last
 
 
 def quarantine(path: Path, quarantine_dir: Path) -> Path:
