@@ -247,10 +247,21 @@ class Engine:
         """Register an event sink such as ``HttpSink``."""
         self.stream.add(sink)
 
-    def events_committed(self, workflow_id: str) -> None:
-        """Called after each commit that wrote events; wakes the stream."""
+    def events_committed(
+        self,
+        workflow_id: str,
+        written: tuple[str, str, list[tuple[int, EventRow]]] | None = None,
+    ) -> None:
+        """Called after each commit that wrote events; hands them to the stream.
+
+        Args:
+            workflow_id: The instance.
+            written: ``(run_id, workflow_type, [(event_id, event)])`` when the
+                caller knows exactly what it wrote (the executor does); the
+                stream then needs no file read for them.
+        """
         if self._stream is not None and self._stream.active:
-            self._stream.committed(workflow_id)
+            self._stream.committed(workflow_id, written)
 
     async def stream_read(
         self, workflow_id: str, after: int, limit: int

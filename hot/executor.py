@@ -92,8 +92,12 @@ class ExecutionEnv(Protocol):
         """Return ``(status, result, error)`` of a finished child, or None."""
         ...
 
-    def events_committed(self, workflow_id: str) -> None:
-        """New history events were committed (wakes the event stream)."""
+    def events_committed(
+        self,
+        workflow_id: str,
+        written: tuple[str, str, list[tuple[int, EventRow]]] | None = None,
+    ) -> None:
+        """New history events were committed (``(run_id, type, [(id, event)])`` if known)."""
         ...
 
 
@@ -138,6 +142,7 @@ class _Batch:
         self.ops = ops
         self.updates = updates
         self.consume = consume
+        self.written: list[tuple[int, EventRow]] = []
 
     def write(self) -> None:
         """Commit the batch (runs on an I/O thread)."""
@@ -146,12 +151,16 @@ class _Batch:
         with ex.file_lock:
             if ex.terminated:
                 raise Terminated()
-            ex.last_event_id = ex.file.commit(
+            first = ex.file.deferred[1] if ex.file.deferred is not None else []
+            last = ex.file.commit(
                 events=self.events,
                 ops=self.ops,
                 updates=self.updates,
                 consume_signals=self.consume,
             )
+            ex.last_event_id = last
+            written = [*first, *self.events]
+            self.written = list(enumerate(written, start=last - len(written) + 1))
 
     def restore(self) -> None:
         """Put the taken records back in front of the buffer (nothing was written)."""
@@ -363,7 +372,7 @@ class Execution:
         await self.track(asyncio.get_running_loop().run_in_executor(self.env.io_pool, batch.write))
         for op in ops:
             self.ops[op.seq] = op
-        self.env.events_committed(self.workflow_id)
+        self.env.events_committed(self.workflow_id, self._stream_info(batch))
 
     async def read_signals(self, name: str) -> list[tuple[int, str | None, int]]:
         """Return unconsumed inbox signals named ``name``, oldest first."""
@@ -419,8 +428,11 @@ class Execution:
             batch.restore()
             return False, value
         self.ops[value.seq] = value
-        self.env.events_committed(self.workflow_id)
+        self.env.events_committed(self.workflow_id, self._stream_info(batch))
         return True, value
+
+    def _stream_info(self, batch: _Batch) -> tuple[str, str, list[tuple[int, EventRow]]]:
+        return self.run_id, self.row["workflow_type"], batch.written
 
     async def flush_values(self) -> None:
         """Make recorded values durable before a side effect can observe them."""

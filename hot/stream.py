@@ -28,15 +28,17 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import random
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hot import serde
 from hot.errors import InvalidArgument, TierflowError
 from hot.models import from_micros
+from hot.store import EventRow
 
 if TYPE_CHECKING:
     from hot.engine import Engine
@@ -44,6 +46,9 @@ if TYPE_CHECKING:
 __all__ = ["CallbackSubscriber", "EventStream", "HttpSink", "Subscriber", "event_id"]
 
 log = logging.getLogger("tierflow.stream")
+
+# Most events a subscriber holds in memory; past that it reads from the files.
+_MEM_LIMIT = 100_000
 
 
 def event_id(workflow_id: str, run_id: str, event_no: int) -> str:
@@ -77,6 +82,10 @@ class Subscriber:
         """Deliver one batch; raise to have it retried later."""
         raise NotImplementedError
 
+    async def deliver_json(self, events: list[str]) -> None:
+        """Deliver one batch given as JSON texts (default: decode and call ``deliver``)."""
+        await self.deliver([json.loads(t) for t in events])
+
     async def aclose(self) -> None:
         """Release resources (HTTP connections)."""
 
@@ -103,7 +112,8 @@ class HttpSink(Subscriber):
         name: Subscriber name (cursors are kept under it); default ``"http"``.
         headers: Extra request headers, e.g. an ``Authorization`` token.
         timeout: Seconds per request.
-        **kw: ``batch_size``, ``batch_ms``, ``max_backoff``.
+        **kw: ``batch_size`` (default 500), ``batch_ms`` (default 200),
+            ``max_backoff``.
 
     Any non-2xx answer or connection error is retried with exponential
     backoff; nothing is dropped.
@@ -118,6 +128,8 @@ class HttpSink(Subscriber):
         timeout: float = 10.0,
         **kw: Any,
     ) -> None:
+        kw.setdefault("batch_size", 500)
+        kw.setdefault("batch_ms", 200)
         super().__init__(name, **kw)
         if not url.startswith(("http://", "https://")):
             raise InvalidArgument(f"HttpSink needs an http(s) URL, got {url[:40]!r}")
@@ -137,7 +149,20 @@ class HttpSink(Subscriber):
             raise TierflowError("HttpSink needs httpx: pip install httpx") from exc
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.timeout, headers=self._headers)
-        resp = await self._client.post(self.url, json={"events": events})
+        await self.deliver_json([json.dumps(e, ensure_ascii=False) for e in events])
+
+    async def deliver_json(self, events: list[str]) -> None:
+        """POST events that are already JSON text, without decoding them."""
+        try:
+            import httpx
+        except ImportError as exc:  # pragma: no cover - httpx is a dependency
+            raise TierflowError("HttpSink needs httpx: pip install httpx") from exc
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout, headers=self._headers)
+        body = '{"events":[' + ",".join(events) + "]}"
+        resp = await self._client.post(
+            self.url, content=body.encode(), headers={"Content-Type": "application/json"}
+        )
         if resp.status_code // 100 != 2:
             raise TierflowError(f"event sink {self.url} answered HTTP {resp.status_code}")
 
@@ -159,10 +184,27 @@ class _Feed:
         self.cursors: dict[str, int] = {}
         self.task: asyncio.Task[None] | None = None
         self.delivered = 0
+        # Events handed over by the executor right after its commits, as JSON
+        # text, so the common case needs no file read and no re-encoding.
+        self.mem: dict[str, list[tuple[int, str]]] = {}
+        self.mem_count = 0
 
     def mark(self, workflow_id: str) -> None:
         self.dirty[workflow_id] = None
         self.wake.set()
+
+    def offer(self, workflow_id: str, events: list[tuple[int, str]]) -> None:
+        """Keep committed events in memory if they extend what is pending."""
+        held = self.mem.get(workflow_id)
+        if not held and events and events[0][0] == 1 and workflow_id not in self.cursors:
+            self.cursors[workflow_id] = 0  # a new instance: nothing to look up
+        nxt = held[-1][0] + 1 if held else self._cursor(workflow_id) + 1
+        if events and events[0][0] == nxt and self.mem_count < _MEM_LIMIT:
+            self.mem.setdefault(workflow_id, []).extend(events)
+            self.mem_count += len(events)
+        else:  # a gap (another writer, or memory full): the file is the source
+            self.mem_count -= len(self.mem.pop(workflow_id, []))
+        self.mark(workflow_id)
 
     async def run(self) -> None:
         while True:
@@ -178,8 +220,26 @@ class _Feed:
             self.cursors[wid] = self.stream.load_cursor(self.sub.name, wid)
         return self.cursors[wid]
 
+    def _from_memory(self, wid: str, after: int, room: int) -> tuple[list[str], int, bool] | None:
+        held = self.mem.get(wid)
+        if not held:
+            return None
+        while held and held[0][0] <= after:  # already acknowledged
+            held.pop(0)
+            self.mem_count -= 1
+        if not held or held[0][0] != after + 1:
+            self.mem_count -= len(self.mem.pop(wid, []))
+            return None
+        take, rest = held[:room], held[room:]
+        self.mem_count -= len(take)
+        if rest:
+            self.mem[wid] = rest
+        else:
+            del self.mem[wid]
+        return [t for _, t in take], take[-1][0], bool(rest)
+
     async def _drain_some(self) -> None:
-        batch: list[dict[str, Any]] = []
+        batch: list[str] = []
         upto: dict[str, int] = {}
         for wid in list(self.dirty):
             if len(batch) >= self.sub.batch_size:
@@ -187,18 +247,24 @@ class _Feed:
             self.dirty.pop(wid, None)
             after = self._cursor(wid)
             room = self.sub.batch_size - len(batch)
-            events, more = await self.stream.engine.stream_read(wid, after, room)
+            hit = self._from_memory(wid, after, room)
+            if hit is not None:
+                texts, last, more = hit
+            else:
+                events, more = await self.stream.engine.stream_read(wid, after, room)
+                texts = [json.dumps(e, separators=(",", ":"), ensure_ascii=False) for e in events]
+                last = events[-1]["event_id"] if events else after
             if more:
                 self.dirty[wid] = None  # come back for the rest
-            if events:
-                batch.extend(events)
-                upto[wid] = events[-1]["event_id"]
+            if texts:
+                batch.extend(texts)
+                upto[wid] = last
         if not batch:
             return
         backoff = 0.05
         while True:
             try:
-                await self.sub.deliver(batch)
+                await self.sub.deliver_json(batch)
                 break
             except asyncio.CancelledError:
                 raise
@@ -213,6 +279,8 @@ class _Feed:
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, self.sub.max_backoff)
         self.delivered += len(batch)
+        if len(self.cursors) > _MEM_LIMIT:
+            self.cursors.clear()  # a cache of the index; reloaded on demand
         for wid, last in upto.items():
             self.cursors[wid] = last
         self.stream.save_cursors(self.sub.name, upto)
@@ -264,10 +332,36 @@ class EventStream:
         for f in self._feeds.values():
             await f.sub.aclose()
 
-    def committed(self, workflow_id: str) -> None:
+    def committed(
+        self,
+        workflow_id: str,
+        written: tuple[str, str, list[tuple[int, EventRow]]] | None = None,
+    ) -> None:
         """New events were committed for ``workflow_id`` (cheap; called on every commit)."""
+        if written is None:
+            for feed in self._feeds.values():
+                feed.mark(workflow_id)
+            return
+        run_id, wtype, rows = written
+        texts = [
+            (
+                n,
+                wire_json(
+                    workflow_id,
+                    run_id,
+                    wtype,
+                    n,
+                    ev.event_type,
+                    ev.event_time,
+                    ev.step_name,
+                    ev.attempt,
+                    ev.payload,
+                ),
+            )
+            for n, ev in rows
+        ]
         for feed in self._feeds.values():
-            feed.mark(workflow_id)
+            feed.offer(workflow_id, texts)
 
     def delivered(self, name: str) -> int:
         """Events delivered to subscriber ``name`` by this process."""
@@ -327,4 +421,48 @@ def to_wire(
     }
 
 
-Reader = Callable[[str, int, int], Awaitable[tuple[list[dict[str, Any]], bool]]]
+def wire_json(
+    workflow_id: str,
+    run_id: str,
+    workflow_type: str,
+    event_no: int,
+    etype: str,
+    etime: int,
+    step: str | None,
+    attempt: int | None,
+    payload: str | None,
+) -> str:
+    """The published JSON of one event, built around its stored payload text."""
+    return _WireFormatter(workflow_id, run_id, workflow_type).format(
+        event_no, etype, etime, step, attempt, payload
+    )
+
+
+class _WireFormatter:
+    """Formats one instance's events as JSON text; the constant parts are encoded once."""
+
+    def __init__(self, workflow_id: str, run_id: str, workflow_type: str) -> None:
+        dumps = json.dumps
+        # Workflow ids and run ids are plain ASCII (validated); names go through dumps.
+        self.id_prefix = f"{workflow_id}/{run_id}/"
+        self.tail = (
+            f',"workflow_id":{dumps(workflow_id)},"run_id":{dumps(run_id)},'
+            f'"workflow_type":{dumps(workflow_type, ensure_ascii=False)}'
+        )
+
+    def format(
+        self,
+        event_no: int,
+        etype: str,
+        etime: int,
+        step: str | None,
+        attempt: int | None,
+        payload: str | None,
+    ) -> str:
+        step_json = "null" if step is None else json.dumps(step, ensure_ascii=False)
+        return (
+            f'{{"id":"{self.id_prefix}{event_no}","event_id":{event_no},'
+            f'"event_type":"{etype}","event_time":"{from_micros(etime).isoformat()}",'
+            f'"step_name":{step_json},"attempt":{"null" if attempt is None else attempt}'
+            f'{self.tail},"payload":{"null" if payload is None else payload}}}'
+        )

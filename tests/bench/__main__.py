@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tests.bench import hot_engine
+from tests.bench import authoring, hot_engine
 
 HERE = Path(__file__).resolve().parent
 
@@ -96,6 +96,25 @@ def main() -> int:
         "",
     )
     console.print(table)
+
+    console.print("[bold]signals, queries, event stream[/bold] ...")
+    figs = authoring.measure(args.quick)
+    t3 = Table(
+        "metric",
+        "tierflow",
+        "target",
+        "peak RSS MB",
+        title="issue 3: signals, queries, event stream",
+    )
+    for key, unit, target in [
+        ("signal_resume_p50_ms", "ms", "<= 5 ms"),
+        ("query_100_steps_ms", "ms", "<= 10 ms"),
+        ("seq_wps_no_sink", "wf/s", ""),
+        ("seq_wps_http_sink", "wf/s", ""),
+        ("publish_overhead_pct", "%", "<= 10 %"),
+    ]:
+        t3.add_row(key, f"{figs[key]['value']:.2f} {unit}", target, f"{figs[key]['rss_mb']:.0f}")
+    console.print(t3)
     return 0
 
 

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from api import RetryPolicy, Tierflow, WorkflowContext, WorkflowFailed, workflow
+from api import HttpSink, RetryPolicy, Tierflow, WorkflowContext, WorkflowFailed, workflow
 
 MARKS = Path(os.environ.get("CRASH_MARKS", "/dev/null"))
 
@@ -105,6 +105,18 @@ async def main(mode: str, data: str, args: list[str]) -> None:
             result = await tf.get_handle("fan-1").result(timeout=60)
             kids = (await tf.list(parent_workflow_id="fan-1")).items
         print(json.dumps({"result": result, "children": sorted(k.workflow_id for k in kids)}))
+    elif mode == "stream-run":
+        sink = HttpSink(args[0], batch_ms=10, max_backoff=0.2, timeout=1)
+        async with Tierflow(data, WORKFLOWS, event_sinks=[sink]) as tf:
+            for i in range(int(args[1])):
+                await tf.run(three_marks, workflow_id=f"streamed-{i}")
+            print("ready", flush=True)
+            await asyncio.sleep(3600)
+    elif mode == "stream-resume":
+        sink = HttpSink(args[0], batch_ms=10, max_backoff=0.2, timeout=1)
+        async with Tierflow(data, WORKFLOWS, event_sinks=[sink]):
+            print("listening", flush=True)
+            await asyncio.sleep(3600)
     elif mode == "resume":
         t0 = time.perf_counter()
         async with Tierflow(data, WORKFLOWS) as tf:

@@ -133,3 +133,47 @@ def test_fan_out_parent_killed_mid_way_completes_after_restart(tmp_path: Path):
     # a and c completed once; b was interrupted mid-step and ran once more.
     assert runs.count("child-a") == 1 and runs.count("child-c") == 1
     assert runs.count("child-b") == 2
+
+
+@pytest.mark.timeout(180)
+def test_events_committed_before_a_crash_reach_the_sink_after_restart(tmp_path: Path):
+    from http.server import ThreadingHTTPServer
+
+    from tests.hot.test_event_stream import _free_port, _Sink
+
+    data, n = tmp_path / "data", 20
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/events"
+    proc = spawn("stream-run", data, url, str(n))  # the sink is down all along
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    kill(proc)
+    _Sink.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", port), _Sink)
+    import threading
+
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    proc = spawn("stream-resume", data, url)
+    try:
+        conn = sqlite3.connect(data / "hot" / "index.sqlite", timeout=10)
+        try:
+            want = 0
+            for (f,) in conn.execute("SELECT file FROM instances"):
+                ev = sqlite3.connect(data / "hot" / "instances" / f)
+                want += ev.execute("SELECT count(*) FROM events").fetchone()[0]
+                ev.close()
+        finally:
+            conn.close()
+        assert want >= n * 9
+        deadline = time.monotonic() + 60
+        while len({e["id"] for e in _Sink.received}) < want:
+            assert time.monotonic() < deadline, "sink did not get every event"
+            time.sleep(0.02)
+        got = {e["id"] for e in _Sink.received}
+        assert len(got) == want
+        assert {i.split("/")[0] for i in got} == {f"streamed-{i}" for i in range(n)}
+    finally:
+        kill(proc)
+        server.shutdown()
+        server.server_close()
+        thread.join()
