@@ -36,12 +36,13 @@ from hot.errors import (
     UnknownQuery,
     WorkflowAlreadyExists,
     WorkflowAlreadyFinished,
+    WorkflowCancelled,
     WorkflowCancelledError,
     WorkflowFailed,
     WorkflowNotFound,
     WorkflowTerminatedError,
 )
-from hot.executor import Execution, Outcome
+from hot.executor import Execution, Outcome, QueryStop, Suspend
 from hot.handle import WorkflowHandle
 from hot.ids import validate_workflow_id
 from hot.index import IndexDB, IndexRow
@@ -1029,10 +1030,16 @@ class Engine:
         state = await self._query_state(row)
         ex = Execution(self, None, state, definition, query_mode=True)
         ctx = WorkflowContext(ex)
-        with contextlib.suppress(BaseException):
-            # The replay stops at the first operation with no record (QueryStop),
-            # or ends the way the run ended; either way the handlers are set.
-            await definition(ctx, serde.decode(state.row["input"]))
+
+        async def replay() -> None:
+            ex.enter_root()
+            with contextlib.suppress(Exception, QueryStop, Suspend, WorkflowCancelled):
+                # The replay stops at the first operation with no record (QueryStop),
+                # or ends the way the run ended; either way the handlers are set.
+                await definition(ctx, serde.decode(state.row["input"]))
+
+        # Its own task: the replay's context (branch names) never leaks into the caller's.
+        await asyncio.get_running_loop().create_task(replay())
         handler = ex.query_handlers.get(name)
         if handler is None:
             known = sorted(ex.query_handlers)

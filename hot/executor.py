@@ -51,8 +51,8 @@ if TYPE_CHECKING:
 __all__ = ["Execution", "ExecutionEnv", "Outcome", "Suspend", "Terminated"]
 
 
-# (id of the Execution, branch name) of the running task; inherited by the tasks it creates.
-_BRANCH: ContextVar[tuple[int, str] | None] = ContextVar("tierflow_branch", default=None)
+# (execution token, branch name) of the running task; inherited by the tasks it creates.
+_BRANCH: ContextVar[tuple[object, str] | None] = ContextVar("tierflow_branch", default=None)
 
 
 class Suspend(BaseException):
@@ -208,6 +208,9 @@ class Execution:
             weakref.WeakKeyDictionary()
         )
         self._branch_counters: dict[str, int] = {}
+        # Identity of this execution in the branch context variable (never an id()
+        # that a later object could reuse).
+        self._token = object()
         self.step_count: int = state.row["step_count"]
         self.pending = _Pending()
         self.cancel_requested = bool(state.row["cancel_requested"])
@@ -256,7 +259,7 @@ class Execution:
         branch = self._branch_of.get(task) if task is not None else "0"
         if branch is None:
             parent = _BRANCH.get()
-            if parent is None or parent[0] != id(self):
+            if parent is None or parent[0] is not self._token:
                 branch = "0"
             else:
                 n = self._branch_counters.get(f"{parent[1]}/", 0) + 1
@@ -264,7 +267,7 @@ class Execution:
                 branch = f"{parent[1]}.{n}"
             assert task is not None
             self._branch_of[task] = branch
-            _BRANCH.set((id(self), branch))
+            _BRANCH.set((self._token, branch))
         local = self._branch_counters.get(branch, 0) + 1
         self._branch_counters[branch] = local
         return f"{branch}:{local}"
@@ -274,7 +277,7 @@ class Execution:
         task = asyncio.current_task()
         if task is not None:
             self._branch_of[task] = "0"
-        _BRANCH.set((id(self), "0"))
+        _BRANCH.set((self._token, "0"))
 
     def record_for(self, seq: str, kind: str, name: str) -> OpRecord | None:
         """Return the record at ``seq`` after checking it matches, or None if live.
