@@ -34,12 +34,20 @@ class SystemClock:
         return time.time()
 
     async def sleep_until(self, deadline: float) -> None:
-        """Sleep on the event loop until the wall clock reaches ``deadline``."""
+        """Sleep on the event loop until the wall clock reaches ``deadline``.
+
+        The event loop's timers wake up to a millisecond late or a hair early;
+        a second full sleep for a sub-millisecond remainder would add another
+        millisecond, so the last stretch yields to the loop instead.
+        """
         while True:
             delay = deadline - time.time()
             if delay <= 0:
                 return
-            await asyncio.sleep(delay)
+            if delay > 0.002:
+                await asyncio.sleep(delay - 0.001)
+            else:
+                await asyncio.sleep(0)
 
 
 class ManualClock:
