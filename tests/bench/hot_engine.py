@@ -64,9 +64,9 @@ class _CommitCounter:
     def __enter__(self) -> _CommitCounter:
         orig = self._orig
 
-        def counted(inst: store.InstanceFile, **kw: Any) -> None:
+        def counted(inst: store.InstanceFile, **kw: Any) -> int:
             self.count += 1
-            orig(inst, **kw)
+            return orig(inst, **kw)
 
         store.InstanceFile.commit = counted  # type: ignore[method-assign]
         return self
