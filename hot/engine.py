@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from hot import serde
+from hot.archive import ArchiveSource, state_from_history
 from hot.authoring import Registry, WorkflowDefinition, WorkflowFn
 from hot.clock import Clock, SystemClock
 from hot.context import WorkflowContext
@@ -145,6 +146,8 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._initial_subscribers = list(event_sinks)
+        # Reads instances that tiering moved out of hot (set by api.Tierflow).
+        self.archive: ArchiveSource | None = None
         self._stream: EventStream | None = None
 
     # -- lifecycle -----------------------------------------------------------------
@@ -814,6 +817,8 @@ class Engine:
             WorkflowNotFound: No such instance.
         """
         row = self._row_or_raise(workflow_id)
+        if row.tier != "hot":
+            return await self._archive_of(row).describe(row)
         file_row: dict[str, Any] | None = None
         if row.status != Status.QUEUED:
             path = self._path(workflow_id)
@@ -835,6 +840,8 @@ class Engine:
             CorruptInstance: The instance file was unreadable (now quarantined).
         """
         row = self._row_or_raise(workflow_id)
+        if row.tier != "hot":
+            return await self._archive_of(row).history(row)
         path = self._path(workflow_id)
         try:
             rows = await self._io(_read_events, path, self.durability)
@@ -1054,7 +1061,19 @@ class Engine:
             value = await value
         return serde.decode(serde.encode(value, what=f"answer to query {name!r}"))
 
+    def _archive_of(self, row: IndexRow) -> ArchiveSource:
+        if self.archive is None:
+            raise StorageError(
+                f"workflow {row.workflow_id!r} is in the {row.tier} tier, and this engine has "
+                "no archive reader (use api.Tierflow)",
+                workflow_id=row.workflow_id,
+            )
+        return self.archive
+
     async def _query_state(self, row: IndexRow) -> InstanceState:
+        if row.tier != "hot":
+            source = self._archive_of(row)
+            return state_from_history(await source.describe(row), await source.history(row))
         if row.file is not None:
             path = self.instances_dir / row.file
 
@@ -1326,6 +1345,7 @@ class Engine:
         workflow_type: WorkflowRef | Sequence[str] | None = None,
         attributes: dict[str, Any] | None = None,
         parent_workflow_id: str | None = None,
+        tier: str | Sequence[str] | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         cursor: str | None = None,
@@ -1355,6 +1375,7 @@ class Engine:
             workflow_type=types or None,
             attributes=attributes,
             parent_workflow_id=parent_workflow_id,
+            tier=[tier] if isinstance(tier, str) else (list(tier) if tier else None),
             created_after=None if created_after is None else to_micros(created_after.timestamp()),
             created_before=None
             if created_before is None

@@ -53,8 +53,10 @@ CREATE TABLE IF NOT EXISTS instances (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     tier TEXT NOT NULL DEFAULT 'hot',
     file TEXT,
-    events_upto INTEGER
+    events_upto INTEGER,
+    batch_id TEXT
 ) STRICT;
+CREATE INDEX IF NOT EXISTS instances_tier ON instances (tier, status, finished_at);
 CREATE INDEX IF NOT EXISTS instances_file ON instances (file) WHERE file IS NOT NULL;
 CREATE INDEX IF NOT EXISTS instances_status_wake ON instances (status, wake_at);
 CREATE INDEX IF NOT EXISTS instances_created ON instances (created_at, workflow_id);
@@ -98,6 +100,7 @@ INDEX_COLUMNS = (
     "tier",
     "file",
     "events_upto",
+    "batch_id",
 )
 
 
@@ -125,6 +128,7 @@ class IndexRow:
     tier: str
     file: str | None
     events_upto: int | None
+    batch_id: str | None
 
 
 _SELECT = f"SELECT {','.join(INDEX_COLUMNS)} FROM instances"
@@ -280,6 +284,7 @@ class IndexDB:
         status: Sequence[str] | None = None,
         workflow_type: Sequence[str] | None = None,
         parent_workflow_id: str | None = None,
+        tier: Sequence[str] | None = None,
         attributes: dict[str, Any] | None = None,
         created_after: int | None = None,
         created_before: int | None = None,
@@ -304,6 +309,9 @@ class IndexDB:
         if parent_workflow_id is not None:
             where.append("parent_workflow_id = ?")
             params.append(parent_workflow_id)
+        if tier:
+            where.append(f"tier IN ({','.join('?' * len(tier))})")
+            params.extend(tier)
         if created_after is not None:
             where.append("created_at >= ?")
             params.append(created_after)

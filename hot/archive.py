@@ -1,0 +1,143 @@
+"""The seam through which the hot engine reads instances that left the hot tier.
+
+``hot`` knows nothing of Parquet or Iceberg. When the index says an instance
+lives in another tier, the engine asks an :class:`ArchiveSource` (provided by
+``tiering``) for its row and history. Queries on archived instances replay
+from history alone: :func:`ops_from_history` rebuilds the operation records
+the executor replays from, using the ``seq`` every operation event carries.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from hot import serde
+from hot.index import IndexRow
+from hot.models import EventType, HistoryEvent, WorkflowInfo
+from hot.store import InstanceState, OpRecord
+
+__all__ = ["ArchiveSource", "ops_from_history", "state_from_history"]
+
+
+class ArchiveSource(Protocol):
+    """Reads instances that the index places outside the hot tier."""
+
+    async def describe(self, row: IndexRow) -> WorkflowInfo:
+        """Return the full ``workflows`` row of an archived instance."""
+        ...
+
+    async def history(self, row: IndexRow) -> list[HistoryEvent]:
+        """Return every event of an archived instance, in order."""
+        ...
+
+
+def ops_from_history(events: list[HistoryEvent]) -> dict[str, OpRecord]:
+    """Rebuild replay records from history events (pure; no I/O)."""
+    ops: dict[str, OpRecord] = {}
+    exhausted: set[str] = set()
+    for e in events:
+        p = e.payload if isinstance(e.payload, dict) else {}
+        seq = p.get("seq")
+        if not isinstance(seq, str):
+            continue
+        t = e.event_type
+        if t == EventType.STEP_COMPLETED:
+            ops[seq] = OpRecord(
+                seq,
+                "step",
+                e.step_name or "",
+                "completed",
+                e.attempt or 1,
+                serde.encode(p.get("result"), what="result"),
+            )
+        elif t == EventType.RETRY_EXHAUSTED:
+            exhausted.add(seq)
+        elif t == EventType.STEP_FAILED:
+            err: dict[str, Any] = dict(p.get("error") or {})
+            err.update(
+                attempts=e.attempt,
+                exhausted=seq in exhausted,
+                timeout=str(err.get("type", "")).endswith("StepTimeout"),
+            )
+            # A later retry.scheduled / step.started supersedes this record.
+            ops[seq] = OpRecord(
+                seq,
+                "step",
+                e.step_name or "",
+                "failed",
+                e.attempt or 1,
+                None,
+                serde.encode(err, what="error"),
+            )
+        elif t == EventType.RETRY_SCHEDULED:
+            ops.pop(seq, None)
+        elif t == EventType.TIMER_FIRED:
+            ops[seq] = OpRecord(seq, "timer", "sleep", "completed")
+        elif t == EventType.VALUE_RECORDED:
+            name = e.step_name or ""
+            if name.startswith("signal:"):
+                ops[seq] = OpRecord(
+                    seq,
+                    "signal",
+                    name[len("signal:") :],
+                    "completed",
+                    result=serde.encode(p.get("value"), what="signal"),
+                )
+            else:
+                ops[seq] = OpRecord(
+                    seq,
+                    "value",
+                    name,
+                    "completed",
+                    result=serde.encode(p.get("value"), what="value"),
+                )
+        elif t == EventType.CHILD_STARTED:
+            ops[seq] = OpRecord(
+                seq,
+                "child",
+                e.step_name or "",
+                "started",
+                result=serde.encode({"workflow_id": p.get("workflow_id")}, what="child"),
+            )
+        elif t == EventType.CHILD_COMPLETED:
+            ops[seq] = OpRecord(
+                seq,
+                "child-result",
+                str(p.get("workflow_id")),
+                "completed",
+                result=serde.encode(p.get("result"), what="child result"),
+            )
+        elif t == EventType.CHILD_FAILED:
+            err = {"status": p.get("status"), **(p.get("error") or {})}
+            ops[seq] = OpRecord(
+                seq,
+                "child-result",
+                str(p.get("workflow_id")),
+                "failed",
+                error=serde.encode(err, what="child error"),
+            )
+    # Retry exhaustion is recorded after the last failure: fold it in.
+    for seq in exhausted:
+        rec = ops.get(seq)
+        if rec is not None and rec.status == "failed" and rec.error:
+            info = serde.decode(rec.error)
+            info["exhausted"] = True
+            rec.error = serde.encode(info, what="error")
+    return ops
+
+
+def state_from_history(info: WorkflowInfo, events: list[HistoryEvent]) -> InstanceState:
+    """An :class:`InstanceState` good enough to replay an archived instance for a query."""
+    row = {
+        "workflow_id": info.workflow_id,
+        "run_id": info.run_id,
+        "workflow_type": info.workflow_type,
+        "status": info.status,
+        "parent_workflow_id": info.parent_workflow_id,
+        "input": serde.encode(info.input, what="input"),
+        "attributes": serde.encode(info.attributes, what="attributes"),
+        "step_count": info.step_count,
+        "cancel_requested": 0,
+        "cancel_reason": None,
+    }
+    return InstanceState(row=row, ops=ops_from_history(events), last_event_id=len(events))
