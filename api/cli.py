@@ -238,6 +238,73 @@ def worker(app_module: AppOpt, data_dir: DataDir = None) -> None:
 
 
 @app.command()
+def tier(
+    data_dir: DataDir = None,
+    storage_url: Annotated[
+        str | None,
+        typer.Option(
+            "--storage-url",
+            envvar="TIERFLOW_STORAGE_URL",
+            help="s3://bucket/prefix or file:///path",
+        ),
+    ] = None,
+    s3_endpoint: Annotated[
+        str | None, typer.Option("--s3-endpoint", envvar="TIERFLOW_S3_ENDPOINT")
+    ] = None,
+    min_age: Annotated[str, typer.Option("--min-age", help="age after finish, e.g. 1h")] = "1h",
+    as_json: AsJson = False,
+) -> None:
+    """Move finished workflows from hot SQLite files to warm Parquet (one pass)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tiering.policy import TieringPolicy
+
+    async def go() -> None:
+        tf = Tierflow(
+            data_dir,
+            storage_url=storage_url,
+            s3_endpoint=s3_endpoint,
+            tiering=TieringPolicy(min_age=min_age),
+        )
+        tf.open()
+        try:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                console=err_console,
+                disable=as_json,
+            ) as bar:
+                tasks: dict[str, Any] = {}
+
+                def progress(stage: str, done: int, total: int) -> None:
+                    if stage not in tasks:
+                        tasks[stage] = bar.add_task(stage, total=total)
+                    bar.update(tasks[stage], completed=done, total=total)
+
+                report = await tf.tier(progress=progress)
+        finally:
+            await tf.aclose()
+        if as_json:
+            print(json.dumps(report.to_dict()))
+            return
+        console.print(
+            f"moved {report.workflows_moved} workflows ({report.events_moved} events) in "
+            f"{len(report.batches)} batches, {report.files_written} files, "
+            f"{report.bytes_written} bytes, {report.seconds:.2f}s to {tf.store.url}"
+        )
+        for wid, reason in report.skipped:
+            console.print(f"[yellow]skipped[/yellow] {wid}: {reason}")
+
+    try:
+        asyncio.run(go())
+    except TierflowError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
 def demo(data_dir: DataDir = None) -> None:
     """Run the end-to-end demo on the embedded default storage."""
     from api.demo import run_demo

@@ -32,12 +32,16 @@ class Settings:
         durability: ``TIERFLOW_DURABILITY``: ``full`` (default) or ``normal``.
         max_concurrency: ``TIERFLOW_MAX_CONCURRENCY``; default 100.
         max_recovery_attempts: ``TIERFLOW_MAX_RECOVERY_ATTEMPTS``; default 5.
+        storage_url: ``TIERFLOW_STORAGE_URL``; default ``<data_dir>/lake`` (file://).
+        s3_endpoint: ``TIERFLOW_S3_ENDPOINT``; default: AWS.
     """
 
     data_dir: str = "./tierflow-data"
     durability: str = "full"
     max_concurrency: int = 100
     max_recovery_attempts: int = 5
+    storage_url: str | None = None
+    s3_endpoint: str | None = None
 
     @classmethod
     def resolve(
@@ -46,6 +50,8 @@ class Settings:
         durability: str | None = None,
         max_concurrency: int | None = None,
         max_recovery_attempts: int | None = None,
+        storage_url: str | None = None,
+        s3_endpoint: str | None = None,
     ) -> Settings:
         """Merge explicit arguments with the environment and the defaults."""
         d = durability or os.environ.get("TIERFLOW_DURABILITY") or cls.durability
@@ -62,4 +68,6 @@ class Settings:
             max_recovery_attempts=max_recovery_attempts
             if max_recovery_attempts is not None
             else _env_int("TIERFLOW_MAX_RECOVERY_ATTEMPTS", cls.max_recovery_attempts),
+            storage_url=storage_url or os.environ.get("TIERFLOW_STORAGE_URL") or None,
+            s3_endpoint=s3_endpoint or os.environ.get("TIERFLOW_S3_ENDPOINT") or None,
         )

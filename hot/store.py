@@ -34,7 +34,9 @@ __all__ = [
     "InstanceState",
     "OpRecord",
     "SparePool",
+    "delete_instance_file",
     "quarantine",
+    "read_for_archive",
     "remove_orphan_spares",
 ]
 
@@ -556,3 +558,49 @@ def quarantine(path: Path, quarantine_dir: Path) -> Path:
         if src.exists():
             os.replace(src, Path(str(target) + suffix))
     return target
+
+
+def read_for_archive(path: Path) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:
+    """Read a finished instance's row and every event, for tiering.
+
+    A cleanly closed instance has no WAL, so it is opened ``immutable`` (no
+    locks, no shared memory: several times faster). If a WAL is present (the
+    process died before closing it), a normal connection reads it so no
+    committed event is missed.
+
+    Raises:
+        FileNotFoundError: No such file.
+        CorruptInstance: The file is unreadable.
+    """
+    if not path.exists():
+        raise FileNotFoundError(path)
+    wal = Path(str(path) + "-wal")
+    has_wal = wal.exists() and wal.stat().st_size > 0
+    uri = f"file:{path}?mode=ro" if has_wal else f"file:{path}?immutable=1"
+    try:
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise CorruptInstance(f"cannot open {path.name}: {exc}", url=str(path)) from exc
+    try:
+        cur = conn.execute("SELECT * FROM instance WHERE id=1")
+        names = [d[0] for d in cur.description]
+        values = cur.fetchone()
+        if values is None:
+            raise CorruptInstance(f"{path.name}: no instance row", url=str(path))
+        events = conn.execute(
+            "SELECT event_id,event_type,event_time,step_name,attempt,payload FROM events "
+            "ORDER BY event_id"
+        ).fetchall()
+        return dict(zip(names, values, strict=True)), events
+    except sqlite3.Error as exc:
+        raise CorruptInstance(
+            f"instance file {path.name} is unreadable: {exc}", url=str(path)
+        ) from exc
+    finally:
+        conn.close()
+
+
+def delete_instance_file(path: Path) -> None:
+    """Remove an instance file and its WAL/SHM (missing files are fine)."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)

@@ -298,6 +298,10 @@ class EventStream:
         self._feeds: dict[str, _Feed] = {}
         self._started = False
 
+    def subscriber_names(self) -> list[str]:
+        """Names of the registered subscribers."""
+        return list(self._feeds)
+
     @property
     def active(self) -> bool:
         """True when at least one subscriber is registered."""

@@ -1,0 +1,194 @@
+"""The tiering job: hot SQLite files -> warm Parquet, on file:// and on a moto S3 server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api import StorageError, Tierflow, WorkflowContext, workflow
+from tests.tiering.tier_app import LATER, WORKFLOWS, populate
+from tiering.faults import POINTS
+from tiering.policy import TieringPolicy, TypePolicy
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def snapshot(tf: Tierflow, ids: list[str]) -> dict[str, Any]:
+    """Everything a user can read about each instance, as plain data."""
+    out = {}
+    for wid in ids:
+        info = (await tf.describe(wid)).to_dict()
+        info.pop("tier")
+        out[wid] = {"info": info, "history": [e.to_dict() for e in await tf.history(wid)]}
+    return out
+
+
+def hot_files(data: Path) -> list[Path]:
+    """Instance files that hold an instance (unused spares do not count)."""
+    return [p for p in (data / "hot" / "instances").rglob("*.sqlite") if _used(p)]
+
+
+def _used(p: Path) -> bool:
+    import sqlite3
+
+    conn = sqlite3.connect(p)
+    try:
+        return bool(conn.execute("SELECT count(*) FROM instance").fetchone()[0])
+    finally:
+        conn.close()
+
+
+@pytest.mark.timeout(300)
+async def test_500_workflows_move_in_one_pass(make_store, tmp_path: Path):
+    store = make_store()
+    data = tmp_path / "data"
+    async with Tierflow(data, WORKFLOWS, warm_store=store) as tf:
+        ids = await populate(tf, 500)
+        before = await snapshot(tf, ids)
+        report = await tf.tier(now=time.time() + LATER)
+        assert report.workflows_moved == 500
+        assert report.skipped == []
+        assert report.files_written <= 6  # 2 datasets x a few finish dates, not one per workflow
+        assert report.objects_put == report.files_written + 1
+        page = await tf.list(tier="warm", limit=1000)
+        assert len(page.items) == 500
+        assert await snapshot(tf, ids) == before
+        assert all(i.tier == "warm" for i in page.items)
+        assert (await tf.describe(ids[0])).tier == "warm"
+        assert await tf.get_handle(ids[0]).result() == [f"A0-{i}" for i in range(5)]
+        again = await tf.tier(now=time.time() + LATER)
+        assert again.workflows_moved == 0
+    assert hot_files(data) == []
+    manifests = [k for k, _ in store.list("warm/manifests")]
+    assert len(manifests) == len(report.batches)
+
+
+@workflow
+async def waits(ctx: WorkflowContext) -> str:
+    return await ctx.wait_for_signal("go")
+
+
+@workflow
+async def quick(ctx: WorkflowContext, n: int) -> int:
+    return n
+
+
+async def test_running_and_paused_never_move_and_age_policy(make_store, tmp_path: Path, clock):
+    store = make_store()
+    policy = TieringPolicy(min_age="1h", per_type={"quick": TypePolicy(min_age="3h")})
+    async with Tierflow(
+        tmp_path / "d", [waits, quick], warm_store=store, clock=clock, tiering=policy
+    ) as tf:
+        paused = await tf.run(waits, workflow_id="paused-1")
+        done = await tf.run(quick, 1, workflow_id="quick-1")
+        assert await paused.status() == "paused"
+        report = await tf.tier(now=clock.now() + 7200)  # 2 h: quick needs 3 h
+        assert report.workflows_moved == 0
+        report = await tf.tier(now=clock.now() + 4 * 3600)
+        assert report.workflows_moved == 1
+        assert (await tf.describe("quick-1")).tier == "warm"
+        assert (await tf.describe("paused-1")).tier == "hot"
+        await paused.signal("go", "now")
+        assert await paused.result(timeout=10) == "now"
+        assert await done.result() == 1
+
+
+async def test_unusable_store_fails_before_touching_hot(tmp_path: Path):
+    from warm.storage import ObjectStore
+
+    store = ObjectStore.from_url(
+        "s3://no-such-bucket-here/x",
+        endpoint="http://127.0.0.1:9",
+        access_key="k",
+        secret_key="s",
+        region="us-east-1",
+    )
+    async with Tierflow(tmp_path / "d", WORKFLOWS, warm_store=store) as tf:
+        ids = await populate(tf, 6)
+        before = await snapshot(tf, ids)
+        with pytest.raises(StorageError) as err:
+            await tf.tier(now=time.time() + LATER)
+        assert "no-such-bucket-here" in str(err.value)
+        assert await snapshot(tf, ids) == before
+        assert len((await tf.list(tier="hot")).items) == 6
+
+
+async def test_missing_bucket_on_s3(make_store, tmp_path: Path, backend):
+    if backend != "s3":
+        pytest.skip("bucket semantics are S3's")
+    from warm.storage import ObjectStore
+
+    good = make_store()
+    missing = ObjectStore.from_url(
+        "s3://bucket-that-does-not-exist/p",
+        endpoint=good.settings.endpoint,
+        access_key=good.settings.access_key,
+        secret_key=good.settings.secret_key,
+        region=good.settings.region,
+    )
+    async with Tierflow(tmp_path / "d", WORKFLOWS, warm_store=missing) as tf:
+        await populate(tf, 3)
+        with pytest.raises(StorageError, match="bucket-that-does-not-exist"):
+            await tf.tier(now=time.time() + LATER)
+        assert len((await tf.list(tier="hot")).items) == 3
+
+
+def _env_for(store: Any) -> dict[str, str]:
+    env = {**os.environ, "TIERFLOW_STORAGE_URL": store.url}
+    s = store.settings
+    if s.endpoint:
+        env["TIERFLOW_S3_ENDPOINT"] = s.endpoint
+        env["AWS_ACCESS_KEY_ID"] = s.access_key or ""
+        env["AWS_SECRET_ACCESS_KEY"] = s.secret_key or ""
+        env["TIERFLOW_S3_REGION"] = s.region
+    return env
+
+
+def _run(
+    mode: str, data: Path, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tests.tiering.tier_app", mode, str(data), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("point", POINTS)
+async def test_kill_at_each_point_then_rerun(make_store, tmp_path: Path, point: str):
+    store = make_store()
+    data = tmp_path / "data"
+    env = _env_for(store)
+    assert _run("populate", data, env, "60").returncode == 0
+    async with Tierflow(data, WORKFLOWS, warm_store=store) as tf:
+        ids = [i.workflow_id for i in (await tf.list(limit=100)).items]
+        before = await snapshot(tf, ids)
+    killed = _run("tier", data, {**env, "TIERFLOW_CRASH_AT": point})
+    assert killed.returncode == -9, killed.stderr
+    rerun = _run("tier", data, env)
+    assert rerun.returncode == 0, rerun.stderr
+    report = json.loads(rerun.stdout.splitlines()[-1])
+    async with Tierflow(data, WORKFLOWS, warm_store=store) as tf:
+        assert await snapshot(tf, ids) == before  # every workflow exactly once, identical
+        tiers = {i.tier for i in (await tf.list(limit=100)).items}
+        assert tiers == {"warm"}
+        status = await tf.tiering_status()
+    assert hot_files(data) == []
+    # No orphans: every data object belongs to a batch the ledger says is done.
+    done = {b["batch_id"] for b in status["batches"] if b["state"] == "done"}
+    for key, _ in store.list("warm"):
+        name = key.rsplit("/", 1)[-1]
+        assert any(bid in name for bid in done), (key, point, report)
+    if point != "after-commit":
+        assert report["garbage_collected"] >= 0 and report["recovered_batches"]

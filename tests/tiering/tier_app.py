@@ -1,0 +1,73 @@
+"""A program the tiering crash tests run as a real subprocess (and kill).
+
+Usage: python -m tests.tiering.tier_app MODE DATA_DIR [N]
+
+Storage comes from the environment (TIERFLOW_STORAGE_URL, TIERFLOW_S3_ENDPOINT,
+AWS_*), crash points from TIERFLOW_CRASH_AT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+from api import RetryPolicy, Tierflow, WorkflowContext, workflow
+
+# Tiering judges age against this: everything finished "2 h ago".
+LATER = 7200.0
+
+
+def upper(x: str) -> str:
+    return x.upper()
+
+
+def boom(x: str) -> str:
+    raise ValueError(f"bad input {x}")
+
+
+@workflow
+async def alpha(ctx: WorkflowContext, n: int) -> list[str]:
+    ctx.set_attributes(kind="alpha", n=n)
+    return [await ctx.step(f"s{i}", upper, f"a{n}-{i}") for i in range(5)]
+
+
+@workflow
+async def beta(ctx: WorkflowContext, n: int) -> dict:
+    token = ctx.uuid()
+    got = await ctx.step("one", upper, f"b{n}")
+    return {"token": token, "got": got, "unicode": "ünïcødé ✓ 𝄞"}
+
+
+@workflow
+async def gamma(ctx: WorkflowContext, n: int) -> None:
+    await ctx.step("fails", boom, f"g{n}", retry=RetryPolicy(max_attempts=2, initial_interval=0))
+
+
+WORKFLOWS = [alpha, beta, gamma]
+
+
+async def populate(tf: Tierflow, n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        wf = WORKFLOWS[i % 3]
+        h = await tf.run(wf, i, workflow_id=f"{wf.name}-{i:05d}")
+        ids.append(h.workflow_id)
+    return ids
+
+
+async def main(mode: str, data: str, args: list[str]) -> None:
+    async with Tierflow(data, WORKFLOWS) as tf:
+        if mode == "populate":
+            await populate(tf, int(args[0]))
+            print("ok", flush=True)
+        elif mode == "tier":
+            report = await tf.tier(now=time.time() + LATER)
+            print(json.dumps(report.to_dict()), flush=True)
+        else:
+            raise SystemExit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3:]))

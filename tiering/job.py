@@ -1,0 +1,366 @@
+"""The tiering job: move finished instances from hot SQLite files to warm Parquet.
+
+One pass, per batch:
+
+1. **select** finished instances old enough (the policy), from the index;
+2. **record** the batch in the ledger (fsync'd) before writing anything;
+3. **read** their instance files (in parallel, read-only);
+4. **write** a few large Parquet files (``warm.writer``);
+5. **verify**: read every file back; sizes, sha256 and row counts must match;
+6. **commit**: one index transaction marks the batch committed and moves the
+   instances to ``tier='warm'`` — from here on every read goes to warm;
+7. **publish** the batch manifest next to the data (external readers use it);
+8. **delete** the hot files.
+
+A crash anywhere is repaired by the next pass before it selects anything: a
+batch still ``writing`` is garbage-collected (its objects deleted, state
+``aborted``; its instances never left hot), a ``committed`` one is published
+and its hot files deleted. At no instant does an instance's data count in
+two tiers, because only the ledger commit flips the tier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hot import serde
+from hot.errors import CorruptInstance
+from hot.models import TERMINAL_STATUSES, to_micros
+from hot.store import delete_instance_file, read_for_archive
+from tiering.faults import crash_point
+from tiering.ledger import Ledger
+from tiering.policy import TieringPolicy
+from warm import reader, schema, writer
+from warm.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from hot.engine import Engine
+
+__all__ = ["Progress", "TieringJob", "TieringReport", "encode_report"]
+
+log = logging.getLogger("tierflow.tiering")
+
+Progress = Callable[[str, int, int], None]
+
+_WF_COLUMNS = (
+    "workflow_id",
+    "run_id",
+    "workflow_type",
+    "status",
+    "parent_workflow_id",
+    "input",
+    "result",
+    "error",
+    "attributes",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "step_count",
+    "tier",
+)
+_EV_COLUMNS = (
+    "workflow_id",
+    "run_id",
+    "event_id",
+    "event_type",
+    "event_time",
+    "step_name",
+    "attempt",
+    "payload",
+    "workflow_type",
+)
+
+
+@dataclass
+class TieringReport:
+    """What one pass did."""
+
+    batches: list[str] = field(default_factory=list)
+    workflows_moved: int = 0
+    events_moved: int = 0
+    files_written: int = 0
+    bytes_written: int = 0
+    objects_put: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    recovered_batches: list[str] = field(default_factory=list)
+    garbage_collected: int = 0
+    hot_bytes: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+class TieringJob:
+    """Runs tiering passes for one engine and one object store.
+
+    Args:
+        engine: The hot engine (its index is the ledger's home).
+        store: Where warm data goes.
+        policy: What moves and when.
+        progress: Called as ``progress(stage, done, total)``.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: ObjectStore,
+        policy: TieringPolicy,
+        progress: Progress | None = None,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.policy = policy
+        self.progress = progress or (lambda stage, done, total: None)
+        self.ledger = Ledger(engine.index)
+        self._lock = asyncio.Lock()
+
+    @property
+    def root(self) -> str:
+        """The store root as a path on ``store.fs``."""
+        return self.store.root
+
+    async def run(self, now: float | None = None) -> TieringReport:
+        """Run one pass: repair what a crash left, then move every eligible batch.
+
+        Args:
+            now: Treat this (seconds since the epoch) as the current time when
+                judging age; default: the engine clock.
+
+        Raises:
+            StorageError: The warm store is unusable; nothing in hot was touched.
+        """
+        async with self._lock:
+            t0 = time.perf_counter()
+            report = TieringReport()
+            await self.engine._io(self.store.check)
+            await self.recover(report)
+            cutoff_now = self.engine.clock.now() if now is None else now
+            while True:
+                candidates = self._select(cutoff_now)
+                if not candidates:
+                    break
+                moved = await self._move(candidates, report)
+                if moved == 0:
+                    break  # everything left is unreadable; reported in skipped
+            report.seconds = time.perf_counter() - t0
+            return report
+
+    # -- selection -------------------------------------------------------------------
+
+    def _select(self, now: float) -> list[tuple[str, str, str, int]]:
+        """Eligible ``(workflow_id, file, workflow_type, events)``, oldest first, one batch."""
+        policy = self.policy
+        ages = [policy.min_age_seconds()] + [policy.min_age_seconds(t) for t in policy.per_type]
+        loosest_cutoff = to_micros(now - min(ages))
+        disabled = policy.disabled_types()
+        statuses = [s for s in policy.statuses if s in TERMINAL_STATUSES]
+        sql = (
+            "SELECT workflow_id, file, workflow_type, finished_at, coalesce(events_upto, 0) "
+            "FROM instances WHERE tier='hot' AND file IS NOT NULL AND "
+            f"status IN ({','.join('?' * len(statuses))}) AND finished_at <= ?"
+        )
+        params: list[Any] = [*statuses, loosest_cutoff]
+        if disabled:
+            sql += f" AND workflow_type NOT IN ({','.join('?' * len(disabled))})"
+            params.extend(disabled)
+        # Never move events a registered subscriber has not acknowledged yet.
+        stream = self.engine._stream
+        if stream is not None:
+            for name in stream.subscriber_names():
+                sql += (
+                    " AND coalesce((SELECT upto FROM stream_cursors WHERE subscriber=? AND "
+                    "workflow_id=instances.workflow_id), 0) >= coalesce(events_upto, 0)"
+                )
+                params.append(name)
+        sql += " ORDER BY finished_at LIMIT ?"
+        params.append(policy.max_workflows_per_batch * 2)
+        rows = self.engine.index._read(sql, params)
+        out: list[tuple[str, str, str, int]] = []
+        events = 0
+        for wid, file, wtype, finished_at, n_events in rows:
+            if finished_at > to_micros(now - policy.min_age_seconds(wtype)):
+                continue
+            if out and events + n_events > policy.max_events_per_batch:
+                break
+            out.append((wid, file, wtype, n_events))
+            events += n_events
+            if len(out) >= policy.max_workflows_per_batch:
+                break
+        return out
+
+    # -- one batch -------------------------------------------------------------------
+
+    async def _read_all(
+        self, candidates: list[tuple[str, str, str, int]], report: TieringReport
+    ) -> tuple[list[tuple[dict[str, Any], list[tuple[Any, ...]]]], list[str]]:
+        loop = asyncio.get_running_loop()
+        base = self.engine.instances_dir
+        results: list[tuple[dict[str, Any], list[tuple[Any, ...]]]] = []
+        files: list[str] = []
+        total = len(candidates)
+        for start in range(0, total, 256):
+            chunk = candidates[start : start + 256]
+            futures = [
+                loop.run_in_executor(self.engine.io_pool, read_for_archive, base / c[1])
+                for c in chunk
+            ]
+            outs = await asyncio.gather(*futures, return_exceptions=True)
+            for cand, out in zip(chunk, outs, strict=True):
+                if isinstance(out, BaseException):
+                    reason = (
+                        f"corrupt: {out}"
+                        if isinstance(out, CorruptInstance)
+                        else f"unreadable: {out}"
+                    )
+                    report.skipped.append((cand[0], reason))
+                    log.error("tiering skips %s: %s", cand[0], reason)
+                    continue
+                results.append(out)
+                files.append(cand[1])
+            self.progress("read", min(start + len(chunk), total), total)
+        return results, files
+
+    @staticmethod
+    def _columns(
+        items: list[tuple[dict[str, Any], list[tuple[Any, ...]]]],
+    ) -> tuple[dict[str, list[Any]], dict[str, list[Any]], dict[str, int]]:
+        wf: dict[str, list[Any]] = {c: [] for c in _WF_COLUMNS}
+        ev: dict[str, list[Any]] = {c: [] for c in _EV_COLUMNS}
+        finished: dict[str, int] = {}
+        for row, events in items:
+            wid, run_id, wtype = row["workflow_id"], row["run_id"], row["workflow_type"]
+            started, ended = row["started_at"], row["finished_at"]
+            for c in _WF_COLUMNS[:12]:
+                wf[c].append(row[c])
+            wf["duration_ms"].append(
+                None if started is None or ended is None else (ended - started) / 1000
+            )
+            wf["step_count"].append(row["step_count"])
+            wf["tier"].append("warm")
+            finished[wid] = ended
+            n = len(events)
+            ev["workflow_id"].extend([wid] * n)
+            ev["run_id"].extend([run_id] * n)
+            ev["workflow_type"].extend([wtype] * n)
+            for e in events:
+                ev["event_id"].append(e[0])
+                ev["event_type"].append(e[1])
+                ev["event_time"].append(e[2])
+                ev["step_name"].append(e[3])
+                ev["attempt"].append(e[4])
+                ev["payload"].append(e[5])
+        return wf, ev, finished
+
+    async def _move(
+        self, candidates: list[tuple[str, str, str, int]], report: TieringReport
+    ) -> int:
+        engine = self.engine
+        batch_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
+        self.ledger.begin(batch_id, engine.now_us())
+        items, files = await self._read_all(candidates, report)
+        crash_point("after-read")
+        if not items:
+            self.ledger.set_state(batch_id, "aborted")
+            return 0
+        wf_cols, ev_cols, finished = self._columns(items)
+        n_events = len(ev_cols["event_id"])
+
+        def write_and_verify() -> writer.BatchManifest:
+            wf_table = schema.workflows_table(wf_cols)
+            ev_table = schema.history_table(ev_cols, finished)
+            bw = writer.BatchWriter(
+                self.store.fs,
+                self.root,
+                batch_id,
+                max_rows_per_file=self.policy.max_rows_per_file,
+                on_row_group=lambda key: crash_point("mid-write"),
+            )
+            manifest = bw.write(wf_table, ev_table)
+            crash_point("after-write")
+            reader.verify(self.store.fs, self.root, manifest)
+            return manifest
+
+        self.progress("write", 0, 1)
+        manifest = await engine._io(write_and_verify)
+        self.progress("write", 1, 1)
+        crash_point("after-verify")
+        ids = [row["workflow_id"] for row, _ in items]
+        moved = self.ledger.commit(
+            batch_id, manifest.to_json(), ids, len(ids), n_events, engine.now_us()
+        )
+        crash_point("after-commit")
+        report.batches.append(batch_id)
+        report.workflows_moved += moved
+        report.events_moved += n_events
+        report.files_written += len(manifest.files)
+        report.bytes_written += sum(f.bytes for f in manifest.files)
+        report.objects_put += len(manifest.files) + 1  # data files + the manifest
+        report.hot_bytes += await engine._io(_sizes, [engine.instances_dir / f for f in files])
+        await self._finish(batch_id, manifest)
+        return moved
+
+    async def _finish(self, batch_id: str, manifest: writer.BatchManifest) -> None:
+        """Publish the manifest and delete the hot files of a committed batch (idempotent)."""
+        engine = self.engine
+        await engine._io(writer.write_manifest, self.store.fs, self.root, manifest)
+        pending = self.ledger.hot_files_of(batch_id)
+        base = engine.instances_dir
+        done: list[str] = []
+        for start in range(0, len(pending), 512):
+            chunk = pending[start : start + 512]
+            await engine._io(_delete_files, [base / f for _, f in chunk])
+            done.extend(w for w, _ in chunk)
+            self.progress("delete", len(done), len(pending))
+        self.ledger.forget_hot_files(done)
+        self.ledger.set_state(batch_id, "done")
+
+    # -- crash repair ----------------------------------------------------------------
+
+    async def recover(self, report: TieringReport) -> None:
+        """Finish committed batches and garbage-collect ones a crash left half-written."""
+        for batch in self.ledger.in_state("committed"):
+            assert batch.manifest is not None
+            manifest = writer.BatchManifest.from_json(batch.manifest)
+            await self._finish(batch.batch_id, manifest)
+            report.recovered_batches.append(batch.batch_id)
+        for batch in self.ledger.in_state("writing"):
+            deleted = await self.engine._io(self._collect, batch.batch_id)
+            report.garbage_collected += deleted
+            self.ledger.set_state(batch.batch_id, "aborted")
+            report.recovered_batches.append(batch.batch_id)
+
+    def _collect(self, batch_id: str) -> int:
+        marker = f"batch-{batch_id}"
+        keys = [k for k, _ in self.store.list("warm") if marker in k.rsplit("/", 1)[-1]]
+        if keys:
+            self.store.delete_many(keys)
+            log.info("garbage-collected %d objects of uncommitted batch %s", len(keys), batch_id)
+        return len(keys)
+
+
+def _delete_files(paths: list[Any]) -> None:
+    for p in paths:
+        delete_instance_file(p)
+
+
+def _sizes(paths: list[Any]) -> int:
+    total = 0
+    for p in paths:
+        with contextlib.suppress(OSError):
+            total += p.stat().st_size
+    return total
+
+
+def encode_report(report: TieringReport) -> str:
+    """The report as JSON text."""
+    return serde.encode(report.to_dict(), what="tiering report")

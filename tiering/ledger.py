@@ -1,0 +1,146 @@
+"""The tiering ledger: which warm batches exist and how far each got.
+
+It lives in the instance index so that committing a batch and moving its
+instances to the warm tier is one SQLite transaction.
+
+States: ``writing`` (recorded, durably, before any object is written; a
+batch left here by a crash is garbage-collected), ``committed`` (its
+instances are in warm; the manifest may still need publishing and the hot
+files deleting), ``done``, ``aborted``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hot.index import IndexDB
+
+__all__ = ["Batch", "Ledger"]
+
+_DDL = (
+    "CREATE TABLE IF NOT EXISTS tier_batches ("
+    " batch_id TEXT PRIMARY KEY,"
+    " state TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL,"
+    " committed_at INTEGER,"
+    " workflow_count INTEGER,"
+    " event_count INTEGER,"
+    " manifest BLOB"
+    ") STRICT"
+)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One ledger row."""
+
+    batch_id: str
+    state: str
+    created_at: int
+    committed_at: int | None
+    workflow_count: int | None
+    event_count: int | None
+    manifest: bytes | None
+
+
+class Ledger:
+    """Reads and writes ``tier_batches`` through the index connection."""
+
+    def __init__(self, index: IndexDB) -> None:
+        self.index = index
+        index.write_now(lambda c: c.execute(_DDL), durable=True)
+
+    def begin(self, batch_id: str, now_us: int) -> None:
+        """Record a batch before anything is written (fsync'd)."""
+        self.index.write_now(
+            lambda c: c.execute(
+                "INSERT INTO tier_batches (batch_id, state, created_at) VALUES (?,?,?)",
+                (batch_id, "writing", now_us),
+            ),
+            durable=True,
+        )
+
+    def commit(
+        self,
+        batch_id: str,
+        manifest: bytes,
+        workflow_ids: Sequence[str],
+        workflow_count: int,
+        event_count: int,
+        now_us: int,
+    ) -> int:
+        """Mark the batch committed and move its instances to warm, atomically.
+
+        Returns:
+            How many instances moved (only hot, finished ones do).
+        """
+
+        def fn(c: sqlite3.Connection) -> int:
+            c.execute(
+                "UPDATE tier_batches SET state='committed', committed_at=?, manifest=?, "
+                "workflow_count=?, event_count=? WHERE batch_id=? AND state='writing'",
+                (now_us, manifest, workflow_count, event_count, batch_id),
+            )
+            moved = 0
+            for i in range(0, len(workflow_ids), 500):
+                chunk = list(workflow_ids[i : i + 500])
+                cur = c.execute(
+                    "UPDATE instances SET tier='warm', batch_id=? WHERE tier='hot' AND "
+                    "status IN ('completed','failed','cancelled','terminated') AND "
+                    f"workflow_id IN ({','.join('?' * len(chunk))})",
+                    [batch_id, *chunk],
+                )
+                moved += cur.rowcount
+            return moved
+
+        moved: int = self.index.write_now(fn, durable=True)
+        return moved
+
+    def set_state(self, batch_id: str, state: str) -> None:
+        """Move a batch to ``done`` or ``aborted``."""
+        self.index.write_now(
+            lambda c: c.execute(
+                "UPDATE tier_batches SET state=? WHERE batch_id=?", (state, batch_id)
+            ),
+            durable=True,
+        )
+
+    def get(self, batch_id: str) -> Batch | None:
+        """Return one batch."""
+        rows = self.index._read("SELECT * FROM tier_batches WHERE batch_id=?", (batch_id,))
+        return Batch(*rows[0]) if rows else None
+
+    def in_state(self, *states: str) -> list[Batch]:
+        """Return batches in any of ``states``, oldest first."""
+        marks = ",".join("?" * len(states))
+        rows = self.index._read(
+            f"SELECT * FROM tier_batches WHERE state IN ({marks}) ORDER BY created_at", states
+        )
+        return [Batch(*r) for r in rows]
+
+    def all(self, limit: int = 100) -> list[Batch]:
+        """Return the most recent batches."""
+        rows = self.index._read(
+            "SELECT * FROM tier_batches ORDER BY created_at DESC LIMIT ?", (limit,)
+        )
+        return [Batch(*r) for r in rows]
+
+    def hot_files_of(self, batch_id: str) -> list[tuple[str, str]]:
+        """``(workflow_id, file)`` of moved instances whose hot file is not yet deleted."""
+        rows = self.index._read(
+            "SELECT workflow_id, file FROM instances WHERE batch_id=? AND file IS NOT NULL",
+            (batch_id,),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def forget_hot_files(self, workflow_ids: Sequence[str]) -> None:
+        """Record that these instances' hot files are gone."""
+
+        def fn(c: sqlite3.Connection) -> None:
+            c.executemany(
+                "UPDATE instances SET file=NULL WHERE workflow_id=?", [(w,) for w in workflow_ids]
+            )
+
+        self.index.write_now(fn)

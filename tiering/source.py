@@ -1,0 +1,135 @@
+"""Reads of instances that live in the warm tier (the engine's ArchiveSource)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import Any
+
+from hot import serde
+from hot.errors import StorageError
+from hot.index import IndexRow
+from hot.models import HistoryEvent, WorkflowInfo, from_micros
+from tiering.ledger import Ledger
+from warm import reader, writer
+from warm.storage import ObjectStore
+
+__all__ = ["WarmSource"]
+
+
+class WarmSource:
+    """Answers ``describe``/``history`` for warm instances from their batch's files.
+
+    The index row names the batch; the batch's manifest (kept in the ledger)
+    names its files; the files are sorted by workflow id with row-group
+    statistics, so a lookup reads only the row groups that can hold the id.
+
+    Args:
+        store: The warm object store.
+        ledger: The tiering ledger (manifests of committed batches).
+        io: Runs blocking work off the event loop.
+    """
+
+    def __init__(self, store: ObjectStore, ledger: Ledger, io: Any) -> None:
+        self.store = store
+        self.ledger = ledger
+        self._io = io
+        self._manifests: OrderedDict[str, writer.BatchManifest] = OrderedDict()
+
+    def _manifest(self, row: IndexRow) -> writer.BatchManifest:
+        bid = row.batch_id
+        if bid is None:
+            raise StorageError(
+                f"workflow {row.workflow_id!r} is marked {row.tier} without a batch",
+                workflow_id=row.workflow_id,
+                url=self.store.url,
+            )
+        cached = self._manifests.get(bid)
+        if cached is not None:
+            self._manifests.move_to_end(bid)
+            return cached
+        batch = self.ledger.get(bid)
+        if batch is None or batch.manifest is None:
+            raise StorageError(
+                f"batch {bid} of workflow {row.workflow_id!r} is not in the ledger",
+                workflow_id=row.workflow_id,
+                url=self.store.url,
+            )
+        manifest = writer.BatchManifest.from_json(batch.manifest)
+        self._manifests[bid] = manifest
+        while len(self._manifests) > 256:
+            self._manifests.popitem(last=False)
+        return manifest
+
+    def _keys(self, row: IndexRow, dataset: str) -> list[str]:
+        manifest = self._manifest(row)
+        day = None
+        if row.finished_at is not None:
+            day = from_micros(row.finished_at).date().isoformat()
+        keys = [
+            f.key
+            for f in manifest.files
+            if f.dataset == dataset and (day is None or f.finished_date == day)
+        ]
+        return keys or [f.key for f in manifest.files if f.dataset == dataset]
+
+    async def describe(self, row: IndexRow) -> WorkflowInfo:
+        """The instance's ``workflows`` row, read from warm."""
+        keys = self._keys(row, "workflows")
+        found = await self._io(
+            reader.read_workflow, self.store.fs, self.store.root, keys, row.workflow_id
+        )
+        if found is None:
+            raise StorageError(
+                f"workflow {row.workflow_id!r} is missing from its warm batch {row.batch_id}",
+                workflow_id=row.workflow_id,
+                url=self.store.url,
+            )
+        return WorkflowInfo(
+            workflow_id=found["workflow_id"],
+            run_id=found["run_id"],
+            workflow_type=found["workflow_type"],
+            status=found["status"],
+            parent_workflow_id=found["parent_workflow_id"],
+            input=serde.decode(found["input"]),
+            result=serde.decode(found["result"]),
+            error=serde.decode(found["error"]),
+            attributes=serde.decode(found["attributes"]) or {},
+            created_at=_dt(found["created_at"]),
+            started_at=_dt_opt(found["started_at"]),
+            finished_at=_dt_opt(found["finished_at"]),
+            duration_ms=found["duration_ms"],
+            step_count=found["step_count"],
+            tier=row.tier,
+        )
+
+    async def history(self, row: IndexRow) -> list[HistoryEvent]:
+        """Every event of the instance, in order, read from warm."""
+        keys = self._keys(row, "history")
+        rows = await self._io(
+            reader.read_history, self.store.fs, self.store.root, keys, row.workflow_id
+        )
+        return [
+            HistoryEvent(
+                workflow_id=r["workflow_id"],
+                run_id=r["run_id"],
+                event_id=r["event_id"],
+                event_type=r["event_type"],
+                event_time=_dt(r["event_time"]),
+                step_name=r["step_name"],
+                attempt=r["attempt"],
+                payload=serde.decode(r["payload"]),
+                workflow_type=r["workflow_type"],
+            )
+            for r in rows
+        ]
+
+
+def _dt(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return from_micros(int(value))
+
+
+def _dt_opt(value: Any) -> datetime | None:
+    return None if value is None else _dt(value)
