@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tests.bench import authoring, hot_engine
+from tests.bench import authoring, hot_engine, tiering_bench
 
 HERE = Path(__file__).resolve().parent
 
@@ -115,6 +115,42 @@ def main() -> int:
     ]:
         t3.add_row(key, f"{figs[key]['value']:.2f} {unit}", target, f"{figs[key]['rss_mb']:.0f}")
     console.print(t3)
+
+    console.print("[bold]warm tier[/bold] (hot -> warm, 20-event workflows) ...")
+    tf = tiering_bench.measure(args.quick)
+    t4 = Table(
+        "metric",
+        "file://",
+        "moto s3://",
+        "target",
+        "peak RSS MB",
+        title="issue 4: tiering hot -> warm",
+    )
+    for key, fmt, target in [
+        ("wps", "{:.0f} wf/s", ">= 2000 wf/s"),
+        ("floor_wps", "{:.0f} wf/s", "read same SQLite + write same Parquet"),
+        ("puts_per_10k", "{:.1f}", "Temporal archival: ~50,000"),
+        ("hot_bytes_per_event", "{:.0f} B", ""),
+        ("warm_bytes_per_event", "{:.1f} B", ""),
+    ]:
+        t4.add_row(
+            key,
+            fmt.format(tf[f"file:{key}"]["value"]),
+            fmt.format(tf[f"s3:{key}"]["value"]),
+            target,
+            f"{tf[f's3:{key}']['rss_mb']:.0f}",
+        )
+    for name in ("file", "s3"):
+        ratio = tf[f"{name}:wps"]["value"] / tf[f"{name}:floor_wps"]["value"]
+        t4.add_row(f"ratio to floor ({name})", f"{ratio:.0%}", "", "", "")
+    t4.add_row(
+        "workflows per run",
+        f"{tf['file:workflows']['value']:.0f}",
+        f"{tf['s3:workflows']['value']:.0f}",
+        "",
+        "",
+    )
+    console.print(t4)
     return 0
 
 
