@@ -150,7 +150,8 @@ class TieringJob:
             await self.recover(report)
             cutoff_now = self.engine.clock.now() if now is None else now
             while True:
-                candidates = self._select(cutoff_now)
+                skipped = {w for w, _ in report.skipped}
+                candidates = self._select(cutoff_now, skipped)
                 if not candidates:
                     break
                 moved = await self._move(candidates, report)
@@ -161,7 +162,7 @@ class TieringJob:
 
     # -- selection -------------------------------------------------------------------
 
-    def _select(self, now: float) -> list[tuple[str, str, str, int]]:
+    def _select(self, now: float, exclude: set[str]) -> list[tuple[str, str, str, int]]:
         """Eligible ``(workflow_id, file, workflow_type, events)``, oldest first, one batch."""
         policy = self.policy
         ages = [policy.min_age_seconds()] + [policy.min_age_seconds(t) for t in policy.per_type]
@@ -187,12 +188,12 @@ class TieringJob:
                 )
                 params.append(name)
         sql += " ORDER BY finished_at LIMIT ?"
-        params.append(policy.max_workflows_per_batch * 2)
+        params.append(policy.max_workflows_per_batch * 2 + len(exclude))
         rows = self.engine.index._read(sql, params)
         out: list[tuple[str, str, str, int]] = []
         events = 0
         for wid, file, wtype, finished_at, n_events in rows:
-            if finished_at > to_micros(now - policy.min_age_seconds(wtype)):
+            if wid in exclude or finished_at > to_micros(now - policy.min_age_seconds(wtype)):
                 continue
             if out and events + n_events > policy.max_events_per_batch:
                 break

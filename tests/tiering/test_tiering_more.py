@@ -1,0 +1,176 @@
+"""Tiering edge cases: corrupt hot files, the CLI, periodic passes, queries and
+property-based round trips of arbitrary histories hot -> warm."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from api import Tierflow, WorkflowContext, workflow
+from tests.tiering.tier_app import LATER, WORKFLOWS, populate
+from tests.tiering.test_tiering import snapshot
+from tiering.policy import TieringPolicy
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_corrupt_hot_file_is_skipped_and_reported(tmp_path: Path):
+    async with Tierflow(tmp_path / "d", WORKFLOWS) as tf:
+        ids = await populate(tf, 9)
+        victim = ids[4]
+        await asyncio.sleep(0.1)  # background closes finish
+        path = tf._path(victim)
+        path.write_bytes(b"garbage" * 50)
+        report = await tf.tier(now=time.time() + LATER)
+        assert report.workflows_moved == 8
+        assert [w for w, _ in report.skipped] == [victim]
+        assert "corrupt" in report.skipped[0][1]
+        assert (await tf.list(tier="hot")).items[0].workflow_id == victim
+        others = [i for i in ids if i != victim]
+        assert [(await tf.describe(w)).tier for w in others] == ["warm"] * 8
+
+
+def test_cli_tier_moves_and_reports_json(tmp_path: Path):
+    data = tmp_path / "d"
+
+    async def fill() -> list[str]:
+        async with Tierflow(data, WORKFLOWS) as tf:
+            return await populate(tf, 12)
+
+    ids = asyncio.run(fill())
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "api.cli",
+            "tier",
+            "--data-dir",
+            str(data),
+            "--min-age",
+            "0s",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.splitlines()[-1])
+    assert report["workflows_moved"] == 12
+    assert (data / "lake" / "warm" / "manifests").is_dir()
+    listed = subprocess.run(
+        [sys.executable, "-m", "api.cli", "history", ids[0], "--data-dir", str(data), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["events"][-1]["event_type"] == "workflow.completed"
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "api.cli",
+            "tier",
+            "--data-dir",
+            str(data),
+            "--storage-url",
+            "s3://x-missing/p",
+            "--s3-endpoint",
+            "http://127.0.0.1:9",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"},
+    )
+    assert bad.returncode == 2 and "x-missing" in bad.stderr
+
+
+@workflow
+async def counted(ctx: WorkflowContext, n: int) -> int:
+    total = 0
+    ctx.set_query_handler("total", lambda: total)
+    for i in range(n):
+        total = await ctx.step(f"add-{i}", lambda a, b: a + b, total, i)
+    return total
+
+
+async def test_periodic_tiering_and_queries_on_archived(tmp_path: Path, clock):
+    policy = TieringPolicy(min_age="1h", interval=0.05)
+    async with Tierflow(tmp_path / "d", [counted], clock=clock, tiering=policy) as tf:
+        h = await tf.run(counted, 10, workflow_id="counted-1")
+        assert await h.result() == 45
+        clock.advance(3601)
+
+        async def moved() -> bool:
+            return (await tf.describe("counted-1")).tier == "warm"
+
+        deadline = time.monotonic() + 10
+        while not await moved():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert await h.query("total") == 45  # replayed from warm history
+        assert await h.result() == 45
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+step_results = st.lists(
+    st.one_of(json_values, st.text(min_size=1000, max_size=100_000).map(lambda s: s * 1)),
+    min_size=0,
+    max_size=40,
+)
+
+
+def identity(v: Any) -> Any:
+    return v
+
+
+@workflow
+async def echo(ctx: WorkflowContext, values: list[Any]) -> list[Any]:
+    return [await ctx.step(f"s-{i}-ü𝄞", identity, v) for i, v in enumerate(values)]
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(batches=st.lists(step_results, min_size=1, max_size=3))
+def test_property_histories_round_trip_hot_to_warm(batches: list[list[Any]]):
+    async def go(data: Path) -> None:
+        async with Tierflow(data, [echo]) as tf:
+            ids = []
+            for n, values in enumerate(batches):
+                h = await tf.run(echo, values, workflow_id=f"echo-{n}")
+                assert await h.result() == values
+                ids.append(h.workflow_id)
+            before = await snapshot(tf, ids)
+            report = await tf.tier(now=time.time() + 7200)
+            assert report.workflows_moved == len(ids)
+            assert await snapshot(tf, ids) == before
+
+    with tempfile.TemporaryDirectory() as d:
+        asyncio.run(go(Path(d)))
