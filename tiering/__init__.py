@@ -1,3 +1,6 @@
-"""Cross-tier services (tiering job, locator, analytics): not built yet (see the open issues)."""
+"""What spans tiers: the tiering job, its ledger and policy, and reads of warm instances."""
 
-__all__: list[str] = []
+from tiering.job import TieringJob, TieringReport
+from tiering.policy import TieringPolicy, TypePolicy
+
+__all__ = ["TieringJob", "TieringPolicy", "TieringReport", "TypePolicy"]

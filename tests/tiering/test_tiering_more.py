@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api import Tierflow, WorkflowContext, workflow
-from tests.tiering.tier_app import LATER, WORKFLOWS, populate
 from tests.tiering.test_tiering import snapshot
+from tests.tiering.tier_app import LATER, WORKFLOWS, populate
 from tiering.policy import TieringPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
