@@ -363,46 +363,27 @@ class WorkflowContext:
         if waiting:
             inbox_id, payload, _ = waiting[0]
             value = serde.decode(payload)
-            done = OpRecord(
-                seq,
-                "signal",
-                name,
-                "completed",
-                result=serde.encode({"payload": value}, what="signal"),
-            )
-            await ex.commit(
-                ops=[done],
-                events=[
-                    ex.event(
-                        EventType.VALUE_RECORDED,
-                        step=f"signal:{name}",
-                        payload={"seq": seq, "value": {"payload": value}},
-                    )
-                ],
-                consume_signals=[(inbox_id, seq)],
-            )
+            await self._settle_signal(seq, name, {"payload": value}, [(inbox_id, seq)])
             return value
         if rec.wake_at is not None and ex.now_us() >= rec.wake_at:
-            done = OpRecord(
-                seq,
-                "signal",
-                name,
-                "completed",
-                result=serde.encode({"timeout": True}, what="signal"),
-            )
-            await ex.commit(
-                ops=[done],
-                events=[
-                    ex.event(
-                        EventType.VALUE_RECORDED,
-                        step=f"signal:{name}",
-                        payload={"seq": seq, "value": {"timeout": True}},
-                    )
-                ],
-            )
+            done = await self._settle_signal(seq, name, {"timeout": True}, [])
             return self._signal_result(name, done, default)
         ex.check_cancel(seq, "signal", name)
         raise Suspend(rec.wake_at, "signal")
+
+    async def _settle_signal(
+        self, seq: str, name: str, outcome: dict[str, Any], consume: list[tuple[int, str]]
+    ) -> OpRecord:
+        """Record how a wait ended (a delivered payload, or the timeout)."""
+        ex = self._ex
+        done = OpRecord(
+            seq, "signal", name, "completed", result=serde.encode(outcome, what="signal")
+        )
+        event = ex.event(
+            EventType.VALUE_RECORDED, step=f"signal:{name}", payload={"seq": seq, "value": outcome}
+        )
+        await ex.commit(ops=[done], events=[event], consume_signals=consume)
+        return done
 
     def _signal_result(self, name: str, rec: OpRecord, default: Any) -> Any:
         outcome = serde.decode(rec.result) or {}

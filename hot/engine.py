@@ -344,6 +344,16 @@ class Engine:
             raise WorkflowNotFound(f"no workflow with id {workflow_id!r}", workflow_id=workflow_id)
         return row
 
+    def _live_row_or_raise(self, workflow_id: str) -> IndexRow:
+        row = self._row_or_raise(workflow_id)
+        if row.status in TERMINAL_STATUSES:
+            raise WorkflowAlreadyFinished(
+                f"workflow {workflow_id!r} has already finished ({row.status})",
+                workflow_id=workflow_id,
+                status=row.status,
+            )
+        return row
+
     def get_handle(self, workflow_id: str) -> WorkflowHandle:
         """Return a handle for an existing instance (checked lazily on use)."""
         return WorkflowHandle(self, validate_workflow_id(workflow_id))
@@ -673,6 +683,7 @@ class Engine:
             elif outcome.wake_at is not None:
                 self._scheduler.add_timer(wid, outcome.wake_at)
         if outcome.status in TERMINAL_STATUSES:
+            self._wake_pending.discard(wid)
             if outcome.status == Status.COMPLETED and outcome.result is not None:
                 self._remember_result(wid, outcome.result)
             self._notify(wid)
@@ -759,16 +770,7 @@ class Engine:
         if spare is None:
             await self._execute(wid)
             return
-        create = {
-            "workflow_id": wid,
-            "run_id": row.run_id,
-            "workflow_type": row.workflow_type,
-            "parent_workflow_id": row.parent_workflow_id,
-            "input": row.input,
-            "attributes": row.attributes,
-            "created_at": row.created_at,
-            "started_at": now,
-        }
+        create = _create_from_row(row, started_at=now)
         await self._execute(wid, create=create, spare=spare)
 
     async def run_due(self, wid: str, *, recovered: bool = False) -> None:
@@ -782,16 +784,7 @@ class Engine:
             # The runner may have died before creating the file: create it then.
             create = None
             if row.input is not None:
-                create = {
-                    "workflow_id": wid,
-                    "run_id": row.run_id,
-                    "workflow_type": row.workflow_type,
-                    "parent_workflow_id": row.parent_workflow_id,
-                    "input": row.input,
-                    "attributes": row.attributes,
-                    "created_at": row.created_at,
-                    "started_at": row.started_at,
-                }
+                create = _create_from_row(row, started_at=row.started_at)
             spare = None
             if row.file is None:  # died between claiming and assigning a file
                 spare = await self._take_spare()
@@ -987,15 +980,7 @@ class Engine:
 
     async def _signal_queued(self, row: IndexRow, event: EventRow, name: str, text: str) -> bool:
         """Give a queued instance its file now, holding the signal; False if it just started."""
-        create = {
-            "workflow_id": row.workflow_id,
-            "run_id": row.run_id,
-            "workflow_type": row.workflow_type,
-            "parent_workflow_id": row.parent_workflow_id,
-            "input": row.input,
-            "attributes": row.attributes,
-            "created_at": row.created_at,
-        }
+        create = _create_from_row(row)
         f = await self._take_spare()
         f.deferred = (
             self._file_row({**create, "status": Status.QUEUED.value}),
@@ -1143,13 +1128,7 @@ class Engine:
             WorkflowNotFound: No such instance.
             WorkflowAlreadyFinished: It had already finished; nothing changed.
         """
-        row = self._row_or_raise(workflow_id)
-        if row.status in TERMINAL_STATUSES:
-            raise WorkflowAlreadyFinished(
-                f"workflow {workflow_id!r} has already finished ({row.status})",
-                workflow_id=workflow_id,
-                status=row.status,
-            )
+        row = self._live_row_or_raise(workflow_id)
         if (
             row.status == Status.QUEUED
             and row.file is None
@@ -1201,13 +1180,7 @@ class Engine:
             WorkflowNotFound: No such instance.
             WorkflowAlreadyFinished: It had already finished; nothing changed.
         """
-        row = self._row_or_raise(workflow_id)
-        if row.status in TERMINAL_STATUSES:
-            raise WorkflowAlreadyFinished(
-                f"workflow {workflow_id!r} has already finished ({row.status})",
-                workflow_id=workflow_id,
-                status=row.status,
-            )
+        row = self._live_row_or_raise(workflow_id)
         if (
             row.status == Status.QUEUED
             and row.file is None
@@ -1266,15 +1239,7 @@ class Engine:
         error = serde.encode(
             {"type": status.value, "message": reason or status.value}, what="error"
         )
-        create = {
-            "workflow_id": row.workflow_id,
-            "run_id": row.run_id,
-            "workflow_type": row.workflow_type,
-            "parent_workflow_id": row.parent_workflow_id,
-            "input": row.input,
-            "attributes": row.attributes,
-            "created_at": row.created_at,
-        }
+        create = _create_from_row(row)
         file_row = self._file_row({**create, "status": status.value})
         file_row.update(finished_at=now, error=error)
         events = self._first_events(create, now)[:1]
@@ -1384,6 +1349,22 @@ class Engine:
             limit=limit,
         )
         return Page([_info(r, None) for r in rows], next_cursor)
+
+
+def _create_from_row(row: IndexRow, started_at: int | None = None) -> dict[str, Any]:
+    """What ``_execute(create=...)`` needs to create an instance's file from its index row."""
+    create = {
+        "workflow_id": row.workflow_id,
+        "run_id": row.run_id,
+        "workflow_type": row.workflow_type,
+        "parent_workflow_id": row.parent_workflow_id,
+        "input": row.input,
+        "attributes": row.attributes,
+        "created_at": row.created_at,
+    }
+    if started_at is not None:
+        create["started_at"] = started_at
+    return create
 
 
 def _check_attributes(attrs: dict[str, Any]) -> dict[str, Any]:

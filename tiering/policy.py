@@ -43,7 +43,7 @@ class TieringPolicy:
     statuses: Sequence[str] = tuple(sorted(TERMINAL_STATUSES))
     per_type: Mapping[str, TypePolicy] = field(default_factory=dict)
     max_workflows_per_batch: int = 50_000
-    max_events_per_batch: int = 2_000_000
+    max_events_per_batch: int = 1_000_000
     max_rows_per_file: int = 2_000_000
     interval: float | None = None
 

@@ -4,5 +4,6 @@ from tests.warm.conftest import (  # noqa: F401 - re-exported fixtures
     backend,
     make_store,
     s3_bucket,
+    s3_enforce_auth,
     s3_server,
 )

@@ -120,24 +120,42 @@ async def test_unusable_store_fails_before_touching_hot(tmp_path: Path):
         assert len((await tf.list(tier="hot")).items) == 6
 
 
-async def test_missing_bucket_on_s3(make_store, tmp_path: Path, backend):
-    if backend != "s3":
-        pytest.skip("bucket semantics are S3's")
+async def test_missing_bucket_on_s3(s3_server, tmp_path: Path, monkeypatch):
     from warm.storage import ObjectStore
 
-    good = make_store()
     missing = ObjectStore.from_url(
         "s3://bucket-that-does-not-exist/p",
-        endpoint=good.settings.endpoint,
-        access_key=good.settings.access_key,
-        secret_key=good.settings.secret_key,
-        region=good.settings.region,
+        endpoint=s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        region=s3_server.region,
     )
     async with Tierflow(tmp_path / "d", WORKFLOWS, warm_store=missing) as tf:
         await populate(tf, 3)
         with pytest.raises(StorageError, match="bucket-that-does-not-exist"):
             await tf.tier(now=time.time() + LATER)
         assert len((await tf.list(tier="hot")).items) == 3
+
+
+async def test_wrong_credentials_fail_before_touching_hot(
+    s3_server, s3_enforce_auth, tmp_path: Path
+):
+    from warm.storage import ObjectStore
+
+    wrong = ObjectStore.from_url(
+        f"s3://{s3_enforce_auth.bucket}/p",
+        endpoint=s3_server.endpoint,
+        access_key=s3_enforce_auth.access_key,
+        secret_key="not-the-secret",
+        region=s3_server.region,
+    )
+    async with Tierflow(tmp_path / "d", WORKFLOWS, warm_store=wrong) as tf:
+        ids = await populate(tf, 3)
+        before = await snapshot(tf, ids)
+        with pytest.raises(StorageError) as err:
+            await tf.tier(now=time.time() + LATER)
+        assert "secret" in str(err.value) and "not-the-secret" not in str(err.value)
+        assert await snapshot(tf, ids) == before
 
 
 def _env_for(store: Any) -> dict[str, str]:
