@@ -96,6 +96,11 @@ def main() -> int:
         "",
     )
     console.print(table)
+    console.print(
+        f"memory: {ours['paused_instances']['value']:.0f} paused instances -> process RSS "
+        f"{ours['paused_rss_mb']['value']:.0f} MB (+{ours['paused_rss_delta_mb']['value']:.0f}"
+        " MB for them); budget: 10,000 under 250 MB"
+    )
 
     console.print("[bold]signals, queries, event stream[/bold] ...")
     figs = authoring.measure(args.quick)

@@ -50,7 +50,35 @@ async def noop(ctx: WorkflowContext) -> int:
     return 1
 
 
-WORKFLOWS = [three_steps, sleep10, noop]
+@workflow
+async def sleeps_an_hour(ctx: WorkflowContext) -> None:
+    await ctx.sleep("1h")
+
+
+WORKFLOWS = [three_steps, sleep10, noop, sleeps_an_hour]
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now, in MB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+async def paused_memory(data: Path, n: int) -> dict[str, float]:
+    """RSS with ``n`` instances paused on a 1 h timer (budget: 10,000 under 250 MB)."""
+    async with Tierflow(data, WORKFLOWS) as tf:
+        before = current_rss_mb()
+        for _ in range(n):
+            await tf.run(sleeps_an_hour)
+        paused = len((await tf.list(status="paused", limit=n)).items)
+        assert paused == n, paused
+        return {
+            "paused_instances": float(n),
+            "paused_rss_mb": current_rss_mb(),
+            "paused_rss_delta_mb": current_rss_mb() - before,
+        }
+
+
 ITEMS = ["a", "b", "c"]
 
 
@@ -205,6 +233,10 @@ def measure(quick: bool) -> dict[str, dict[str, float]]:
             ("start", lambda: asyncio.run(start_latency(work / "start", samples))),
             ("sleep", lambda: asyncio.run(sleep_latency(work / "sleep"))),
             ("recovery", lambda: recovery(work)),
+            (
+                "paused",
+                lambda: asyncio.run(paused_memory(work / "paused", 2_000 if quick else 10_000)),
+            ),
         ]
         for _, run in phases:
             figures = run()
