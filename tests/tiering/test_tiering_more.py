@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api import Tierflow, WorkflowContext, workflow
+from api import StorageError, Tierflow, WorkflowContext, workflow
 from tests.tiering.test_tiering import snapshot
 from tests.tiering.tier_app import LATER, WORKFLOWS, populate
 from tiering.policy import TieringPolicy
@@ -154,14 +155,20 @@ async def echo(ctx: WorkflowContext, values: list[Any]) -> list[Any]:
 
 
 @settings(
-    max_examples=12,
+    max_examples=10,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,  # make_store() is called afresh per example
+    ],
 )
 @given(batches=st.lists(step_results, min_size=1, max_size=3))
-def test_property_histories_round_trip_hot_to_warm(batches: list[list[Any]]):
+def test_property_histories_round_trip_hot_to_warm(make_store, batches: list[list[Any]]):
+    store = make_store()
+
     async def go(data: Path) -> None:
-        async with Tierflow(data, [echo]) as tf:
+        async with Tierflow(data, [echo], warm_store=store) as tf:
             ids = []
             for n, values in enumerate(batches):
                 h = await tf.run(echo, values, workflow_id=f"echo-{n}")
@@ -174,3 +181,17 @@ def test_property_histories_round_trip_hot_to_warm(batches: list[list[Any]]):
 
     with tempfile.TemporaryDirectory() as d:
         asyncio.run(go(Path(d)))
+
+
+async def test_unusable_local_store_fails_before_touching_hot(tmp_path: Path):
+    from warm.storage import ObjectStore
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the lake should be")
+    store = ObjectStore.from_url((blocker / "lake").as_uri())
+    async with Tierflow(tmp_path / "d", WORKFLOWS, warm_store=store) as tf:
+        ids = await populate(tf, 3)
+        before = await snapshot(tf, ids)
+        with pytest.raises(StorageError, match="not-a-dir"):
+            await tf.tier(now=time.time() + LATER)
+        assert await snapshot(tf, ids) == before
