@@ -122,7 +122,8 @@ class WorkflowContext:
             await ex.flush_values()
             started = ex.now_us()
             if limit is None and not inspect.iscoroutinefunction(fn):
-                # Fast path: body and commit in one hop on the I/O pool.
+                # Fast path: one hop on the I/O pool commits what is buffered, then
+                # runs the body; the result is written by the next commit.
                 def records(
                     value: Any, attempt: int = attempt, started: int = started
                 ) -> tuple[list[EventRow], OpRecord]:
@@ -147,14 +148,14 @@ class WorkflowContext:
                     ], OpRecord(seq, "step", name, "completed", attempt, text)
 
                 ex.step_count += 1
-                ok, out = await ex.run_step_and_commit(
-                    lambda: _call_sync(fn, args, kwargs), records
-                )
+                ok, out = await ex.run_step_deferred(lambda: _call_sync(fn, args, kwargs), records)
                 if ok:
                     return serde.decode(out.result)
                 ex.step_count -= 1
                 exc = out
             else:
+                if ex.has_pending():  # earlier results must be durable before this side effect
+                    await ex.commit()
                 try:
                     value = await ex.track(
                         _invoke(fn, args, kwargs, limit, name, attempt, ex.workflow_id)

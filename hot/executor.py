@@ -390,31 +390,39 @@ class Execution:
 
         return await asyncio.get_running_loop().run_in_executor(self.env.io_pool, go)
 
-    async def run_step_and_commit(
+    def has_pending(self) -> bool:
+        """True if buffered records wait for the next commit."""
+        return bool(self.pending.events or self.pending.ops)
+
+    async def run_step_deferred(
         self, fn: Callable[[], Any], records: Callable[[Any], tuple[list[EventRow], OpRecord]]
     ) -> tuple[bool, Any]:
-        """Run a sync step body and, if it succeeds, commit its records in the same hop.
+        """Run a sync step body on the I/O pool; its records ride with the next commit.
 
-        One thread hop per step instead of two: the body runs on the I/O pool
-        and its result is committed there before control returns to the loop.
+        In the same thread hop, whatever is still buffered (typically the
+        previous step's result) is committed *before* ``fn`` runs, so every
+        recorded result is durable before the next side effect, as with a
+        commit per step. The new step's records are buffered and written by
+        whatever commits next: the next step, a timer, the pause or the
+        finish, so a workflow's last step and its completion share one fsync.
+        Between the two, only the workflow's own deterministic code runs.
 
         Returns:
-            ``(True, op)`` once committed, or ``(False, exception)`` if ``fn`` or
-            ``records`` raised (nothing was written).
+            ``(True, op)`` with the step's record buffered, or
+            ``(False, exception)`` if ``fn`` or ``records`` raised.
         """
         if self.terminated:
             raise Terminated()
         batch = self._take_pending((), (), None)
+        flush = bool(batch.events or batch.ops or batch.consume)
 
         def work() -> tuple[bool, Any]:
+            if flush:
+                batch.write()
             try:
-                events, op = records(fn())
+                return True, records(fn())
             except Exception as exc:
                 return False, exc
-            batch.events.extend(events)
-            batch.ops.append(op)
-            batch.write()
-            return True, op
 
         tracked = asyncio.ensure_future(
             asyncio.get_running_loop().run_in_executor(self.env.io_pool, work)
@@ -423,16 +431,20 @@ class Execution:
         try:
             ok, value = await tracked
         except BaseException:
-            batch.restore()
+            if not batch.written:
+                batch.restore()
             raise
         finally:
             self.inflight.discard(tracked)
+        if flush:
+            self.env.events_committed(self.workflow_id, self._stream_info(batch))
+        else:
+            batch.restore()  # nothing was written: keep the buffered updates
         if not ok:
-            batch.restore()
             return False, value
-        self.ops[value.seq] = value
-        self.env.events_committed(self.workflow_id, self._stream_info(batch))
-        return True, value
+        events, op = value
+        self.buffer(events=events, ops=[op])
+        return True, op
 
     def _stream_info(self, batch: _Batch) -> tuple[str, str, list[tuple[int, EventRow]]]:
         return self.run_id, self.row["workflow_type"], batch.written
