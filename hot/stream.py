@@ -112,7 +112,7 @@ class HttpSink(Subscriber):
         name: Subscriber name (cursors are kept under it); default ``"http"``.
         headers: Extra request headers, e.g. an ``Authorization`` token.
         timeout: Seconds per request.
-        **kw: ``batch_size`` (default 500), ``batch_ms`` (default 200),
+        **kw: ``batch_size`` (default 1000), ``batch_ms`` (default 500),
             ``max_backoff``.
 
     Any non-2xx answer or connection error is retried with exponential
@@ -128,8 +128,8 @@ class HttpSink(Subscriber):
         timeout: float = 10.0,
         **kw: Any,
     ) -> None:
-        kw.setdefault("batch_size", 500)
-        kw.setdefault("batch_ms", 200)
+        kw.setdefault("batch_size", 1000)
+        kw.setdefault("batch_ms", 500)
         super().__init__(name, **kw)
         if not url.startswith(("http://", "https://")):
             raise InvalidArgument(f"HttpSink needs an http(s) URL, got {url[:40]!r}")
@@ -143,25 +143,26 @@ class HttpSink(Subscriber):
 
     async def deliver(self, events: list[dict[str, Any]]) -> None:
         """POST one batch; raise on any failure."""
-        try:
-            import httpx
-        except ImportError as exc:  # pragma: no cover - httpx is a dependency
-            raise TierflowError("HttpSink needs httpx: pip install httpx") from exc
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout, headers=self._headers)
         await self.deliver_json([json.dumps(e, ensure_ascii=False) for e in events])
 
     async def deliver_json(self, events: list[str]) -> None:
-        """POST events that are already JSON text, without decoding them."""
+        """POST events that are already JSON text, without decoding them.
+
+        The request runs on a worker thread with a blocking client: encoding and
+        sending a large body then happens off the event loop that runs workflows.
+        """
+        body = ('{"events":[' + ",".join(events) + "]}").encode()
+        await asyncio.get_running_loop().run_in_executor(None, self._post, body)
+
+    def _post(self, body: bytes) -> None:
         try:
             import httpx
         except ImportError as exc:  # pragma: no cover - httpx is a dependency
             raise TierflowError("HttpSink needs httpx: pip install httpx") from exc
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout, headers=self._headers)
-        body = '{"events":[' + ",".join(events) + "]}"
-        resp = await self._client.post(
-            self.url, content=body.encode(), headers={"Content-Type": "application/json"}
+            self._client = httpx.Client(timeout=self.timeout, headers=self._headers)
+        resp = self._client.post(
+            self.url, content=body, headers={"Content-Type": "application/json"}
         )
         if resp.status_code // 100 != 2:
             raise TierflowError(f"event sink {self.url} answered HTTP {resp.status_code}")
@@ -169,8 +170,8 @@ class HttpSink(Subscriber):
     async def aclose(self) -> None:
         """Close the HTTP client."""
         if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+            client, self._client = self._client, None
+            await asyncio.get_running_loop().run_in_executor(None, client.close)
 
 
 class _Feed:
@@ -212,8 +213,12 @@ class _Feed:
             self.wake.clear()
             if self.sub.batch_ms:
                 await asyncio.sleep(self.sub.batch_ms / 1000)
-            while self.dirty:
-                await self._drain_some()
+            # Send full batches while the backlog lasts; a partial batch means we
+            # caught up, so wait batch_ms again instead of posting dribbles.
+            while self.dirty and await self._drain_some() >= self.sub.batch_size:
+                pass
+            if self.dirty:
+                self.wake.set()
 
     def _cursor(self, wid: str) -> int:
         if wid not in self.cursors:
@@ -238,7 +243,8 @@ class _Feed:
             del self.mem[wid]
         return [t for _, t in take], take[-1][0], bool(rest)
 
-    async def _drain_some(self) -> None:
+    async def _drain_some(self) -> int:
+        """Deliver one batch; return how many events it held."""
         batch: list[str] = []
         upto: dict[str, int] = {}
         for wid in list(self.dirty):
@@ -260,7 +266,7 @@ class _Feed:
                 batch.extend(texts)
                 upto[wid] = last
         if not batch:
-            return
+            return 0
         backoff = 0.05
         while True:
             try:
@@ -284,6 +290,7 @@ class _Feed:
         for wid, last in upto.items():
             self.cursors[wid] = last
         self.stream.save_cursors(self.sub.name, upto)
+        return len(batch)
 
 
 class EventStream:
@@ -347,21 +354,9 @@ class EventStream:
                 feed.mark(workflow_id)
             return
         run_id, wtype, rows = written
+        fmt = _WireFormatter(workflow_id, run_id, wtype).format
         texts = [
-            (
-                n,
-                wire_json(
-                    workflow_id,
-                    run_id,
-                    wtype,
-                    n,
-                    ev.event_type,
-                    ev.event_time,
-                    ev.step_name,
-                    ev.attempt,
-                    ev.payload,
-                ),
-            )
+            (n, fmt(n, ev.event_type, ev.event_time, ev.step_name, ev.attempt, ev.payload))
             for n, ev in rows
         ]
         for feed in self._feeds.values():
