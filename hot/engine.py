@@ -1193,7 +1193,7 @@ class Engine:
         error = serde.encode(
             {"type": "terminated", "message": reason or "terminated"}, what="error"
         )
-        await self._write_file(
+        last_event = await self._write_file(
             workflow_id,
             events=[
                 EventRow(
@@ -1226,6 +1226,7 @@ class Engine:
                     "wake_at": None,
                     "lease_owner": None,
                     "input": None,
+                    "events_upto": last_event,
                 },
             )
         )
@@ -1249,7 +1250,7 @@ class Engine:
         # File first, index second: the index never points at a file that is not there.
         f = await self._take_spare()
         f.deferred = (file_row, events)
-        await self._io(lambda: f.commit(allow_finished=True))
+        last_event = await self._io(lambda: f.commit(allow_finished=True))
         done = await self.index.write(
             IndexDB.update_fn(
                 row.workflow_id,
@@ -1259,6 +1260,7 @@ class Engine:
                     "error": error,
                     "file": self._rel(f),
                     "input": None,
+                    "events_upto": last_event,
                 },
                 only_if_status=[Status.QUEUED.value],
             )
@@ -1271,28 +1273,29 @@ class Engine:
         self._notify(row.workflow_id)
         return True
 
-    async def _write_file(self, wid: str, **kwargs: Any) -> None:
+    async def _write_file(self, wid: str, **kwargs: Any) -> int:
+        """Commit to an instance's file from outside its execution; return the last event id."""
         path = self._path(wid)
         ex = self._active.get(wid)
 
-        def go() -> None:
+        def go() -> int:
             if ex is not None and ex.file is not None:
                 # Share the running execution's connection and lock: its file may
                 # not have had its first commit yet, and this keeps writes ordered.
                 # The execution may have ended meanwhile; then open the file anew.
                 with ex.file_lock:
                     if not ex.file.closed:
-                        ex.file.commit(**kwargs)
-                        return
+                        return ex.file.commit(**kwargs)
             f = InstanceFile.open(path, durability=self.durability)
             try:
-                f.commit(**kwargs)
+                return f.commit(**kwargs)
             finally:
                 f.close()
 
         try:
-            await self._io(go)
+            last: int = await self._io(go)
             self.events_committed(wid)
+            return last
         except WorkflowAlreadyFinished as exc:
             raise WorkflowAlreadyFinished(
                 f"workflow {wid!r} has already finished ({exc.status})",
