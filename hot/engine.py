@@ -64,6 +64,7 @@ from hot.store import (
     InstanceFile,
     InstanceState,
     SparePool,
+    delete_instance_file,
     quarantine,
 )
 from hot.stream import CallbackSubscriber, EventStream, Subscriber, to_wire
@@ -996,7 +997,7 @@ class Engine:
         )
         self.io_pool.submit(f.close)
         if not done:
-            self.io_pool.submit(_delete_instance_file, f.path)
+            self.io_pool.submit(delete_instance_file, f.path)
         else:
             self.events_committed(row.workflow_id)
         return bool(done)
@@ -1267,7 +1268,7 @@ class Engine:
         )
         self.io_pool.submit(f.close)
         if not done:  # the scheduler claimed it meanwhile; our file is unused
-            self.io_pool.submit(_delete_instance_file, f.path)
+            self.io_pool.submit(delete_instance_file, f.path)
             return False
         self.events_committed(row.workflow_id)
         self._notify(row.workflow_id)
@@ -1391,11 +1392,6 @@ def _close_locked(file: InstanceFile, lock: threading.Lock) -> None:
     # Never close a connection another thread is using: that crashes SQLite.
     with lock:
         file.close()
-
-
-def _delete_instance_file(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
 
 
 def _read_file_row(path: Path, durability: str) -> dict[str, Any]:
