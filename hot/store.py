@@ -285,7 +285,16 @@ def remove_orphan_spares(instances_dir: Path, owner_id: str, referenced: set[str
             finally:
                 conn.close()
         except sqlite3.Error:
-            continue  # unreadable: leave it for an operator to look at
+            # A spare cut short while its template was being written (the owner was
+            # killed mid-write) is shorter than the template: garbage. Anything else
+            # unreadable is left for an operator to look at.
+            try:
+                partial = path.stat().st_size < len(_template_image())
+            except OSError:
+                continue
+            if not partial:
+                continue
+            used = 0
         if used == 0:
             for suffix in ("", "-wal", "-shm"):
                 Path(str(path) + suffix).unlink(missing_ok=True)

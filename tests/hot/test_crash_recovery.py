@@ -177,3 +177,16 @@ def test_events_committed_before_a_crash_reach_the_sink_after_restart(tmp_path: 
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def test_partial_spare_of_a_killed_owner_is_removed(tmp_path: Path):
+    from hot.store import remove_orphan_spares
+
+    shard = tmp_path / "ab"
+    shard.mkdir()
+    partial = shard / "123-dead-0011223344556677.sqlite"
+    partial.write_bytes(b"SQLite format 3\x00")  # killed while writing the template
+    other = shard / "123-dead-8899aabbccddeeff.sqlite"
+    other.write_bytes(b"x" * 100_000)  # unreadable and large: not ours to judge
+    assert remove_orphan_spares(tmp_path, "123-dead", set()) == 1
+    assert not partial.exists() and other.exists()
