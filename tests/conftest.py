@@ -69,3 +69,12 @@ async def wait_status(tf: Tierflow, workflow_id: str, *statuses: str, timeout: f
 
     await wait_for(ok, timeout)
     return await tf.status(workflow_id)
+
+
+async def wait_closed(path: Path, timeout: float = 10.0) -> None:
+    """Wait until the engine has closed an instance file (closing removes its WAL)."""
+
+    async def closed() -> bool:
+        return not Path(str(path) + "-wal").exists()
+
+    await wait_for(closed, timeout)

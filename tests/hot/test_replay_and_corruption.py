@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import datetime
 
@@ -16,7 +15,7 @@ from api import (
     workflow,
 )
 from hot.models import from_micros
-from tests.conftest import wait_status
+from tests.conftest import wait_closed, wait_status
 
 runs: dict[str, int] = {}
 
@@ -94,7 +93,7 @@ async def test_corrupt_file_fails_one_instance_and_quarantines_it(make_tf, clock
         assert await (await tf.run(pausing, i, workflow_id=wid)).status() == "paused"
     victim = ids[1]
     path = tf._path(victim)
-    await asyncio.sleep(0.1)  # let the background close of the file finish
+    await wait_closed(path)
     size = path.stat().st_size
     with path.open("r+b") as f:
         f.truncate(size // 3)
@@ -119,7 +118,7 @@ async def test_garbage_file_is_reported_on_describe(make_tf, clock, uid):
     tf = await make_tf([pausing], clock=clock)
     wid = uid()
     await tf.run(pausing, 1, workflow_id=wid)
-    await asyncio.sleep(0.1)
+    await wait_closed(tf._path(wid))
     tf._path(wid).write_bytes(b"this is not a database" * 100)
     info = await tf.describe(wid)
     assert info.status == "failed" and info.error["type"] == "CorruptInstance"

@@ -16,7 +16,7 @@ from api import (
     workflow,
 )
 from hot.retry import parse_duration
-from tests.conftest import wait_status
+from tests.conftest import wait_for, wait_status
 
 side_effects: list[str] = []
 
@@ -121,6 +121,10 @@ class Fatal(Exception):
     pass
 
 
+async def _attempts_reached(key: str, n: int) -> bool:
+    return attempts.get(key, 0) >= n
+
+
 def flaky(key: str, fail_times: int) -> str:
     attempts[key] = attempts.get(key, 0) + 1
     if attempts[key] <= fail_times:
@@ -151,8 +155,8 @@ async def test_retry_then_success_with_durable_backoff(make_tf, clock, uid):
     assert await h.status() == "paused"  # 2 s backoff is a durable timer
     t_fail1 = clock.now()
     clock.advance(2)
-    await wait_status(tf, h.workflow_id, "paused")
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: _attempts_reached(key, 2))
+    await wait_status(tf, h.workflow_id, "paused")  # the second backoff is recorded
     assert attempts[key] == 2
     clock.advance(4)  # backoff doubles
     assert await h.result(timeout=10) == "ok after 3"
@@ -179,7 +183,7 @@ async def test_retry_exhausted_fails_with_last_error(make_tf, clock, uid):
     key = uid("k")
     h = await tf.run(retrying, {"key": key, "fail": 99, "max": 3}, workflow_id=uid())
     clock.advance(2)
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: _attempts_reached(key, 2))
     await wait_status(tf, h.workflow_id, "paused")
     clock.advance(4)
     with pytest.raises(WorkflowFailed) as err:

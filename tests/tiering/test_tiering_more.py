@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api import StorageError, Tierflow, WorkflowContext, workflow
+from tests.conftest import wait_closed
 from tests.tiering.test_tiering import snapshot
 from tests.tiering.tier_app import LATER, WORKFLOWS, populate
 from tiering.policy import TieringPolicy
@@ -28,8 +29,8 @@ async def test_corrupt_hot_file_is_skipped_and_reported(tmp_path: Path):
     async with Tierflow(tmp_path / "d", WORKFLOWS) as tf:
         ids = await populate(tf, 9)
         victim = ids[4]
-        await asyncio.sleep(0.1)  # background closes finish
         path = tf._path(victim)
+        await wait_closed(path)
         path.write_bytes(b"garbage" * 50)
         report = await tf.tier(now=time.time() + LATER)
         assert report.workflows_moved == 8
