@@ -273,7 +273,7 @@ class TieringJob:
     ) -> int:
         engine = self.engine
         batch_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
-        self.ledger.begin(batch_id, engine.now_us())
+        self.ledger.begin(batch_id, engine.now_us(), self.store.url)
         items, files = await self._read_all(candidates, report)
         crash_point("after-read")
         if not items:

@@ -27,7 +27,8 @@ _DDL = (
     " committed_at INTEGER,"
     " workflow_count INTEGER,"
     " event_count INTEGER,"
-    " manifest BLOB"
+    " manifest BLOB,"
+    " store_url TEXT"
     ") STRICT"
 )
 
@@ -43,6 +44,7 @@ class Batch:
     workflow_count: int | None
     event_count: int | None
     manifest: bytes | None
+    store_url: str | None
 
 
 class Ledger:
@@ -52,12 +54,13 @@ class Ledger:
         self.index = index
         index.write_now(lambda c: c.execute(_DDL), durable=True)
 
-    def begin(self, batch_id: str, now_us: int) -> None:
-        """Record a batch before anything is written (fsync'd)."""
+    def begin(self, batch_id: str, now_us: int, store_url: str) -> None:
+        """Record a batch, and the store it goes to, before anything is written (fsync'd)."""
         self.index.write_now(
             lambda c: c.execute(
-                "INSERT INTO tier_batches (batch_id, state, created_at) VALUES (?,?,?)",
-                (batch_id, "writing", now_us),
+                "INSERT INTO tier_batches (batch_id, state, created_at, store_url) "
+                "VALUES (?,?,?,?)",
+                (batch_id, "writing", now_us, store_url),
             ),
             durable=True,
         )

@@ -55,6 +55,14 @@ class WarmSource:
                 workflow_id=row.workflow_id,
                 url=self.store.url,
             )
+        if batch.store_url and batch.store_url != self.store.url:
+            raise StorageError(
+                f"workflow {row.workflow_id!r} is in warm batch {bid}, written to "
+                f"{batch.store_url}, but this engine reads warm data from {self.store.url}; "
+                "set TIERFLOW_STORAGE_URL (and TIERFLOW_S3_ENDPOINT) to that store",
+                workflow_id=row.workflow_id,
+                url=self.store.url,
+            )
         manifest = writer.BatchManifest.from_json(batch.manifest)
         self._manifests[bid] = manifest
         while len(self._manifests) > 256:

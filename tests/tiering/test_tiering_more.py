@@ -196,3 +196,17 @@ async def test_unusable_local_store_fails_before_touching_hot(tmp_path: Path):
         with pytest.raises(StorageError, match="not-a-dir"):
             await tf.tier(now=time.time() + LATER)
         assert await snapshot(tf, ids) == before
+
+
+async def test_reading_warm_data_from_another_store_names_both(tmp_path: Path):
+    from warm.storage import ObjectStore
+
+    data = tmp_path / "d"
+    async with Tierflow(data, WORKFLOWS) as tf:  # default: file://<data>/lake
+        ids = await populate(tf, 3)
+        await tf.tier(now=time.time() + LATER)
+    other = ObjectStore.from_url((tmp_path / "elsewhere").as_uri())
+    async with Tierflow(data, WORKFLOWS, warm_store=other) as tf:
+        with pytest.raises(StorageError) as err:
+            await tf.history(ids[0])
+        assert "lake" in str(err.value) and "elsewhere" in str(err.value)
