@@ -9,6 +9,7 @@ timers are durable, and ``now``/``uuid``/``random`` are recorded.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import uuid as _uuid
 from collections.abc import Callable
@@ -124,29 +125,7 @@ class WorkflowContext:
             if limit is None and not inspect.iscoroutinefunction(fn):
                 # Fast path: one hop on the I/O pool commits what is buffered, then
                 # runs the body; the result is written by the next commit.
-                def records(
-                    value: Any, attempt: int = attempt, started: int = started
-                ) -> tuple[list[EventRow], OpRecord]:
-                    text = ex.encode(value, f"result of step {name!r}")
-                    done = ex.now_us()
-                    decoded = serde.decode(text)
-                    return [
-                        ex.event(
-                            EventType.STEP_STARTED,
-                            step=name,
-                            attempt=attempt,
-                            payload={"seq": seq},
-                            at=started,
-                        ),
-                        ex.event(
-                            EventType.STEP_COMPLETED,
-                            step=name,
-                            attempt=attempt,
-                            payload={"seq": seq, "result": decoded},
-                            at=done,
-                        ),
-                    ], OpRecord(seq, "step", name, "completed", attempt, text)
-
+                records = functools.partial(_completed, ex, seq, name, attempt, started)
                 ex.step_count += 1
                 ok, out = await ex.run_step_deferred(lambda: _call_sync(fn, args, kwargs), records)
                 if ok:
@@ -160,31 +139,15 @@ class WorkflowContext:
                     value = await ex.track(
                         _invoke(fn, args, kwargs, limit, name, attempt, ex.workflow_id)
                     )
-                    result_text = ex.encode(value, f"result of step {name!r}")
+                    events, op = _completed(ex, seq, name, attempt, started, value)
                 except Exception as err:
                     exc = err
                 else:
+                    # Like the fast path: written by the next commit, before any
+                    # later side effect.
                     ex.step_count += 1
-                    op = OpRecord(seq, "step", name, "completed", attempt, result_text)
-                    await ex.commit(
-                        events=[
-                            ex.event(
-                                EventType.STEP_STARTED,
-                                step=name,
-                                attempt=attempt,
-                                payload={"seq": seq},
-                                at=started,
-                            ),
-                            ex.event(
-                                EventType.STEP_COMPLETED,
-                                step=name,
-                                attempt=attempt,
-                                payload={"seq": seq, "result": serde.decode(result_text)},
-                            ),
-                        ],
-                        ops=[op],
-                    )
-                    return serde.decode(result_text)
+                    ex.buffer(events=events, ops=[op])
+                    return serde.decode(op.result)
             # A result that cannot be recorded is a bug in the step, not a transient
             # fault: fail at once, naming the step and the type.
             retryable = not isinstance(exc, PayloadError) and policy.is_retryable(exc)
@@ -546,6 +509,25 @@ class WorkflowContext:
     def set_query_handler(self, name: str, fn: Callable[..., Any]) -> None:
         """Answer queries named ``name`` with ``fn(*args)`` (must not block or mutate)."""
         self._ex.query_handlers[name] = fn
+
+
+def _completed(
+    ex: Execution, seq: str, name: str, attempt: int, started: int, value: Any
+) -> tuple[list[EventRow], OpRecord]:
+    """The records of a successful attempt (raises PayloadError if ``value`` is not JSON)."""
+    text = ex.encode(value, f"result of step {name!r}")
+    events = [
+        ex.event(
+            EventType.STEP_STARTED, step=name, attempt=attempt, payload={"seq": seq}, at=started
+        ),
+        ex.event(
+            EventType.STEP_COMPLETED,
+            step=name,
+            attempt=attempt,
+            payload={"seq": seq, "result": serde.decode(text)},
+        ),
+    ]
+    return events, OpRecord(seq, "step", name, "completed", attempt, text)
 
 
 def _call_sync(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
