@@ -26,7 +26,6 @@ import contextlib
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -53,34 +52,9 @@ Progress = Callable[[str, int, int], None]
 # Reading is mostly GIL-bound work on small files: one worker beats several.
 _READ_WORKERS = 1
 
-_WF_COLUMNS = (
-    "workflow_id",
-    "run_id",
-    "workflow_type",
-    "status",
-    "parent_workflow_id",
-    "input",
-    "result",
-    "error",
-    "attributes",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "duration_ms",
-    "step_count",
-    "tier",
-)
-_EV_COLUMNS = (
-    "workflow_id",
-    "run_id",
-    "event_id",
-    "event_type",
-    "event_time",
-    "step_name",
-    "attempt",
-    "payload",
-    "workflow_type",
-)
+# What the instance row gives the warm table directly; duration_ms and tier
+# are derived by ``warm.schema.workflows_table``.
+_WF_FROM_ROW = tuple(c for c in schema.WORKFLOW_COLUMNS if c not in ("duration_ms", "tier"))
 
 
 @dataclass
@@ -241,20 +215,14 @@ class TieringJob:
     def _columns(
         items: list[tuple[dict[str, Any], list[tuple[Any, ...]]]],
     ) -> tuple[dict[str, list[Any]], dict[str, list[Any]], dict[str, int]]:
-        wf: dict[str, list[Any]] = {c: [] for c in _WF_COLUMNS}
-        ev: dict[str, list[Any]] = {c: [] for c in _EV_COLUMNS}
+        wf: dict[str, list[Any]] = {c: [] for c in _WF_FROM_ROW}
+        ev: dict[str, list[Any]] = {c: [] for c in schema.HISTORY_COLUMNS}
         finished: dict[str, int] = {}
         for row, events in items:
             wid, run_id, wtype = row["workflow_id"], row["run_id"], row["workflow_type"]
-            started, ended = row["started_at"], row["finished_at"]
-            for c in _WF_COLUMNS[:12]:
+            for c in _WF_FROM_ROW:
                 wf[c].append(row[c])
-            wf["duration_ms"].append(
-                None if started is None or ended is None else (ended - started) / 1000
-            )
-            wf["step_count"].append(row["step_count"])
-            wf["tier"].append("warm")
-            finished[wid] = ended
+            finished[wid] = row["finished_at"]
             n = len(events)
             ev["workflow_id"].extend([wid] * n)
             ev["run_id"].extend([run_id] * n)
@@ -272,7 +240,7 @@ class TieringJob:
         self, candidates: list[tuple[str, str, str, int]], report: TieringReport
     ) -> int:
         engine = self.engine
-        batch_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
+        batch_id = writer.new_batch_id()
         self.ledger.begin(batch_id, engine.now_us(), self.store.url)
         items, files = await self._read_all(candidates, report)
         crash_point("after-read")
@@ -340,19 +308,22 @@ class TieringJob:
             manifest = writer.BatchManifest.from_json(batch.manifest)
             await self._finish(batch.batch_id, manifest)
             report.recovered_batches.append(batch.batch_id)
-        for batch in self.ledger.in_state("writing"):
-            deleted = await self.engine._io(self._collect, batch.batch_id)
-            report.garbage_collected += deleted
-            self.ledger.set_state(batch.batch_id, "aborted")
-            report.recovered_batches.append(batch.batch_id)
-
-    def _collect(self, batch_id: str) -> int:
-        marker = f"batch-{batch_id}"
-        keys = [k for k, _ in self.store.list("warm") if marker in k.rsplit("/", 1)[-1]]
-        if keys:
-            self.store.delete_many(keys)
-            log.info("garbage-collected %d objects of uncommitted batch %s", len(keys), batch_id)
-        return len(keys)
+        writing = self.ledger.in_state("writing")
+        if writing:
+            # One listing for all of them: objects are found by the batch id in their keys.
+            found = await self.engine._io(writer.list_batches, self.store.fs, self.root)
+            for batch in writing:
+                keys = found.get(batch.batch_id, [])
+                if keys:
+                    await self.engine._io(self.store.delete_many, keys)
+                    log.info(
+                        "garbage-collected %d objects of uncommitted batch %s",
+                        len(keys),
+                        batch.batch_id,
+                    )
+                report.garbage_collected += len(keys)
+                self.ledger.set_state(batch.batch_id, "aborted")
+                report.recovered_batches.append(batch.batch_id)
 
 
 def _read_chunk(
