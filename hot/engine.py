@@ -365,7 +365,8 @@ class Engine:
         input: Any,
         workflow_id: str | None,
         attributes: dict[str, Any] | None,
-    ) -> tuple[WorkflowDefinition, str, str, str]:
+    ) -> dict[str, Any]:
+        """Validate a new instance's arguments; return its index row (status unset)."""
         definition = self.registry.resolve(wf)
         wid = validate_workflow_id(
             workflow_id
@@ -378,7 +379,15 @@ class Engine:
             input, what="workflow input", max_bytes=self.max_payload_bytes, workflow_id=wid
         )
         attrs = _check_attributes(attributes or {})
-        return definition, wid, input_text, serde.encode(attrs, what="attributes")
+        return {
+            "workflow_id": wid,
+            "run_id": uuid.uuid4().hex,
+            "workflow_type": definition.name,
+            "parent_workflow_id": None,
+            "input": input_text,
+            "attributes": serde.encode(attrs, what="attributes"),
+            "created_at": self.now_us(),
+        }
 
     def _existing(self, wid: str, on_conflict: OnConflict) -> WorkflowHandle | None:
         if on_conflict not in ("use_existing", "fail"):
@@ -413,20 +422,12 @@ class Engine:
             InvalidArgument: Bad id, input that is not JSON, bad attributes.
             WorkflowAlreadyExists: The id exists and ``on_conflict="fail"``.
         """
-        definition, wid, input_text, attrs_text = self._prepare(wf, input, workflow_id, attributes)
+        row = self._prepare(wf, input, workflow_id, attributes)
+        wid = row["workflow_id"]
         existing = self._existing(wid, on_conflict)
         if existing is not None:
             return existing
-        row = {
-            "workflow_id": wid,
-            "run_id": uuid.uuid4().hex,
-            "workflow_type": definition.name,
-            "status": Status.QUEUED.value,
-            "parent_workflow_id": parent_workflow_id,
-            "input": input_text,
-            "attributes": attrs_text,
-            "created_at": self.now_us(),
-        }
+        row.update(status=Status.QUEUED.value, parent_workflow_id=parent_workflow_id)
         inserted = await self.index.write(IndexDB.insert_fn(row), durable=True)
         if not inserted:
             return self._existing(wid, on_conflict) or WorkflowHandle(self, wid)
@@ -448,23 +449,14 @@ class Engine:
         Returns:
             A handle; ``await handle.status()`` tells which of the two happened.
         """
-        definition, wid, input_text, attrs_text = self._prepare(wf, input, workflow_id, attributes)
+        row = self._prepare(wf, input, workflow_id, attributes)
+        wid = row["workflow_id"]
         existing = self._existing(wid, on_conflict)
         if existing is not None:
             return existing
-        now = self.now_us()
-        row = {
-            "workflow_id": wid,
-            "run_id": uuid.uuid4().hex,
-            "workflow_type": definition.name,
-            "status": Status.RUNNING.value,
-            "parent_workflow_id": None,
-            "input": input_text,
-            "attributes": attrs_text,
-            "created_at": now,
-            "started_at": now,
-            "lease_owner": self.owner_id,
-        }
+        row.update(
+            status=Status.RUNNING.value, started_at=row["created_at"], lease_owner=self.owner_id
+        )
         spare = await self._take_spare()
         row["file"] = self._rel(spare)
         # The index arbitrates who creates an id; this commit need not be fsync'd
