@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -275,24 +275,10 @@ class Engine:
         row = self.index.get(workflow_id)
         if row is None or row.file is None:
             return [], False
-        path = self.instances_dir / row.file
-        ex = self._active.get(workflow_id)
-
-        def go() -> list[tuple[Any, ...]]:
-            if ex is not None and ex.file is not None:
-                with ex.file_lock:
-                    if not ex.file.closed and ex.file.deferred is None:
-                        return ex.file.read_events(after, limit + 1)
-                    if ex.file.deferred is not None:
-                        return []
-            f = InstanceFile.open(path, durability=self.durability)
-            try:
-                return f.read_events(after, limit + 1)
-            finally:
-                f.close()
-
         try:
-            rows = await self._io(go)
+            rows: list[tuple[Any, ...]] = await self._on_file(
+                workflow_id, lambda f: [] if f.deferred else f.read_events(after, limit + 1)
+            )
         except (FileNotFoundError, IncompleteInstance):
             return [], False
         except StorageError as exc:
@@ -1266,27 +1252,33 @@ class Engine:
         self._notify(row.workflow_id)
         return True
 
-    async def _write_file(self, wid: str, **kwargs: Any) -> int:
-        """Commit to an instance's file from outside its execution; return the last event id."""
+    async def _on_file(self, wid: str, fn: Callable[[InstanceFile], Any]) -> Any:
+        """Run ``fn`` on an instance's file, on an I/O thread.
+
+        A running execution's connection is shared, under its lock: its file
+        may not have had its first commit yet, and this keeps writes ordered.
+        If it closed meanwhile (or none runs), the file is opened for the call.
+        """
         path = self._path(wid)
         ex = self._active.get(wid)
 
-        def go() -> int:
+        def go() -> Any:
             if ex is not None and ex.file is not None:
-                # Share the running execution's connection and lock: its file may
-                # not have had its first commit yet, and this keeps writes ordered.
-                # The execution may have ended meanwhile; then open the file anew.
                 with ex.file_lock:
                     if not ex.file.closed:
-                        return ex.file.commit(**kwargs)
+                        return fn(ex.file)
             f = InstanceFile.open(path, durability=self.durability)
             try:
-                return f.commit(**kwargs)
+                return fn(f)
             finally:
                 f.close()
 
+        return await self._io(go)
+
+    async def _write_file(self, wid: str, **kwargs: Any) -> int:
+        """Commit to an instance's file from outside its execution; return the last event id."""
         try:
-            last: int = await self._io(go)
+            last: int = await self._on_file(wid, lambda f: f.commit(**kwargs))
             self.events_committed(wid)
             return last
         except WorkflowAlreadyFinished as exc:
