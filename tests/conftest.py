@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -71,10 +72,21 @@ async def wait_status(tf: Tierflow, workflow_id: str, *statuses: str, timeout: f
     return await tf.status(workflow_id)
 
 
+def _open_in_this_process(path: Path) -> bool:
+    target = os.path.realpath(path)
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == target:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 async def wait_closed(path: Path, timeout: float = 10.0) -> None:
-    """Wait until the engine has closed an instance file (closing removes its WAL)."""
+    """Wait until the engine has closed an instance file (no descriptor of it is open)."""
 
     async def closed() -> bool:
-        return not Path(str(path) + "-wal").exists()
+        return not _open_in_this_process(path)
 
     await wait_for(closed, timeout)
