@@ -143,9 +143,13 @@ class _Batch:
         self.updates = updates
         self.consume = consume
         self.written: list[tuple[int, EventRow]] = []
+        self.committed = False
 
     def write(self) -> None:
-        """Commit the batch (runs on an I/O thread)."""
+        """Write the batch in one transaction; durable only after ``ex.file.sync()``.
+
+        Runs on the event-loop thread (see ``InstanceFile.use_split_sync``).
+        """
         ex = self.ex
         assert ex.file is not None
         with ex.file_lock:
@@ -157,7 +161,9 @@ class _Batch:
                 ops=self.ops,
                 updates=self.updates,
                 consume_signals=self.consume,
+                sync=False,
             )
+            self.committed = True
             ex.last_event_id = last
             written = [*first, *self.events]
             self.written = list(enumerate(written, start=last - len(written) + 1))
@@ -224,8 +230,11 @@ class Execution:
         self.query_handlers: dict[str, Callable[..., Any]] = {}
         self.last_event_id: int = state.last_event_id
         self.task: asyncio.Task[Outcome] | None = None
-        # Serialises this instance's transactions; taken on the I/O threads.
+        # Serialises this instance's transactions (the executor's, on the event
+        # loop, and outside writers', on I/O threads).
         self.file_lock = threading.Lock()
+        if file is not None:
+            file.use_split_sync()
         # Deterministic per-instance RNG for retry jitter: replay never reads it,
         # but a stable seed keeps a rerun's schedule explainable.
         self.rng = random.Random(self.run_id)
@@ -365,14 +374,21 @@ class Execution:
         consume_signals: Sequence[tuple[int, str]] = (),
     ) -> None:
         """Commit buffered records plus these in one transaction, off the event loop."""
-        if self.query_mode or self.file is None:
+        file = self.file
+        if self.query_mode or file is None:
             return
         if self.terminated:
             raise Terminated()
         batch = self._take_pending(events, ops, updates)
         batch.consume = consume_signals
+        try:
+            batch.write()
+        except BaseException:
+            if not batch.committed:
+                batch.restore()
+            raise
         # Tracked, so a suspension in a sibling branch waits for this write to land.
-        await self.track(asyncio.get_running_loop().run_in_executor(self.env.io_pool, batch.write))
+        await self.track(asyncio.get_running_loop().run_in_executor(self.env.io_pool, file.sync))
         for op in ops:
             self.ops[op.seq] = op
         self.env.events_committed(self.workflow_id, self._stream_info(batch))
@@ -413,12 +429,20 @@ class Execution:
         """
         if self.terminated:
             raise Terminated()
+        file = self.file
         batch = self._take_pending((), (), None)
-        flush = bool(batch.events or batch.ops or batch.consume)
+        flush = bool(batch.events or batch.ops or batch.consume) and file is not None
+        if flush:
+            try:
+                batch.write()
+            except BaseException:
+                batch.restore()
+                raise
 
         def work() -> tuple[bool, Any]:
             if flush:
-                batch.write()
+                assert file is not None
+                file.sync()
             try:
                 return True, records(fn())
             except Exception as exc:
@@ -431,7 +455,7 @@ class Execution:
         try:
             ok, value = await tracked
         except BaseException:
-            if not batch.written:
+            if not batch.committed:
                 batch.restore()
             raise
         finally:
