@@ -95,6 +95,25 @@ def main() -> int:
         f"{commits:.1f} fsync'd commits/wf x {commit_ms:.3f} ms",
         "",
     )
+    floor8 = ours["conc8_floor_wps"]["value"]
+    table.add_row(
+        "floor (conc8)",
+        f"{floor8:.0f} wf/s",
+        "",
+        f"ours = {ours['conc8_wps']['value'] / floor8:.0%}",
+        "8 threads: file + 3 fsync'd commits + close, no engine",
+        "",
+    )
+    sp50, sp99 = ours["start_floor_p50_ms"]["value"], ours["start_floor_p99_ms"]["value"]
+    table.add_row(
+        "floor (start)",
+        f"{sp50:.2f} / {sp99:.2f} ms",
+        "",
+        f"ours = {ours['start_p50_ms']['value'] / sp50:.1f}x / "
+        f"{ours['start_p99_ms']['value'] / sp99:.1f}x",
+        "p50 / p99 of one fsync'd commit under the same load",
+        "",
+    )
     console.print(table)
     console.print(
         f"memory: {ours['paused_instances']['value']:.0f} paused instances -> process RSS "

@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,37 @@ async def conc8(data: Path, n: int) -> dict[str, float]:
         return {"conc8_wps": 8 * per / (time.perf_counter() - t0)}
 
 
+def _floor_conn(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+    return conn
+
+
+def _floor_commit(conn: sqlite3.Connection) -> float:
+    """One fsync'd one-row commit; return its latency in ms."""
+    t0 = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.execute("COMMIT")
+    return (time.perf_counter() - t0) * 1000
+
+
+def _pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
 async def start_latency(data: Path, samples: int, every: float = 0.02) -> dict[str, float]:
+    """``start`` latency while 8 callers run workflows, beside its floor.
+
+    The floor is what any durable ``start`` costs at least: one fsync'd
+    one-row SQLite commit, sampled on the same loop right after each ``start``
+    while the same load runs.
+    """
+    data.mkdir(parents=True, exist_ok=True)
+    floor_conn = _floor_conn(data / "floor.sqlite")
     async with Tierflow(data, WORKFLOWS) as tf:
         stop = asyncio.Event()
 
@@ -141,21 +172,64 @@ async def start_latency(data: Path, samples: int, every: float = 0.02) -> dict[s
         callers = [asyncio.create_task(caller()) for _ in range(8)]
         await asyncio.sleep(0.2)
         lat: list[float] = []
+        floor: list[float] = []
         handles = []
         for _ in range(samples):
             t0 = time.perf_counter()
             handles.append(await tf.start(noop))
             lat.append((time.perf_counter() - t0) * 1000)
+            floor.append(_floor_commit(floor_conn))
             await asyncio.sleep(every)
         stop.set()
         await asyncio.gather(*callers)
         for h in handles:
             await h.result(timeout=60)
-    lat.sort()
+    floor_conn.close()
     return {
         "start_p50_ms": statistics.median(lat),
-        "start_p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+        "start_p99_ms": _pct(lat, 0.99),
+        "start_floor_p50_ms": statistics.median(floor),
+        "start_floor_p99_ms": _pct(floor, 0.99),
     }
+
+
+def conc8_floor(work: Path, n: int) -> dict[str, float]:
+    """Instance files alone, no engine: 8 threads each create a file, commit 3 times, close.
+
+    The files are made the way the engine makes them (template image, WAL
+    kept on close, fsync'd commits), so this is the ceiling of one file per
+    instance on this machine, against which ``conc8_wps`` can be read.
+    """
+    from hot.sqlite_ext import keep_wal_on_close
+
+    root = work / "floor8"
+    root.mkdir(parents=True, exist_ok=True)
+    per = max(1, n // 8)
+
+    def worker(k: int) -> None:
+        for i in range(per):
+            path = root / f"{k}-{i}.sqlite"
+            path.write_bytes(store._template_image())
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA synchronous=FULL")
+            keep_wal_on_close(conn, path)
+            for step in range(3):
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(
+                    "INSERT INTO events VALUES (?,?,?,?,?,?)",
+                    (step + 1, "step.completed", 0, f"step-{step}", 1, '"A"'),
+                )
+                conn.execute("UPDATE instance SET step_count=? WHERE id=1", (step,))
+                conn.execute("COMMIT")
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"conc8_floor_wps": 8 * per / (time.perf_counter() - t0)}
 
 
 async def sleep_latency(data: Path, runs: int = 20) -> dict[str, float]:
@@ -230,6 +304,7 @@ def measure(quick: bool) -> dict[str, dict[str, float]]:
         phases: list[tuple[str, Any]] = [
             ("seq", lambda: asyncio.run(seq(work / "seq", n))),
             ("conc8", lambda: asyncio.run(conc8(work / "conc8", 2 * n))),
+            ("conc8_floor", lambda: conc8_floor(work, 2 * n)),
             ("start", lambda: asyncio.run(start_latency(work / "start", samples))),
             ("sleep", lambda: asyncio.run(sleep_latency(work / "sleep"))),
             ("recovery", lambda: recovery(work)),
