@@ -678,10 +678,11 @@ def quarantine(path: Path, quarantine_dir: Path) -> Path:
 def read_for_archive(path: Path) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:
     """Read a finished instance's row and every event, for tiering.
 
-    A cleanly closed instance has no WAL, so it is opened ``immutable`` (no
-    locks, no shared memory: several times faster). If a WAL is present (the
-    process died before closing it), a normal connection reads it so no
-    committed event is missed.
+    Instance files keep their WAL when closed (see ``hot/sqlite_ext.py``), so
+    they are read through it with a read-only connection and no committed
+    event is missed. A file without a WAL (checkpointed, or written by a
+    Python that could not keep it) is opened ``immutable``: no locks, no
+    shared memory.
 
     Raises:
         FileNotFoundError: No such file.

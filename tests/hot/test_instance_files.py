@@ -1,0 +1,132 @@
+"""How instance files are made, written and closed: kept WALs, batched spares, split sync."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from api import WorkflowContext, workflow
+from hot import store
+from hot.sqlite_ext import keep_wal_on_close, sync_batch
+from hot.store import EventRow, InstanceFile, SparePool, read_for_archive
+from tests.conftest import wait_closed
+
+
+def upper(x: str) -> str:
+    return x.upper()
+
+
+@workflow
+async def two_steps(ctx: WorkflowContext, x: str) -> list[str]:
+    return [await ctx.step("a", upper, x), await ctx.step("b", upper, x + x)]
+
+
+def _new_file(tmp_path: Path, name: str = "i.sqlite", durability: str = "full") -> InstanceFile:
+    path = tmp_path / name
+    path.write_bytes(store._template_image())
+    return InstanceFile(path, InstanceFile._connect(path, durability), full=durability == "full")
+
+
+def _row() -> tuple[dict[str, object], list[EventRow]]:
+    row = {
+        "workflow_id": "wf-1",
+        "run_id": "r",
+        "workflow_type": "t",
+        "status": "running",
+        "input": "null",
+        "attributes": "{}",
+        "created_at": 1,
+    }
+    return row, [EventRow("workflow.queued", 1), EventRow("workflow.started", 2)]
+
+
+def test_closing_keeps_the_wal_and_loses_nothing(tmp_path: Path) -> None:
+    inst = _new_file(tmp_path)
+    inst.deferred = _row()
+    inst.commit(events=[EventRow("step.completed", 3, "a", 1, '"A"')])
+    inst.close()
+    wal = Path(f"{inst.path}-wal")
+    assert wal.exists() and wal.stat().st_size > 0  # no checkpoint at close
+    # Every reader sees the committed rows through the WAL.
+    row, events = read_for_archive(inst.path)
+    assert row["workflow_id"] == "wf-1"
+    assert [e[1] for e in events] == ["workflow.queued", "workflow.started", "step.completed"]
+    again = InstanceFile.open(inst.path)
+    assert again.load().last_event_id == 3
+    again.close()
+
+
+def test_keep_wal_refuses_a_handle_it_cannot_prove(tmp_path: Path) -> None:
+    path = tmp_path / "a.sqlite"
+    conn = sqlite3.connect(path)
+    try:
+        assert keep_wal_on_close(conn, path) is True
+        if not hasattr(conn, "setconfig"):  # the ctypes path checks the file name
+            assert keep_wal_on_close(conn, tmp_path / "other.sqlite") is False
+    finally:
+        conn.close()
+
+
+def test_split_sync_writes_at_normal_and_syncs_on_demand(tmp_path: Path) -> None:
+    inst = _new_file(tmp_path)
+    inst.use_split_sync()
+    assert inst.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    inst.deferred = _row()
+    assert inst.commit(sync=False) == 2
+    inst.sync()  # fdatasync of the WAL (and its directory entry, once)
+    assert inst.wal_durable
+    # Outside writers keep full durability: commit() syncs by default.
+    inst.commit(events=[EventRow("signal.received", 3)])
+    inst.close()
+    inst.sync()  # after close: nothing pending, no error
+    assert InstanceFile.open(inst.path).load().last_event_id == 3
+
+
+def test_normal_durability_never_splits(tmp_path: Path) -> None:
+    inst = _new_file(tmp_path, durability="normal")
+    inst.use_split_sync()
+    assert not inst.split_sync
+    inst.sync()  # a no-op
+    inst.close()
+
+
+@pytest.mark.parametrize("durability", ["full", "normal"])
+def test_spares_come_in_durable_batches_at_the_right_level(tmp_path: Path, durability: str) -> None:
+    pool = SparePool(tmp_path / "instances", "1-abc", durability, size=8)
+    try:
+        spares = [pool.take() for _ in range(6)]
+        level = {"full": 2, "normal": 1}[durability]
+        for inst in spares:
+            assert inst.conn.execute("PRAGMA synchronous").fetchone()[0] == level
+            assert inst.full == (durability == "full")
+            assert Path(f"{inst.path}-wal").exists()
+            assert inst.path.name.startswith("1-abc-")
+        for inst in spares:
+            inst.close()
+    finally:
+        pool.close()
+
+
+def test_sync_batch_accepts_nested_new_files(tmp_path: Path) -> None:
+    files = []
+    for sub in ("aa", "bb"):
+        (tmp_path / sub).mkdir()
+        f = tmp_path / sub / "x.sqlite"
+        f.write_bytes(b"x")
+        files.append(f)
+    sync_batch(tmp_path, files)
+    sync_batch(tmp_path, [])
+
+
+async def test_engine_instances_keep_their_wal_and_read_back(make_tf, uid) -> None:
+    tf = await make_tf([two_steps])
+    wid = uid()
+    h = await tf.run(two_steps, "x", workflow_id=wid)
+    assert await h.result(timeout=10) == ["X", "XX"]
+    path = tf._path(wid)
+    await wait_closed(path)
+    assert Path(f"{path}-wal").exists()
+    types = [e.event_type for e in await tf.history(wid)]
+    assert types.count("step.completed") == 2 and types[-1] == "workflow.completed"
