@@ -196,12 +196,10 @@ async def start_latency(data: Path, samples: int, every: float = 0.02) -> dict[s
 def conc8_floor(work: Path, n: int) -> dict[str, float]:
     """Instance files alone, no engine: 8 threads each create a file, commit 3 times, close.
 
-    The files are made the way the engine makes them (template image, WAL
-    kept on close, fsync'd commits), so this is the ceiling of one file per
-    instance on this machine, against which ``conc8_wps`` can be read.
+    The files are made the way the engine makes them (template image,
+    fsync'd commits, checkpoint at close), so this is the ceiling of one file
+    per instance on this machine, against which ``conc8_wps`` can be read.
     """
-    from hot.sqlite_ext import keep_wal_on_close
-
     root = work / "floor8"
     root.mkdir(parents=True, exist_ok=True)
     per = max(1, n // 8)
@@ -212,7 +210,6 @@ def conc8_floor(work: Path, n: int) -> dict[str, float]:
             path.write_bytes(store._template_image())
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA synchronous=FULL")
-            keep_wal_on_close(conn, path)
             for step in range(3):
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute(

@@ -1,15 +1,14 @@
-"""How instance files are made, written and closed: kept WALs, batched spares, split sync."""
+"""How instance files are made and written: batched spares, split sync."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from api import WorkflowContext, workflow
 from hot import store
-from hot.sqlite_ext import keep_wal_on_close, sync_batch
+from hot.durable_fs import sync_batch
 from hot.store import EventRow, InstanceFile, SparePool, read_for_archive
 from tests.conftest import wait_closed
 
@@ -42,31 +41,17 @@ def _row() -> tuple[dict[str, object], list[EventRow]]:
     return row, [EventRow("workflow.queued", 1), EventRow("workflow.started", 2)]
 
 
-def test_closing_keeps_the_wal_and_loses_nothing(tmp_path: Path) -> None:
+def test_closed_instance_reads_back_whole(tmp_path: Path) -> None:
     inst = _new_file(tmp_path)
+    inst.use_split_sync()
     inst.deferred = _row()
-    inst.commit(events=[EventRow("step.completed", 3, "a", 1, '"A"')])
+    inst.commit(events=[EventRow("step.completed", 3, "a", 1, '"A"')], sync=False)
+    inst.sync()
     inst.close()
-    wal = Path(f"{inst.path}-wal")
-    assert wal.exists() and wal.stat().st_size > 0  # no checkpoint at close
-    # Every reader sees the committed rows through the WAL.
+    assert not Path(f"{inst.path}-wal").exists()  # checkpointed at close
     row, events = read_for_archive(inst.path)
     assert row["workflow_id"] == "wf-1"
     assert [e[1] for e in events] == ["workflow.queued", "workflow.started", "step.completed"]
-    again = InstanceFile.open(inst.path)
-    assert again.load().last_event_id == 3
-    again.close()
-
-
-def test_keep_wal_refuses_a_handle_it_cannot_prove(tmp_path: Path) -> None:
-    path = tmp_path / "a.sqlite"
-    conn = sqlite3.connect(path)
-    try:
-        assert keep_wal_on_close(conn, path) is True
-        if not hasattr(conn, "setconfig"):  # the ctypes path checks the file name
-            assert keep_wal_on_close(conn, tmp_path / "other.sqlite") is False
-    finally:
-        conn.close()
 
 
 def test_split_sync_writes_at_normal_and_syncs_on_demand(tmp_path: Path) -> None:
@@ -120,13 +105,13 @@ def test_sync_batch_accepts_nested_new_files(tmp_path: Path) -> None:
     sync_batch(tmp_path, [])
 
 
-async def test_engine_instances_keep_their_wal_and_read_back(make_tf, uid) -> None:
+async def test_engine_instances_read_back_after_close(make_tf, uid) -> None:
     tf = await make_tf([two_steps])
     wid = uid()
     h = await tf.run(two_steps, "x", workflow_id=wid)
     assert await h.result(timeout=10) == ["X", "XX"]
     path = tf._path(wid)
     await wait_closed(path)
-    assert Path(f"{path}-wal").exists()
+    assert not Path(f"{path}-wal").exists()
     types = [e.event_type for e in await tf.history(wid)]
     assert types.count("step.completed") == 2 and types[-1] == "workflow.completed"
