@@ -373,7 +373,11 @@ class Execution:
         updates: dict[str, Any] | None = None,
         consume_signals: Sequence[tuple[int, str]] = (),
     ) -> None:
-        """Commit buffered records plus these in one transaction, off the event loop."""
+        """Commit buffered records plus these in one transaction; return once durable.
+
+        The transaction is written here, on the event loop; the fdatasync that
+        makes it durable runs on an I/O thread (see ``InstanceFile.use_split_sync``).
+        """
         file = self.file
         if self.query_mode or file is None:
             return
@@ -415,10 +419,10 @@ class Execution:
     ) -> tuple[bool, Any]:
         """Run a sync step body on the I/O pool; its records ride with the next commit.
 
-        In the same thread hop, whatever is still buffered (typically the
-        previous step's result) is committed *before* ``fn`` runs, so every
-        recorded result is durable before the next side effect, as with a
-        commit per step. The new step's records are buffered and written by
+        Whatever is still buffered (typically the previous step's result) is
+        written first, on the event loop, and made durable in the same thread
+        hop *before* ``fn`` runs, so every recorded result is durable before the
+        next side effect, as with a commit per step. The new step's records are buffered and written by
         whatever commits next: the next step, a timer, the pause or the
         finish, so a workflow's last step and its completion share one fsync.
         Between the two, only the workflow's own deterministic code runs.

@@ -6,9 +6,9 @@ inbox. The file is the source of truth for the instance once it exists; the
 index (``hot/index.py``) is a cache of it that can be rebuilt.
 
 Files are created from an in-memory template image (schema already in place,
-WAL mode set) written with ``O_EXCL`` and fsync'd: half the cost of letting
-SQLite build the schema, and ``O_EXCL`` makes "create if absent" atomic even
-across processes.
+WAL mode set) written with ``O_EXCL``: half the cost of letting SQLite build
+the schema, and ``O_EXCL`` makes "create if absent" atomic even across
+processes. Spares are made durable in batches (``hot/durable_fs.py``).
 """
 
 from __future__ import annotations
@@ -469,7 +469,7 @@ class InstanceFile:
         try:
             with self._fd_lock:
                 if self.closed:
-                    return  # closing checkpointed or kept the WAL; nothing is pending
+                    return  # closing checkpointed the WAL (synced): nothing is pending
                 if self._wal_fd is None:
                     self._wal_fd = os.open(wal, os.O_RDONLY)
                 fd = self._wal_fd
