@@ -422,9 +422,10 @@ class Execution:
         Whatever is still buffered (typically the previous step's result) is
         written first, on the event loop, and made durable in the same thread
         hop *before* ``fn`` runs, so every recorded result is durable before the
-        next side effect, as with a commit per step. The new step's records are buffered and written by
-        whatever commits next: the next step, a timer, the pause or the
-        finish, so a workflow's last step and its completion share one fsync.
+        next side effect, as with a commit per step. The new step's records
+        are buffered and written by whatever commits next: the next step, a
+        timer, the pause or the finish, so a workflow's last step and its
+        completion share one fsync.
         Between the two, only the workflow's own deterministic code runs.
 
         Returns:
