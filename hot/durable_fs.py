@@ -16,16 +16,26 @@ from pathlib import Path
 
 __all__ = ["sync_batch"]
 
+# Below this many files, per-file fsyncs are cheaper than flushing the filesystem.
+_SYNCFS_MIN_FILES = 8
+
 
 def sync_batch(directory: Path, files: list[Path]) -> None:
     """Make ``files`` (new files under ``directory``) and their directory entries durable.
 
-    On Linux one ``syncfs`` covers them all (one filesystem journal commit);
-    elsewhere each file and each parent directory is fsync'd.
+    On Linux one ``syncfs`` covers a batch (one filesystem journal commit).
+    A few files, or a system without ``syncfs``, get an fsync per file and per
+    parent directory instead: ``syncfs`` also flushes whatever else is dirty on
+    the filesystem (a tiering pass writing Parquet to a ``file://`` lake, say),
+    which a caller waiting for one spare should not pay for.
     """
     if not files:
         return
-    syncfs = getattr(_libc(), "syncfs", None) if sys.platform.startswith("linux") else None
+    syncfs = (
+        getattr(_libc(), "syncfs", None)
+        if sys.platform.startswith("linux") and len(files) >= _SYNCFS_MIN_FILES
+        else None
+    )
     if syncfs is not None:
         fd = os.open(directory, os.O_RDONLY)
         try:

@@ -391,8 +391,13 @@ class Execution:
             if not batch.committed:
                 batch.restore()
             raise
-        # Tracked, so a suspension in a sibling branch waits for this write to land.
-        await self.track(asyncio.get_running_loop().run_in_executor(self.env.io_pool, file.sync))
+        if file.split_sync:
+            # Tracked, so a suspension in a sibling branch waits for this write to land.
+            await self.track(
+                asyncio.get_running_loop().run_in_executor(self.env.io_pool, file.sync)
+            )
+        else:
+            await asyncio.sleep(0)  # nothing to sync; still a yield point, as before
         for op in ops:
             self.ops[op.seq] = op
         self.env.events_committed(self.workflow_id, self._stream_info(batch))

@@ -171,13 +171,11 @@ class InstanceState:
 _TERMINAL_SQL = ",".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES))
 
 
-def _write_template(path: Path, *, fsync: bool) -> None:
-    """Write an empty instance database at ``path``; fail if it exists."""
+def _write_template(path: Path) -> None:
+    """Write an empty instance database at ``path``; fail if it exists (not synced)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, _template_image())
-        if fsync:
-            os.fsync(fd)
     except OSError as exc:
         os.close(fd)
         path.unlink(missing_ok=True)
@@ -227,7 +225,7 @@ class SparePool:
                 token = os.urandom(8).hex()
                 path = self.instances_dir / token[:2] / f"{self.owner_id}-{token}.sqlite"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                _write_template(path, fsync=False)
+                _write_template(path)
                 inst = InstanceFile(path, InstanceFile._connect(path, "off"))
                 made.append(inst)
                 # A first write creates the WAL, so the instance's first real commit
@@ -248,10 +246,15 @@ class SparePool:
                 inst.conn.execute(f"PRAGMA synchronous={_SYNC[self.durability]}")
                 inst.full = self.durability == "full"
                 inst.wal_durable = True
-        except BaseException:
+        except BaseException as exc:
             for inst in made:
                 inst.close()
                 delete_instance_file(inst.path)
+            if isinstance(exc, OSError):
+                raise StorageError(
+                    f"cannot make instance files in {self.instances_dir}: {exc}",
+                    url=str(self.instances_dir),
+                ) from exc
             raise
         return made
 

@@ -9,6 +9,7 @@ import pytest
 from api import WorkflowContext, workflow
 from hot import store
 from hot.durable_fs import sync_batch
+from hot.errors import StorageError
 from hot.store import EventRow, InstanceFile, SparePool, read_for_archive
 from tests.conftest import wait_closed
 
@@ -94,15 +95,23 @@ def test_spares_come_in_durable_batches_at_the_right_level(tmp_path: Path, durab
         pool.close()
 
 
-def test_sync_batch_accepts_nested_new_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize("per_dir", [1, 8])  # per-file fsyncs, then one syncfs
+def test_sync_batch_accepts_nested_new_files(tmp_path: Path, per_dir: int) -> None:
     files = []
     for sub in ("aa", "bb"):
         (tmp_path / sub).mkdir()
-        f = tmp_path / sub / "x.sqlite"
-        f.write_bytes(b"x")
-        files.append(f)
+        for i in range(per_dir):
+            f = tmp_path / sub / f"{i}.sqlite"
+            f.write_bytes(b"x")
+            files.append(f)
     sync_batch(tmp_path, files)
     sync_batch(tmp_path, [])
+    assert all(f.read_bytes() == b"x" for f in files)
+
+
+def test_sync_batch_reports_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        sync_batch(tmp_path, [tmp_path / "gone.sqlite"])
 
 
 async def test_engine_instances_read_back_after_close(make_tf, uid) -> None:
@@ -115,3 +124,15 @@ async def test_engine_instances_read_back_after_close(make_tf, uid) -> None:
     assert not Path(f"{path}-wal").exists()
     types = [e.event_type for e in await tf.history(wid)]
     assert types.count("step.completed") == 2 and types[-1] == "workflow.completed"
+
+
+def test_spares_in_an_unwritable_place_fail_clearly_and_leave_nothing(tmp_path: Path) -> None:
+    blocker = tmp_path / "instances"
+    blocker.write_bytes(b"not a directory")
+    pool = SparePool(blocker, "1-abc", "full", size=2)
+    try:
+        with pytest.raises(StorageError, match="cannot"):
+            pool.make()
+    finally:
+        pool.close()
+    assert blocker.read_bytes() == b"not a directory"
