@@ -736,12 +736,21 @@ class Engine:
         if spare is not None:
             changes["file"] = self._rel(spare)
         claimed = await self.index.write(
-            IndexDB.update_fn(wid, changes, only_if_status=[Status.QUEUED.value])
+            IndexDB.update_fn(
+                wid,
+                changes,
+                only_if_status=[Status.QUEUED.value],
+                only_if_no_file=spare is not None,
+            )
         )
         if not claimed:
             if spare is not None:
                 assert self._spares is not None
                 self._spares.give_back(spare)
+                after = self.index.get(wid)
+                if after is not None and after.status == Status.QUEUED and after.file:
+                    # A signal gave it a file while we took a spare: run that file.
+                    await self.run_queued(wid)
             return
         row = self.index.get(wid)
         if row is None:
@@ -933,7 +942,7 @@ class Engine:
             WorkflowAlreadyFinished: It has finished; the signal was not stored.
             PayloadError: The payload is not JSON or is too large.
         """
-        row = self._row_or_raise(workflow_id)
+        row = self._live_row_or_raise(workflow_id)
         if not isinstance(name, str) or not name:
             raise InvalidArgument("signal name must be a non-empty string")
         text = serde.encode(
@@ -942,23 +951,23 @@ class Engine:
             max_bytes=self.max_payload_bytes,
             workflow_id=workflow_id,
         )
-        if row.status in TERMINAL_STATUSES:
-            raise WorkflowAlreadyFinished(
-                f"cannot signal {workflow_id!r}: it has already finished ({row.status})",
-                workflow_id=workflow_id,
-                status=row.status,
-            )
         now = self.now_us()
         event = EventRow(EventType.SIGNAL_RECEIVED.value, now, name, None, text)
         if row.file is None and await self._signal_queued(row, event, name, text):
             return
+        # Not queued any more, or another caller gave it a file first.
+        self._live_row_or_raise(workflow_id)
         await self._write_file(workflow_id, events=[event], add_signals=[(name, text, now)])
         status = self.index.get(workflow_id)
         if workflow_id in self._active or (status and status.status == Status.PAUSED):
             self._wake(workflow_id)
 
     async def _signal_queued(self, row: IndexRow, event: EventRow, name: str, text: str) -> bool:
-        """Give a queued instance its file now, holding the signal; False if it just started."""
+        """Give a queued instance its file now, holding the signal.
+
+        Returns False, storing nothing, if it stopped being queued meanwhile
+        or another caller gave it a file first.
+        """
         create = _create_from_row(row)
         f = await self._take_spare()
         f.deferred = (
@@ -970,7 +979,10 @@ class Engine:
         )
         done = await self.index.write(
             IndexDB.update_fn(
-                row.workflow_id, {"file": self._rel(f)}, only_if_status=[Status.QUEUED.value]
+                row.workflow_id,
+                {"file": self._rel(f)},
+                only_if_status=[Status.QUEUED.value],
+                only_if_no_file=True,
             )
         )
         self.io_pool.submit(f.close)

@@ -217,9 +217,23 @@ class IndexDB:
 
     @staticmethod
     def update_fn(
-        workflow_id: str, changes: dict[str, Any], only_if_status: Sequence[str] | None = None
+        workflow_id: str,
+        changes: dict[str, Any],
+        only_if_status: Sequence[str] | None = None,
+        *,
+        only_if_no_file: bool = False,
     ) -> Callable[[sqlite3.Connection], bool]:
-        """Return a job setting ``changes`` on one row; it returns whether a row changed."""
+        """Return a job setting ``changes`` on one row; it returns whether a row changed.
+
+        Args:
+            workflow_id: The row to change.
+            changes: Column values to set.
+            only_if_status: Change the row only while its status is one of these.
+            only_if_no_file: Change the row only while it has no instance file.
+                Whoever assigns a file to a queued instance (its first run, or a
+                signal sent while it waits) must not replace one another's file:
+                the file replaced would take its history with it.
+        """
 
         def fn(conn: sqlite3.Connection) -> bool:
             sets = ",".join(f"{k}=?" for k in changes)
@@ -228,6 +242,8 @@ class IndexDB:
             if only_if_status:
                 sql += f" AND status IN ({','.join('?' * len(only_if_status))})"
                 params.extend(only_if_status)
+            if only_if_no_file:
+                sql += " AND file IS NULL"
             cur = conn.execute(sql, params)
             if cur.rowcount and "attributes" in changes:
                 IndexDB._put_attributes(conn, workflow_id, json.loads(changes["attributes"]))

@@ -15,7 +15,7 @@ from api import (
     WorkflowNotFound,
     workflow,
 )
-from tests.conftest import wait_status
+from tests.conftest import wait_for, wait_status
 
 released: list[str] = []
 
@@ -108,6 +108,68 @@ async def test_signal_to_queued_instance_is_kept(make_tf, uid, clock):
         "signal.received",
         "workflow.started",
     ]
+
+
+def _gate_first_spare(tf) -> tuple[asyncio.Event, list[int]]:
+    """Hold the first caller taking an instance file until the gate opens.
+
+    A fresh process has no spare files ready, so the first run of a queued
+    instance waits for one on an I/O thread; this makes that wait as long as
+    the test needs, to let a signal arrive in it.
+    """
+    gate, calls = asyncio.Event(), []
+    take = tf._take_spare
+
+    async def gated():
+        calls.append(1)
+        if len(calls) == 1:
+            await gate.wait()
+        return await take()
+
+    tf._take_spare = gated
+    return gate, calls
+
+
+async def test_signal_while_queued_instance_gets_its_file_is_kept(make_tf, uid):
+    # Found by the README example failing 1 run in 8: the signal gave the queued
+    # instance a file while its first run was taking a spare, and the run then
+    # replaced that file with its own, losing the signal.
+    tf = await make_tf([order], scheduler=False)
+    h = await tf.start(order, {"id": "o9", "timeout": "24h"}, workflow_id=uid())
+    gate, calls = _gate_first_spare(tf)
+    first_run = asyncio.create_task(tf.run_queued(h.workflow_id))
+
+    async def run_is_taking_a_spare() -> bool:
+        return len(calls) == 1
+
+    await wait_for(run_is_taking_a_spare)
+    await h.signal("payment", {"amount": 5})
+    gate.set()
+    await asyncio.wait_for(first_run, 10)
+    assert await h.result(timeout=10) == {"status": "completed", "paid": {"amount": 5}}
+    assert [e.event_type for e in await h.history()].count("signal.received") == 1
+
+
+async def test_two_signals_racing_to_give_a_queued_instance_its_file_are_both_kept(
+    make_tf, uid, clock
+):
+    tf = await make_tf([collector], clock=clock, scheduler=False)
+    h = await tf.start(collector, workflow_id=uid())
+    gate, calls = _gate_first_spare(tf)
+    first = asyncio.create_task(h.signal("s", 1))
+
+    async def first_is_taking_a_spare() -> bool:
+        return len(calls) == 1
+
+    await wait_for(first_is_taking_a_spare)
+    await h.signal("s", 2)  # gives the instance its file
+    gate.set()
+    await asyncio.wait_for(first, 10)  # finds the file taken and writes into it
+    await h.signal("s", 3)
+    await tf.start_scheduler()
+    await wait_status(tf, h.workflow_id, "paused")
+    clock.advance(60)
+    assert await h.result(timeout=10) == [2, 1, 3]
 
 
 async def test_signal_errors(make_tf, uid, clock):
