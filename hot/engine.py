@@ -1226,7 +1226,11 @@ class Engine:
     async def _finish_queued(
         self, row: IndexRow, status: Status, etype: EventType, reason: str | None
     ) -> bool:
-        """End a queued instance before it ever ran; False if the scheduler won the race."""
+        """End a queued instance before it ever ran.
+
+        Returns False, changing nothing, if it was claimed by a run or given a
+        file by a signal meanwhile.
+        """
         now = self.now_us()
         error = serde.encode(
             {"type": status.value, "message": reason or status.value}, what="error"
@@ -1254,10 +1258,11 @@ class Engine:
                     "events_upto": last_event,
                 },
                 only_if_status=[Status.QUEUED.value],
+                only_if_no_file=True,
             )
         )
         self.io_pool.submit(f.close)
-        if not done:  # the scheduler claimed it meanwhile; our file is unused
+        if not done:  # it was claimed, or a signal gave it a file, meanwhile; ours is unused
             self.io_pool.submit(delete_instance_file, f.path)
             return False
         self.events_committed(row.workflow_id)

@@ -172,6 +172,24 @@ async def test_two_signals_racing_to_give_a_queued_instance_its_file_are_both_ke
     assert await h.result(timeout=10) == [2, 1, 3]
 
 
+async def test_cancel_racing_a_signal_to_a_queued_instance_keeps_the_signal(make_tf, uid):
+    tf = await make_tf([order], scheduler=False)
+    h = await tf.start(order, {"id": "o10", "timeout": "24h"}, workflow_id=uid())
+    gate, calls = _gate_first_spare(tf)
+    cancel = asyncio.create_task(h.cancel("changed my mind"))
+
+    async def cancel_is_taking_a_spare() -> bool:
+        return len(calls) == 1
+
+    await wait_for(cancel_is_taking_a_spare)
+    await h.signal("payment", {"amount": 7})
+    gate.set()
+    await asyncio.wait_for(cancel, 10)
+    assert await h.status() == "cancelled"
+    received = [e for e in await h.history() if e.event_type == "signal.received"]
+    assert [e.payload for e in received] == [{"amount": 7}]
+
+
 async def test_signal_errors(make_tf, uid, clock):
     tf = await make_tf([order], clock=clock)
     with pytest.raises(WorkflowNotFound):
