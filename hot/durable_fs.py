@@ -43,11 +43,19 @@ def sync_batch(directory: Path, files: list[Path]) -> None:
                 return
         finally:
             os.close(fd)
-    for parent in sorted({f.parent for f in files}):
-        for f in files:
-            if f.parent == parent:
-                _fsync_path(f)
-        _fsync_path(parent)
+    for f in files:
+        _fsync_path(f)
+    # Deepest first: each directory's entries, then the entry of the directory
+    # itself in its parent (a subdirectory made for this batch is new too).
+    dirs: set[Path] = set()
+    for f in files:
+        d = f.parent
+        while d != directory and directory in d.parents:
+            dirs.add(d)
+            d = d.parent
+    for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+        _fsync_path(d)
+    _fsync_path(directory)
 
 
 def _fsync_path(path: Path) -> None:

@@ -119,6 +119,22 @@ def test_sync_batch_accepts_nested_new_files(tmp_path: Path, per_dir: int) -> No
     assert all(f.read_bytes() == b"x" for f in files)
 
 
+def test_sync_batch_file_by_file_also_syncs_new_directories(tmp_path, monkeypatch) -> None:
+    # Power loss cannot be staged here, so this checks the order of syncs: every
+    # file, then every directory from the deepest up to the root, whose entry
+    # for a subdirectory made for this batch must reach the disk too.
+    from hot import durable_fs
+
+    synced: list[Path] = []
+    real = durable_fs._fsync_path
+    monkeypatch.setattr(durable_fs, "_fsync_path", lambda p: (synced.append(p), real(p)))
+    (tmp_path / "ab" / "cd").mkdir(parents=True)
+    f = tmp_path / "ab" / "cd" / "i.sqlite"
+    f.write_bytes(b"x")
+    sync_batch(tmp_path, [f])
+    assert synced == [f, tmp_path / "ab" / "cd", tmp_path / "ab", tmp_path]
+
+
 def test_sync_batch_reports_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         sync_batch(tmp_path, [tmp_path / "gone.sqlite"])
