@@ -110,24 +110,36 @@ async def test_signal_to_queued_instance_is_kept(make_tf, uid, clock):
     ]
 
 
-def _gate_first_spare(tf) -> tuple[asyncio.Event, list[int]]:
-    """Hold the first caller taking an instance file until the gate opens.
+class _FirstSpareGate:
+    """Hold the first caller taking an instance file until :meth:`open` is called.
 
     A fresh process has no spare files ready, so the first run of a queued
     instance waits for one on an I/O thread; this makes that wait as long as
-    the test needs, to let a signal arrive in it.
+    the test needs, to let another caller act in it.
     """
-    gate, calls = asyncio.Event(), []
-    take = tf._take_spare
 
-    async def gated():
-        calls.append(1)
-        if len(calls) == 1:
-            await gate.wait()
-        return await take()
+    def __init__(self, tf) -> None:
+        self._gate, self._calls = asyncio.Event(), 0
+        take = tf._take_spare
 
-    tf._take_spare = gated
-    return gate, calls
+        async def gated():
+            self._calls += 1
+            if self._calls == 1:
+                await self._gate.wait()
+            return await take()
+
+        tf._take_spare = gated
+
+    async def holding(self) -> None:
+        """Return once the first taker is held."""
+
+        async def held() -> bool:
+            return self._calls >= 1
+
+        await wait_for(held)
+
+    def open(self) -> None:
+        self._gate.set()
 
 
 async def test_signal_while_queued_instance_gets_its_file_is_kept(make_tf, uid):
@@ -136,15 +148,11 @@ async def test_signal_while_queued_instance_gets_its_file_is_kept(make_tf, uid):
     # replaced that file with its own, losing the signal.
     tf = await make_tf([order], scheduler=False)
     h = await tf.start(order, {"id": "o9", "timeout": "24h"}, workflow_id=uid())
-    gate, calls = _gate_first_spare(tf)
+    gate = _FirstSpareGate(tf)
     first_run = asyncio.create_task(tf.run_queued(h.workflow_id))
-
-    async def run_is_taking_a_spare() -> bool:
-        return len(calls) == 1
-
-    await wait_for(run_is_taking_a_spare)
+    await gate.holding()
     await h.signal("payment", {"amount": 5})
-    gate.set()
+    gate.open()
     await asyncio.wait_for(first_run, 10)
     assert await h.result(timeout=10) == {"status": "completed", "paid": {"amount": 5}}
     assert [e.event_type for e in await h.history()].count("signal.received") == 1
@@ -155,15 +163,11 @@ async def test_two_signals_racing_to_give_a_queued_instance_its_file_are_both_ke
 ):
     tf = await make_tf([collector], clock=clock, scheduler=False)
     h = await tf.start(collector, workflow_id=uid())
-    gate, calls = _gate_first_spare(tf)
+    gate = _FirstSpareGate(tf)
     first = asyncio.create_task(h.signal("s", 1))
-
-    async def first_is_taking_a_spare() -> bool:
-        return len(calls) == 1
-
-    await wait_for(first_is_taking_a_spare)
+    await gate.holding()
     await h.signal("s", 2)  # gives the instance its file
-    gate.set()
+    gate.open()
     await asyncio.wait_for(first, 10)  # finds the file taken and writes into it
     await h.signal("s", 3)
     await tf.start_scheduler()
@@ -175,15 +179,11 @@ async def test_two_signals_racing_to_give_a_queued_instance_its_file_are_both_ke
 async def test_cancel_racing_a_signal_to_a_queued_instance_keeps_the_signal(make_tf, uid):
     tf = await make_tf([order], scheduler=False)
     h = await tf.start(order, {"id": "o10", "timeout": "24h"}, workflow_id=uid())
-    gate, calls = _gate_first_spare(tf)
+    gate = _FirstSpareGate(tf)
     cancel = asyncio.create_task(h.cancel("changed my mind"))
-
-    async def cancel_is_taking_a_spare() -> bool:
-        return len(calls) == 1
-
-    await wait_for(cancel_is_taking_a_spare)
+    await gate.holding()
     await h.signal("payment", {"amount": 7})
-    gate.set()
+    gate.open()
     await asyncio.wait_for(cancel, 10)
     assert await h.status() == "cancelled"
     received = [e for e in await h.history() if e.event_type == "signal.received"]
