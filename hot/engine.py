@@ -953,10 +953,11 @@ class Engine:
         )
         now = self.now_us()
         event = EventRow(EventType.SIGNAL_RECEIVED.value, now, name, None, text)
-        if row.file is None and await self._signal_queued(row, event, name, text):
-            return
-        # Not queued any more, or another caller gave it a file first.
-        self._live_row_or_raise(workflow_id)
+        if row.file is None:
+            if await self._signal_queued(row, event, name, text):
+                return
+            # Not queued any more, or another caller gave it a file first.
+            self._live_row_or_raise(workflow_id)
         await self._write_file(workflow_id, events=[event], add_signals=[(name, text, now)])
         status = self.index.get(workflow_id)
         if workflow_id in self._active or (status and status.status == Status.PAUSED):
