@@ -77,6 +77,13 @@ OnConflict = Literal["use_existing", "fail"]
 WorkflowRef = WorkflowDefinition | WorkflowFn | str
 
 
+class _Unknown:
+    """Type of :data:`_UNKNOWN`: "not known here" where None is a real value."""
+
+
+_UNKNOWN = _Unknown()
+
+
 @dataclass(frozen=True)
 class Page:
     """One page of ``list`` results; pass ``next_cursor`` back for the next page."""
@@ -375,10 +382,14 @@ class Engine:
             "created_at": self.now_us(),
         }
 
-    def _existing(self, wid: str, on_conflict: OnConflict) -> WorkflowHandle | None:
+    def _existing(
+        self, wid: str, on_conflict: OnConflict, *, generated: bool = False
+    ) -> WorkflowHandle | None:
         if on_conflict not in ("use_existing", "fail"):
             raise InvalidArgument("on_conflict must be 'use_existing' or 'fail'")
-        if self.index.get(wid) is None:
+        # A generated id holds a fresh uuid4, so it is new: skip the index read
+        # (~0.08 ms of start under load). The insert's OR IGNORE still checks.
+        if generated or self.index.get(wid) is None:
             return None
         if on_conflict == "fail":
             raise WorkflowAlreadyExists(
@@ -410,7 +421,7 @@ class Engine:
         """
         row = self._prepare(wf, input, workflow_id, attributes)
         wid = row["workflow_id"]
-        existing = self._existing(wid, on_conflict)
+        existing = self._existing(wid, on_conflict, generated=workflow_id is None)
         if existing is not None:
             return existing
         row.update(status=Status.QUEUED.value, parent_workflow_id=parent_workflow_id)
@@ -437,7 +448,7 @@ class Engine:
         """
         row = self._prepare(wf, input, workflow_id, attributes)
         wid = row["workflow_id"]
-        existing = self._existing(wid, on_conflict)
+        existing = self._existing(wid, on_conflict, generated=workflow_id is None)
         if existing is not None:
             return existing
         row.update(
@@ -622,7 +633,7 @@ class Engine:
                 self.io_pool.submit(_close_locked, file, ex.file_lock)
         if outcome.status == Status.TERMINATED:
             return outcome  # terminate() already mirrored it
-        await self._mirror(wid, outcome)
+        await self._mirror(wid, outcome, state.row.get("parent_workflow_id"))
         return outcome
 
     async def _finish_detached(self, wid: str, ex: Execution) -> None:
@@ -630,15 +641,21 @@ class Engine:
         try:
             outcome = await ex.task
             if outcome.status != Status.TERMINATED:
-                await self._mirror(wid, outcome)
+                await self._mirror(wid, outcome, ex.row.get("parent_workflow_id"))
         except BaseException:  # shutdown; the instance is recovered on the next start
             pass
         finally:
             self._active.pop(wid, None)
             self.io_pool.submit(_close_locked, ex.file, ex.file_lock)
 
-    async def _mirror(self, wid: str, outcome: Outcome) -> None:
-        """Copy an execution outcome into the index, wake waiters, arm timers."""
+    async def _mirror(
+        self, wid: str, outcome: Outcome, parent: str | _Unknown | None = _UNKNOWN
+    ) -> None:
+        """Copy an execution outcome into the index, wake waiters, arm timers.
+
+        ``parent`` is the instance's parent id (None for none) if the caller
+        knows it, which saves an index read when the instance finishes.
+        """
         changes: dict[str, Any] = {
             "status": outcome.status,
             "wake_at": outcome.wake_at,
@@ -665,7 +682,7 @@ class Engine:
             self._wake_pending.discard(wid)
             if outcome.status == Status.COMPLETED and outcome.result is not None:
                 self._remember_result(wid, outcome.result)
-            self._notify(wid)
+            self._notify(wid, parent)
 
     def _remember_result(self, wid: str, result_text: str) -> None:
         # Recent results stay in memory so result() right after completion does
@@ -676,14 +693,22 @@ class Engine:
         while len(self._recent_results) > 4096:
             self._recent_results.pop(next(iter(self._recent_results)))
 
-    def _notify(self, wid: str) -> None:
-        """An instance finished: wake result() waiters and a waiting parent."""
+    def _notify(self, wid: str, parent: str | _Unknown | None = _UNKNOWN) -> None:
+        """An instance finished: wake result() waiters and a waiting parent.
+
+        Args:
+            wid: The instance.
+            parent: Its parent's id, or None for none, when the caller knows
+                it; otherwise the index is asked.
+        """
         for fut in self._waiters.pop(wid, []):
             if not fut.done():
                 fut.set_result(None)
-        row = self.index.get(wid)
-        if row is not None and row.parent_workflow_id:
-            self._wake(row.parent_workflow_id)
+        if isinstance(parent, _Unknown):
+            row = self.index.get(wid)
+            parent = row.parent_workflow_id if row is not None else None
+        if parent:
+            self._wake(parent)
 
     def _wake(self, wid: str) -> None:
         """Resume a paused instance soon (a signal or a child result arrived)."""

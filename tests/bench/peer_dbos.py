@@ -49,6 +49,7 @@ import contextlib
 import json
 import math
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -347,7 +348,7 @@ def _phase_conc8(n: int) -> dict[str, float]:
         n: Approximate total number of timed workflows (rounded up to a multiple of 8).
 
     Returns:
-        ``{"conc8_wps": ...}``.
+        ``{"conc8_wps": ..., "conc8_cpu_ms": CPU ms of this process per workflow}``.
     """
     _warm_up(max(5, n // 10))
     per_thread = math.ceil(n / 8)
@@ -359,8 +360,11 @@ def _phase_conc8(n: int) -> dict[str, float]:
 
         return body
 
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     elapsed = _run_threads([worker(k) for k in range(8)])
-    return {"conc8_wps": 8 * per_thread / elapsed}
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
+    return {"conc8_wps": 8 * per_thread / elapsed, "conc8_cpu_ms": cpu / (8 * per_thread) * 1000}
 
 
 def _phase_start(samples: int) -> dict[str, float]:

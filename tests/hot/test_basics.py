@@ -113,6 +113,25 @@ async def test_same_id_returns_first_instance(make_tf, uid):
     assert (await h1.describe()).input == ["m"]
 
 
+@pytest.mark.parametrize("given_id", [True, False], ids=["given-id", "generated-id"])
+async def test_bad_on_conflict_is_rejected_before_anything_is_written(make_tf, uid, given_id):
+    tf = await make_tf([process_items], scheduler=False)
+    wid = uid() if given_id else None
+    for call in (tf.start, tf.run):
+        with pytest.raises(InvalidArgument, match="on_conflict"):
+            await call(process_items, ["a"], workflow_id=wid, on_conflict="replace")
+    assert (await tf.list()).items == []
+
+
+async def test_generated_ids_are_distinct_instances(make_tf):
+    tf = await make_tf([double], scheduler=False)
+    handles = [await tf.start(double, {"value": i}) for i in range(3)]
+    handles.append(await tf.run(double, {"value": 3}))
+    assert len({h.workflow_id for h in handles}) == 4
+    page = await tf.list()
+    assert sorted(i.workflow_id for i in page.items) == sorted(h.workflow_id for h in handles)
+
+
 async def test_start_twice_queues_once(make_tf, uid):
     tf = await make_tf([process_items], scheduler=False)
     wid = uid()
