@@ -15,7 +15,9 @@ from api import (
     WorkflowNotFound,
     workflow,
 )
-from tests.conftest import wait_for, wait_status
+from hot import engine as engine_mod
+from hot import store
+from tests.conftest import wait_closed, wait_for, wait_status
 
 released: list[str] = []
 
@@ -46,6 +48,71 @@ async def test_signal_completes_waiting_order(make_tf, uid, clock):
     assert await h.result(timeout=10) == {"status": "completed", "paid": {"amount": 99.99}}
     received = [e for e in await h.history() if e.event_type == "signal.received"]
     assert received[0].step_name == "payment" and received[0].payload == {"amount": 99.99}
+
+
+async def test_resume_after_a_signal_reuses_the_signals_open_file(make_tf, uid, clock, monkeypatch):
+    # The signal's connection is handed to the resume: one open, one close
+    # (one checkpoint) for signal + resume, instead of two of each.
+    tf = await make_tf([order], clock=clock)
+    h = await tf.run(order, {"id": "o1", "timeout": "24h"}, workflow_id=uid())
+    opened: list[object] = []
+    real_open = store.InstanceFile.open.__func__  # type: ignore[attr-defined]
+
+    def counting_open(cls, path, **kw):
+        opened.append(path)
+        return real_open(cls, path, **kw)
+
+    monkeypatch.setattr(store.InstanceFile, "open", classmethod(counting_open))
+    await h.signal("payment", 5)
+    assert await h.result(timeout=10) == {"status": "completed", "paid": 5}
+    assert opened == [tf._path(h.workflow_id)]
+    await wait_closed(tf._path(h.workflow_id))
+
+
+async def test_a_signals_file_not_taken_by_a_resume_is_closed(make_tf, uid, clock, monkeypatch):
+    monkeypatch.setattr(engine_mod, "_HANDOFF_TTL", 0.05)
+    tf = await make_tf([order], clock=clock)
+    h = await tf.run(order, {"id": "o1", "timeout": "24h"}, workflow_id=uid())
+    path = tf._path(h.workflow_id)
+    await wait_closed(path)
+    # Nobody resumes it (as when another process claims it first).
+    monkeypatch.setattr(tf, "_wake", lambda wid: None)
+    await h.signal("payment", 7)
+    assert h.workflow_id in tf._handoff
+    await wait_closed(path)
+    assert tf._handoff == {}
+    # The signal is durable and is delivered when the instance does resume.
+    tf._scheduler.enqueue(h.workflow_id, "due")
+    assert await h.result(timeout=10) == {"status": "completed", "paid": 7}
+
+
+async def test_close_closes_a_signals_file_still_waiting_for_its_resume(
+    make_tf, uid, clock, monkeypatch
+):
+    tf = await make_tf([order], clock=clock)
+    h = await tf.run(order, {"id": "o1", "timeout": "24h"}, workflow_id=uid())
+    path = tf._path(h.workflow_id)
+    await wait_closed(path)
+    monkeypatch.setattr(tf, "_wake", lambda wid: None)
+    await h.signal("payment", 7)
+    assert h.workflow_id in tf._handoff
+    await tf.aclose()
+    await wait_closed(path, timeout=1)
+
+
+async def test_two_signals_before_the_resume_are_both_delivered(make_tf, uid, clock):
+    tf = await make_tf([two_signals], clock=clock)
+    h = await tf.run(two_signals, workflow_id=uid())
+    assert await h.status() == "paused"
+    await asyncio.gather(h.signal("a", 1), h.signal("b", 2))
+    assert await h.result(timeout=10) == [1, 2]
+    await wait_closed(tf._path(h.workflow_id))
+    assert tf._handoff == {}
+
+
+@workflow
+async def two_signals(ctx: WorkflowContext) -> list[int]:
+    return [await ctx.wait_for_signal("a"), await ctx.wait_for_signal("b")]
 
 
 async def test_signal_timeout_takes_default_path(make_tf, uid):
