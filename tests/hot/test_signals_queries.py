@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -69,16 +70,21 @@ async def test_resume_after_a_signal_reuses_the_signals_open_file(make_tf, uid, 
     await wait_closed(tf._path(h.workflow_id))
 
 
+async def _signal_nobody_resumes(tf, h, monkeypatch) -> Path:
+    """Signal a paused order that nothing resumes (as when another process claims it)."""
+    path = tf._path(h.workflow_id)
+    await wait_closed(path)
+    monkeypatch.setattr(tf, "_wake", lambda wid: None)
+    await h.signal("payment", 7)
+    assert h.workflow_id in tf._handoff
+    return path
+
+
 async def test_a_signals_file_not_taken_by_a_resume_is_closed(make_tf, uid, clock, monkeypatch):
     monkeypatch.setattr(engine_mod, "_HANDOFF_TTL", 0.05)
     tf = await make_tf([order], clock=clock)
     h = await tf.run(order, {"id": "o1", "timeout": "24h"}, workflow_id=uid())
-    path = tf._path(h.workflow_id)
-    await wait_closed(path)
-    # Nobody resumes it (as when another process claims it first).
-    monkeypatch.setattr(tf, "_wake", lambda wid: None)
-    await h.signal("payment", 7)
-    assert h.workflow_id in tf._handoff
+    path = await _signal_nobody_resumes(tf, h, monkeypatch)
     await wait_closed(path)
     assert tf._handoff == {}
     # The signal is durable and is delivered when the instance does resume.
@@ -91,11 +97,7 @@ async def test_close_closes_a_signals_file_still_waiting_for_its_resume(
 ):
     tf = await make_tf([order], clock=clock)
     h = await tf.run(order, {"id": "o1", "timeout": "24h"}, workflow_id=uid())
-    path = tf._path(h.workflow_id)
-    await wait_closed(path)
-    monkeypatch.setattr(tf, "_wake", lambda wid: None)
-    await h.signal("payment", 7)
-    assert h.workflow_id in tf._handoff
+    path = await _signal_nobody_resumes(tf, h, monkeypatch)
     await tf.aclose()
     await wait_closed(path, timeout=1)
 
