@@ -78,14 +78,8 @@ OnConflict = Literal["use_existing", "fail"]
 WorkflowRef = WorkflowDefinition | WorkflowFn | str
 
 
-class _Unknown:
-    """Type of :data:`_UNKNOWN`: "not known here" where None is a real value."""
-
-
-_UNKNOWN = _Unknown()
-
-# A signal's open file waits this long for the resume to take it, and at most
-# this many wait at once (see Engine._hand_off).
+# A file opened by a signal or cancel waits this long for the resume to take
+# it, and at most this many wait at once (see Engine._hand_off).
 _HANDOFF_TTL = 1.0
 _HANDOFF_MAX = 64
 
@@ -156,9 +150,9 @@ class Engine:
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._recent_results: dict[str, str] = {}
         self._wake_pending: set[str] = set()
-        # Files a signal opened for a paused instance it is about to wake: the
-        # resume takes the open connection instead of reopening the file (see
-        # _hand_off).
+        # Files a signal or cancel opened for an instance it is about to resume:
+        # the resume takes the open connection instead of reopening the file
+        # (see _hand_off).
         self._handoff: dict[str, tuple[InstanceFile, float]] = {}
         self._scheduler: Scheduler | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -592,6 +586,7 @@ class Engine:
                     finished_at=state.row["finished_at"],
                     step_count=state.row["step_count"],
                 ),
+                state.row.get("parent_workflow_id"),
             )
             return None
         definition = self.registry.get(state.row["workflow_type"])
@@ -662,13 +657,10 @@ class Engine:
             self._active.pop(wid, None)
             self.io_pool.submit(_close_locked, ex.file, ex.file_lock)
 
-    async def _mirror(
-        self, wid: str, outcome: Outcome, parent: str | _Unknown | None = _UNKNOWN
-    ) -> None:
+    async def _mirror(self, wid: str, outcome: Outcome, parent: str | None) -> None:
         """Copy an execution outcome into the index, wake waiters, arm timers.
 
-        ``parent`` is the instance's parent id (None for none) if the caller
-        knows it, which saves an index read when the instance finishes.
+        ``parent`` is the instance's parent id (None for none), from its row.
         """
         changes: dict[str, Any] = {
             "status": outcome.status,
@@ -707,20 +699,11 @@ class Engine:
         while len(self._recent_results) > 4096:
             self._recent_results.pop(next(iter(self._recent_results)))
 
-    def _notify(self, wid: str, parent: str | _Unknown | None = _UNKNOWN) -> None:
-        """An instance finished: wake result() waiters and a waiting parent.
-
-        Args:
-            wid: The instance.
-            parent: Its parent's id, or None for none, when the caller knows
-                it; otherwise the index is asked.
-        """
+    def _notify(self, wid: str, parent: str | None) -> None:
+        """An instance finished: wake result() waiters and its parent (if any)."""
         for fut in self._waiters.pop(wid, []):
             if not fut.done():
                 fut.set_result(None)
-        if isinstance(parent, _Unknown):
-            row = self.index.get(wid)
-            parent = row.parent_workflow_id if row is not None else None
         if parent:
             self._wake(parent)
 
@@ -745,7 +728,8 @@ class Engine:
                 },
             )
         )
-        self._notify(wid)
+        row = self.index.get(wid)
+        self._notify(wid, row.parent_workflow_id if row is not None else None)
 
     async def _quarantine(self, wid: str, exc: CorruptInstance) -> None:
         path = self._path(wid)
@@ -997,17 +981,12 @@ class Engine:
                 return
             # Not queued any more, or another caller gave it a file first.
             self._live_row_or_raise(workflow_id)
-        _, kept = await self._write_file_kept(
-            workflow_id, keep_open=True, events=[event], add_signals=[(name, text, now)]
+        await self._write_file(
+            workflow_id, hand_off=True, events=[event], add_signals=[(name, text, now)]
         )
         status = self.index.get(workflow_id)
         if workflow_id in self._active or (status and status.status == Status.PAUSED):
-            if kept is not None and workflow_id not in self._active:
-                self._hand_off(workflow_id, kept)
-                kept = None
             self._wake(workflow_id)
-        if kept is not None:
-            self.io_pool.submit(kept.close)
 
     async def _signal_queued(self, row: IndexRow, event: EventRow, name: str, text: str) -> bool:
         """Give a queued instance its file now, holding the signal.
@@ -1176,7 +1155,7 @@ class Engine:
         ):
             return Status.CANCELLED.value
         await self._write_file(
-            workflow_id, updates={"cancel_requested": 1, "cancel_reason": reason}
+            workflow_id, hand_off=True, updates={"cancel_requested": 1, "cancel_reason": reason}
         )
         await self.index.write(IndexDB.update_fn(workflow_id, {"cancel_requested": 1}))
         ex = self._active.get(workflow_id)
@@ -1268,7 +1247,7 @@ class Engine:
                 },
             )
         )
-        self._notify(workflow_id)
+        self._notify(workflow_id, row.parent_workflow_id)
 
     async def _finish_queued(
         self, row: IndexRow, status: Status, etype: EventType, reason: str | None
@@ -1313,28 +1292,23 @@ class Engine:
             self.io_pool.submit(delete_instance_file, f.path)
             return False
         self.events_committed(row.workflow_id)
-        self._notify(row.workflow_id)
+        self._notify(row.workflow_id, row.parent_workflow_id)
         return True
 
-    async def _on_file(self, wid: str, fn: Callable[[InstanceFile], Any]) -> Any:
+    async def _on_file(
+        self, wid: str, fn: Callable[[InstanceFile], Any], *, hand_off: bool = False
+    ) -> Any:
         """Run ``fn`` on an instance's file, on an I/O thread; return its result.
 
         A running execution's connection is shared, under its lock: its file
         may not have had its first commit yet, and this keeps writes ordered.
         If it closed meanwhile (or none runs), the file is opened for the call.
-        """
-        result, _ = await self._on_file_kept(wid, fn, keep_open=False)
-        return result
 
-    async def _on_file_kept(
-        self, wid: str, fn: Callable[[InstanceFile], Any], *, keep_open: bool
-    ) -> tuple[Any, InstanceFile | None]:
-        """:meth:`_on_file`, optionally keeping open a file it had to open.
-
-        Returns:
-            ``(result, file)``: with ``keep_open``, the file this call opened
-            (now the caller's to close), or None if a running execution's
-            connection was used; without it, always None.
+        Args:
+            wid: The instance.
+            fn: What to do with the file.
+            hand_off: Keep a file this call opened for the execution about to
+                resume the instance (see :meth:`_hand_off`) instead of closing it.
         """
         path = self._path(wid)
         ex = self._active.get(wid)
@@ -1350,20 +1324,23 @@ class Engine:
             except BaseException:
                 f.close()
                 raise
-            if keep_open:
+            if hand_off:
                 return result, f
             f.close()
             return result, None
 
-        return await self._io(go)  # type: ignore[no-any-return]
+        result, opened = await self._io(go)
+        if opened is not None:
+            self._hand_off(wid, opened)
+        return result
 
     def _hand_off(self, wid: str, f: InstanceFile) -> None:
-        """Keep a signal's open file for the resume it is about to trigger.
+        """Keep a file a signal or cancel opened for the resume it is about to trigger.
 
         Closing it would checkpoint its WAL (two fsyncs) and the resume would
-        then open it again: ~1.3 ms of every signal-to-resume. A file the
-        resume does not take within a second (it was claimed elsewhere, or the
-        instance was terminated meanwhile) is closed.
+        then open it again: ~1.3 ms of every signal-to-resume. A file no
+        resume takes within a second (the instance runs elsewhere, or was
+        claimed or terminated meanwhile) is closed.
         """
         previous = self._handoff.pop(wid, None)
         if previous is not None:
@@ -1389,21 +1366,15 @@ class Engine:
         entry = self._handoff.pop(wid, None)
         return None if entry is None else entry[0]
 
-    async def _write_file(self, wid: str, **kwargs: Any) -> int:
-        """Commit to an instance's file from outside its execution; return the last event id."""
-        last, _ = await self._write_file_kept(wid, keep_open=False, **kwargs)
-        return last
+    async def _write_file(self, wid: str, *, hand_off: bool = False, **kwargs: Any) -> int:
+        """Commit to an instance's file from outside its execution; return the last event id.
 
-    async def _write_file_kept(
-        self, wid: str, *, keep_open: bool, **kwargs: Any
-    ) -> tuple[int, InstanceFile | None]:
-        """:meth:`_write_file`, optionally keeping the file open (see :meth:`_on_file_kept`)."""
+        ``hand_off`` as for :meth:`_on_file`.
+        """
         try:
-            last, f = await self._on_file_kept(
-                wid, lambda f: f.commit(**kwargs), keep_open=keep_open
-            )
+            last: int = await self._on_file(wid, lambda f: f.commit(**kwargs), hand_off=hand_off)
             self.events_committed(wid)
-            return last, f
+            return last
         except WorkflowAlreadyFinished as exc:
             raise WorkflowAlreadyFinished(
                 f"workflow {wid!r} has already finished ({exc.status})",

@@ -13,7 +13,8 @@ from api import (
     WorkflowTerminatedError,
     workflow,
 )
-from tests.conftest import wait_for, wait_status
+from hot import store
+from tests.conftest import wait_closed, wait_for, wait_status
 
 log: list[str] = []
 gates: dict[str, asyncio.Event] = {}
@@ -85,6 +86,30 @@ async def test_cancel_paused_runs_cleanup_at_once(make_tf, uid, clock):
     assert log == [f"{key}:blocking-done", f"{key}:next", f"{key}:cleanup"]
     with pytest.raises(WorkflowCancelledError):
         await h.result(timeout=1)
+
+
+async def test_cancel_paused_opens_its_file_once(make_tf, uid, clock, monkeypatch):
+    # The cancel's open file is handed to the run that delivers the cancellation.
+    log.clear()
+    key = uid("k")
+    gates[key] = asyncio.Event()
+    gates[key].set()
+    tf = await make_tf([cancellable], clock=clock)
+    h = await tf.run(cancellable, key, workflow_id=uid())
+    await wait_closed(tf._path(h.workflow_id))
+    opened: list[object] = []
+    real_open = store.InstanceFile.open.__func__
+
+    def counting_open(cls, path, **kw):
+        opened.append(path)
+        return real_open(cls, path, **kw)
+
+    monkeypatch.setattr(store.InstanceFile, "open", classmethod(counting_open))
+    assert await h.cancel() == "cancelled"
+    assert log[-1] == f"{key}:cleanup"
+    assert opened == [tf._path(h.workflow_id)]
+    await wait_closed(tf._path(h.workflow_id))
+    assert tf._handoff == {}
 
 
 async def test_cancel_finished_reports_and_changes_nothing(make_tf, uid):

@@ -57,7 +57,7 @@ async def test_resume_after_a_signal_reuses_the_signals_open_file(make_tf, uid, 
     tf = await make_tf([order], clock=clock)
     h = await tf.run(order, {"id": "o1", "timeout": "24h"}, workflow_id=uid())
     opened: list[object] = []
-    real_open = store.InstanceFile.open.__func__  # type: ignore[attr-defined]
+    real_open = store.InstanceFile.open.__func__
 
     def counting_open(cls, path, **kw):
         opened.append(path)
