@@ -323,22 +323,29 @@ class WorkflowContext:
             wake = None if seconds is None else ex.now_us() + to_micros(seconds)
             rec = OpRecord(seq, "signal", name, "waiting", wake_at=wake)
             ex.buffer(ops=[rec])  # written with the pause, or with the delivery
-        waiting = await ex.read_signals(name)
+        taken = ex.consuming()  # taken by an earlier wait, not yet committed
+        waiting = [w for w in await ex.read_signals(name) if w[0] not in taken]
         if waiting:
             inbox_id, payload, _ = waiting[0]
             value = serde.decode(payload)
-            await self._settle_signal(seq, name, {"payload": value}, [(inbox_id, seq)])
+            self._settle_signal(seq, name, {"payload": value}, [(inbox_id, seq)])
             return value
         if rec.wake_at is not None and ex.now_us() >= rec.wake_at:
-            done = await self._settle_signal(seq, name, {"timeout": True}, [])
+            done = self._settle_signal(seq, name, {"timeout": True}, [])
             return self._signal_result(name, done, default)
         ex.check_cancel(seq, "signal", name)
         raise Suspend(rec.wake_at, "signal")
 
-    async def _settle_signal(
+    def _settle_signal(
         self, seq: str, name: str, outcome: dict[str, Any], consume: list[tuple[int, str]]
     ) -> OpRecord:
-        """Record how a wait ended (a delivered payload, or the timeout)."""
+        """Record how a wait ended (a delivered payload, or the timeout).
+
+        The record rides with the next commit, like a step's result: before
+        the workflow's next side effect, its pause or its end. A crash before
+        then leaves the signal unconsumed in the inbox, and the replayed wait
+        takes the same one again.
+        """
         ex = self._ex
         done = OpRecord(
             seq, "signal", name, "completed", result=serde.encode(outcome, what="signal")
@@ -346,7 +353,7 @@ class WorkflowContext:
         event = ex.event(
             EventType.VALUE_RECORDED, step=f"signal:{name}", payload={"seq": seq, "value": outcome}
         )
-        await ex.commit(ops=[done], events=[event], consume_signals=consume)
+        ex.buffer(ops=[done], events=[event], consume=consume, values=True)
         return done
 
     def _signal_result(self, name: str, rec: OpRecord, default: Any) -> Any:
@@ -387,6 +394,9 @@ class WorkflowContext:
         ex.check_cancel(seq, "child", type_name)
         child_id = workflow_id or f"{self.workflow_id[:200]}:child-{seq.replace(':', '-')}"
         validate_workflow_id(child_id)
+        # Values the workflow has seen (a signal, now(), uuid()) may be in the
+        # child's input: make them durable before the child exists.
+        await ex.flush_values()
         # Queue the child first (durable, idempotent), then record that we did.
         await ex.env.start_child(type_name, input, child_id, self.workflow_id)
         op = OpRecord(

@@ -122,6 +122,7 @@ class _Pending:
     ops: list[OpRecord] = field(default_factory=list)
     updates: dict[str, Any] = field(default_factory=dict)
     values: bool = False  # holds recorded values that must be durable before a side effect
+    consume: list[tuple[int, str]] = field(default_factory=list)  # (inbox id, seq)
 
 
 class _Batch:
@@ -175,6 +176,7 @@ class _Batch:
         p.ops.extend(ex.pending.ops)
         p.updates.update(ex.pending.updates)
         p.values = p.values or ex.pending.values
+        p.consume.extend(ex.pending.consume)
         ex.pending = p
         if "attributes" in self.updates:
             ex.attributes_dirty = True
@@ -344,12 +346,23 @@ class Execution:
         ops: Sequence[OpRecord] = (),
         updates: dict[str, Any] | None = None,
         values: bool = False,
+        consume: Sequence[tuple[int, str]] = (),
     ) -> None:
-        """Add records to ride along with the next commit."""
+        """Add records to ride along with the next commit.
+
+        Args:
+            events: Events to append.
+            ops: Operation records to write.
+            updates: Instance-row columns to set.
+            values: The records hold values the workflow has seen, so they must
+                be durable before its next side effect (see ``flush_values``).
+            consume: ``(inbox id, seq)`` of signals this execution took.
+        """
         self.pending.events.extend(events)
         self.pending.ops.extend(ops)
         self.pending.updates.update(updates or {})
         self.pending.values = self.pending.values or values
+        self.pending.consume.extend(consume)
         for op in ops:
             self.ops[op.seq] = op
 
@@ -363,7 +376,11 @@ class Execution:
         if self.attributes_dirty:
             all_updates["attributes"] = serde.encode(self.attributes, what="attributes")
             self.attributes_dirty = False
-        return _Batch(self, p, [*p.events, *events], [*p.ops, *ops], all_updates)
+        return _Batch(self, p, [*p.events, *events], [*p.ops, *ops], all_updates, p.consume)
+
+    def consuming(self) -> set[int]:
+        """Inbox ids taken by this execution but not yet committed as consumed."""
+        return {inbox_id for inbox_id, _ in self.pending.consume}
 
     async def commit(
         self,
@@ -371,7 +388,6 @@ class Execution:
         events: Sequence[EventRow] = (),
         ops: Sequence[OpRecord] = (),
         updates: dict[str, Any] | None = None,
-        consume_signals: Sequence[tuple[int, str]] = (),
     ) -> None:
         """Commit buffered records plus these in one transaction; return once durable.
 
@@ -384,7 +400,6 @@ class Execution:
         if self.terminated:
             raise Terminated()
         batch = self._take_pending(events, ops, updates)
-        batch.consume = consume_signals
         try:
             batch.write()
         except BaseException:

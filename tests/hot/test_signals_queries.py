@@ -145,6 +145,51 @@ async def test_timeout_without_default_raises_and_survives_restart(make_tf, uid,
     assert await tf2.get_handle(wid).result(timeout=10) == "timed out: approve"
 
 
+used: list[tuple[str, object]] = []
+use_gate: dict[str, asyncio.Event] = {}
+
+
+async def use_payload(key: str, value: object) -> str:
+    used.append((key, value))
+    gate = use_gate.get(key)
+    if gate is not None:
+        await gate.wait()
+    return f"used {value}"
+
+
+@workflow
+async def take_then_use(ctx: WorkflowContext, key: str) -> list:
+    first = await ctx.wait_for_signal("go")
+    out = await ctx.step("use", use_payload, key, first)  # a side effect
+    return [out, await ctx.wait_for_signal("go")]
+
+
+async def test_a_taken_signal_is_durable_before_the_next_side_effect(make_tf, uid, clock, tmp_path):
+    # Taking a signal is recorded with the next commit, like a step result. The
+    # step after the wait is a side effect, so the record is durable before it
+    # runs: stopped mid-step and restarted, the instance takes the same signal
+    # once and the next wait gets the next one.
+    key = uid("k")
+    use_gate[key] = asyncio.Event()  # never set: the step hangs until the stop
+    data = tmp_path / "restart"
+    tf1 = await make_tf([take_then_use], clock=clock, data_dir=data)
+    h = await tf1.run(take_then_use, key, workflow_id=uid())
+    await h.signal("go", "a")
+    await h.signal("go", "b")
+
+    async def in_step() -> bool:
+        return (key, "a") in used
+
+    await wait_for(in_step)
+    types = [e.event_type for e in await h.history()]
+    assert types.count("value.recorded") == 1  # the take, committed before the step
+    await tf1.aclose()
+    del use_gate[key]
+    tf2 = await make_tf([take_then_use], clock=clock, data_dir=data)
+    assert await tf2.get_handle(h.workflow_id).result(timeout=10) == ["used a", "b"]
+    assert [v for k, v in used if k == key] == ["a", "a"]  # the step re-ran; "a" taken once
+
+
 @workflow
 async def collector(ctx: WorkflowContext) -> list:
     await ctx.sleep("1m")
