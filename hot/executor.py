@@ -13,12 +13,14 @@ A long wait (timer, retry backoff, signal) *suspends* the instance: a private
 a row in the index and nothing in memory. Short timers (under
 ``inline_sleep_threshold``) are recorded durably but awaited in memory.
 
-Writes go through :meth:`Execution.commit`, which runs the SQLite transaction
-on the engine's I/O thread pool. Events that carry no externally visible
-effect (``timer.fired``, ``workflow.resumed``, ...) are buffered and ride along
-with the next commit; recorded values (``ctx.now()``, ``ctx.uuid()``) are
-flushed before the next step runs, so a side effect never sees a value that
-a replay could change.
+Writes go through :meth:`Execution.commit`, which writes the SQLite
+transaction on the event loop and makes it durable with an fdatasync on the
+engine's I/O thread pool (see ``InstanceFile.use_split_sync``). Records that
+carry no externally visible effect (``timer.fired``, ``workflow.resumed``, a
+step's result, a signal taken from the inbox) are buffered and ride along with
+the next commit; recorded values (``ctx.now()``, ``ctx.uuid()``, a signal's
+payload) are made durable before the next step or child start, so a side
+effect never sees a value that a replay could change.
 """
 
 from __future__ import annotations
