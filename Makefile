@@ -4,32 +4,43 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+LINKS  := $(VENV)/.linked
+# The folders install as one namespace, `tierflow` (pyproject's package-dir).
+# A strict editable install links each module into build/, where both imports
+# and mypy find it; a module added later needs relinking, hence the sources
+# as prerequisites (STACK.md, "Packaging").
+SOURCES := $(shell find hot warm cold tiering api -name '*.py' 2>/dev/null)
+INSTALL := $(BIN)/python -m pip install --quiet -e . --config-settings editable_mode=strict --no-build-isolation
 
 .PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --upgrade pip 'setuptools>=68' wheel
+	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=strict
 	touch $(STAMP)
 
+$(LINKS): $(STAMP) $(SOURCES)
+	$(INSTALL) --no-deps 2>/dev/null || $(INSTALL) --no-deps
+	touch $(LINKS)
+
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]' --config-settings editable_mode=strict
 	touch $(BENCH_STAMP)
 
-demo: $(STAMP)
+demo: $(LINKS)
 	$(BIN)/tierflow demo
 
-test: $(STAMP)
+test: $(LINKS)
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)
+lint: $(LINKS)
 	$(BIN)/ruff format --check hot warm cold tiering api tests
 	$(BIN)/ruff check hot warm cold tiering api tests
 	$(BIN)/mypy
 
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) $(LINKS)
 	$(BIN)/python -m tests.bench
 
 clean:
-	rm -rf $(VENV) tierflow-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build tierflow-data .pytest_cache .mypy_cache .ruff_cache

@@ -5,9 +5,8 @@ Authoring names are defined in ``hot`` and re-exported, so
 application needs.
 """
 
-from api.facade import Tierflow
-from api.settings import Settings
-from hot import (
+from tierflow.facade import Tierflow
+from tierflow.hot import (
     CallbackSubscriber,
     ChildWorkflowFailed,
     CorruptInstance,
@@ -45,6 +44,7 @@ from hot import (
     WorkflowTerminatedError,
     workflow,
 )
+from tierflow.settings import Settings
 
 __all__ = [
     "CallbackSubscriber",

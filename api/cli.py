@@ -17,10 +17,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
-
-from api.facade import Tierflow
-from hot.authoring import WorkflowDefinition
-from hot.errors import TierflowError
+from tierflow.facade import Tierflow
+from tierflow.hot.authoring import WorkflowDefinition
+from tierflow.hot.errors import TierflowError
 
 __all__ = ["app", "main"]
 
@@ -256,8 +255,7 @@ def tier(
 ) -> None:
     """Move finished workflows from hot SQLite files to warm Parquet (one pass)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from tiering.policy import TieringPolicy
+    from tierflow.tiering.policy import TieringPolicy
 
     async def go() -> None:
         tf = Tierflow(
@@ -307,7 +305,7 @@ def tier(
 @app.command()
 def demo(data_dir: DataDir = None) -> None:
     """Run the end-to-end demo on the embedded default storage."""
-    from api.demo import run_demo
+    from tierflow.demo import run_demo
 
     _run(lambda: run_demo(data_dir))
 

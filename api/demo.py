@@ -13,12 +13,11 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-
-from api.facade import Tierflow
-from hot.authoring import workflow
-from hot.context import WorkflowContext
-from hot.errors import WorkflowCancelledError, WorkflowFailed
-from hot.retry import RetryPolicy
+from tierflow.facade import Tierflow
+from tierflow.hot.authoring import workflow
+from tierflow.hot.context import WorkflowContext
+from tierflow.hot.errors import WorkflowCancelledError, WorkflowFailed
+from tierflow.hot.retry import RetryPolicy
 
 __all__ = ["process_order", "run_demo"]
 

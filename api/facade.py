@@ -17,17 +17,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from api.settings import Settings
-from hot.authoring import WorkflowDefinition, WorkflowFn
-from hot.clock import Clock
-from hot.engine import Engine
-from hot.index import IndexRow
-from hot.models import HistoryEvent, WorkflowInfo
+from tierflow.hot.authoring import WorkflowDefinition, WorkflowFn
+from tierflow.hot.clock import Clock
+from tierflow.hot.engine import Engine
+from tierflow.hot.index import IndexRow
+from tierflow.hot.models import HistoryEvent, WorkflowInfo
+from tierflow.settings import Settings
 
 if TYPE_CHECKING:
-    from tiering.job import Progress, TieringJob, TieringReport
-    from tiering.policy import TieringPolicy
-    from warm.storage import ObjectStore
+    from tierflow.tiering.job import Progress, TieringJob, TieringReport
+    from tierflow.tiering.policy import TieringPolicy
+    from tierflow.warm.storage import ObjectStore
 
 __all__ = ["Tierflow"]
 
@@ -115,7 +115,7 @@ class Tierflow(Engine):
     def tiering_policy(self) -> TieringPolicy:
         """The policy ``tier()`` applies."""
         if self._policy is None:
-            from tiering.policy import TieringPolicy
+            from tierflow.tiering.policy import TieringPolicy
 
             self._policy = TieringPolicy()
         return self._policy
@@ -124,7 +124,7 @@ class Tierflow(Engine):
     def store(self) -> ObjectStore:
         """The warm object store (built on first use; no I/O until used)."""
         if self._store is None:
-            from warm.storage import ObjectStore, StorageSettings
+            from tierflow.warm.storage import ObjectStore, StorageSettings
 
             url = (
                 self.settings.storage_url
@@ -139,7 +139,7 @@ class Tierflow(Engine):
     def tiering_job(self) -> TieringJob:
         """The tiering job bound to this engine and store."""
         if self._job is None:
-            from tiering.job import TieringJob
+            from tierflow.tiering.job import TieringJob
 
             self._job = TieringJob(self, self.store, self.tiering_policy)
         return self._job
@@ -162,7 +162,7 @@ class Tierflow(Engine):
 
     async def tiering_status(self, limit: int = 20) -> dict[str, Any]:
         """The ledger: recent batches, and how many instances each tier holds."""
-        from tiering.ledger import Ledger
+        from tierflow.tiering.ledger import Ledger
 
         ledger = Ledger(self.index)
         counts = dict(self.index._read("SELECT tier, count(*) FROM instances GROUP BY tier"))
@@ -201,8 +201,8 @@ class _LazyWarm:
 
     def _get(self) -> Any:
         if self._source is None:
-            from tiering.ledger import Ledger
-            from tiering.source import WarmSource
+            from tierflow.tiering.ledger import Ledger
+            from tierflow.tiering.source import WarmSource
 
             self._source = WarmSource(self.tf.store, Ledger(self.tf.index), self.tf._io)
         return self._source

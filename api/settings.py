@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from hot.errors import InvalidArgument
+from tierflow.hot.errors import InvalidArgument
 
 __all__ = ["Settings"]
 

@@ -5,11 +5,11 @@ that runs and recovers instances on per-instance SQLite files, the instance
 index and the scheduler. Knows nothing of the other tiers.
 """
 
-from hot.authoring import WorkflowDefinition, workflow
-from hot.clock import Clock, ManualClock, SystemClock
-from hot.context import WorkflowContext
-from hot.engine import Engine, Page
-from hot.errors import (
+from tierflow.hot.authoring import WorkflowDefinition, workflow
+from tierflow.hot.clock import Clock, ManualClock, SystemClock
+from tierflow.hot.context import WorkflowContext
+from tierflow.hot.engine import Engine, Page
+from tierflow.hot.errors import (
     ChildWorkflowFailed,
     CorruptInstance,
     InvalidArgument,
@@ -32,10 +32,10 @@ from hot.errors import (
     WorkflowNotFound,
     WorkflowTerminatedError,
 )
-from hot.handle import WorkflowHandle
-from hot.models import EventType, HistoryEvent, Status, WorkflowInfo
-from hot.retry import RetryPolicy, parse_duration
-from hot.stream import CallbackSubscriber, HttpSink, Subscriber
+from tierflow.hot.handle import WorkflowHandle
+from tierflow.hot.models import EventType, HistoryEvent, Status, WorkflowInfo
+from tierflow.hot.retry import RetryPolicy, parse_duration
+from tierflow.hot.stream import CallbackSubscriber, HttpSink, Subscriber
 
 __all__ = [
     "CallbackSubscriber",

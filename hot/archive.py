@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from hot import serde
-from hot.index import IndexRow
-from hot.models import EventType, HistoryEvent, WorkflowInfo
-from hot.store import InstanceState, OpRecord
+from tierflow.hot import serde
+from tierflow.hot.index import IndexRow
+from tierflow.hot.models import EventType, HistoryEvent, WorkflowInfo
+from tierflow.hot.store import InstanceState, OpRecord
 
 __all__ = ["ArchiveSource", "ops_from_history", "state_from_history"]
 

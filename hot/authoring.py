@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, overload
 
-from hot.errors import InvalidArgument, WorkflowNotFound
+from tierflow.hot.errors import InvalidArgument, WorkflowNotFound
 
 __all__ = ["Registry", "WorkflowDefinition", "workflow"]
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from hot import serde
-from hot.errors import (
+from tierflow.hot import serde
+from tierflow.hot.errors import (
     ChildWorkflowFailed,
     InvalidArgument,
     PayloadError,
@@ -28,11 +28,11 @@ from hot.errors import (
     WorkflowCancelled,
     error_info,
 )
-from hot.executor import Execution, Suspend
-from hot.ids import validate_workflow_id
-from hot.models import EventType, from_micros, to_micros
-from hot.retry import RetryPolicy, parse_duration
-from hot.store import EventRow, OpRecord
+from tierflow.hot.executor import Execution, Suspend
+from tierflow.hot.ids import validate_workflow_id
+from tierflow.hot.models import EventType, from_micros, to_micros
+from tierflow.hot.retry import RetryPolicy, parse_duration
+from tierflow.hot.store import EventRow, OpRecord
 
 __all__ = ["ChildHandle", "WorkflowContext"]
 

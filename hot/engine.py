@@ -24,12 +24,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from hot import serde
-from hot.archive import ArchiveSource, state_from_history
-from hot.authoring import Registry, WorkflowDefinition, WorkflowFn
-from hot.clock import Clock, SystemClock
-from hot.context import WorkflowContext
-from hot.errors import (
+from tierflow.hot import serde
+from tierflow.hot.archive import ArchiveSource, state_from_history
+from tierflow.hot.authoring import Registry, WorkflowDefinition, WorkflowFn
+from tierflow.hot.clock import Clock, SystemClock
+from tierflow.hot.context import WorkflowContext
+from tierflow.hot.errors import (
     CorruptInstance,
     InvalidArgument,
     ResultTimeout,
@@ -44,11 +44,11 @@ from hot.errors import (
     WorkflowNotFound,
     WorkflowTerminatedError,
 )
-from hot.executor import Execution, Outcome, QueryStop, Suspend
-from hot.handle import WorkflowHandle
-from hot.ids import validate_workflow_id
-from hot.index import IndexDB, IndexRow
-from hot.models import (
+from tierflow.hot.executor import Execution, Outcome, QueryStop, Suspend
+from tierflow.hot.handle import WorkflowHandle
+from tierflow.hot.ids import validate_workflow_id
+from tierflow.hot.index import IndexDB, IndexRow
+from tierflow.hot.models import (
     TERMINAL_STATUSES,
     EventType,
     HistoryEvent,
@@ -57,9 +57,9 @@ from hot.models import (
     from_micros,
     to_micros,
 )
-from hot.recovery import OwnerLock
-from hot.scheduler import Scheduler
-from hot.store import (
+from tierflow.hot.recovery import OwnerLock
+from tierflow.hot.scheduler import Scheduler
+from tierflow.hot.store import (
     EventRow,
     IncompleteInstance,
     InstanceFile,
@@ -68,7 +68,7 @@ from hot.store import (
     delete_instance_file,
     quarantine,
 )
-from hot.stream import CallbackSubscriber, EventStream, Subscriber, to_wire
+from tierflow.hot.stream import CallbackSubscriber, EventStream, Subscriber, to_wire
 
 __all__ = ["Engine", "Page"]
 

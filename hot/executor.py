@@ -35,20 +35,20 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hot import serde
-from hot.authoring import WorkflowDefinition
-from hot.clock import Clock
-from hot.errors import (
+from tierflow.hot import serde
+from tierflow.hot.authoring import WorkflowDefinition
+from tierflow.hot.clock import Clock
+from tierflow.hot.errors import (
     NonDeterminismError,
     PayloadError,
     WorkflowCancelled,
     error_info,
 )
-from hot.models import EventType, Status, to_micros
-from hot.store import EventRow, InstanceFile, InstanceState, OpRecord
+from tierflow.hot.models import EventType, Status, to_micros
+from tierflow.hot.store import EventRow, InstanceFile, InstanceState, OpRecord
 
 if TYPE_CHECKING:
-    from hot.context import WorkflowContext
+    from tierflow.hot.context import WorkflowContext
 
 __all__ = ["Execution", "ExecutionEnv", "Outcome", "Suspend", "Terminated"]
 

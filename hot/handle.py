@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hot.models import HistoryEvent, WorkflowInfo
+from tierflow.hot.models import HistoryEvent, WorkflowInfo
 
 if TYPE_CHECKING:
-    from hot.engine import Engine
+    from tierflow.hot.engine import Engine
 
 __all__ = ["WorkflowHandle"]
 

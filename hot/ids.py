@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from hot.errors import InvalidWorkflowId
+from tierflow.hot.errors import InvalidWorkflowId
 
 __all__ = ["WORKFLOW_ID_PATTERN", "new_run_id", "validate_workflow_id"]
 

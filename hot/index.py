@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hot.errors import InvalidArgument, StorageError
+from tierflow.hot.errors import InvalidArgument, StorageError
 
 __all__ = ["INDEX_COLUMNS", "IndexDB", "IndexRow"]
 

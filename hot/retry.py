@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from hot.errors import InvalidArgument
+from tierflow.hot.errors import InvalidArgument
 
 __all__ = ["RetryPolicy", "parse_duration"]
 

@@ -13,14 +13,14 @@ import heapq
 import logging
 from typing import TYPE_CHECKING, Any
 
-from hot import serde
-from hot.index import IndexDB
-from hot.models import EventType, Status
-from hot.recovery import find_dead_owners
-from hot.store import EventRow, InstanceFile, remove_orphan_spares
+from tierflow.hot import serde
+from tierflow.hot.index import IndexDB
+from tierflow.hot.models import EventType, Status
+from tierflow.hot.recovery import find_dead_owners
+from tierflow.hot.store import EventRow, InstanceFile, remove_orphan_spares
 
 if TYPE_CHECKING:
-    from hot.engine import Engine
+    from tierflow.hot.engine import Engine
 
 __all__ = ["Scheduler"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hot.errors import PayloadError
+from tierflow.hot.errors import PayloadError
 
 __all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "decode", "encode"]
 

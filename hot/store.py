@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hot.durable_fs import sync_batch
-from hot.errors import CorruptInstance, StorageError, WorkflowAlreadyFinished
-from hot.models import TERMINAL_STATUSES
+from tierflow.hot.durable_fs import sync_batch
+from tierflow.hot.errors import CorruptInstance, StorageError, WorkflowAlreadyFinished
+from tierflow.hot.models import TERMINAL_STATUSES
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -35,13 +35,13 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from hot import serde
-from hot.errors import InvalidArgument, TierflowError
-from hot.models import from_micros
-from hot.store import EventRow
+from tierflow.hot import serde
+from tierflow.hot.errors import InvalidArgument, TierflowError
+from tierflow.hot.models import from_micros
+from tierflow.hot.store import EventRow
 
 if TYPE_CHECKING:
-    from hot.engine import Engine
+    from tierflow.hot.engine import Engine
 
 __all__ = ["CallbackSubscriber", "EventStream", "HttpSink", "Subscriber", "event_id"]
 

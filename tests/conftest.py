@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from api import ManualClock, Tierflow
+from tierflow import ManualClock, Tierflow
 
 _ids = itertools.count()
 

@@ -1,7 +1,7 @@
 """Pin the public surface: what `api` and `hot` export."""
 
-import api
-import hot
+import tierflow as api
+import tierflow.hot as hot
 
 
 def test_api_exports():

@@ -46,7 +46,7 @@ def test_readme_commands_exist_in_makefile():
 
 
 def test_cli_commands_in_readme_exist():
-    from api.cli import app
+    from tierflow.cli import app
 
     names = {c.name or c.callback.__name__ for c in app.registered_commands}  # type: ignore[union-attr]
     for cmd in re.findall(r"^tierflow (\w+)", README, re.M):

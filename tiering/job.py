@@ -30,18 +30,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hot import serde
-from hot.errors import CorruptInstance
-from hot.models import TERMINAL_STATUSES, to_micros
-from hot.store import read_for_archive
-from tiering.faults import crash_point
-from tiering.ledger import Ledger
-from tiering.policy import TieringPolicy
-from warm import reader, schema, writer
-from warm.storage import ObjectStore
+from tierflow.hot import serde
+from tierflow.hot.errors import CorruptInstance
+from tierflow.hot.models import TERMINAL_STATUSES, to_micros
+from tierflow.hot.store import read_for_archive
+from tierflow.tiering.faults import crash_point
+from tierflow.tiering.ledger import Ledger
+from tierflow.tiering.policy import TieringPolicy
+from tierflow.warm import reader, schema, writer
+from tierflow.warm.storage import ObjectStore
 
 if TYPE_CHECKING:
-    from hot.engine import Engine
+    from tierflow.hot.engine import Engine
 
 __all__ = ["Progress", "TieringJob", "TieringReport", "encode_report"]
 

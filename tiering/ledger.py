@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hot.index import IndexDB
+from tierflow.hot.index import IndexDB
 
 __all__ = ["Batch", "Ledger"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from hot.errors import InvalidArgument
-from hot.models import TERMINAL_STATUSES
-from hot.retry import parse_duration
+from tierflow.hot.errors import InvalidArgument
+from tierflow.hot.models import TERMINAL_STATUSES
+from tierflow.hot.retry import parse_duration
 
 __all__ = ["TieringPolicy", "TypePolicy"]
 

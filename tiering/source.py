@@ -6,13 +6,13 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
-from hot import serde
-from hot.errors import StorageError
-from hot.index import IndexRow
-from hot.models import HistoryEvent, WorkflowInfo, from_micros
-from tiering.ledger import Ledger
-from warm import reader, writer
-from warm.storage import ObjectStore
+from tierflow.hot import serde
+from tierflow.hot.errors import StorageError
+from tierflow.hot.index import IndexRow
+from tierflow.hot.models import HistoryEvent, WorkflowInfo, from_micros
+from tierflow.tiering.ledger import Ledger
+from tierflow.warm import reader, writer
+from tierflow.warm.storage import ObjectStore
 
 __all__ = ["WarmSource"]
 

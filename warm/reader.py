@@ -20,10 +20,9 @@ import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.dataset as ds  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.fs as pafs  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
-
-from hot.errors import InvalidArgument, StorageError
-from warm.schema import SCHEMA_VERSION, schema_for
-from warm.writer import BatchManifest, WrittenFile, full_path, manifest_key
+from tierflow.hot.errors import InvalidArgument, StorageError
+from tierflow.warm.schema import SCHEMA_VERSION, schema_for
+from tierflow.warm.writer import BatchManifest, WrittenFile, full_path, manifest_key
 
 __all__ = ["dataset", "read_history", "read_manifest", "read_workflow", "verify"]
 

@@ -27,9 +27,8 @@ from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
-
-from hot.errors import InvalidArgument
-from hot.models import TERMINAL_STATUSES
+from tierflow.hot.errors import InvalidArgument
+from tierflow.hot.models import TERMINAL_STATUSES
 
 __all__ = [
     "DATASETS",

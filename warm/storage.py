@@ -38,8 +38,7 @@ from typing import Any, NoReturn, TypeVar
 
 import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow 26 ships no type hints
 import pyarrow.fs as pafs  # type: ignore[import-untyped]
-
-from hot.errors import InvalidArgument, StorageError
+from tierflow.hot.errors import InvalidArgument, StorageError
 
 __all__ = ["ObjectNotFound", "ObjectStore", "StorageSettings"]
 

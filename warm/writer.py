@@ -44,10 +44,9 @@ import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.fs as pafs  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
-
-from hot.errors import InvalidArgument, StorageError
-from hot.models import from_micros
-from warm.schema import (
+from tierflow.hot.errors import InvalidArgument, StorageError
+from tierflow.hot.models import from_micros
+from tierflow.warm.schema import (
     DATASETS,
     JSON_COLUMNS,
     SCHEMA_VERSION,

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from api import HttpSink, Tierflow, WorkflowContext, workflow
+from tierflow import HttpSink, Tierflow, WorkflowContext, workflow
+
 from tests.bench.hot_engine import ITEMS, peak_rss_mb, three_steps
 
 

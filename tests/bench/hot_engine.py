@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from api import Tierflow, WorkflowContext, workflow
-from hot import store
+from tierflow import Tierflow, WorkflowContext, workflow
+from tierflow.hot import store
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,12 +14,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from api import Tierflow, WorkflowContext, workflow
-from hot.store import read_for_archive
+from tierflow import Tierflow, WorkflowContext, workflow
+from tierflow.hot.store import read_for_archive
+from tierflow.tiering.job import TieringJob
+from tierflow.warm import schema, writer
+from tierflow.warm.storage import ObjectStore
+
 from tests.bench.hot_engine import peak_rss_mb
-from tiering.job import TieringJob
-from warm import schema, writer
-from warm.storage import ObjectStore
 
 
 def upper(x: str) -> str:

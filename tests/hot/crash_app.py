@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from api import HttpSink, RetryPolicy, Tierflow, WorkflowContext, WorkflowFailed, workflow
+from tierflow import HttpSink, RetryPolicy, Tierflow, WorkflowContext, WorkflowFailed, workflow
 
 MARKS = Path(os.environ.get("CRASH_MARKS", "/dev/null"))
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-
-from api import InvalidArgument, RetryPolicy, WorkflowContext, workflow
+from tierflow import InvalidArgument, RetryPolicy, WorkflowContext, workflow
 
 tries: dict[str, int] = {}
 

@@ -7,8 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-from api import (
+from tierflow import (
     InvalidArgument,
     InvalidWorkflowId,
     PayloadError,

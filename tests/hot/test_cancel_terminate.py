@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from api import (
+from tierflow import (
     WorkflowAlreadyFinished,
     WorkflowCancelledError,
     WorkflowContext,
     WorkflowTerminatedError,
     workflow,
 )
-from hot import store
+from tierflow.hot import store
+
 from tests.conftest import wait_closed, wait_for, wait_status
 
 log: list[str] = []

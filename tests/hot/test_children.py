@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from tierflow import ChildWorkflowFailed, WorkflowCancelledError, WorkflowContext, workflow
 
-from api import ChildWorkflowFailed, WorkflowCancelledError, WorkflowContext, workflow
 from tests.conftest import wait_status
 
 executed: dict[str, int] = {}

@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from tierflow import HttpSink, InvalidArgument, WorkflowContext, workflow
 
-from api import HttpSink, InvalidArgument, WorkflowContext, workflow
 from tests.conftest import wait_for
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tierflow import WorkflowContext, workflow
+from tierflow.hot import store
+from tierflow.hot.durable_fs import sync_batch
+from tierflow.hot.errors import StorageError
+from tierflow.hot.store import EventRow, InstanceFile, SparePool, read_for_archive
 
-from api import WorkflowContext, workflow
-from hot import store
-from hot.durable_fs import sync_batch
-from hot.errors import StorageError
-from hot.store import EventRow, InstanceFile, SparePool, read_for_archive
 from tests.conftest import wait_closed
 
 
@@ -123,7 +123,7 @@ def test_sync_batch_file_by_file_also_syncs_new_directories(tmp_path, monkeypatc
     # Power loss cannot be staged here, so this checks the order of syncs: every
     # file, then every directory from the deepest up to the root, whose entry
     # for a subdirectory made for this batch must reach the disk too.
-    from hot import durable_fs
+    from tierflow.hot import durable_fs
 
     synced: list[Path] = []
     real = durable_fs._fsync_path

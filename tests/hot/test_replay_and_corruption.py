@@ -6,15 +6,15 @@ import uuid
 from datetime import datetime
 
 import pytest
-
-from api import (
+from tierflow import (
     CorruptInstance,
     NonDeterminismError,
     WorkflowContext,
     WorkflowFailed,
     workflow,
 )
-from hot.models import from_micros
+from tierflow.hot.models import from_micros
+
 from tests.conftest import wait_closed, wait_status
 
 runs: dict[str, int] = {}

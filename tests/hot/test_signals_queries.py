@@ -6,8 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-
-from api import (
+from tierflow import (
     PayloadError,
     SignalTimeout,
     UnknownQuery,
@@ -16,8 +15,9 @@ from api import (
     WorkflowNotFound,
     workflow,
 )
-from hot import engine as engine_mod
-from hot import store
+from tierflow.hot import engine as engine_mod
+from tierflow.hot import store
+
 from tests.conftest import wait_closed, wait_for, wait_status
 
 released: list[str] = []

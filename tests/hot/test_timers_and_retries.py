@@ -6,8 +6,7 @@ import asyncio
 from datetime import datetime, timedelta
 
 import pytest
-
-from api import (
+from tierflow import (
     InvalidArgument,
     RetryPolicy,
     Status,
@@ -15,7 +14,8 @@ from api import (
     WorkflowFailed,
     workflow,
 )
-from hot.retry import parse_duration
+from tierflow.hot.retry import parse_duration
+
 from tests.conftest import wait_for, wait_status
 
 side_effects: list[str] = []
@@ -189,7 +189,7 @@ async def test_retry_exhausted_fails_with_last_error(make_tf, clock, uid):
     with pytest.raises(WorkflowFailed) as err:
         await h.result(timeout=10)
     assert "attempt 3 failed" in str(err.value)
-    assert err.value.error_type == "hot.errors.RetryExhausted"
+    assert err.value.error_type == "tierflow.hot.errors.RetryExhausted"
     types = [e.event_type for e in await h.history()]
     assert types.count("step.failed") == 3
     assert "retry.exhausted" in types
@@ -252,7 +252,7 @@ async def test_step_timeout_names_step_and_limit(make_tf, uid):
     with pytest.raises(WorkflowFailed) as err:
         await h.result()
     assert "slow-call" in str(err.value) and "0.05s" in str(err.value)
-    assert err.value.error_type == "hot.errors.StepTimeout"
+    assert err.value.error_type == "tierflow.hot.errors.StepTimeout"
 
 
 async def test_step_timeout_then_retry_succeeds(make_tf, uid):

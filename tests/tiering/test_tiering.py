@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tierflow import StorageError, Tierflow, WorkflowContext, workflow
+from tierflow.tiering.faults import POINTS
+from tierflow.tiering.policy import TieringPolicy, TypePolicy
 
-from api import StorageError, Tierflow, WorkflowContext, workflow
 from tests.tiering.tier_app import LATER, WORKFLOWS, populate
-from tiering.faults import POINTS
-from tiering.policy import TieringPolicy, TypePolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,7 +101,7 @@ async def test_running_and_paused_never_move_and_age_policy(make_store, tmp_path
 
 
 async def test_unusable_store_fails_before_touching_hot(tmp_path: Path):
-    from warm.storage import ObjectStore
+    from tierflow.warm.storage import ObjectStore
 
     store = ObjectStore.from_url(
         "s3://no-such-bucket-here/x",
@@ -121,7 +121,7 @@ async def test_unusable_store_fails_before_touching_hot(tmp_path: Path):
 
 
 async def test_missing_bucket_on_s3(s3_server, tmp_path: Path, monkeypatch):
-    from warm.storage import ObjectStore
+    from tierflow.warm.storage import ObjectStore
 
     missing = ObjectStore.from_url(
         "s3://bucket-that-does-not-exist/p",
@@ -140,7 +140,7 @@ async def test_missing_bucket_on_s3(s3_server, tmp_path: Path, monkeypatch):
 async def test_wrong_credentials_fail_before_touching_hot(
     s3_server, s3_enforce_auth, tmp_path: Path
 ):
-    from warm.storage import ObjectStore
+    from tierflow.warm.storage import ObjectStore
 
     wrong = ObjectStore.from_url(
         f"s3://{s3_enforce_auth.bucket}/p",

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tierflow import StorageError, Tierflow, WorkflowContext, workflow
+from tierflow.tiering.policy import TieringPolicy
 
-from api import StorageError, Tierflow, WorkflowContext, workflow
 from tests.conftest import wait_closed
 from tests.tiering.test_tiering import snapshot
 from tests.tiering.tier_app import LATER, WORKFLOWS, populate
-from tiering.policy import TieringPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +53,7 @@ def test_cli_tier_moves_and_reports_json(tmp_path: Path):
         [
             sys.executable,
             "-m",
-            "api.cli",
+            "tierflow.cli",
             "tier",
             "--data-dir",
             str(data),
@@ -71,7 +71,16 @@ def test_cli_tier_moves_and_reports_json(tmp_path: Path):
     assert report["workflows_moved"] == 12
     assert (data / "lake" / "warm" / "manifests").is_dir()
     listed = subprocess.run(
-        [sys.executable, "-m", "api.cli", "history", ids[0], "--data-dir", str(data), "--json"],
+        [
+            sys.executable,
+            "-m",
+            "tierflow.cli",
+            "history",
+            ids[0],
+            "--data-dir",
+            str(data),
+            "--json",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -83,7 +92,7 @@ def test_cli_tier_moves_and_reports_json(tmp_path: Path):
         [
             sys.executable,
             "-m",
-            "api.cli",
+            "tierflow.cli",
             "tier",
             "--data-dir",
             str(data),
@@ -185,7 +194,7 @@ def test_property_histories_round_trip_hot_to_warm(make_store, batches: list[lis
 
 
 async def test_unusable_local_store_fails_before_touching_hot(tmp_path: Path):
-    from warm.storage import ObjectStore
+    from tierflow.warm.storage import ObjectStore
 
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the lake should be")
@@ -199,7 +208,7 @@ async def test_unusable_local_store_fails_before_touching_hot(tmp_path: Path):
 
 
 async def test_reading_warm_data_from_another_store_names_both(tmp_path: Path):
-    from warm.storage import ObjectStore
+    from tierflow.warm.storage import ObjectStore
 
     data = tmp_path / "d"
     async with Tierflow(data, WORKFLOWS) as tf:  # default: file://<data>/lake

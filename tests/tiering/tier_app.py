@@ -13,7 +13,7 @@ import json
 import sys
 import time
 
-from api import RetryPolicy, Tierflow, WorkflowContext, workflow
+from tierflow import RetryPolicy, Tierflow, WorkflowContext, workflow
 
 # Tiering judges age against this: everything finished "2 h ago".
 LATER = 7200.0

@@ -26,8 +26,7 @@ from typing import Any
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
-
-from warm.storage import ObjectStore, StorageSettings
+from tierflow.warm.storage import ObjectStore, StorageSettings
 
 REGION = "us-east-1"
 # moto accepts any credentials unless authentication is enforced (see s3_enforce_auth).

@@ -21,11 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from hot.errors import InvalidArgument, StorageError
-from hot.models import from_micros
-from warm.reader import dataset, read_history, read_manifest, read_workflow, verify
-from warm.schema import (
+from tierflow.hot.errors import InvalidArgument, StorageError
+from tierflow.hot.models import from_micros
+from tierflow.warm.reader import dataset, read_history, read_manifest, read_workflow, verify
+from tierflow.warm.schema import (
     HISTORY_COLUMNS,
     HISTORY_SCHEMA,
     WORKFLOW_COLUMNS,
@@ -33,7 +32,7 @@ from warm.schema import (
     history_table,
     workflows_table,
 )
-from warm.writer import (
+from tierflow.warm.writer import (
     BatchManifest,
     BatchWriter,
     WrittenFile,

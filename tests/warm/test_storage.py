@@ -15,10 +15,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from tierflow.hot.errors import InvalidArgument, StorageError, TierflowError
+from tierflow.warm.storage import ObjectNotFound, ObjectStore, StorageSettings
 
-from hot.errors import InvalidArgument, StorageError, TierflowError
 from tests.warm.conftest import EnforcedAuth, S3Server
-from warm.storage import ObjectNotFound, ObjectStore, StorageSettings
 
 MakeStore = Callable[..., ObjectStore]
 
