@@ -1,10 +1,12 @@
 """The ``Tierflow`` facade: the one object applications use.
 
-It is the hot engine, configured from arguments and the environment, plus
-the tiers beyond it: ``tier()`` moves finished instances to warm Parquet,
-and ``describe``/``history``/``result``/``query`` read an instance from
-whichever tier holds it. The warm/tiering packages (and pyarrow) are
-imported only when first needed, so hot-only use stays light.
+It composes a hot :class:`~tierflow.hot.engine.Engine` (configured from
+arguments and the environment) with the tiers beyond it: it registers a
+reader for each archived tier on the engine's router, so ``describe``,
+``history``, ``result`` and ``query`` find an instance in whichever tier holds
+it, and ``tier()`` moves finished instances to warm Parquet. The warm and
+tiering packages (and pyarrow) are imported only when first needed, so
+hot-only use stays light.
 """
 
 from __future__ import annotations
@@ -14,14 +16,20 @@ import contextlib
 import logging
 import os
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from tierflow.hot.authoring import WorkflowDefinition, WorkflowFn
 from tierflow.hot.clock import Clock
-from tierflow.hot.engine import Engine
-from tierflow.hot.index import IndexRow
+from tierflow.hot.engine import Engine, OnConflict
+from tierflow.hot.handle import WorkflowHandle
+from tierflow.hot.index import IndexDB, IndexRow
 from tierflow.hot.models import HistoryEvent, WorkflowInfo
+from tierflow.hot.reads import Page, WorkflowRef
+from tierflow.hot.router import Tier
+from tierflow.hot.stream import Subscriber
 from tierflow.settings import Settings
 
 if TYPE_CHECKING:
@@ -34,7 +42,7 @@ __all__ = ["Tierflow"]
 log = logging.getLogger("tierflow")
 
 
-class Tierflow(Engine):
+class Tierflow:
     """Durable workflows with storage tiers.
 
     Use as ``async with Tierflow(workflows=[...]) as tf:``; entering starts the
@@ -56,6 +64,10 @@ class Tierflow(Engine):
         **options: Further ``Engine`` options (``max_concurrency``,
             ``max_recovery_attempts``, ``inline_sleep_threshold``,
             ``max_payload_bytes``, ``event_sinks``).
+
+    Attributes:
+        engine: The hot engine this facade drives.
+        settings: The resolved settings.
     """
 
     def __init__(
@@ -80,7 +92,7 @@ class Tierflow(Engine):
             s3_endpoint=s3_endpoint,
         )
         self.settings = settings
-        super().__init__(
+        self.engine = Engine(
             settings.data_dir,
             workflows,
             durability=settings.durability,  # type: ignore[arg-type]
@@ -93,13 +105,28 @@ class Tierflow(Engine):
         self._store: ObjectStore | None = warm_store
         self._job: TieringJob | None = None
         self._periodic: asyncio.Task[None] | None = None
-        self.archive = _LazyWarm(self)
+        self.engine.router.register(Tier.WARM, _LazyWarm(self))
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the data directory without starting the scheduler (for short commands)."""
+        self.engine.open()
+
+    async def start_scheduler(self) -> None:
+        """Recover orphaned instances and start the background scheduler."""
+        await self.engine.start_scheduler()
 
     async def __aenter__(self) -> Tierflow:
-        await super().__aenter__()
+        await self.engine.__aenter__()
         if self.tiering_policy.interval:
             self._periodic = asyncio.get_running_loop().create_task(self._tier_periodically())
         return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop periodic tiering, then the engine."""
@@ -107,7 +134,117 @@ class Tierflow(Engine):
             self._periodic.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._periodic
-        await super().aclose()
+        await self.engine.aclose()
+
+    @property
+    def data_dir(self) -> Path:
+        """Root of everything tierflow stores."""
+        return self.engine.data_dir
+
+    @property
+    def index(self) -> IndexDB:
+        """The instance index: the locator of every instance in every tier."""
+        return self.engine.index
+
+    # -- workflows (delegated to the engine; reads go through its tier router) -----------
+
+    async def start(
+        self,
+        wf: WorkflowRef,
+        input: Any = None,
+        *,
+        workflow_id: str | None = None,
+        on_conflict: OnConflict = "use_existing",
+        attributes: dict[str, Any] | None = None,
+    ) -> WorkflowHandle:
+        """Queue an instance and return at once (see ``Engine.start``)."""
+        return await self.engine.start(
+            wf, input, workflow_id=workflow_id, on_conflict=on_conflict, attributes=attributes
+        )
+
+    async def run(
+        self,
+        wf: WorkflowRef,
+        input: Any = None,
+        *,
+        workflow_id: str | None = None,
+        on_conflict: OnConflict = "use_existing",
+        attributes: dict[str, Any] | None = None,
+    ) -> WorkflowHandle:
+        """Run an instance inline until it completes or first pauses (see ``Engine.run``)."""
+        return await self.engine.run(
+            wf, input, workflow_id=workflow_id, on_conflict=on_conflict, attributes=attributes
+        )
+
+    def get_handle(self, workflow_id: str) -> WorkflowHandle:
+        """Return a handle for an existing instance, in any tier (checked lazily on use)."""
+        return self.engine.get_handle(workflow_id)
+
+    async def describe(self, workflow_id: str) -> WorkflowInfo:
+        """The instance's ``workflows`` row, from whichever tier holds it."""
+        return await self.engine.describe(workflow_id)
+
+    async def history(self, workflow_id: str) -> list[HistoryEvent]:
+        """Every event of the instance, in order, from whichever tier holds it."""
+        return await self.engine.history(workflow_id)
+
+    async def status(self, workflow_id: str) -> str:
+        """The instance's status."""
+        return await self.engine.status(workflow_id)
+
+    async def result(self, workflow_id: str, timeout: float | None = None) -> Any:
+        """Wait for the instance to finish and return its result (see ``Engine.result``)."""
+        return await self.engine.result(workflow_id, timeout)
+
+    async def query(self, workflow_id: str, name: str, *args: Any) -> Any:
+        """Answer a query by replaying history from whichever tier holds it."""
+        return await self.engine.query(workflow_id, name, *args)
+
+    async def list(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        workflow_type: WorkflowRef | Sequence[str] | None = None,
+        attributes: dict[str, Any] | None = None,
+        parent_workflow_id: str | None = None,
+        tier: str | Sequence[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        """List instances of every tier, newest first, with cursor paging."""
+        return await self.engine.list(
+            status=status,
+            workflow_type=workflow_type,
+            attributes=attributes,
+            parent_workflow_id=parent_workflow_id,
+            tier=tier,
+            created_after=created_after,
+            created_before=created_before,
+            cursor=cursor,
+            limit=limit,
+        )
+
+    async def signal(self, workflow_id: str, name: str, payload: Any = None) -> None:
+        """Deliver a signal (durable when this returns)."""
+        await self.engine.signal(workflow_id, name, payload)
+
+    async def cancel(self, workflow_id: str, reason: str | None = None) -> str:
+        """Ask an instance to stop; returns its status after the request."""
+        return await self.engine.cancel(workflow_id, reason)
+
+    async def terminate(self, workflow_id: str, reason: str | None = None) -> None:
+        """Stop an instance now."""
+        await self.engine.terminate(workflow_id, reason)
+
+    def subscribe(self, name: str, fn: Any, **options: Any) -> None:
+        """Deliver every history event to ``fn(events)`` (see ``Engine.subscribe``)."""
+        self.engine.subscribe(name, fn, **options)
+
+    def add_sink(self, sink: Subscriber) -> None:
+        """Register an event sink such as ``HttpSink``."""
+        self.engine.add_sink(sink)
 
     # -- the tiers beyond hot ------------------------------------------------------------
 
@@ -141,7 +278,7 @@ class Tierflow(Engine):
         if self._job is None:
             from tierflow.tiering.job import TieringJob
 
-            self._job = TieringJob(self, self.store, self.tiering_policy)
+            self._job = TieringJob(self.engine, self.store, self.tiering_policy)
         return self._job
 
     async def tier(
@@ -165,7 +302,7 @@ class Tierflow(Engine):
         from tierflow.tiering.ledger import Ledger
 
         ledger = Ledger(self.index)
-        counts = dict(self.index._read("SELECT tier, count(*) FROM instances GROUP BY tier"))
+        counts = self.index.count_by_tier()
         return {
             "storage_url": self.store.url,
             "instances": counts,
@@ -193,7 +330,7 @@ class Tierflow(Engine):
 
 
 class _LazyWarm:
-    """The engine's archive reader, importing the warm tier on first use."""
+    """The router's reader for ``warm``, importing the warm tier on first use."""
 
     def __init__(self, tf: Tierflow) -> None:
         self.tf = tf
@@ -204,7 +341,7 @@ class _LazyWarm:
             from tierflow.tiering.ledger import Ledger
             from tierflow.tiering.source import WarmSource
 
-            self._source = WarmSource(self.tf.store, Ledger(self.tf.index), self.tf._io)
+            self._source = WarmSource(self.tf.store, Ledger(self.tf.index), self.tf.engine.io)
         return self._source
 
     async def describe(self, row: IndexRow) -> WorkflowInfo:

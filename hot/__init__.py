@@ -8,7 +8,7 @@ index and the scheduler. Knows nothing of the other tiers.
 from tierflow.hot.authoring import WorkflowDefinition, workflow
 from tierflow.hot.clock import Clock, ManualClock, SystemClock
 from tierflow.hot.context import WorkflowContext
-from tierflow.hot.engine import Engine, Page
+from tierflow.hot.engine import Engine
 from tierflow.hot.errors import (
     ChildWorkflowFailed,
     CorruptInstance,
@@ -34,6 +34,7 @@ from tierflow.hot.errors import (
 )
 from tierflow.hot.handle import WorkflowHandle
 from tierflow.hot.models import EventType, HistoryEvent, Status, WorkflowInfo
+from tierflow.hot.reads import Page
 from tierflow.hot.retry import RetryPolicy, parse_duration
 from tierflow.hot.stream import CallbackSubscriber, HttpSink, Subscriber
 

@@ -1,34 +1,21 @@
-"""The seam through which the hot engine reads instances that left the hot tier.
+"""Replay records rebuilt from history alone, for instances outside the hot tier.
 
-``hot`` knows nothing of Parquet or Iceberg. When the index says an instance
-lives in another tier, the engine asks an :class:`ArchiveSource` (provided by
-``tiering``) for its row and history. Queries on archived instances replay
-from history alone: :func:`ops_from_history` rebuilds the operation records
-the executor replays from, using the ``seq`` every operation event carries.
+A query (and, later, replay and fork) of an archived instance has only its
+``workflows`` row and ``history`` events. :func:`ops_from_history` rebuilds
+the operation records the executor replays from, using the ``seq`` every
+operation event carries; :func:`state_from_history` wraps them as an
+:class:`InstanceState`. Pure functions: no I/O.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from tierflow.hot import serde
-from tierflow.hot.index import IndexRow
 from tierflow.hot.models import EventType, HistoryEvent, WorkflowInfo
 from tierflow.hot.store import InstanceState, OpRecord
 
-__all__ = ["ArchiveSource", "ops_from_history", "state_from_history"]
-
-
-class ArchiveSource(Protocol):
-    """Reads instances that the index places outside the hot tier."""
-
-    async def describe(self, row: IndexRow) -> WorkflowInfo:
-        """Return the full ``workflows`` row of an archived instance."""
-        ...
-
-    async def history(self, row: IndexRow) -> list[HistoryEvent]:
-        """Return every event of an archived instance, in order."""
-        ...
+__all__ = ["ops_from_history", "state_from_history"]
 
 
 def ops_from_history(events: list[HistoryEvent]) -> dict[str, OpRecord]:

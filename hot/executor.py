@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from tierflow.hot import serde
 from tierflow.hot.authoring import WorkflowDefinition
@@ -46,9 +46,6 @@ from tierflow.hot.errors import (
 )
 from tierflow.hot.models import EventType, Status, to_micros
 from tierflow.hot.store import EventRow, InstanceFile, InstanceState, OpRecord
-
-if TYPE_CHECKING:
-    from tierflow.hot.context import WorkflowContext
 
 __all__ = ["Execution", "ExecutionEnv", "Outcome", "Suspend", "Terminated"]
 
@@ -77,10 +74,25 @@ class QueryStop(BaseException):
 class ExecutionEnv(Protocol):
     """What an execution needs from its engine."""
 
-    clock: Clock
-    io_pool: Executor
-    max_payload_bytes: int
-    inline_sleep_threshold: float
+    @property
+    def clock(self) -> Clock:
+        """The time source."""
+        ...
+
+    @property
+    def io_pool(self) -> Executor:
+        """Threads for blocking work (fsyncs, sync steps)."""
+        ...
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """Largest JSON value accepted."""
+        ...
+
+    @property
+    def inline_sleep_threshold(self) -> float:
+        """Waits up to this many seconds stay in memory."""
+        ...
 
     def workflow_type_name(self, wf: Any) -> str:
         """Resolve a workflow reference to its registered type name."""
@@ -525,8 +537,16 @@ class Execution:
         finally:
             self.inflight.discard(fut)
 
-    async def run(self, ctx: WorkflowContext, *, resumed: bool, recovered: bool) -> Outcome:
-        """Run the workflow function to completion or suspension; commit the outcome."""
+    async def run(self, ctx: Any, *, resumed: bool, recovered: bool) -> Outcome:
+        """Run the workflow function to completion or suspension; commit the outcome.
+
+        Args:
+            ctx: The ``WorkflowContext`` passed to the workflow function (built
+                on this execution by the caller; typed loosely so this module
+                never imports the context that drives it).
+            resumed: The instance was paused and is resuming.
+            recovered: The previous runner died.
+        """
         now = self.now_us()
         if recovered:
             self.buffer(events=[self.event(EventType.WORKFLOW_RECOVERED, at=now)])

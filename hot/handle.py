@@ -2,14 +2,47 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from tierflow.hot.models import HistoryEvent, WorkflowInfo
 
-if TYPE_CHECKING:
-    from tierflow.hot.engine import Engine
+__all__ = ["HandleTarget", "WorkflowHandle"]
 
-__all__ = ["WorkflowHandle"]
+
+class HandleTarget(Protocol):
+    """What a handle calls: ``Engine`` and ``tierflow.Tierflow`` both qualify."""
+
+    async def result(self, workflow_id: str, timeout: float | None = None) -> Any:
+        """Wait for the result."""
+        ...
+
+    async def status(self, workflow_id: str) -> str:
+        """The status."""
+        ...
+
+    async def describe(self, workflow_id: str) -> WorkflowInfo:
+        """The ``workflows`` row."""
+        ...
+
+    async def history(self, workflow_id: str) -> list[HistoryEvent]:
+        """Every event."""
+        ...
+
+    async def signal(self, workflow_id: str, name: str, payload: Any = None) -> None:
+        """Send a signal."""
+        ...
+
+    async def query(self, workflow_id: str, name: str, *args: Any) -> Any:
+        """Ask a query."""
+        ...
+
+    async def cancel(self, workflow_id: str, reason: str | None = None) -> str:
+        """Request cancellation."""
+        ...
+
+    async def terminate(self, workflow_id: str, reason: str | None = None) -> None:
+        """Stop now."""
+        ...
 
 
 class WorkflowHandle:
@@ -19,7 +52,7 @@ class WorkflowHandle:
         workflow_id: The instance's id.
     """
 
-    def __init__(self, engine: Engine, workflow_id: str) -> None:
+    def __init__(self, engine: HandleTarget, workflow_id: str) -> None:
         self._engine = engine
         self.workflow_id = workflow_id
 

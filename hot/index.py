@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tierflow.hot.errors import InvalidArgument, StorageError
+from tierflow.hot.models import TERMINAL_STATUSES
 
 __all__ = ["INDEX_COLUMNS", "IndexDB", "IndexRow"]
 
@@ -188,6 +189,120 @@ class IndexDB:
     def close(self) -> None:
         """Close the connection."""
         self._conn.close()
+
+    # -- the public query/transaction API for the layers above ----------------------
+    # In the spirit of Datasette's ``Database.execute`` / ``execute_write_fn``:
+    # other layers keep their own tables here (the tiering ledger, so that moving
+    # a batch and committing it is one transaction) and read through these.
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one read-only statement and return all its rows.
+
+        Raises:
+            StorageError: SQLite failed (the message names the index file).
+        """
+        return self._read(sql, params)
+
+    def ensure_schema(self, ddl: str) -> None:
+        """Create tables and indexes another layer keeps here (idempotent DDL).
+
+        Each caller runs it when it starts, so a schema change lost to a power
+        cut is simply made again.
+
+        Raises:
+            StorageError: SQLite failed.
+        """
+        try:
+            self._conn.executescript(ddl)  # its own transaction(s)
+        except sqlite3.Error as exc:
+            raise StorageError(f"instance index schema failed: {exc}", url=str(self.path)) from exc
+
+    @staticmethod
+    def move_to_tier(
+        conn: sqlite3.Connection,
+        workflow_ids: Sequence[str],
+        *,
+        from_tier: str,
+        to_tier: str,
+        batch_id: str | None,
+    ) -> int:
+        """Inside a write transaction: move finished instances between tiers.
+
+        Only instances that are finished and in ``from_tier`` move; the rest
+        are left alone. Returns how many moved.
+        """
+        finished = sorted(TERMINAL_STATUSES)
+        moved = 0
+        for i in range(0, len(workflow_ids), 500):
+            chunk = list(workflow_ids[i : i + 500])
+            cur = conn.execute(
+                "UPDATE instances SET tier=?, batch_id=? WHERE tier=? AND "
+                f"status IN ({','.join('?' * len(finished))}) AND "
+                f"workflow_id IN ({','.join('?' * len(chunk))})",
+                [to_tier, batch_id, from_tier, *finished, *chunk],
+            )
+            moved += cur.rowcount
+        return moved
+
+    def files_of_batch(self, batch_id: str) -> list[tuple[str, str]]:
+        """``(workflow_id, file)`` of instances of ``batch_id`` that still have a hot file."""
+        rows = self._read(
+            "SELECT workflow_id, file FROM instances WHERE batch_id=? AND file IS NOT NULL",
+            (batch_id,),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def forget_files(self, workflow_ids: Sequence[str]) -> None:
+        """Record that these instances' hot files are gone."""
+        self.write_now(
+            lambda c: c.executemany(
+                "UPDATE instances SET file=NULL WHERE workflow_id=?", [(w,) for w in workflow_ids]
+            )
+        )
+
+    def count_by_tier(self) -> dict[str, int]:
+        """How many instances each tier holds."""
+        return {r[0]: r[1] for r in self._read("SELECT tier, count(*) FROM instances GROUP BY 1")}
+
+    def finished_in_tier(
+        self,
+        tier: str,
+        *,
+        statuses: Sequence[str],
+        finished_before: int,
+        exclude_types: Sequence[str] = (),
+        condition: tuple[str, Sequence[Any]] = ("1", ()),
+        limit: int = 1000,
+    ) -> list[tuple[str, str, str, int, int]]:
+        """Finished instances of ``tier`` that have a file, oldest finish first.
+
+        Args:
+            tier: The tier they are in.
+            statuses: Terminal statuses to include.
+            finished_before: Only instances finished at or before this (µs).
+            exclude_types: Workflow types to leave out.
+            condition: Extra ``(sql, params)`` ANDed in (e.g. the event stream's
+                acknowledged condition).
+            limit: At most this many rows.
+
+        Returns:
+            ``(workflow_id, file, workflow_type, finished_at, events_upto)`` rows.
+        """
+        statuses = [s for s in statuses if s in TERMINAL_STATUSES]
+        if not statuses:
+            return []
+        sql = (
+            "SELECT workflow_id, file, workflow_type, finished_at, coalesce(events_upto, 0) "
+            "FROM instances WHERE tier=? AND file IS NOT NULL AND "
+            f"status IN ({','.join('?' * len(statuses))}) AND finished_at <= ?"
+        )
+        params: list[Any] = [tier, *statuses, finished_before]
+        if exclude_types:
+            sql += f" AND workflow_type NOT IN ({','.join('?' * len(exclude_types))})"
+            params.extend(exclude_types)
+        sql += f" AND ({condition[0]}) ORDER BY finished_at LIMIT ?"
+        params.extend([*condition[1], limit])
+        return [tuple(r) for r in self._read(sql, params)]
 
     # -- write helpers -------------------------------------------------------
 

@@ -11,18 +11,16 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from tierflow.hot import serde
 from tierflow.hot.index import IndexDB
 from tierflow.hot.models import EventType, Status
 from tierflow.hot.recovery import find_dead_owners
+from tierflow.hot.runtime import Runtime
 from tierflow.hot.store import EventRow, InstanceFile, remove_orphan_spares
 
-if TYPE_CHECKING:
-    from tierflow.hot.engine import Engine
-
-__all__ = ["Scheduler"]
+__all__ = ["Runner", "Scheduler"]
 
 log = logging.getLogger("tierflow.scheduler")
 
@@ -30,22 +28,48 @@ log = logging.getLogger("tierflow.scheduler")
 _ORPHAN_CHECK_SECONDS = 5.0
 
 
-class Scheduler:
-    """Runs inside ``async with Engine(...)``; one per engine."""
+class Runner(Protocol):
+    """What the scheduler drives (``hot/instances.py`` implements it)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    async def run_queued(self, workflow_id: str) -> None:
+        """Claim a queued instance and run it."""
+        ...
+
+    async def run_due(self, workflow_id: str, *, recovered: bool = False) -> None:
+        """Claim a paused (or orphaned) instance and resume it."""
+        ...
+
+    def is_active(self, workflow_id: str) -> bool:
+        """True while this process executes ``workflow_id``."""
+        ...
+
+    async def mark_failed(self, workflow_id: str, reason: str, kind: str) -> None:
+        """Record that ``workflow_id`` failed outside its code."""
+        ...
+
+
+class Scheduler:
+    """Runs inside ``async with Engine(...)``; one per rt.
+
+    Args:
+        rt: The engine's shared runtime (index, clock, owner, settings).
+        runner: Runs what the scheduler decides to run.
+    """
+
+    def __init__(self, rt: Runtime, runner: Runner) -> None:
+        self.rt = rt
+        self.runner = runner
         self._ready: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._timers: list[tuple[int, str]] = []
         self._timer_changed = asyncio.Event()
-        self._sem = asyncio.Semaphore(engine.max_concurrency)
+        self._sem = asyncio.Semaphore(rt.max_concurrency)
         self._loops: list[asyncio.Task[Any]] = []
         self._runs: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         """Recover orphans, load queued work and timers, start the loops."""
         await self.recover_orphans(startup=True)
-        idx = self.engine.index
+        idx = self.rt.index
         for row in sorted(idx.by_status([Status.QUEUED.value]), key=lambda r: r.created_at):
             self.enqueue(row.workflow_id)
         for wid, wake_at in idx.wakeups():
@@ -58,7 +82,7 @@ class Scheduler:
         ]
 
     async def stop(self) -> None:
-        """Stop the loops; running executions are stopped by the engine."""
+        """Stop the loops; running executions are stopped by the rt."""
         for t in self._loops:
             t.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -88,9 +112,9 @@ class Scheduler:
     async def _run(self, wid: str, kind: str) -> None:
         try:
             if kind == "queued":
-                await self.engine.run_queued(wid)
+                await self.runner.run_queued(wid)
             else:
-                await self.engine.run_due(wid, recovered=kind == "recovered")
+                await self.runner.run_due(wid, recovered=kind == "recovered")
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -99,14 +123,14 @@ class Scheduler:
             self._sem.release()
 
     async def _timer_loop(self) -> None:
-        clock = self.engine.clock
+        clock = self.rt.clock
         while True:
             self._timer_changed.clear()
             if not self._timers:
                 await self._timer_changed.wait()
                 continue
             wake_at, wid = self._timers[0]
-            if wake_at <= self.engine.now_us():
+            if wake_at <= self.rt.now_us():
                 heapq.heappop(self._timers)
                 self.enqueue(wid, "due")
                 continue
@@ -128,41 +152,39 @@ class Scheduler:
 
     async def recover_orphans(self, *, startup: bool) -> int:
         """Queue recovery of instances leased to dead owners; return how many."""
-        engine = self.engine
-        idx = engine.index
+        rt = self.rt
+        idx = rt.index
         running = idx.by_status([Status.RUNNING.value])
         owners = {r.lease_owner for r in running if r.lease_owner}
-        dead, other_boot = find_dead_owners(engine.owners_dir, owners, engine.owner_id)
+        dead, other_boot = find_dead_owners(rt.owners_dir, owners, rt.owner_id)
         if other_boot and startup:
             await self._reconcile_files()
             running = idx.by_status([Status.RUNNING.value])
         if dead:
             referenced = idx.all_files()
             for owner in dead:
-                removed = await engine._io(
-                    remove_orphan_spares, engine.instances_dir, owner, referenced
-                )
+                removed = await rt.io(remove_orphan_spares, rt.instances_dir, owner, referenced)
                 if removed:
                     log.info("removed %d unused spare files of dead owner %s", removed, owner)
         count = 0
         for row in running:
-            if row.lease_owner == engine.owner_id and row.workflow_id in engine._active:
+            if row.lease_owner == rt.owner_id and self.runner.is_active(row.workflow_id):
                 continue
             if (
                 row.lease_owner is not None
                 and row.lease_owner not in dead
-                and not (startup and row.lease_owner == engine.owner_id)
+                and not (startup and row.lease_owner == rt.owner_id)
             ):
                 continue
             count += 1
             attempts = row.recovery_count + 1
-            if attempts > engine.max_recovery_attempts:
+            if attempts > rt.max_recovery_attempts:
                 await self._fail_unrecoverable(row.workflow_id, attempts - 1)
                 continue
             # Durable: if recovering crashes the process again, the count must stick.
             await idx.write(
                 IndexDB.update_fn(
-                    row.workflow_id, {"recovery_count": attempts, "lease_owner": engine.owner_id}
+                    row.workflow_id, {"recovery_count": attempts, "lease_owner": rt.owner_id}
                 ),
                 durable=True,
             )
@@ -170,17 +192,17 @@ class Scheduler:
         return count
 
     async def _fail_unrecoverable(self, wid: str, attempts: int) -> None:
-        engine = self.engine
+        rt = self.rt
         reason = (
             f"the process running this workflow died {attempts} times; "
-            f"giving up after max_recovery_attempts={engine.max_recovery_attempts}"
+            f"giving up after max_recovery_attempts={rt.max_recovery_attempts}"
         )
-        now = engine.now_us()
+        now = rt.now_us()
         error = serde.encode({"type": "RecoveryExhausted", "message": reason}, what="error")
-        path = engine._path(wid)
+        path = rt.path(wid)
 
         def go() -> None:
-            f = InstanceFile.open(path, durability=engine.durability)
+            f = InstanceFile.open(path, durability=rt.durability)
             try:
                 f.commit(
                     events=[
@@ -203,19 +225,19 @@ class Scheduler:
                 f.close()
 
         try:
-            await engine._io(go)
+            await rt.io(go)
         except Exception as exc:  # corrupt or missing: the index still records the failure
             log.error("could not record recovery failure in %s: %s", wid, exc)
-        await engine._mark_failed(wid, reason, "RecoveryExhausted")
+        await self.runner.mark_failed(wid, reason, "RecoveryExhausted")
 
     async def _reconcile_files(self) -> None:
         """After a machine restart, re-add instance files the index lost."""
-        engine = self.engine
-        known = engine.index.all_ids()
+        rt = self.rt
+        known = rt.index.all_ids()
         found = 0
-        for path in engine.instances_dir.glob("*/*.sqlite"):
+        for path in rt.instances_dir.glob("*/*.sqlite"):
             try:
-                f = InstanceFile.open(path, durability=engine.durability)
+                f = InstanceFile.open(path, durability=rt.durability)
                 try:
                     row = f.read_row()
                 finally:
@@ -226,7 +248,7 @@ class Scheduler:
             if row["workflow_id"] in known:
                 continue
             found += 1
-            index_row = {"file": str(path.relative_to(engine.instances_dir))}
+            index_row = {"file": str(path.relative_to(rt.instances_dir))}
             index_row |= {
                 k: row[k]
                 for k in (
@@ -244,6 +266,6 @@ class Scheduler:
                     "wake_at",
                 )
             }
-            await engine.index.write(IndexDB.insert_fn(index_row), durable=True)
+            await rt.index.write(IndexDB.insert_fn(index_row), durable=True)
         if found:
             log.warning("reconcile: restored %d index rows from instance files", found)

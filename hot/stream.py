@@ -32,16 +32,15 @@ import json
 import logging
 import random
 import sqlite3
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from tierflow.hot import serde
 from tierflow.hot.errors import InvalidArgument, TierflowError
-from tierflow.hot.models import from_micros
+from tierflow.hot.index import IndexDB
+from tierflow.hot.models import TERMINAL_STATUSES, from_micros
+from tierflow.hot.router import Tier
 from tierflow.hot.store import EventRow
-
-if TYPE_CHECKING:
-    from tierflow.hot.engine import Engine
 
 __all__ = ["CallbackSubscriber", "EventStream", "HttpSink", "Subscriber", "event_id"]
 
@@ -257,7 +256,7 @@ class _Feed:
             if hit is not None:
                 texts, last, more = hit
             else:
-                events, more = await self.stream.engine.stream_read(wid, after, room)
+                events, more = await self.stream.read(wid, after, room)
                 texts = [json.dumps(e, separators=(",", ":"), ensure_ascii=False) for e in events]
                 last = events[-1]["event_id"] if events else after
             if more:
@@ -293,15 +292,22 @@ class _Feed:
         return len(batch)
 
 
+# Reads up to ``limit`` stored event rows of an instance after event ``after``
+# (``(event_id, type, time, step, attempt, payload)``), or none if unreadable.
+EventReader = Callable[[str, int, int], Awaitable[list[tuple[Any, ...]]]]
+
+
 class EventStream:
     """Publishes committed history events to subscribers.
 
     Args:
-        engine: The engine whose instances are published.
+        index: The instance index (cursors live there).
+        read_events: Reads an instance's stored events (the engine's files).
     """
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, index: IndexDB, read_events: EventReader) -> None:
+        self.index = index
+        self._read_events = read_events
         self._feeds: dict[str, _Feed] = {}
         self._started = False
 
@@ -362,6 +368,17 @@ class EventStream:
         for feed in self._feeds.values():
             feed.offer(workflow_id, texts)
 
+    async def read(
+        self, workflow_id: str, after: int, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``limit`` events after ``after`` as published JSON; and whether more remain."""
+        row = self.index.get(workflow_id)
+        if row is None or row.file is None:
+            return [], False
+        rows = await self._read_events(workflow_id, after, limit + 1)
+        more = len(rows) > limit
+        return [to_wire(workflow_id, row.run_id, row.workflow_type, r) for r in rows[:limit]], more
+
     def delivered(self, name: str) -> int:
         """Events delivered to subscriber ``name`` by this process."""
         return self._feeds[name].delivered
@@ -370,7 +387,7 @@ class EventStream:
 
     def load_cursor(self, subscriber: str, workflow_id: str) -> int:
         """Return the last acknowledged event id (0 if none)."""
-        rows = self.engine.index._read(
+        rows = self.index.execute(
             "SELECT upto FROM stream_cursors WHERE subscriber=? AND workflow_id=?",
             (subscriber, workflow_id),
         )
@@ -385,18 +402,35 @@ class EventStream:
                 [(subscriber, wid, n) for wid, n in upto.items()],
             )
 
-        self.engine.index.write_now(fn)
+        self.index.write_now(fn)
+
+    def acknowledged_condition(self) -> tuple[str, list[str]]:
+        """SQL over ``instances`` true where every subscriber acknowledged every event.
+
+        Returns:
+            ``(sql, params)`` to AND into a query on the ``instances`` table
+            (``"1"`` when no subscriber is registered). Tiering uses it never
+            to move events a subscriber has not seen.
+        """
+        names = self.subscriber_names()
+        sql = " AND ".join(
+            "coalesce((SELECT upto FROM stream_cursors WHERE subscriber=? AND "
+            "workflow_id=instances.workflow_id), 0) >= coalesce(instances.events_upto, 0)"
+            for _ in names
+        )
+        return (sql or "1"), names
 
     def backlog(self, subscriber: str) -> list[str]:
         """Instances with events this subscriber may not have acknowledged."""
-        rows = self.engine.index._read(
+        finished = sorted(TERMINAL_STATUSES)
+        rows = self.index.execute(
             "SELECT i.workflow_id FROM instances i LEFT JOIN stream_cursors c "
             "ON c.subscriber = ? AND c.workflow_id = i.workflow_id "
-            "WHERE i.file IS NOT NULL AND i.tier = 'hot' AND "
-            "(i.status NOT IN ('completed','failed','cancelled','terminated') "
+            "WHERE i.file IS NOT NULL AND i.tier = ? AND "
+            f"(i.status NOT IN ({','.join('?' * len(finished))}) "
             " OR coalesce(c.upto, 0) < coalesce(i.events_upto, 1 << 62)) "
             "ORDER BY i.created_at",
-            (subscriber,),
+            (subscriber, Tier.HOT.value, *finished),
         )
         return [r[0] for r in rows]
 

@@ -62,3 +62,67 @@ def test_object_store_sdks_only_in_warm_storage():
             assert "boto3" not in imported_packages(path), path
             assert "botocore" not in imported_packages(path), path
             assert "S3FileSystem" not in text, path
+
+
+# Private names that belong to the standard library or to other libraries, and
+# are fine to use anywhere.
+_FOREIGN_PRIVATE = {"_replace", "_asdict", "_fields", "_exit", "_getframe"}
+
+
+def private_names_defined(package: str) -> set[str]:
+    """Every ``_name`` a package defines: functions, classes, attributes, module names."""
+    names: set[str] = set()
+    for path in (ROOT / package).rglob("*.py"):
+        names.add(path.stem)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names.add(node.target.id)
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def private_uses(path: Path) -> list[tuple[int, str, str | None]]:
+    """``(line, name, package)`` of each ``x._name`` use and each import of a private name."""
+    out: list[tuple[int, str, str | None]] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            if not node.attr.startswith("__"):
+                out.append((node.lineno, node.attr, None))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            owner = package_of(node.module)
+            parts = node.module.split(".")
+            for part in parts:
+                if part.startswith("_") and not part.startswith("__"):
+                    out.append((node.lineno, part, owner))
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    out.append((node.lineno, alias.name, owner))
+    return out
+
+
+def test_no_private_name_crosses_a_package_boundary():
+    """A package uses only its own ``_private`` names; what others need is public API."""
+    own = {p: private_names_defined(p) for p in ORDER}
+    bad: list[str] = []
+    for package in ORDER:
+        for path in (ROOT / package).rglob("*.py"):
+            for line, name, owner in private_uses(path):
+                if owner is not None and owner != package:
+                    bad.append(f"{path.relative_to(ROOT)}:{line} imports {name} from {owner}")
+                elif name not in own[package] and name not in _FOREIGN_PRIVATE:
+                    bad.append(f"{path.relative_to(ROOT)}:{line} uses {name}, not defined here")
+    assert not bad, "private names crossing a package boundary:\n" + "\n".join(bad)
+
+
+def test_the_private_name_check_catches_a_reach_in(tmp_path):
+    """The check above finds ``index._read`` written in a package that does not own it."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f(index):\n    return index._read('SELECT 1')\n")
+    uses = [name for _, name, _ in private_uses(probe)]
+    assert uses == ["_read"]
+    assert "_read" not in private_names_defined("tiering")

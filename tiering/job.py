@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from tierflow.hot import serde
 from tierflow.hot.errors import CorruptInstance
-from tierflow.hot.models import TERMINAL_STATUSES, to_micros
+from tierflow.hot.models import to_micros
+from tierflow.hot.router import Tier
 from tierflow.hot.store import read_for_archive
 from tierflow.tiering.faults import crash_point
 from tierflow.tiering.ledger import Ledger
@@ -120,7 +121,7 @@ class TieringJob:
         async with self._lock:
             t0 = time.perf_counter()
             report = TieringReport()
-            await self.engine._io(self.store.check)
+            await self.engine.io(self.store.check)
             await self.recover(report)
             cutoff_now = self.engine.clock.now() if now is None else now
             while True:
@@ -142,28 +143,15 @@ class TieringJob:
         ages = [policy.min_age_seconds()] + [policy.min_age_seconds(t) for t in policy.per_type]
         loosest_cutoff = to_micros(now - min(ages))
         disabled = policy.disabled_types()
-        statuses = [s for s in policy.statuses if s in TERMINAL_STATUSES]
-        sql = (
-            "SELECT workflow_id, file, workflow_type, finished_at, coalesce(events_upto, 0) "
-            "FROM instances WHERE tier='hot' AND file IS NOT NULL AND "
-            f"status IN ({','.join('?' * len(statuses))}) AND finished_at <= ?"
-        )
-        params: list[Any] = [*statuses, loosest_cutoff]
-        if disabled:
-            sql += f" AND workflow_type NOT IN ({','.join('?' * len(disabled))})"
-            params.extend(disabled)
         # Never move events a registered subscriber has not acknowledged yet.
-        stream = self.engine._stream
-        if stream is not None:
-            for name in stream.subscriber_names():
-                sql += (
-                    " AND coalesce((SELECT upto FROM stream_cursors WHERE subscriber=? AND "
-                    "workflow_id=instances.workflow_id), 0) >= coalesce(events_upto, 0)"
-                )
-                params.append(name)
-        sql += " ORDER BY finished_at LIMIT ?"
-        params.append(policy.max_workflows_per_batch * 2 + len(exclude))
-        rows = self.engine.index._read(sql, params)
+        rows = self.engine.index.finished_in_tier(
+            Tier.HOT,
+            statuses=policy.statuses,
+            finished_before=loosest_cutoff,
+            exclude_types=disabled,
+            condition=self.engine.stream.acknowledged_condition(),
+            limit=policy.max_workflows_per_batch * 2 + len(exclude),
+        )
         out: list[tuple[str, str, str, int]] = []
         events = 0
         for wid, file, wtype, finished_at, n_events in rows:
@@ -193,7 +181,7 @@ class TieringJob:
         chunks = [candidates[i : i + step] for i in range(0, total, step)]
         for pair_start in range(0, len(chunks), _READ_WORKERS):
             pair = chunks[pair_start : pair_start + _READ_WORKERS]
-            outs = await asyncio.gather(*(self.engine._io(_read_chunk, base, c) for c in pair))
+            outs = await asyncio.gather(*(self.engine.io(_read_chunk, base, c) for c in pair))
             for chunk, out in zip(pair, outs, strict=True):
                 for cand, item in zip(chunk, out, strict=True):
                     if isinstance(item, BaseException):
@@ -266,7 +254,7 @@ class TieringJob:
             return manifest
 
         self.progress("write", 0, 1)
-        manifest = await engine._io(write_and_verify)
+        manifest = await engine.io(write_and_verify)
         self.progress("write", 1, 1)
         crash_point("after-verify")
         ids = [row["workflow_id"] for row, _ in items]
@@ -280,20 +268,20 @@ class TieringJob:
         report.files_written += len(manifest.files)
         report.bytes_written += sum(f.bytes for f in manifest.files)
         report.objects_put += len(manifest.files) + 1  # data files + the manifest
-        report.hot_bytes += await engine._io(_sizes, [engine.instances_dir / f for f in files])
+        report.hot_bytes += await engine.io(_sizes, [engine.instances_dir / f for f in files])
         await self._finish(batch_id, manifest)
         return moved
 
     async def _finish(self, batch_id: str, manifest: writer.BatchManifest) -> None:
         """Publish the manifest and delete the hot files of a committed batch (idempotent)."""
         engine = self.engine
-        await engine._io(writer.write_manifest, self.store.fs, self.root, manifest)
+        await engine.io(writer.write_manifest, self.store.fs, self.root, manifest)
         pending = self.ledger.hot_files_of(batch_id)
         base = engine.instances_dir
         done: list[str] = []
         for start in range(0, len(pending), 512):
             chunk = pending[start : start + 512]
-            await engine._io(_delete_files, [base / f for _, f in chunk])
+            await engine.io(_delete_files, [base / f for _, f in chunk])
             done.extend(w for w, _ in chunk)
             self.progress("delete", len(done), len(pending))
         self.ledger.forget_hot_files(done)
@@ -311,11 +299,11 @@ class TieringJob:
         writing = self.ledger.in_state("writing")
         if writing:
             # One listing for all of them: objects are found by the batch id in their keys.
-            found = await self.engine._io(writer.list_batches, self.store.fs, self.root)
+            found = await self.engine.io(writer.list_batches, self.store.fs, self.root)
             for batch in writing:
                 keys = found.get(batch.batch_id, [])
                 if keys:
-                    await self.engine._io(self.store.delete_many, keys)
+                    await self.engine.io(self.store.delete_many, keys)
                     log.info(
                         "garbage-collected %d objects of uncommitted batch %s",
                         len(keys),

@@ -16,21 +16,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tierflow.hot.index import IndexDB
+from tierflow.hot.router import Tier
 
 __all__ = ["Batch", "Ledger"]
 
-_DDL = (
-    "CREATE TABLE IF NOT EXISTS tier_batches ("
-    " batch_id TEXT PRIMARY KEY,"
-    " state TEXT NOT NULL,"
-    " created_at INTEGER NOT NULL,"
-    " committed_at INTEGER,"
-    " workflow_count INTEGER,"
-    " event_count INTEGER,"
-    " manifest BLOB,"
-    " store_url TEXT"
-    ") STRICT"
-)
+_DDL = """
+CREATE TABLE IF NOT EXISTS tier_batches (
+    batch_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    committed_at INTEGER,
+    workflow_count INTEGER,
+    event_count INTEGER,
+    manifest BLOB,
+    store_url TEXT
+) STRICT;
+"""
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Ledger:
 
     def __init__(self, index: IndexDB) -> None:
         self.index = index
-        index.write_now(lambda c: c.execute(_DDL), durable=True)
+        index.ensure_schema(_DDL)
 
     def begin(self, batch_id: str, now_us: int, store_url: str) -> None:
         """Record a batch, and the store it goes to, before anything is written (fsync'd)."""
@@ -86,17 +87,9 @@ class Ledger:
                 "workflow_count=?, event_count=? WHERE batch_id=? AND state='writing'",
                 (now_us, manifest, workflow_count, event_count, batch_id),
             )
-            moved = 0
-            for i in range(0, len(workflow_ids), 500):
-                chunk = list(workflow_ids[i : i + 500])
-                cur = c.execute(
-                    "UPDATE instances SET tier='warm', batch_id=? WHERE tier='hot' AND "
-                    "status IN ('completed','failed','cancelled','terminated') AND "
-                    f"workflow_id IN ({','.join('?' * len(chunk))})",
-                    [batch_id, *chunk],
-                )
-                moved += cur.rowcount
-            return moved
+            return IndexDB.move_to_tier(
+                c, workflow_ids, from_tier=Tier.HOT, to_tier=Tier.WARM, batch_id=batch_id
+            )
 
         moved: int = self.index.write_now(fn, durable=True)
         return moved
@@ -112,38 +105,28 @@ class Ledger:
 
     def get(self, batch_id: str) -> Batch | None:
         """Return one batch."""
-        rows = self.index._read("SELECT * FROM tier_batches WHERE batch_id=?", (batch_id,))
+        rows = self.index.execute("SELECT * FROM tier_batches WHERE batch_id=?", (batch_id,))
         return Batch(*rows[0]) if rows else None
 
     def in_state(self, *states: str) -> list[Batch]:
         """Return batches in any of ``states``, oldest first."""
         marks = ",".join("?" * len(states))
-        rows = self.index._read(
+        rows = self.index.execute(
             f"SELECT * FROM tier_batches WHERE state IN ({marks}) ORDER BY created_at", states
         )
         return [Batch(*r) for r in rows]
 
     def all(self, limit: int = 100) -> list[Batch]:
         """Return the most recent batches."""
-        rows = self.index._read(
+        rows = self.index.execute(
             "SELECT * FROM tier_batches ORDER BY created_at DESC LIMIT ?", (limit,)
         )
         return [Batch(*r) for r in rows]
 
     def hot_files_of(self, batch_id: str) -> list[tuple[str, str]]:
         """``(workflow_id, file)`` of moved instances whose hot file is not yet deleted."""
-        rows = self.index._read(
-            "SELECT workflow_id, file FROM instances WHERE batch_id=? AND file IS NOT NULL",
-            (batch_id,),
-        )
-        return [(r[0], r[1]) for r in rows]
+        return self.index.files_of_batch(batch_id)
 
     def forget_hot_files(self, workflow_ids: Sequence[str]) -> None:
         """Record that these instances' hot files are gone."""
-
-        def fn(c: sqlite3.Connection) -> None:
-            c.executemany(
-                "UPDATE instances SET file=NULL WHERE workflow_id=?", [(w,) for w in workflow_ids]
-            )
-
-        self.index.write_now(fn)
+        self.index.forget_files(workflow_ids)

@@ -1,8 +1,9 @@
-"""Reads of instances that live in the warm tier (the engine's ArchiveSource)."""
+"""Reads of instances that live in the warm tier (the router's reader for ``warm``)."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +15,10 @@ from tierflow.tiering.ledger import Ledger
 from tierflow.warm import reader, writer
 from tierflow.warm.storage import ObjectStore
 
-__all__ = ["WarmSource"]
+__all__ = ["IO", "WarmSource"]
+
+# Runs blocking work off the event loop (``Engine.io``).
+IO = Callable[..., Awaitable[Any]]
 
 
 class WarmSource:
@@ -30,7 +34,7 @@ class WarmSource:
         io: Runs blocking work off the event loop.
     """
 
-    def __init__(self, store: ObjectStore, ledger: Ledger, io: Any) -> None:
+    def __init__(self, store: ObjectStore, ledger: Ledger, io: IO) -> None:
         self.store = store
         self.ledger = ledger
         self._io = io

@@ -96,7 +96,7 @@ async def test_cancel_paused_opens_its_file_once(make_tf, uid, clock, monkeypatc
     gates[key].set()
     tf = await make_tf([cancellable], clock=clock)
     h = await tf.run(cancellable, key, workflow_id=uid())
-    await wait_closed(tf._path(h.workflow_id))
+    await wait_closed(tf.engine.instance_path(h.workflow_id))
     opened: list[object] = []
     real_open = store.InstanceFile.open.__func__
 
@@ -107,9 +107,9 @@ async def test_cancel_paused_opens_its_file_once(make_tf, uid, clock, monkeypatc
     monkeypatch.setattr(store.InstanceFile, "open", classmethod(counting_open))
     assert await h.cancel() == "cancelled"
     assert log[-1] == f"{key}:cleanup"
-    assert opened == [tf._path(h.workflow_id)]
-    await wait_closed(tf._path(h.workflow_id))
-    assert tf._handoff == {}
+    assert opened == [tf.engine.instance_path(h.workflow_id)]
+    await wait_closed(tf.engine.instance_path(h.workflow_id))
+    assert tf.engine.instances.handoff == {}
 
 
 async def test_cancel_finished_reports_and_changes_nothing(make_tf, uid):

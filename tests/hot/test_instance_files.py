@@ -145,7 +145,7 @@ async def test_engine_instances_read_back_after_close(make_tf, uid) -> None:
     wid = uid()
     h = await tf.run(two_steps, "x", workflow_id=wid)
     assert await h.result(timeout=10) == ["X", "XX"]
-    path = tf._path(wid)
+    path = tf.engine.instance_path(wid)
     await wait_closed(path)
     assert not Path(f"{path}-wal").exists()
     types = [e.event_type for e in await tf.history(wid)]

@@ -92,7 +92,7 @@ async def test_corrupt_file_fails_one_instance_and_quarantines_it(make_tf, clock
     for i, wid in enumerate(ids):
         assert await (await tf.run(pausing, i, workflow_id=wid)).status() == "paused"
     victim = ids[1]
-    path = tf._path(victim)
+    path = tf.engine.instance_path(victim)
     await wait_closed(path)
     size = path.stat().st_size
     with path.open("r+b") as f:
@@ -106,7 +106,7 @@ async def test_corrupt_file_fails_one_instance_and_quarantines_it(make_tf, clock
     assert info.error["type"] == "CorruptInstance"
     assert "corrupt" in info.error["message"]
     assert not path.exists()
-    quarantined = list((tf.hot_dir / "quarantine").iterdir())
+    quarantined = list((tf.engine.hot_dir / "quarantine").iterdir())
     assert any(p.name.startswith(path.name) for p in quarantined)
     with pytest.raises(WorkflowFailed, match="corrupt"):
         await tf.get_handle(victim).result(timeout=1)
@@ -118,8 +118,8 @@ async def test_garbage_file_is_reported_on_describe(make_tf, clock, uid):
     tf = await make_tf([pausing], clock=clock)
     wid = uid()
     await tf.run(pausing, 1, workflow_id=wid)
-    await wait_closed(tf._path(wid))
-    tf._path(wid).write_bytes(b"this is not a database" * 100)
+    await wait_closed(tf.engine.instance_path(wid))
+    tf.engine.instance_path(wid).write_bytes(b"this is not a database" * 100)
     info = await tf.describe(wid)
     assert info.status == "failed" and info.error["type"] == "CorruptInstance"
     with pytest.raises((CorruptInstance, Exception)):

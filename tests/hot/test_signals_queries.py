@@ -15,7 +15,7 @@ from tierflow import (
     WorkflowNotFound,
     workflow,
 )
-from tierflow.hot import engine as engine_mod
+from tierflow.hot import instances as instances_mod
 from tierflow.hot import store
 
 from tests.conftest import wait_closed, wait_for, wait_status
@@ -66,29 +66,30 @@ async def test_resume_after_a_signal_reuses_the_signals_open_file(make_tf, uid, 
     monkeypatch.setattr(store.InstanceFile, "open", classmethod(counting_open))
     await h.signal("payment", 5)
     assert await h.result(timeout=10) == {"status": "completed", "paid": 5}
-    assert opened == [tf._path(h.workflow_id)]
-    await wait_closed(tf._path(h.workflow_id))
+    assert opened == [tf.engine.instance_path(h.workflow_id)]
+    await wait_closed(tf.engine.instance_path(h.workflow_id))
 
 
 async def _signal_nobody_resumes(tf, h, monkeypatch) -> Path:
     """Signal a paused order that nothing resumes (as when another process claims it)."""
-    path = tf._path(h.workflow_id)
+    path = tf.engine.instance_path(h.workflow_id)
     await wait_closed(path)
-    monkeypatch.setattr(tf, "_wake", lambda wid: None)
+    monkeypatch.setattr(tf.engine.instances, "wake", lambda wid: None)
     await h.signal("payment", 7)
-    assert h.workflow_id in tf._handoff
+    assert h.workflow_id in tf.engine.instances.handoff
     return path
 
 
 async def test_a_signals_file_not_taken_by_a_resume_is_closed(make_tf, uid, clock, monkeypatch):
-    monkeypatch.setattr(engine_mod, "_HANDOFF_TTL", 0.05)
+    monkeypatch.setattr(instances_mod, "HANDOFF_TTL", 0.05)
     tf = await make_tf([order], clock=clock)
     h = await tf.run(order, {"id": "o1", "timeout": "24h"}, workflow_id=uid())
     path = await _signal_nobody_resumes(tf, h, monkeypatch)
     await wait_closed(path)
-    assert tf._handoff == {}
+    assert tf.engine.instances.handoff == {}
     # The signal is durable and is delivered when the instance does resume.
-    tf._scheduler.enqueue(h.workflow_id, "due")
+    assert tf.engine.scheduler is not None
+    tf.engine.scheduler.enqueue(h.workflow_id, "due")
     assert await h.result(timeout=10) == {"status": "completed", "paid": 7}
 
 
@@ -108,8 +109,8 @@ async def test_two_signals_before_the_resume_are_both_delivered(make_tf, uid, cl
     assert await h.status() == "paused"
     await asyncio.gather(h.signal("a", 1), h.signal("b", 2))
     assert await h.result(timeout=10) == [1, 2]
-    await wait_closed(tf._path(h.workflow_id))
-    assert tf._handoff == {}
+    await wait_closed(tf.engine.instance_path(h.workflow_id))
+    assert tf.engine.instances.handoff == {}
 
 
 @workflow
@@ -234,7 +235,7 @@ class _FirstSpareGate:
 
     def __init__(self, tf) -> None:
         self._gate, self._calls = asyncio.Event(), 0
-        take = tf._take_spare
+        take = tf.engine.runtime.take_spare
 
         async def gated():
             self._calls += 1
@@ -242,7 +243,7 @@ class _FirstSpareGate:
                 await self._gate.wait()
             return await take()
 
-        tf._take_spare = gated
+        tf.engine.runtime.take_spare = gated
 
     async def holding(self) -> None:
         """Return once the first taker is held."""
@@ -263,7 +264,7 @@ async def test_signal_while_queued_instance_gets_its_file_is_kept(make_tf, uid):
     tf = await make_tf([order], scheduler=False)
     h = await tf.start(order, {"id": "o9", "timeout": "24h"}, workflow_id=uid())
     gate = _FirstSpareGate(tf)
-    first_run = asyncio.create_task(tf.run_queued(h.workflow_id))
+    first_run = asyncio.create_task(tf.engine.instances.run_queued(h.workflow_id))
     await gate.holding()
     await h.signal("payment", {"amount": 5})
     gate.open()

@@ -29,7 +29,7 @@ async def test_corrupt_hot_file_is_skipped_and_reported(tmp_path: Path):
     async with Tierflow(tmp_path / "d", WORKFLOWS) as tf:
         ids = await populate(tf, 9)
         victim = ids[4]
-        path = tf._path(victim)
+        path = tf.engine.instance_path(victim)
         await wait_closed(path)
         path.write_bytes(b"garbage" * 50)
         report = await tf.tier(now=time.time() + LATER)

@@ -1,0 +1,254 @@
+"""Changes to an instance from outside its code: signals, cancel, terminate.
+
+Each is written to the instance file first (the file is the record), then
+mirrored into the index, then acted on: a paused instance is resumed, a
+running one is told. A queued instance that has no file yet gets one here,
+made from its index row (``hot/creation.py``), so the change is never lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from tierflow.hot import serde
+from tierflow.hot.creation import create_from_row, file_row, first_events
+from tierflow.hot.errors import InvalidArgument, WorkflowAlreadyFinished, WorkflowNotFound
+from tierflow.hot.index import IndexDB, IndexRow
+from tierflow.hot.instances import Instances
+from tierflow.hot.models import TERMINAL_STATUSES, EventType, Status
+from tierflow.hot.runtime import Runtime
+from tierflow.hot.store import EventRow, delete_instance_file
+
+__all__ = ["Control"]
+
+
+class Control:
+    """Signals, cancellation and termination of hot instances.
+
+    Args:
+        rt: The engine's shared runtime.
+        instances: The running instances (to write files and wake them).
+    """
+
+    def __init__(self, rt: Runtime, instances: Instances) -> None:
+        self.rt = rt
+        self.instances = instances
+
+    async def signal(self, workflow_id: str, name: str, payload: Any = None) -> None:
+        """Deliver a signal to an instance's inbox (durable when this returns).
+
+        Raises:
+            WorkflowNotFound: No such instance.
+            WorkflowAlreadyFinished: It has finished; the signal was not stored.
+            PayloadError: The payload is not JSON or is too large.
+        """
+        rt = self.rt
+        row = rt.live_row_or_raise(workflow_id)
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument("signal name must be a non-empty string")
+        text = serde.encode(
+            payload,
+            what=f"payload of signal {name!r}",
+            max_bytes=rt.max_payload_bytes,
+            workflow_id=workflow_id,
+        )
+        now = rt.now_us()
+        event = EventRow(EventType.SIGNAL_RECEIVED.value, now, name, None, text)
+        if row.file is None:
+            if await self._signal_queued(row, event, name, text):
+                return
+            # Not queued any more, or another caller gave it a file first.
+            rt.live_row_or_raise(workflow_id)
+        await self.instances.write_file(
+            workflow_id, hand_off=True, events=[event], add_signals=[(name, text, now)]
+        )
+        status = rt.index.get(workflow_id)
+        if self.instances.is_active(workflow_id) or (status and status.status == Status.PAUSED):
+            self.instances.wake(workflow_id)
+
+    async def _signal_queued(self, row: IndexRow, event: EventRow, name: str, text: str) -> bool:
+        """Give a queued instance its file now, holding the signal.
+
+        Returns False, storing nothing, if it stopped being queued meanwhile
+        or another caller gave it a file first.
+        """
+        rt = self.rt
+        create = create_from_row(row)
+        f = await rt.take_spare()
+        f.deferred = (
+            file_row({**create, "status": Status.QUEUED.value}),
+            first_events(create, row.created_at)[:1],
+        )
+        await rt.io(lambda: f.commit(events=[event], add_signals=[(name, text, event.event_time)]))
+        done = await rt.index.write(
+            IndexDB.update_fn(
+                row.workflow_id,
+                {"file": rt.rel(f)},
+                only_if_status=[Status.QUEUED.value],
+                only_if_no_file=True,
+            )
+        )
+        rt.io_pool.submit(f.close)
+        if not done:
+            rt.io_pool.submit(delete_instance_file, f.path)
+        else:
+            self.instances.env.events_committed(row.workflow_id)
+        return bool(done)
+
+    async def cancel(self, workflow_id: str, reason: str | None = None) -> str:
+        """Ask an instance to stop; returns its status after the request.
+
+        A queued or paused instance is cancelled at once (a paused one runs
+        its cleanup code first); a running one gets ``WorkflowCancelled`` at
+        its next durable operation.
+
+        Raises:
+            WorkflowNotFound: No such instance.
+            WorkflowAlreadyFinished: It had already finished; nothing changed.
+        """
+        rt = self.rt
+        row = rt.live_row_or_raise(workflow_id)
+        if (
+            row.status == Status.QUEUED
+            and row.file is None
+            and await self._finish_queued(
+                row, Status.CANCELLED, EventType.WORKFLOW_CANCELLED, reason
+            )
+        ):
+            return Status.CANCELLED.value
+        await self.instances.write_file(
+            workflow_id, hand_off=True, updates={"cancel_requested": 1, "cancel_reason": reason}
+        )
+        await rt.index.write(IndexDB.update_fn(workflow_id, {"cancel_requested": 1}))
+        ex = self.instances.active.get(workflow_id)
+        if ex is not None:
+            ex.cancel_requested, ex.cancel_reason = True, reason
+        # Children after the parent's own flag: a child's end wakes the parent,
+        # which must then see its cancellation rather than the child's failure.
+        await self._cancel_children(workflow_id, reason)
+        if ex is not None:
+            return Status.RUNNING.value
+        # Paused (or queued with a file made by a signal): run it now so the
+        # cancellation and the workflow's cleanup code take effect at once.
+        claimed = await rt.index.write(
+            IndexDB.update_fn(
+                workflow_id,
+                {"status": Status.RUNNING.value, "lease_owner": rt.owner_id},
+                only_if_status=[Status.PAUSED.value, Status.QUEUED.value],
+            )
+        )
+        if claimed:
+            await self.instances.execute(workflow_id, resumed=True)
+        return rt.row_or_raise(workflow_id).status
+
+    async def _cancel_children(self, workflow_id: str, reason: str | None) -> None:
+        for child in self.rt.index.children_of(workflow_id):
+            if child.status not in TERMINAL_STATUSES:
+                with contextlib.suppress(WorkflowAlreadyFinished, WorkflowNotFound):
+                    await self.cancel(
+                        child.workflow_id, reason or f"parent {workflow_id} cancelled"
+                    )
+
+    async def terminate(self, workflow_id: str, reason: str | None = None) -> None:
+        """Stop an instance now; no more of its workflow code runs.
+
+        A step already executing on a thread cannot be interrupted; its
+        result is discarded.
+
+        Raises:
+            WorkflowNotFound: No such instance.
+            WorkflowAlreadyFinished: It had already finished; nothing changed.
+        """
+        rt = self.rt
+        row = rt.live_row_or_raise(workflow_id)
+        if (
+            row.status == Status.QUEUED
+            and row.file is None
+            and await self._finish_queued(
+                row, Status.TERMINATED, EventType.WORKFLOW_TERMINATED, reason
+            )
+        ):
+            return
+        now = rt.now_us()
+        error = serde.encode(
+            {"type": "terminated", "message": reason or "terminated"}, what="error"
+        )
+        ended = {
+            "status": Status.TERMINATED.value,
+            "finished_at": now,
+            "error": error,
+            "wake_at": None,
+        }
+        last_event = await self.instances.write_file(
+            workflow_id,
+            events=[
+                EventRow(
+                    EventType.WORKFLOW_TERMINATED.value,
+                    now,
+                    None,
+                    None,
+                    serde.encode({"reason": reason}, what="reason"),
+                )
+            ],
+            updates=ended,
+        )
+        ex = self.instances.active.get(workflow_id)
+        if ex is not None:
+            ex.terminated = True
+            if ex.task is not None:
+                ex.task.cancel()
+        await rt.index.write(
+            IndexDB.update_fn(
+                workflow_id,
+                {**ended, "lease_owner": None, "input": None, "events_upto": last_event},
+            )
+        )
+        self.instances.notify(workflow_id, row.parent_workflow_id)
+
+    async def _finish_queued(
+        self, row: IndexRow, status: Status, etype: EventType, reason: str | None
+    ) -> bool:
+        """End a queued instance before it ever ran.
+
+        Returns False, changing nothing, if it was claimed by a run or given a
+        file by a signal meanwhile.
+        """
+        rt = self.rt
+        now = rt.now_us()
+        error = serde.encode(
+            {"type": status.value, "message": reason or status.value}, what="error"
+        )
+        create = create_from_row(row)
+        frow = file_row({**create, "status": status.value})
+        frow.update(finished_at=now, error=error)
+        events = first_events(create, now)[:1]
+        events.append(
+            EventRow(etype.value, now, None, None, serde.encode({"reason": reason}, what="reason"))
+        )
+        # File first, index second: the index never points at a file that is not there.
+        f = await rt.take_spare()
+        f.deferred = (frow, events)
+        last_event = await rt.io(lambda: f.commit(allow_finished=True))
+        done = await rt.index.write(
+            IndexDB.update_fn(
+                row.workflow_id,
+                {
+                    "status": status.value,
+                    "finished_at": now,
+                    "error": error,
+                    "file": rt.rel(f),
+                    "input": None,
+                    "events_upto": last_event,
+                },
+                only_if_status=[Status.QUEUED.value],
+                only_if_no_file=True,
+            )
+        )
+        rt.io_pool.submit(f.close)
+        if not done:  # it was claimed, or a signal gave it a file, meanwhile; ours is unused
+            rt.io_pool.submit(delete_instance_file, f.path)
+            return False
+        self.instances.env.events_committed(row.workflow_id)
+        self.instances.notify(row.workflow_id, row.parent_workflow_id)
+        return True

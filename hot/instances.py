@@ -1,0 +1,543 @@
+"""Running instances: load or create an instance file, execute it, mirror the outcome.
+
+:class:`Instances` owns what is in memory for instances this process runs:
+the executions in flight, files handed from a signal or cancel to the resume
+it triggers, ``result()`` waiters and recently finished results. The
+scheduler calls :meth:`Instances.run_queued` and :meth:`Instances.run_due`;
+``hot/control.py`` writes to files through :meth:`Instances.write_file`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from tierflow.hot import serde
+from tierflow.hot.context import WorkflowContext
+from tierflow.hot.creation import create_from_row, file_row, first_events
+from tierflow.hot.errors import CorruptInstance, StorageError, WorkflowAlreadyFinished
+from tierflow.hot.executor import Execution, ExecutionEnv, Outcome
+from tierflow.hot.index import IndexDB
+from tierflow.hot.models import TERMINAL_STATUSES, EventType, Status
+from tierflow.hot.runtime import Runtime
+from tierflow.hot.store import (
+    EventRow,
+    IncompleteInstance,
+    InstanceFile,
+    InstanceState,
+    quarantine,
+)
+
+__all__ = ["Instances", "Wakeups"]
+
+log = logging.getLogger("tierflow.engine")
+
+# A file opened by a signal or cancel waits this long for the resume to take
+# it, and at most this many wait at once (see Instances.hand_off).
+HANDOFF_TTL = 1.0
+HANDOFF_MAX = 64
+
+
+class Wakeups(Protocol):
+    """How finished runs ask for more work (the scheduler implements it)."""
+
+    def enqueue(self, workflow_id: str, kind: str = "queued") -> None:
+        """Run ``workflow_id`` soon (``queued``, ``due`` or ``recovered``)."""
+        ...
+
+    def add_timer(self, workflow_id: str, wake_at: int) -> None:
+        """Wake ``workflow_id`` at ``wake_at`` (µs since the epoch)."""
+        ...
+
+
+class Instances:
+    """The instances this process runs, and the files it holds open for them.
+
+    Args:
+        rt: The engine's shared runtime.
+        env: What executions need from the engine (child starts, the event stream).
+    """
+
+    def __init__(self, rt: Runtime, env: ExecutionEnv) -> None:
+        self.rt = rt
+        self.env = env
+        self.wakeups: Wakeups | None = None
+        self.active: dict[str, Execution] = {}
+        # Files a signal or cancel opened for an instance it is about to resume:
+        # the resume takes the open connection instead of reopening the file.
+        self.handoff: dict[str, tuple[InstanceFile, float]] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._recent_results: dict[str, str] = {}
+        self._wake_pending: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def is_active(self, workflow_id: str) -> bool:
+        """True while this process executes ``workflow_id``."""
+        return workflow_id in self.active
+
+    async def close(self) -> None:
+        """Stop executions (they resume on the next start) and close held files."""
+        for ex in list(self.active.values()):
+            if ex.task is not None:
+                ex.task.cancel()
+        pending = [ex.task for ex in self.active.values() if ex.task is not None]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for f, _ in self.handoff.values():
+            self.rt.io_pool.submit(f.close)
+        self.handoff.clear()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- results and waiters -----------------------------------------------------------
+
+    def waiter(self, workflow_id: str) -> asyncio.Future[None]:
+        """A future set when ``workflow_id`` finishes in this process."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(workflow_id, []).append(fut)
+        return fut
+
+    def recent_result(self, workflow_id: str) -> str | None:
+        """The JSON result of an instance that recently completed here, if kept."""
+        return self._recent_results.get(workflow_id)
+
+    def _remember_result(self, wid: str, result_text: str) -> None:
+        # Recent results stay in memory so result() right after completion does
+        # not reopen the instance file; bounded by count and by size.
+        if len(result_text) > 64 * 1024:
+            return
+        self._recent_results[wid] = result_text
+        while len(self._recent_results) > 4096:
+            self._recent_results.pop(next(iter(self._recent_results)))
+
+    def notify(self, wid: str, parent: str | None) -> None:
+        """An instance finished: wake ``result()`` waiters and its parent (if any)."""
+        for fut in self._waiters.pop(wid, []):
+            if not fut.done():
+                fut.set_result(None)
+        if parent:
+            self.wake(parent)
+
+    def wake(self, wid: str) -> None:
+        """Resume a paused instance soon (a signal or a child result arrived)."""
+        if wid in self.active:
+            self._wake_pending.add(wid)
+        elif self.wakeups is not None:
+            self.wakeups.enqueue(wid, "due")
+
+    # -- failures ----------------------------------------------------------------------
+
+    async def mark_failed(self, wid: str, reason: str, kind: str) -> None:
+        """Record in the index that ``wid`` failed outside its workflow code."""
+        error = serde.encode({"type": kind, "message": reason}, what="error")
+        await self.rt.index.write(
+            IndexDB.update_fn(
+                wid,
+                {
+                    "status": Status.FAILED.value,
+                    "error": error,
+                    "finished_at": self.rt.now_us(),
+                    "lease_owner": None,
+                    "wake_at": None,
+                },
+            )
+        )
+        row = self.rt.index.get(wid)
+        self.notify(wid, row.parent_workflow_id if row is not None else None)
+
+    async def quarantine(self, wid: str, exc: CorruptInstance) -> None:
+        """Move a corrupt instance file aside and fail the instance."""
+        path = self.rt.path(wid)
+        try:
+            moved = await self.rt.io(quarantine, path, self.rt.quarantine_dir)
+            where = f"; file moved to {moved}"
+        except OSError as err:
+            where = f"; could not quarantine: {err}"
+        log.error("instance %s is corrupt: %s%s", wid, exc.message, where)
+        await self.mark_failed(
+            wid, f"instance file is corrupt: {exc.message}{where}", "CorruptInstance"
+        )
+
+    # -- claiming work -----------------------------------------------------------------
+
+    async def run_queued(self, wid: str) -> None:
+        """Claim a queued instance and run it (the scheduler calls this)."""
+        rt = self.rt
+        now = rt.now_us()
+        before = rt.index.get(wid)
+        if before is None or before.status != Status.QUEUED:
+            return
+        # A signal sent while it was queued may already have created its file.
+        spare = None if before.file else await rt.take_spare()
+        changes: dict[str, Any] = {
+            "status": Status.RUNNING.value,
+            "started_at": now,
+            "lease_owner": rt.owner_id,
+        }
+        if spare is not None:
+            changes["file"] = rt.rel(spare)
+        claimed = await rt.index.write(
+            IndexDB.update_fn(
+                wid,
+                changes,
+                only_if_status=[Status.QUEUED.value],
+                only_if_no_file=spare is not None,
+            )
+        )
+        if not claimed:
+            if spare is not None:
+                rt.give_back(spare)
+                after = rt.index.get(wid)
+                if after is not None and after.status == Status.QUEUED and after.file:
+                    # A signal gave it a file while we took a spare: run that file.
+                    await self.run_queued(wid)
+            return
+        row = rt.index.get(wid)
+        if row is None:
+            return
+        if spare is None:
+            await self.execute(wid)
+            return
+        await self.execute(wid, create=create_from_row(row, started_at=now), spare=spare)
+
+    async def run_due(self, wid: str, *, recovered: bool = False) -> None:
+        """Claim a paused (or orphaned) instance and resume it (the scheduler calls this)."""
+        rt = self.rt
+        if wid in self.active:
+            return
+        if recovered:
+            row = rt.index.get(wid)
+            if row is None:
+                return
+            # The runner may have died before creating the file: create it then.
+            create = None
+            if row.input is not None:
+                create = create_from_row(row, started_at=row.started_at)
+            spare = None
+            if row.file is None:  # died between claiming and assigning a file
+                spare = await rt.take_spare()
+                await rt.index.write(IndexDB.update_fn(wid, {"file": rt.rel(spare)}))
+            await self.execute(wid, create=create, spare=spare, recovered=True)
+            return
+        claimed = await rt.index.write(
+            IndexDB.update_fn(
+                wid,
+                {"status": Status.RUNNING.value, "lease_owner": rt.owner_id},
+                only_if_status=[Status.PAUSED.value],
+            )
+        )
+        if claimed:
+            await self.execute(wid, resumed=True)
+
+    # -- executing ---------------------------------------------------------------------
+
+    async def _open_file(
+        self, wid: str, create: dict[str, Any] | None, spare: InstanceFile | None = None
+    ) -> tuple[InstanceFile, InstanceState]:
+        rt = self.rt
+        fresh: InstanceState | None = None
+        frow: dict[str, Any] = {}
+        events: list[EventRow] = []
+        if create is not None:
+            started = create.get("started_at") or rt.now_us()
+            frow = file_row({**create, "status": Status.RUNNING.value, "started_at": started})
+            events = first_events(create, started)
+            full_row = {
+                "result": None,
+                "error": None,
+                "finished_at": None,
+                "step_count": 0,
+                "wake_at": None,
+                "cancel_requested": 0,
+                "cancel_reason": None,
+                **frow,
+            }
+            fresh = InstanceState(row=full_row, ops={}, last_event_id=len(events))
+        if spare is not None:
+            assert fresh is not None
+            # The row and first events ride along with the first commit.
+            spare.deferred = (frow, events)
+            return spare, fresh
+        path = rt.path(wid)
+        handed = self.take_handoff(wid) if fresh is None else None
+
+        def open_and_load() -> tuple[InstanceFile, InstanceState]:
+            f = handed or InstanceFile.open(
+                path, durability=rt.durability, allow_incomplete=fresh is not None
+            )
+            try:
+                if (
+                    fresh is not None
+                    and f.conn.execute("SELECT 1 FROM instance").fetchone() is None
+                ):
+                    # Assigned to a run that died before its first commit.
+                    f.deferred = (frow, events)
+                    return f, fresh
+                return f, f.load()
+            except BaseException:
+                f.close()
+                raise
+
+        return await rt.io(open_and_load)
+
+    async def execute(
+        self,
+        wid: str,
+        *,
+        create: dict[str, Any] | None = None,
+        spare: InstanceFile | None = None,
+        resumed: bool = False,
+        recovered: bool = False,
+    ) -> Outcome | None:
+        """Load (or create) an instance, run it, and mirror the outcome into the index."""
+        if wid in self.active:
+            return None
+        file: InstanceFile | None = None
+        try:
+            file, state = await self._open_file(wid, create, spare)
+        except (FileNotFoundError, IncompleteInstance):
+            await self.mark_failed(wid, "instance file is missing", "MissingInstance")
+            return None
+        except CorruptInstance as exc:
+            await self.quarantine(wid, exc)
+            return None
+        status = state.row["status"]
+        if status in TERMINAL_STATUSES:
+            file.close()
+            await self._mirror(
+                wid,
+                Outcome(
+                    status=status,
+                    result=state.row["result"],
+                    error=state.row["error"],
+                    finished_at=state.row["finished_at"],
+                    step_count=state.row["step_count"],
+                ),
+                state.row.get("parent_workflow_id"),
+            )
+            return None
+        definition = self.rt.registry.get(state.row["workflow_type"])
+        if definition is None:
+            file.close()
+            # Keep the lease: a process that knows the type recovers it after we stop.
+            log.warning(
+                "cannot run %s: workflow type %r is not registered in this process",
+                wid,
+                state.row["workflow_type"],
+            )
+            return None
+        ex = Execution(self.env, file, state, definition)
+        if status == Status.QUEUED:  # file made early by a signal; starts now
+            now = self.rt.now_us()
+            ex.buffer(
+                events=[EventRow(EventType.WORKFLOW_STARTED.value, now)],
+                updates={"status": Status.RUNNING.value, "started_at": now},
+            )
+        ctx = WorkflowContext(ex)
+        self.active[wid] = ex
+        try:
+            ex.task = asyncio.get_running_loop().create_task(
+                ex.run(
+                    ctx,
+                    resumed=resumed or status == Status.PAUSED,
+                    recovered=recovered and status != Status.QUEUED,
+                )
+            )
+            try:
+                outcome = await asyncio.shield(ex.task)
+            except asyncio.CancelledError:
+                # Our caller was cancelled, not the instance: let it finish in the
+                # background rather than leave a half-run execution behind.
+                if not ex.task.done():
+                    self._spawn(self._finish_detached(wid, ex))
+                    file = None
+                raise
+        except CorruptInstance as exc:
+            await self.quarantine(wid, exc)
+            return None
+        except WorkflowAlreadyFinished:
+            outcome = Outcome(status=Status.TERMINATED)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("internal error running %s", wid)
+            await self.mark_failed(wid, f"internal error: {exc}", type(exc).__name__)
+            return None
+        finally:
+            if file is not None:
+                self.active.pop(wid, None)
+                self.rt.io_pool.submit(_close_locked, file, ex.file_lock)
+        if outcome.status == Status.TERMINATED:
+            return outcome  # terminate() already mirrored it
+        await self._mirror(wid, outcome, state.row.get("parent_workflow_id"))
+        return outcome
+
+    async def _finish_detached(self, wid: str, ex: Execution) -> None:
+        assert ex.task is not None and ex.file is not None
+        try:
+            outcome = await ex.task
+            if outcome.status != Status.TERMINATED:
+                await self._mirror(wid, outcome, ex.row.get("parent_workflow_id"))
+        except BaseException:  # shutdown; the instance is recovered on the next start
+            pass
+        finally:
+            self.active.pop(wid, None)
+            self.rt.io_pool.submit(_close_locked, ex.file, ex.file_lock)
+
+    async def _mirror(self, wid: str, outcome: Outcome, parent: str | None) -> None:
+        """Copy an execution outcome into the index, wake waiters, arm timers.
+
+        ``parent`` is the instance's parent id (None for none), from its row.
+        """
+        changes: dict[str, Any] = {
+            "status": outcome.status,
+            "wake_at": outcome.wake_at,
+            "step_count": outcome.step_count,
+            "lease_owner": None,
+        }
+        if outcome.attributes is not None:
+            changes["attributes"] = outcome.attributes
+        if outcome.last_event_id is not None:
+            changes["events_upto"] = outcome.last_event_id
+        if outcome.status in TERMINAL_STATUSES:
+            changes["finished_at"] = outcome.finished_at
+            changes["error"] = outcome.error
+            changes["input"] = None  # the file holds it; keep the index small
+        await self.rt.index.write(IndexDB.update_fn(wid, changes))
+        if outcome.status == Status.PAUSED and self.wakeups is not None:
+            if wid in self._wake_pending:
+                # A signal or a child finished while this run was unwinding.
+                self._wake_pending.discard(wid)
+                self.wakeups.enqueue(wid, "due")
+            elif outcome.wake_at is not None:
+                self.wakeups.add_timer(wid, outcome.wake_at)
+        if outcome.status in TERMINAL_STATUSES:
+            self._wake_pending.discard(wid)
+            if outcome.status == Status.COMPLETED and outcome.result is not None:
+                self._remember_result(wid, outcome.result)
+            self.notify(wid, parent)
+
+    # -- files from outside an execution -----------------------------------------------
+
+    async def on_file(
+        self, wid: str, fn: Callable[[InstanceFile], Any], *, hand_off: bool = False
+    ) -> Any:
+        """Run ``fn`` on an instance's file, on an I/O thread; return its result.
+
+        A running execution's connection is shared, under its lock: its file
+        may not have had its first commit yet, and this keeps writes ordered.
+        If it closed meanwhile (or none runs), the file is opened for the call.
+
+        Args:
+            wid: The instance.
+            fn: What to do with the file.
+            hand_off: Keep a file this call opened for the execution about to
+                resume the instance (see :meth:`hand_off`) instead of closing it.
+        """
+        path = self.rt.path(wid)
+        ex = self.active.get(wid)
+        durability = self.rt.durability
+
+        def go() -> tuple[Any, InstanceFile | None]:
+            if ex is not None and ex.file is not None:
+                with ex.file_lock:
+                    if not ex.file.closed:
+                        return fn(ex.file), None
+            f = InstanceFile.open(path, durability=durability)
+            try:
+                result = fn(f)
+            except BaseException:
+                f.close()
+                raise
+            if hand_off:
+                return result, f
+            f.close()
+            return result, None
+
+        result, opened = await self.rt.io(go)
+        if opened is not None:
+            self.hand_off(wid, opened)
+        return result
+
+    def hand_off(self, wid: str, f: InstanceFile) -> None:
+        """Keep a file a signal or cancel opened for the resume it is about to trigger.
+
+        Closing it would checkpoint its WAL (two fsyncs) and the resume would
+        then open it again: ~1.3 ms of every signal-to-resume. A file no
+        resume takes within a second (the instance runs elsewhere, or was
+        claimed or terminated meanwhile) is closed.
+        """
+        previous = self.handoff.pop(wid, None)
+        if previous is not None:
+            self.rt.io_pool.submit(previous[0].close)
+        if len(self.handoff) >= HANDOFF_MAX:  # bounded: each holds a file open
+            self.rt.io_pool.submit(f.close)
+            return
+        self.handoff[wid] = (f, time.monotonic())
+        asyncio.get_running_loop().call_later(HANDOFF_TTL, self._expire_handoffs)
+
+    def _expire_handoffs(self) -> None:
+        if self.rt.closed:
+            return  # close() closes what is left
+        now = time.monotonic()
+        for wid, (f, at) in list(self.handoff.items()):
+            # Each entry has its own timer, due when it is HANDOFF_TTL old; half
+            # that as the cut means timer jitter cannot leave one behind.
+            if now - at >= HANDOFF_TTL / 2:
+                del self.handoff[wid]
+                self.rt.io_pool.submit(f.close)
+
+    def take_handoff(self, wid: str) -> InstanceFile | None:
+        """Take the file held for ``wid``'s resume, if any."""
+        entry = self.handoff.pop(wid, None)
+        return None if entry is None else entry[0]
+
+    async def write_file(self, wid: str, *, hand_off: bool = False, **kwargs: Any) -> int:
+        """Commit to an instance's file from outside its execution; return the last event id.
+
+        ``kwargs`` go to ``InstanceFile.commit``; ``hand_off`` as for :meth:`on_file`.
+        """
+        try:
+            last: int = await self.on_file(wid, lambda f: f.commit(**kwargs), hand_off=hand_off)
+            self.env.events_committed(wid)
+            return last
+        except WorkflowAlreadyFinished as exc:
+            raise WorkflowAlreadyFinished(
+                f"workflow {wid!r} has already finished ({exc.status})",
+                workflow_id=wid,
+                status=exc.status,
+            ) from None
+        except CorruptInstance as exc:
+            await self.quarantine(wid, exc)
+            raise
+
+    async def read_events_for_stream(
+        self, workflow_id: str, after: int, limit: int
+    ) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` stored event rows after ``after`` (empty if unreadable)."""
+        try:
+            rows: list[tuple[Any, ...]] = await self.on_file(
+                workflow_id, lambda f: [] if f.deferred else f.read_events(after, limit)
+            )
+        except (FileNotFoundError, IncompleteInstance):
+            return []
+        except StorageError as exc:
+            log.error("event stream cannot read %s: %s", workflow_id, exc)
+            return []
+        return rows
+
+
+def _close_locked(file: InstanceFile, lock: threading.Lock) -> None:
+    # Never close a connection another thread is using: that crashes SQLite.
+    with lock:
+        file.close()

@@ -1,0 +1,208 @@
+"""What every part of one engine shares: settings, paths, the index, I/O threads.
+
+The engine is split by what each part owns (``hot/instances.py`` runs
+instances, ``hot/control.py`` changes them from outside, ``hot/reads.py``
+answers reads, ``hot/scheduler.py`` decides when to run). They all work on
+one :class:`Runtime`: the data directory's ``hot/`` part, the instance index,
+the owner lock, the spare files and the I/O thread pool. It holds no
+workflow logic, so every part can depend on it and none depends on another
+through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from tierflow.hot import serde
+from tierflow.hot.authoring import Registry
+from tierflow.hot.clock import Clock, SystemClock
+from tierflow.hot.errors import (
+    InvalidArgument,
+    StorageError,
+    TierflowError,
+    WorkflowAlreadyFinished,
+    WorkflowNotFound,
+)
+from tierflow.hot.ids import validate_workflow_id
+from tierflow.hot.index import IndexDB, IndexRow
+from tierflow.hot.models import TERMINAL_STATUSES, to_micros
+from tierflow.hot.recovery import OwnerLock
+from tierflow.hot.store import InstanceFile, SparePool
+
+__all__ = ["Durability", "Runtime"]
+
+Durability = Literal["full", "normal"]
+_T = TypeVar("_T")
+
+# Threads for SQLite work: fsyncs on different instance files overlap.
+_IO_THREADS = 32
+
+
+class Runtime:
+    """Settings and resources of one engine, opened once and shared by its parts.
+
+    Args:
+        data_dir: Root of everything tierflow stores; ``hot/`` lives inside.
+        registry: The workflow types this process can run.
+        durability: ``"full"`` or ``"normal"`` (see ``Engine``).
+        clock: Time source.
+        max_concurrency: Instances the scheduler runs at once.
+        max_recovery_attempts: Recoveries before an instance is failed.
+        inline_sleep_threshold: Waits up to this many seconds stay in memory.
+        max_payload_bytes: Largest JSON input, result or signal accepted.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        registry: Registry,
+        *,
+        durability: Durability = "full",
+        clock: Clock | None = None,
+        max_concurrency: int = 100,
+        max_recovery_attempts: int = 5,
+        inline_sleep_threshold: float = 0.25,
+        max_payload_bytes: int = serde.DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
+        if durability not in ("full", "normal"):
+            raise InvalidArgument("durability must be 'full' or 'normal'")
+        if max_concurrency < 1:
+            raise InvalidArgument("max_concurrency must be >= 1")
+        self.data_dir = Path(data_dir)
+        self.hot_dir = self.data_dir / "hot"
+        self.instances_dir = self.hot_dir / "instances"
+        self.quarantine_dir = self.hot_dir / "quarantine"
+        self.owners_dir = self.hot_dir / "owners"
+        self.registry = registry
+        self.durability: Durability = durability
+        self.clock: Clock = clock or SystemClock()
+        self.max_concurrency = max_concurrency
+        self.max_recovery_attempts = max_recovery_attempts
+        self.inline_sleep_threshold = inline_sleep_threshold
+        self.max_payload_bytes = max_payload_bytes
+        self.io_pool: Executor = ThreadPoolExecutor(
+            max_workers=_IO_THREADS, thread_name_prefix="tierflow-io"
+        )
+        self._index: IndexDB | None = None
+        self._spares: SparePool | None = None
+        self._owner: OwnerLock | None = None
+        self.closed = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def opened(self) -> bool:
+        """True once :meth:`open` has run."""
+        return self._owner is not None
+
+    def open(self) -> None:
+        """Create directories, open the index and take an owner identity (idempotent)."""
+        if self.closed:
+            raise TierflowError("this engine has been closed")
+        if self._owner is not None:
+            return
+        try:
+            self.instances_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create {self.hot_dir}: {exc}", url=str(self.hot_dir)
+            ) from exc
+        self._index = IndexDB(self.hot_dir / "index.sqlite", self.durability)
+        self._owner = OwnerLock.acquire(self.owners_dir)
+        self._spares = SparePool(self.instances_dir, self._owner.owner_id, self.durability)
+
+    def close(self) -> None:
+        """Wait for the I/O threads, then close the index, the spares and the owner lock."""
+        self.closed = True
+        self.io_pool.shutdown(wait=True)
+        if self._index is not None:
+            self._index.close()
+        if self._spares is not None:
+            self._spares.close()
+        if self._owner is not None:
+            self._owner.release()
+
+    @property
+    def owner_id(self) -> str:
+        """This process's owner id (holder of leases)."""
+        if self._owner is None:
+            self.open()
+        assert self._owner is not None
+        return self._owner.owner_id
+
+    @property
+    def index(self) -> IndexDB:
+        """The instance index (opened on first use)."""
+        if self._index is None:
+            self.open()
+        assert self._index is not None
+        return self._index
+
+    # -- shared helpers --------------------------------------------------------------
+
+    async def io(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(*args)`` on an I/O thread and return its result."""
+        return await asyncio.get_running_loop().run_in_executor(self.io_pool, fn, *args)
+
+    def now_us(self) -> int:
+        """Current engine time in µs since the epoch."""
+        return to_micros(self.clock.now())
+
+    def path(self, workflow_id: str) -> Path:
+        """Return the instance file of ``workflow_id`` as the index records it.
+
+        Raises:
+            FileNotFoundError: The instance has no file (queued, or unknown).
+        """
+        row = self.index.get(workflow_id)
+        if row is None or row.file is None:
+            raise FileNotFoundError(f"no instance file for {workflow_id!r}")
+        return self.instances_dir / row.file
+
+    def rel(self, inst: InstanceFile) -> str:
+        """The name the index records for an instance file."""
+        return str(inst.path.relative_to(self.instances_dir))
+
+    async def take_spare(self) -> InstanceFile:
+        """Take a ready-made empty instance file (made on an I/O thread if none waits)."""
+        self.open()
+        assert self._spares is not None
+        spares = self._spares
+        ready = spares.take_ready()  # usually one is waiting: no thread hop
+        if ready is not None:
+            return ready
+        return await self.io(spares.make)
+
+    def give_back(self, spare: InstanceFile) -> None:
+        """Return an unused spare file to the pool."""
+        assert self._spares is not None
+        self._spares.give_back(spare)
+
+    def row_or_raise(self, workflow_id: str) -> IndexRow:
+        """Return the index row of ``workflow_id``.
+
+        Raises:
+            InvalidWorkflowId: Malformed id.
+            WorkflowNotFound: No such instance.
+        """
+        validate_workflow_id(workflow_id)
+        row = self.index.get(workflow_id)
+        if row is None:
+            raise WorkflowNotFound(f"no workflow with id {workflow_id!r}", workflow_id=workflow_id)
+        return row
+
+    def live_row_or_raise(self, workflow_id: str) -> IndexRow:
+        """Like :meth:`row_or_raise`, and raise ``WorkflowAlreadyFinished`` if it has ended."""
+        row = self.row_or_raise(workflow_id)
+        if row.status in TERMINAL_STATUSES:
+            raise WorkflowAlreadyFinished(
+                f"workflow {workflow_id!r} has already finished ({row.status})",
+                workflow_id=workflow_id,
+                status=row.status,
+            )
+        return row
