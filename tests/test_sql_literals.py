@@ -63,6 +63,7 @@ def offenders() -> dict[str, list[tuple[int, str]]]:
         "q = \"SELECT id FROM instances WHERE status='paused'\"",
         "q = (\n    'UPDATE t SET x=1 WHERE '\n    \"status IN ('completed','failed')\"\n)",
         "q = f\"SELECT * FROM events WHERE event_type='step.completed' AND x={x}\"",
+        "sql += \" AND status='paused'\"",  # a fragment appended to a query
     ],
 )
 def test_the_scan_finds_literals(source: str) -> None:
