@@ -28,34 +28,86 @@ from pathlib import Path
 from typing import Any
 
 from tierflow.hot.errors import InvalidArgument, StorageError
-from tierflow.hot.models import TERMINAL_STATUSES
+from tierflow.hot.models import TERMINAL_STATUSES, Status
+from tierflow.hot.rows import WORKFLOWS, Column, LogicalType, names, pick, sqlite_columns
+from tierflow.hot.store import INSTANCE_STATE
 
-__all__ = ["INDEX_COLUMNS", "IndexDB", "IndexRow"]
+__all__ = ["INDEX_COLUMNS", "INDEX_ONLY", "IndexDB", "IndexRow"]
 
-_SCHEMA = """
+INDEX_ONLY: tuple[Column, ...] = (
+    Column(
+        "lease_owner",
+        LogicalType.STRING,
+        "Owner id of the engine running the instance; null when none is.",
+        nullable=True,
+    ),
+    Column(
+        "lease_expires",
+        LogicalType.TIMESTAMP_US,
+        "When the lease runs out (UTC, microseconds); not written yet.",
+        nullable=True,
+    ),
+    Column(
+        "recovery_count",
+        LogicalType.INT64,
+        "Times an engine took the instance over from one that died.",
+        default=0,
+    ),
+    Column(
+        "file",
+        LogicalType.STRING,
+        "Instance file, relative to the instances directory; null while queued.",
+        nullable=True,
+    ),
+    Column(
+        "events_upto",
+        LogicalType.INT64,
+        "Last event id the instance file holds, as of its last commit seen here.",
+        nullable=True,
+    ),
+    Column(
+        "batch_id",
+        LogicalType.STRING,
+        "Tiering batch that moved the instance out of the hot tier.",
+        nullable=True,
+    ),
+)
+"""Columns only the index keeps."""
+
+# The index caches most of the instance row (not ``result``: the file has it),
+# and the layout of index files already on disk fixes the order.
+_INSTANCES: tuple[Column, ...] = pick(
+    (*WORKFLOWS, *INSTANCE_STATE, *INDEX_ONLY),
+    "workflow_id",
+    "run_id",
+    "workflow_type",
+    "status",
+    "parent_workflow_id",
+    "input",
+    "attributes",
+    "error",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "step_count",
+    "wake_at",
+    "lease_owner",
+    "lease_expires",
+    "recovery_count",
+    "cancel_requested",
+    "tier",
+    "file",
+    "events_upto",
+    "batch_id",
+)
+
+INDEX_COLUMNS: tuple[str, ...] = names(_INSTANCES)
+"""Columns of the ``instances`` table, in table order (and :class:`IndexRow`'s)."""
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS instances (
-    workflow_id TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    workflow_type TEXT NOT NULL,
-    status TEXT NOT NULL,
-    parent_workflow_id TEXT,
-    input TEXT,
-    attributes TEXT NOT NULL DEFAULT '{}',
-    error TEXT,
-    created_at INTEGER NOT NULL,
-    started_at INTEGER,
-    finished_at INTEGER,
-    step_count INTEGER NOT NULL DEFAULT 0,
-    wake_at INTEGER,
-    lease_owner TEXT,
-    lease_expires INTEGER,
-    recovery_count INTEGER NOT NULL DEFAULT 0,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    tier TEXT NOT NULL DEFAULT 'hot',
-    file TEXT,
-    events_upto INTEGER,
-    batch_id TEXT
+{sqlite_columns(_INSTANCES, primary_key="workflow_id")}
 ) STRICT;
 CREATE INDEX IF NOT EXISTS instances_tier ON instances (tier, status, finished_at);
 CREATE INDEX IF NOT EXISTS instances_file ON instances (file) WHERE file IS NOT NULL;
@@ -79,30 +131,6 @@ CREATE TABLE IF NOT EXISTS stream_cursors (
     PRIMARY KEY (subscriber, workflow_id)
 ) STRICT, WITHOUT ROWID;
 """
-
-INDEX_COLUMNS = (
-    "workflow_id",
-    "run_id",
-    "workflow_type",
-    "status",
-    "parent_workflow_id",
-    "input",
-    "attributes",
-    "error",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "step_count",
-    "wake_at",
-    "lease_owner",
-    "lease_expires",
-    "recovery_count",
-    "cancel_requested",
-    "tier",
-    "file",
-    "events_upto",
-    "batch_id",
-)
 
 
 @dataclass(frozen=True)
@@ -390,8 +418,8 @@ class IndexDB:
     def wakeups(self) -> list[tuple[str, int]]:
         """Return ``(workflow_id, wake_at)`` for every paused instance with a due time."""
         rows = self._read(
-            "SELECT workflow_id, wake_at FROM instances WHERE status='paused' "
-            "AND wake_at IS NOT NULL"
+            "SELECT workflow_id, wake_at FROM instances WHERE status=? AND wake_at IS NOT NULL",
+            (Status.PAUSED,),
         )
         return [(r[0], r[1]) for r in rows]
 

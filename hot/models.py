@@ -2,8 +2,9 @@
 
 ``WorkflowInfo`` is one row of the logical ``workflows`` table and
 ``HistoryEvent`` one row of ``history`` (see DESIGN.md, "Data that crosses
-tiers"). Timestamps are UTC datetimes with microsecond precision; in SQLite
-they are stored as integer microseconds since the epoch.
+tiers"); their fields are the columns :mod:`tierflow.hot.rows` declares, in
+that order (a test pins them). Timestamps are UTC datetimes with microsecond
+precision; in SQLite they are stored as integer microseconds since the epoch.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, overload
+
+from tierflow.hot.rows import HISTORY, WORKFLOWS, LogicalType, names_of_type
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -96,9 +99,13 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
+_WORKFLOW_TIMESTAMPS = names_of_type(WORKFLOWS, LogicalType.TIMESTAMP_US)
+_HISTORY_TIMESTAMPS = names_of_type(HISTORY, LogicalType.TIMESTAMP_US)
+
+
 @dataclass(frozen=True)
 class HistoryEvent:
-    """One row of a workflow's history."""
+    """One row of a workflow's history (the columns of ``rows.HISTORY``)."""
 
     workflow_id: str
     run_id: str
@@ -113,7 +120,8 @@ class HistoryEvent:
     def to_dict(self) -> dict[str, Any]:
         """Return the event as JSON-ready data (timestamps in ISO 8601)."""
         d = asdict(self)
-        d["event_time"] = _iso(self.event_time)
+        for key in _HISTORY_TIMESTAMPS:
+            d[key] = _iso(d[key])
         return d
 
 
@@ -121,6 +129,7 @@ class HistoryEvent:
 class WorkflowInfo:
     """One row of the ``workflows`` table: what ``describe`` and ``list`` return.
 
+    Its fields are the columns of ``rows.WORKFLOWS``, ``tier`` included.
     ``list`` reads only the instance index, so ``input``, ``result`` and
     ``error`` are None there; ``describe`` fills them from the instance.
     """
@@ -149,6 +158,6 @@ class WorkflowInfo:
     def to_dict(self) -> dict[str, Any]:
         """Return the row as JSON-ready data (timestamps in ISO 8601)."""
         d = asdict(self)
-        for key in ("created_at", "started_at", "finished_at"):
-            d[key] = _iso(getattr(self, key))
+        for key in _WORKFLOW_TIMESTAMPS:
+            d[key] = _iso(d[key])
         return d

@@ -26,8 +26,20 @@ from typing import Any
 from tierflow.hot.durable_fs import sync_batch
 from tierflow.hot.errors import CorruptInstance, StorageError, WorkflowAlreadyFinished
 from tierflow.hot.models import TERMINAL_STATUSES
+from tierflow.hot.rows import (
+    HISTORY,
+    WORKFLOWS,
+    Column,
+    LogicalType,
+    names,
+    sqlite_columns,
+    without,
+)
 
 __all__ = [
+    "EVENT_COLUMNS",
+    "INSTANCE_COLUMNS",
+    "INSTANCE_STATE",
     "SCHEMA_VERSION",
     "EventRow",
     "IncompleteInstance",
@@ -43,34 +55,53 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 
-_SCHEMA = """
+INSTANCE_STATE: tuple[Column, ...] = (
+    Column(
+        "wake_at",
+        LogicalType.TIMESTAMP_US,
+        "When a paused instance is due to run again (UTC, microseconds); null if not timed.",
+        nullable=True,
+    ),
+    Column(
+        "cancel_requested",
+        LogicalType.INT64,
+        "1 once cancellation was requested, else 0.",
+        default=0,
+    ),
+    Column("cancel_reason", LogicalType.STRING, "Reason given with the request.", nullable=True),
+)
+"""Columns of the instance row only the hot tier keeps (the index caches the first two)."""
+
+INSTANCE_COLUMNS: tuple[Column, ...] = (
+    # duration_ms is derived when read; the tier is the index's to know.
+    *without(WORKFLOWS, "duration_ms", "tier"),
+    *INSTANCE_STATE,
+)
+"""The ``instance`` table's columns (after its ``id``), in table order."""
+
+EVENT_COLUMNS: tuple[Column, ...] = without(
+    # The instance row holds these once for every event.
+    HISTORY,
+    "workflow_id",
+    "run_id",
+    "workflow_type",
+)
+"""The ``events`` table's columns, in table order: ``event_id``, then :class:`EventRow`'s fields."""
+
+_EVENT_NAMES = ",".join(names(EVENT_COLUMNS))
+_SELECT_EVENTS = f"SELECT {_EVENT_NAMES} FROM events"
+_READ_EVENTS_AFTER = f"{_SELECT_EVENTS} WHERE event_id > ? ORDER BY event_id"
+_READ_ALL_EVENTS = f"{_SELECT_EVENTS} ORDER BY event_id"
+_INSERT_EVENTS = f"INSERT INTO events VALUES ({','.join('?' * len(EVENT_COLUMNS))})"
+
+_SCHEMA = f"""
 CREATE TABLE schema_version (version INTEGER NOT NULL) STRICT;
 CREATE TABLE instance (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    workflow_id TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    workflow_type TEXT NOT NULL,
-    status TEXT NOT NULL,
-    parent_workflow_id TEXT,
-    input TEXT,
-    result TEXT,
-    error TEXT,
-    attributes TEXT NOT NULL DEFAULT '{}',
-    created_at INTEGER NOT NULL,
-    started_at INTEGER,
-    finished_at INTEGER,
-    step_count INTEGER NOT NULL DEFAULT 0,
-    wake_at INTEGER,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    cancel_reason TEXT
+{sqlite_columns(INSTANCE_COLUMNS)}
 ) STRICT;
 CREATE TABLE events (
-    event_id INTEGER PRIMARY KEY,
-    event_type TEXT NOT NULL,
-    event_time INTEGER NOT NULL,
-    step_name TEXT,
-    attempt INTEGER,
-    payload TEXT
+{sqlite_columns(EVENT_COLUMNS, primary_key="event_id")}
 ) STRICT;
 CREATE TABLE operations (
     seq TEXT PRIMARY KEY,
@@ -550,11 +581,8 @@ class InstanceFile:
         return state
 
     def read_events(self, after: int = 0, limit: int | None = None) -> list[tuple[Any, ...]]:
-        """Return event rows ``(event_id, type, time, step_name, attempt, payload)``."""
-        sql = (
-            "SELECT event_id,event_type,event_time,step_name,attempt,payload FROM events "
-            "WHERE event_id > ? ORDER BY event_id"
-        )
+        """Return event rows: values of :data:`EVENT_COLUMNS`, in that order."""
+        sql = _READ_EVENTS_AFTER
         params: tuple[Any, ...] = (after,)
         if limit is not None:
             sql += " LIMIT ?"
@@ -580,7 +608,7 @@ class InstanceFile:
         last = int(self.conn.execute("SELECT coalesce(max(event_id), 0) FROM events").fetchone()[0])
         if events:
             self.conn.executemany(
-                "INSERT INTO events VALUES (?,?,?,?,?,?)",
+                _INSERT_EVENTS,
                 [
                     (last + i, ev.event_type, ev.event_time, ev.step_name, ev.attempt, ev.payload)
                     for i, ev in enumerate(events, start=1)
@@ -723,10 +751,7 @@ def read_for_archive(path: Path) -> tuple[dict[str, Any], list[tuple[Any, ...]]]
         values = cur.fetchone()
         if values is None:
             raise CorruptInstance(f"{path.name}: no instance row", url=str(path))
-        events = conn.execute(
-            "SELECT event_id,event_type,event_time,step_name,attempt,payload FROM events "
-            "ORDER BY event_id"
-        ).fetchall()
+        events = conn.execute(_READ_ALL_EVENTS).fetchall()
         return dict(zip(names, values, strict=True)), events
     except sqlite3.Error as exc:
         raise CorruptInstance(

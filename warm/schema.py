@@ -1,7 +1,8 @@
 """The warm-tier columns: explicit Arrow schemas and fast table builders.
 
 Two datasets hold finished workflows, with the columns DESIGN.md lists for
-every tier:
+every tier, as :mod:`tierflow.hot.rows` declares them (names, order, types,
+nullability and docs all derive from there):
 
 - ``workflows``: one row per instance (:data:`WORKFLOWS_SCHEMA`).
 - ``history``: one row per event (:data:`HISTORY_SCHEMA`).
@@ -29,8 +30,10 @@ import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 from tierflow.hot.errors import InvalidArgument
 from tierflow.hot.models import TERMINAL_STATUSES
+from tierflow.hot.rows import HISTORY, WORKFLOWS, Column, LogicalType, names, names_of_type
 
 __all__ = [
+    "ARROW_TYPES",
     "DATASETS",
     "HISTORY_COLUMNS",
     "HISTORY_SCHEMA",
@@ -74,86 +77,39 @@ _FINISHED_DATE = _field(
     "Partition column: the UTC date of the workflow's finished_at.",
 )
 
-WORKFLOWS_SCHEMA = _schema(
-    "workflows",
-    [
-        _field("workflow_id", pa.string(), "Workflow instance id, unique within the archive."),
-        _field("run_id", pa.string(), "Id of this run of the instance."),
-        _field("workflow_type", pa.string(), "Registered workflow name."),
-        _field("status", pa.string(), "Terminal status: completed, failed, cancelled, terminated."),
-        _field(
-            "parent_workflow_id",
-            pa.string(),
-            "Id of the parent for child workflows; null for top-level instances.",
-            nullable=True,
-        ),
-        _field("input", pa.string(), "Workflow input as JSON text.", nullable=True),
-        _field(
-            "result",
-            pa.string(),
-            "Return value as JSON text; null unless completed.",
-            nullable=True,
-        ),
-        _field(
-            "error",
-            pa.string(),
-            'Failure as JSON text ({"type", "message", ...}); null unless failed or ended.',
-            nullable=True,
-        ),
-        _field("attributes", pa.string(), "Search attributes as a JSON object text."),
-        _field("created_at", _TS, "When the instance was created (UTC, microseconds)."),
-        _field(
-            "started_at",
-            _TS,
-            "When it first ran (UTC, microseconds); null if it never ran.",
-            nullable=True,
-        ),
-        _field("finished_at", _TS, "When it reached its terminal status (UTC, microseconds)."),
-        _field(
-            "duration_ms",
-            pa.float64(),
-            "finished_at - started_at in milliseconds; null if it never ran.",
-            nullable=True,
-        ),
-        _field("step_count", pa.int64(), "Number of steps the workflow recorded."),
-        _field("tier", pa.string(), 'Tier that wrote the row: "warm" in warm files.'),
-        _FINISHED_DATE,
-    ],
-)
-"""One row per finished workflow instance."""
+ARROW_TYPES: Mapping[LogicalType, pa.DataType] = {
+    LogicalType.STRING: pa.string(),
+    LogicalType.INT64: pa.int64(),
+    LogicalType.FLOAT64: pa.float64(),
+    LogicalType.TIMESTAMP_US: _TS,
+    # Plain UTF-8 text, so any Parquet reader can use it without tierflow.
+    LogicalType.JSON: pa.string(),
+}
+"""The Arrow type of each logical type of the row definition (``tierflow.hot.rows``)."""
 
-HISTORY_SCHEMA = _schema(
-    "history",
-    [
-        _field("workflow_id", pa.string(), "Workflow instance id."),
-        _field("run_id", pa.string(), "Id of the run the event belongs to."),
-        _field("event_id", pa.int64(), "Position in the history: 1..n without gaps."),
-        _field("event_type", pa.string(), "Event type, e.g. workflow.started, step.completed."),
-        _field("event_time", _TS, "When the event was recorded (UTC, microseconds)."),
-        _field(
-            "step_name",
-            pa.string(),
-            "Step, timer, signal or child name; null for workflow-level events.",
-            nullable=True,
-        ),
-        _field("attempt", pa.int64(), "Attempt number for step events; else null.", nullable=True),
-        _field("payload", pa.string(), "Event details as JSON text.", nullable=True),
-        _field("workflow_type", pa.string(), "Registered workflow name (denormalised)."),
-        _FINISHED_DATE,
-    ],
-)
-"""One row per history event of a finished workflow."""
+
+def _fields(cols: Sequence[Column]) -> list[pa.Field]:
+    return [_field(c.name, ARROW_TYPES[c.type], c.doc, nullable=c.nullable) for c in cols]
+
+
+WORKFLOWS_SCHEMA = _schema("workflows", [*_fields(WORKFLOWS), _FINISHED_DATE])
+"""One row per finished workflow instance: ``rows.WORKFLOWS``, then ``finished_date``."""
+
+HISTORY_SCHEMA = _schema("history", [*_fields(HISTORY), _FINISHED_DATE])
+"""One row per history event of a finished workflow: ``rows.HISTORY``, then ``finished_date``."""
 
 DATASETS: dict[str, pa.Schema] = {"workflows": WORKFLOWS_SCHEMA, "history": HISTORY_SCHEMA}
 """Dataset name to schema."""
 
-WORKFLOW_COLUMNS: tuple[str, ...] = tuple(WORKFLOWS_SCHEMA.names[:-1])
+WORKFLOW_COLUMNS: tuple[str, ...] = names(WORKFLOWS)
 """Columns :func:`workflows_table` takes (all but the derived ``finished_date``)."""
 
-HISTORY_COLUMNS: tuple[str, ...] = tuple(HISTORY_SCHEMA.names[:-1])
+HISTORY_COLUMNS: tuple[str, ...] = names(HISTORY)
 """Columns :func:`history_table` takes (all but the derived ``finished_date``)."""
 
-JSON_COLUMNS = frozenset({"input", "result", "error", "attributes", "payload"})
+JSON_COLUMNS = frozenset(
+    names_of_type(WORKFLOWS, LogicalType.JSON) + names_of_type(HISTORY, LogicalType.JSON)
+)
 """Columns holding JSON text (no min/max statistics are written for them)."""
 
 # Columns the workflows builder fills in when the caller leaves them out.
