@@ -183,6 +183,28 @@ def cancel(
     _run(lambda: _with_tf(data_dir, go, wfs))
 
 
+@app.command("signal")
+def signal_cmd(
+    workflow_id: str,
+    name: str,
+    payload_json: Annotated[
+        str, typer.Option("--payload", "-p", help="JSON payload [default: null]")
+    ] = "null",
+    data_dir: DataDir = None,
+) -> None:
+    """Send a signal; the process running the instance (or a worker) acts on it."""
+    try:
+        payload = json.loads(payload_json)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--payload is not JSON: {exc}") from exc
+
+    async def go(tf: Tierflow) -> None:
+        await tf.signal(workflow_id, name, payload)
+        console.print(f"{workflow_id}: signal {name!r} delivered")
+
+    _run(lambda: _with_tf(data_dir, go))
+
+
 @app.command()
 def terminate(
     workflow_id: str, data_dir: DataDir = None, reason: Annotated[str | None, typer.Option()] = None

@@ -9,6 +9,7 @@ made from its index row (``hot/creation.py``), so the change is never lost.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from typing import Any
 
 from tierflow.hot import serde
@@ -17,6 +18,7 @@ from tierflow.hot.errors import InvalidArgument, WorkflowAlreadyFinished, Workfl
 from tierflow.hot.index import IndexDB, IndexRow
 from tierflow.hot.instances import Instances
 from tierflow.hot.models import TERMINAL_STATUSES, EventType, Status
+from tierflow.hot.notify import ChangeKind
 from tierflow.hot.runtime import Runtime
 from tierflow.hot.store import EventRow, delete_instance_file
 
@@ -63,9 +65,17 @@ class Control:
         await self.instances.write_file(
             workflow_id, hand_off=True, events=[event], add_signals=[(name, text, now)]
         )
-        status = rt.index.get(workflow_id)
-        if self.instances.is_active(workflow_id) or (status and status.status == Status.PAUSED):
+        if self.instances.is_active(workflow_id):
             self.instances.wake(workflow_id)
+            return
+        now_row = rt.index.get(workflow_id)
+        if now_row is None or now_row.status in TERMINAL_STATUSES:
+            return
+        if now_row.status == Status.PAUSED and self.instances.runs_here(row.workflow_type):
+            self.instances.wake(workflow_id, row.workflow_type)
+        else:
+            # Running in (or only runnable by) another process: tell it.
+            await rt.index.write(rt.announce_fn(workflow_id, row.workflow_type, ChangeKind.WAKE))
 
     async def _signal_queued(self, row: IndexRow, event: EventRow, name: str, text: str) -> bool:
         """Give a queued instance its file now, holding the signal.
@@ -117,10 +127,24 @@ class Control:
             )
         ):
             return Status.CANCELLED.value
+        ex = self.instances.active.get(workflow_id)
+        # Paused (or queued with a file) and of a type this process knows: run its
+        # cleanup inline. Otherwise the process running it (or able to) is told.
+        runnable_here = ex is None and rt.knows(row.workflow_type) and row.lease_owner is None
         await self.instances.write_file(
-            workflow_id, hand_off=True, updates={"cancel_requested": 1, "cancel_reason": reason}
+            workflow_id,
+            hand_off=runnable_here,
+            updates={"cancel_requested": 1, "cancel_reason": reason},
         )
-        await rt.index.write(IndexDB.update_fn(workflow_id, {"cancel_requested": 1}))
+        flag = IndexDB.update_fn(workflow_id, {"cancel_requested": 1})
+        announce = rt.announce_fn(workflow_id, row.workflow_type, ChangeKind.CANCEL, reason)
+
+        def flag_and_announce(conn: sqlite3.Connection) -> None:
+            flag(conn)
+            if ex is None and not runnable_here:
+                announce(conn)  # the process running it (or able to) acts on it
+
+        await rt.index.write(flag_and_announce)
         ex = self.instances.active.get(workflow_id)
         if ex is not None:
             ex.cancel_requested, ex.cancel_reason = True, reason
@@ -129,6 +153,8 @@ class Control:
         await self._cancel_children(workflow_id, reason)
         if ex is not None:
             return Status.RUNNING.value
+        if not runnable_here:
+            return rt.row_or_raise(workflow_id).status
         # Paused (or queued with a file made by a signal): run it now so the
         # cancellation and the workflow's cleanup code take effect at once.
         claimed = await rt.index.write(
@@ -140,6 +166,8 @@ class Control:
         )
         if claimed:
             await self.instances.execute(workflow_id, resumed=True)
+        else:  # another process claimed it meanwhile: make sure its runner hears
+            await rt.index.write(announce)
         return rt.row_or_raise(workflow_id).status
 
     async def _cancel_children(self, workflow_id: str, reason: str | None) -> None:
@@ -198,12 +226,19 @@ class Control:
             ex.terminated = True
             if ex.task is not None:
                 ex.task.cancel()
-        await rt.index.write(
-            IndexDB.update_fn(
-                workflow_id,
-                {**ended, "lease_owner": None, "input": None, "events_upto": last_event},
-            )
+        mirror = IndexDB.update_fn(
+            workflow_id,
+            {**ended, "lease_owner": None, "input": None, "events_upto": last_event},
         )
+        elsewhere = ex is None and row.lease_owner not in (None, rt.owner_id)
+        announce = rt.announce_fn(workflow_id, row.workflow_type, ChangeKind.TERMINATE)
+
+        def mirror_and_announce(conn: sqlite3.Connection) -> None:
+            mirror(conn)
+            if elsewhere:
+                announce(conn)  # its runner stops executing its code now
+
+        await rt.index.write(mirror_and_announce)
         self.instances.notify(workflow_id, row.parent_workflow_id)
 
     async def _finish_queued(

@@ -20,6 +20,7 @@ SQLite work on instance files runs on the I/O threads so fsyncs overlap.
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -39,6 +40,7 @@ from tierflow.hot.ids import validate_workflow_id
 from tierflow.hot.index import IndexDB
 from tierflow.hot.instances import Instances
 from tierflow.hot.models import HistoryEvent, Status, WorkflowInfo
+from tierflow.hot.notify import ChangeKind
 from tierflow.hot.reads import HotReader, Page, Reads, WorkflowRef
 from tierflow.hot.router import Tier, TierRouter
 from tierflow.hot.runtime import Durability, Runtime
@@ -341,7 +343,17 @@ class Engine:
         if existing is not None:
             return existing
         row.update(status=Status.QUEUED.value, parent_workflow_id=parent_workflow_id)
-        inserted = await self.index.write(IndexDB.insert_fn(row), durable=True)
+        insert = IndexDB.insert_fn(row)
+        # Other processes (workers that know the type) learn of it from the feed.
+        announce = self.runtime.announce_fn(wid, row["workflow_type"], ChangeKind.QUEUED)
+
+        def insert_and_announce(conn: sqlite3.Connection) -> bool:
+            if not insert(conn):
+                return False
+            announce(conn)
+            return True
+
+        inserted = await self.index.write(insert_and_announce, durable=True)
         if not inserted:
             return self._existing(wid, on_conflict) or WorkflowHandle(self, wid)
         if self._scheduler is not None:

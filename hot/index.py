@@ -25,6 +25,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 from tierflow.hot.errors import InvalidArgument, StorageError
@@ -231,6 +232,17 @@ class IndexDB:
         """
         return self._read(sql, params)
 
+    def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version``: changes when another connection commits.
+
+        Reads a counter in the WAL's shared memory (~1 µs): the cheap check a
+        process polls to learn that another process changed the index.
+        """
+        try:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise StorageError(f"instance index read failed: {exc}", url=str(self.path)) from exc
+
     def ensure_schema(self, ddl: str) -> None:
         """Create tables and indexes another layer keeps here (idempotent DDL).
 
@@ -365,6 +377,7 @@ class IndexDB:
         only_if_status: Sequence[str] | None = None,
         *,
         only_if_no_file: bool = False,
+        only_if_lease: str | EllipsisType | None = ...,
     ) -> Callable[[sqlite3.Connection], bool]:
         """Return a job setting ``changes`` on one row; it returns whether a row changed.
 
@@ -376,6 +389,9 @@ class IndexDB:
                 Whoever assigns a file to a queued instance (its first run, or a
                 signal sent while it waits) must not replace one another's file:
                 the file replaced would take its history with it.
+            only_if_lease: Change the row only while this owner (None: no
+                owner) holds its lease; ``...`` (default) does not check. Two
+                processes recovering the same orphan must not both take it.
         """
 
         def fn(conn: sqlite3.Connection) -> bool:
@@ -387,6 +403,9 @@ class IndexDB:
                 params.extend(only_if_status)
             if only_if_no_file:
                 sql += " AND file IS NULL"
+            if only_if_lease is not ...:
+                sql += " AND lease_owner IS ?"
+                params.append(only_if_lease)
             cur = conn.execute(sql, params)
             if cur.rowcount and "attributes" in changes:
                 IndexDB._put_attributes(conn, workflow_id, json.loads(changes["attributes"]))

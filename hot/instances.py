@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -23,8 +24,10 @@ from tierflow.hot.errors import CorruptInstance, StorageError, WorkflowAlreadyFi
 from tierflow.hot.executor import Execution, ExecutionEnv, Outcome
 from tierflow.hot.index import IndexDB
 from tierflow.hot.models import TERMINAL_STATUSES, EventType, Status
+from tierflow.hot.notify import Change, ChangeKind
 from tierflow.hot.runtime import Runtime
 from tierflow.hot.store import (
+    INSTANCE_COLUMNS,
     EventRow,
     IncompleteInstance,
     InstanceFile,
@@ -40,6 +43,14 @@ log = logging.getLogger("tierflow.engine")
 # it, and at most this many wait at once (see Instances.hand_off).
 HANDOFF_TTL = 1.0
 HANDOFF_MAX = 64
+
+# A write from outside waits at most this long for a just-claimed instance's
+# runner to write its file's first row (it does within milliseconds; longer
+# means the runner died, and recovery writes it).
+_STARTING_WAIT = 10.0
+
+# A new instance's row before its first commit fills it in.
+_INSTANCE_DEFAULTS = {c.name: c.default for c in INSTANCE_COLUMNS}
 
 
 class Wakeups(Protocol):
@@ -128,11 +139,52 @@ class Instances:
         if parent:
             self.wake(parent)
 
-    def wake(self, wid: str) -> None:
-        """Resume a paused instance soon (a signal or a child result arrived)."""
+    def runs_here(self, workflow_type: str) -> bool:
+        """True if this process schedules work and knows ``workflow_type``."""
+        return self.wakeups is not None and self.rt.knows(workflow_type)
+
+    def wake(self, wid: str, workflow_type: str | None = None) -> None:
+        """Resume a paused instance soon (a signal or a child result arrived).
+
+        If this process cannot run it (no scheduler here, or an unknown type),
+        the wake-up goes to the processes that can, through the change feed.
+        """
         if wid in self.active:
             self._wake_pending.add(wid)
-        elif self.wakeups is not None:
+            return
+        if workflow_type is None:
+            row = self.rt.index.get(wid)
+            if row is None:
+                return
+            workflow_type = row.workflow_type
+        if self.wakeups is not None and self.rt.knows(workflow_type):
+            self.wakeups.enqueue(wid, "due")
+        else:
+            self.rt.index.write_now(self.rt.announce_fn(wid, workflow_type, ChangeKind.WAKE))
+
+    def apply_change(self, change: Change) -> None:
+        """Act on a change another process made (see ``hot/notify.py``)."""
+        wid, kind = change.workflow_id, change.kind
+        ex = self.active.get(wid)
+        if ex is not None:
+            if kind == ChangeKind.TERMINATE:
+                ex.terminated = True
+                if ex.task is not None:
+                    ex.task.cancel()
+            elif kind == ChangeKind.CANCEL:
+                ex.cancel_requested, ex.cancel_reason = True, change.detail
+            elif kind == ChangeKind.WAKE:
+                self._wake_pending.add(wid)
+            return
+        if kind == ChangeKind.TERMINATE:
+            return  # nothing runs it here
+        if self.wakeups is None or not self.rt.knows(change.workflow_type):
+            return  # a process that knows the type acts on it
+        if kind == ChangeKind.TIMER:
+            self.wakeups.add_timer(wid, int(change.detail or 0))
+        elif kind == ChangeKind.QUEUED:
+            self.wakeups.enqueue(wid, "queued")
+        else:  # a wake-up, or a cancel of a paused instance: resume it
             self.wakeups.enqueue(wid, "due")
 
     # -- failures ----------------------------------------------------------------------
@@ -177,6 +229,8 @@ class Instances:
         before = rt.index.get(wid)
         if before is None or before.status != Status.QUEUED:
             return
+        if not rt.knows(before.workflow_type):
+            return  # stays queued for a process that knows the type
         # A signal sent while it was queued may already have created its file.
         spare = None if before.file else await rt.take_spare()
         changes: dict[str, Any] = {
@@ -229,6 +283,9 @@ class Instances:
                 await rt.index.write(IndexDB.update_fn(wid, {"file": rt.rel(spare)}))
             await self.execute(wid, create=create, spare=spare, recovered=True)
             return
+        row = rt.index.get(wid)
+        if row is None or row.status != Status.PAUSED or not rt.knows(row.workflow_type):
+            return  # not paused, or left for a process that knows the type
         claimed = await rt.index.write(
             IndexDB.update_fn(
                 wid,
@@ -252,16 +309,7 @@ class Instances:
             started = create.get("started_at") or rt.now_us()
             frow = file_row({**create, "status": Status.RUNNING.value, "started_at": started})
             events = first_events(create, started)
-            full_row = {
-                "result": None,
-                "error": None,
-                "finished_at": None,
-                "step_count": 0,
-                "wake_at": None,
-                "cancel_requested": 0,
-                "cancel_reason": None,
-                **frow,
-            }
+            full_row = {**_INSTANCE_DEFAULTS, **frow}
             fresh = InstanceState(row=full_row, ops={}, last_event_id=len(events))
         if spare is not None:
             assert fresh is not None
@@ -324,6 +372,7 @@ class Instances:
                     step_count=state.row["step_count"],
                 ),
                 state.row.get("parent_workflow_id"),
+                state.row["workflow_type"],
             )
             return None
         definition = self.rt.registry.get(state.row["workflow_type"])
@@ -346,6 +395,8 @@ class Instances:
         ctx = WorkflowContext(ex)
         self.active[wid] = ex
         try:
+            if file.deferred is not None:
+                self._publish(wid, file, state)
             ex.task = asyncio.get_running_loop().create_task(
                 ex.run(
                     ctx,
@@ -379,25 +430,45 @@ class Instances:
                 self.rt.io_pool.submit(_close_locked, file, ex.file_lock)
         if outcome.status == Status.TERMINATED:
             return outcome  # terminate() already mirrored it
-        await self._mirror(wid, outcome, state.row.get("parent_workflow_id"))
+        await self._mirror(
+            wid, outcome, state.row.get("parent_workflow_id"), state.row["workflow_type"]
+        )
         return outcome
+
+    def _publish(self, wid: str, file: InstanceFile, state: InstanceState) -> None:
+        """Write a new instance's row and first events before its code runs.
+
+        Until then only this process could write the file (a signal or cancel
+        from another process would find it "not yet written"). One commit
+        with no fsync (~tens of µs, on the loop like every split-sync commit):
+        the next commit's fdatasync makes it durable, and if power is lost
+        first, the index still holds the input and the run starts over.
+        """
+        assert file.deferred is not None
+        first = list(file.deferred[1])
+        file.commit(sync=False)
+        written = list(enumerate(first, start=1))
+        self.env.events_committed(wid, (state.row["run_id"], state.row["workflow_type"], written))
 
     async def _finish_detached(self, wid: str, ex: Execution) -> None:
         assert ex.task is not None and ex.file is not None
         try:
             outcome = await ex.task
             if outcome.status != Status.TERMINATED:
-                await self._mirror(wid, outcome, ex.row.get("parent_workflow_id"))
+                await self._mirror(
+                    wid, outcome, ex.row.get("parent_workflow_id"), ex.row["workflow_type"]
+                )
         except BaseException:  # shutdown; the instance is recovered on the next start
             pass
         finally:
             self.active.pop(wid, None)
             self.rt.io_pool.submit(_close_locked, ex.file, ex.file_lock)
 
-    async def _mirror(self, wid: str, outcome: Outcome, parent: str | None) -> None:
+    async def _mirror(self, wid: str, outcome: Outcome, parent: str | None, wtype: str) -> None:
         """Copy an execution outcome into the index, wake waiters, arm timers.
 
-        ``parent`` is the instance's parent id (None for none), from its row.
+        ``parent`` is the instance's parent id (None for none) and ``wtype``
+        its type, from its row.
         """
         changes: dict[str, Any] = {
             "status": outcome.status,
@@ -413,7 +484,19 @@ class Instances:
             changes["finished_at"] = outcome.finished_at
             changes["error"] = outcome.error
             changes["input"] = None  # the file holds it; keep the index small
-        await self.rt.index.write(IndexDB.update_fn(wid, changes))
+        update = IndexDB.update_fn(wid, changes)
+        if outcome.status == Status.PAUSED and outcome.wake_at is not None:
+            # Any process that knows the type fires the timer if this one is gone.
+            announce = self.rt.announce_fn(wid, wtype, ChangeKind.TIMER, str(outcome.wake_at))
+
+            def update_and_announce(conn: sqlite3.Connection) -> bool:
+                changed = update(conn)
+                announce(conn)
+                return changed
+
+            await self.rt.index.write(update_and_announce)
+        else:
+            await self.rt.index.write(update)
         if outcome.status == Status.PAUSED and self.wakeups is not None:
             if wid in self._wake_pending:
                 # A signal or a child finished while this run was unwinding.
@@ -464,7 +547,18 @@ class Instances:
             f.close()
             return result, None
 
-        result, opened = await self.rt.io(go)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _STARTING_WAIT
+        while True:
+            try:
+                result, opened = await self.rt.io(go)
+                break
+            except IncompleteInstance:
+                # Claimed by a runner (maybe in another process) that has not
+                # written the row yet; it does before running any workflow code.
+                if ex is not None or loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.002)
         if opened is not None:
             self.hand_off(wid, opened)
         return result

@@ -49,10 +49,15 @@ class OwnerLock:
         owners_dir.mkdir(parents=True, exist_ok=True)
         owner_id = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         path = owners_dir / f"{owner_id}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        # Locked before it appears under its name: another process checking
+        # owners must never see it unlocked (it would take this live owner for
+        # dead, and recover its instances and delete its spare files).
+        tmp = owners_dir / f".{owner_id}.new"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.write(fd, boot_id().encode())
         os.fsync(fd)
+        os.rename(tmp, path)
         return cls(owner_id, path, fd)
 
     def release(self) -> None:
@@ -94,6 +99,7 @@ def find_dead_owners(owners_dir: Path, candidates: set[str], me: str) -> tuple[s
             if recorded and current_boot and recorded != current_boot:
                 other_boot = True
             dead.add(owner)
+            log.info("owner %s is gone%s", owner, " (earlier boot)" if other_boot else "")
             with contextlib.suppress(OSError):
                 path.unlink()
         finally:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from tierflow.hot import serde
+from tierflow.hot import notify, serde
 from tierflow.hot.authoring import Registry
 from tierflow.hot.clock import Clock, SystemClock
 from tierflow.hot.errors import (
@@ -113,6 +114,7 @@ class Runtime:
                 f"cannot create {self.hot_dir}: {exc}", url=str(self.hot_dir)
             ) from exc
         self._index = IndexDB(self.hot_dir / "index.sqlite", self.durability)
+        self._index.ensure_schema(notify.DDL)
         self._owner = OwnerLock.acquire(self.owners_dir)
         self._spares = SparePool(self.instances_dir, self._owner.owner_id, self.durability)
 
@@ -182,6 +184,27 @@ class Runtime:
         """Return an unused spare file to the pool."""
         assert self._spares is not None
         self._spares.give_back(spare)
+
+    def knows(self, workflow_type: str) -> bool:
+        """True if this process can run instances of ``workflow_type``."""
+        return self.registry.get(workflow_type) is not None
+
+    def announce_fn(
+        self,
+        workflow_id: str,
+        workflow_type: str,
+        kind: notify.ChangeKind,
+        detail: str | None = None,
+    ) -> Callable[[sqlite3.Connection], None]:
+        """A write job telling other processes about a change (see ``hot/notify.py``)."""
+        origin, at = self.owner_id, self.now_us()
+
+        def fn(conn: sqlite3.Connection) -> None:
+            notify.record(
+                conn, workflow_id, workflow_type, kind, origin=origin, at_us=at, detail=detail
+            )
+
+        return fn
 
     def row_or_raise(self, workflow_id: str) -> IndexRow:
         """Return the index row of ``workflow_id``.

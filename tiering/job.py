@@ -34,7 +34,8 @@ from tierflow.hot import serde
 from tierflow.hot.errors import CorruptInstance
 from tierflow.hot.models import to_micros
 from tierflow.hot.router import Tier
-from tierflow.hot.store import read_for_archive
+from tierflow.hot.rows import names
+from tierflow.hot.store import EVENT_COLUMNS, read_for_archive
 from tierflow.tiering.faults import crash_point
 from tierflow.tiering.ledger import Ledger
 from tierflow.tiering.policy import TieringPolicy
@@ -56,6 +57,8 @@ _READ_WORKERS = 1
 # What the instance row gives the warm table directly; duration_ms and tier
 # are derived by ``warm.schema.workflows_table``.
 _WF_FROM_ROW = tuple(c for c in schema.WORKFLOW_COLUMNS if c not in ("duration_ms", "tier"))
+# The order of the values in each stored event row (``read_for_archive``).
+_EVENT_NAMES = names(EVENT_COLUMNS)
 
 
 @dataclass
@@ -215,13 +218,8 @@ class TieringJob:
             ev["workflow_id"].extend([wid] * n)
             ev["run_id"].extend([run_id] * n)
             ev["workflow_type"].extend([wtype] * n)
-            for e in events:
-                ev["event_id"].append(e[0])
-                ev["event_type"].append(e[1])
-                ev["event_time"].append(e[2])
-                ev["step_name"].append(e[3])
-                ev["attempt"].append(e[4])
-                ev["payload"].append(e[5])
+            for i, name in enumerate(_EVENT_NAMES):
+                ev[name].extend([e[i] for e in events])
         return wf, ev, finished
 
     async def _move(

@@ -74,7 +74,7 @@ async def _signal_nobody_resumes(tf, h, monkeypatch) -> Path:
     """Signal a paused order that nothing resumes (as when another process claims it)."""
     path = tf.engine.instance_path(h.workflow_id)
     await wait_closed(path)
-    monkeypatch.setattr(tf.engine.instances, "wake", lambda wid: None)
+    monkeypatch.setattr(tf.engine.instances, "wake", lambda wid, wtype=None: None)
     await h.signal("payment", 7)
     assert h.workflow_id in tf.engine.instances.handoff
     return path
