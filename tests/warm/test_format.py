@@ -389,6 +389,15 @@ def test_gc_finds_every_object_of_a_batch(fs: pafs.FileSystem, root: str) -> Non
     assert batch_keys(store_at(root), "abc") == sorted(first.keys())
     assert batch_keys(store_at(root), "abc-0") == sorted([*second.keys(), manifest_key("abc-0")])
     assert set(list_batches(store_at(root))) == {"abc", "abc-0"}
+    # A file a crash left under its temporary name belongs to its batch too.
+    first_dir = Path(full_path(root, first.keys()[0])).parent
+    leftover = first_dir / ".batch-abc-7.parquet.tierflow-tmp-0123456789ab"
+    leftover.write_bytes(b"PAR1 half")
+    leftover_key = str(leftover.relative_to(root))
+    assert batch_keys(store_at(root), "abc") == sorted([*first.keys(), leftover_key])
+    store_at(root).delete_many(batch_keys(store_at(root), "abc"))
+    assert batch_keys(store_at(root), "abc") == []
+    assert not leftover.exists()
     assert batch_keys(store_at(root), "nothing") == []
     assert list_batches(store_at(full_path(root, "void"))) == {}
     assert batch_keys(store_at(root + "/"), "abc") == batch_keys(store_at(root), "abc")
