@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["DurableFile", "DurableFiles", "fsync_dirs", "fsync_path", "make_dirs", "sync_batch"]
+__all__ = ["DurableFile", "DurableFiles", "fsync_dirs", "make_dirs", "sync_batch"]
 
 # Below this many files, per-file fsyncs are cheaper than flushing the filesystem.
 _SYNCFS_MIN_FILES = 8
@@ -55,7 +55,7 @@ def sync_batch(directory: Path, files: list[Path]) -> None:
         finally:
             os.close(fd)
     for f in files:
-        fsync_path(f)
+        _fsync_path(f)
     # Deepest first: each directory's entries, then the entry of the directory
     # itself in its parent (a subdirectory made for this batch is new too).
     dirs: set[Path] = set()
@@ -67,12 +67,7 @@ def sync_batch(directory: Path, files: list[Path]) -> None:
     fsync_dirs([*dirs, directory])
 
 
-def fsync_path(path: str | os.PathLike[str]) -> None:
-    """Fsync the file or directory at ``path`` (for a directory: its entries).
-
-    Raises:
-        OSError: The path cannot be opened or synced.
-    """
+def _fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -90,7 +85,7 @@ def fsync_dirs(dirs: Iterable[Path]) -> None:
         OSError: A directory cannot be opened or synced.
     """
     for d in sorted(set(dirs), key=lambda p: (len(p.parts), str(p)), reverse=True):
-        fsync_path(d)
+        _fsync_path(d)
 
 
 def make_dirs(directory: Path) -> list[Path]:
