@@ -5,7 +5,8 @@ One pass, per batch:
 1. **select** finished instances old enough (the policy), from the index;
 2. **record** the batch in the ledger (fsync'd) before writing anything;
 3. **read** their instance files (in parallel, read-only);
-4. **write** a few large Parquet files (``warm.writer``);
+4. **write** a few large Parquet files (``warm.writer``), durable before the
+   commit (on ``file://`` fsync'd with their directories);
 5. **verify**: read every file back; sizes, sha256 and row counts must match;
 6. **commit**: one index transaction marks the batch committed and moves the
    instances to ``tier='warm'`` — from here on every read goes to warm;
@@ -240,8 +241,7 @@ class TieringJob:
             wf_table = schema.workflows_table(wf_cols)
             ev_table = schema.history_table(ev_cols, finished)
             bw = writer.BatchWriter(
-                self.store.fs,
-                self.root,
+                self.store,
                 batch_id,
                 max_rows_per_file=self.policy.max_rows_per_file,
                 on_row_group=lambda key: crash_point("mid-write"),
@@ -273,7 +273,7 @@ class TieringJob:
     async def _finish(self, batch_id: str, manifest: writer.BatchManifest) -> None:
         """Publish the manifest and delete the hot files of a committed batch (idempotent)."""
         engine = self.engine
-        await engine.io(writer.write_manifest, self.store.fs, self.root, manifest)
+        await engine.io(writer.write_manifest, self.store, manifest)
         pending = self.ledger.hot_files_of(batch_id)
         base = engine.instances_dir
         done: list[str] = []
@@ -297,7 +297,7 @@ class TieringJob:
         writing = self.ledger.in_state("writing")
         if writing:
             # One listing for all of them: objects are found by the batch id in their keys.
-            found = await self.engine.io(writer.list_batches, self.store.fs, self.root)
+            found = await self.engine.io(writer.list_batches, self.store)
             for batch in writing:
                 keys = found.get(batch.batch_id, [])
                 if keys:

@@ -7,40 +7,52 @@ Everything tierflow keeps outside the hot tier lives under one location, given a
   reached through ``endpoint`` with path-style addressing.
 
 :class:`ObjectStore` maps *keys* (``"warm/history/batch-1.parquet"``, always relative to that
-root, ``/``-separated) onto a :mod:`pyarrow.fs` filesystem, and turns every failure into
+root, ``/``-separated) onto that location, and turns every failure into
 :class:`hot.errors.StorageError` naming the store URL, the key and the cause. Credentials never
 appear in its ``repr``, its messages or its logs.
 
-Nothing else in tierflow imports boto3 or pyarrow's S3 classes; other modules use
-:attr:`ObjectStore.fs` with :meth:`ObjectStore.path` when they need a pyarrow filesystem (for
-datasets), and the methods here for everything else.
+Every object tierflow writes goes through the store's write methods (:meth:`ObjectStore.put`,
+:meth:`ObjectStore.put_many`, :meth:`ObjectStore.batch`, :meth:`ObjectStore.open_output`):
+
+* ``file://``: written under a temporary name, fsync'd, renamed into place, and the directories
+  that gained an entry (including ones made on the way) fsync'd before the call returns
+  (:class:`hot.durable_fs.DurableFiles`). The tiering job deletes hot data once the warm copy is
+  committed, so the copy must survive a power cut.
+* ``s3://``: boto3, with the storage class and a SHA-256 checksum on every upload, and batch
+  deletes of up to 1,000 keys per request.
+
+Reads stream through pyarrow: other modules use :attr:`ObjectStore.fs` with
+:meth:`ObjectStore.path` for datasets and Parquet files. Nothing else in tierflow imports boto3,
+botocore or pyarrow's S3 classes; :class:`StorageSettings` builds every client in one place, and
+:meth:`StorageSettings.iceberg_io_properties` hands the same settings to pyiceberg.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
-import datetime as dt
 import hashlib
-import hmac
-import http.client
 import logging
 import os
 import re
 import secrets
-import time
+import threading
 import urllib.parse
 import uuid
-import xml.etree.ElementTree as ET
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+import boto3  # type: ignore[import-untyped, unused-ignore]  # no type hints shipped
+import botocore.config  # type: ignore[import-untyped, unused-ignore]
+import botocore.exceptions  # type: ignore[import-untyped, unused-ignore]
 import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow 26 ships no type hints
 import pyarrow.fs as pafs  # type: ignore[import-untyped]
+from tierflow.hot.durable_fs import DurableFile, DurableFiles, fsync_dirs, make_dirs
 from tierflow.hot.errors import InvalidArgument, StorageError
 
-__all__ = ["ObjectNotFound", "ObjectStore", "StorageSettings"]
+__all__ = ["ObjectNotFound", "ObjectStore", "StorageSettings", "WriteBatch"]
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +63,14 @@ _CHECKSUM_ENV = "AWS_REQUEST_CHECKSUM_CALCULATION"
 
 # Normal operations: generous timeouts (a busy store can take seconds to complete a multipart
 # upload) and the SDK's retries on, because some S3-compatible stores answer with transient 500s.
-# Three attempts of pyarrow's standard strategy (its default) retry a transient error yet give up
-# on a dead endpoint within about 2 s per operation (measured: 5 attempts took about 5 s).
+# Three attempts of the SDKs' standard strategy retry a transient error yet give up on a dead
+# endpoint within about 2 s per operation (measured with pyarrow: 5 attempts took about 5 s).
 _OP_CONNECT_TIMEOUT = 10.0
 _OP_REQUEST_TIMEOUT = 60.0
 _OP_MAX_ATTEMPTS = 3
-# check(): must fail within seconds for an unreachable or hanging endpoint. pyarrow documents
-# request_timeout as "ignored on Linux", but measured here (pyarrow 26, curl client) it bounds a
-# stalled response: a server that accepts and never answers fails after request_timeout seconds
-# per attempt. Two attempts so that one transient 500 does not fail the check.
+# check(): must fail within seconds for an unreachable or hanging endpoint: a server that accepts
+# and never answers fails after the request timeout per attempt. Two attempts so that one
+# transient 500 does not fail the check.
 _CHECK_CONNECT_TIMEOUT = 2.0
 _CHECK_REQUEST_TIMEOUT = 2.0
 _CHECK_MAX_ATTEMPTS = 2
@@ -69,7 +80,13 @@ _CHECK_MAX_ATTEMPTS = 2
 _ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 _STORAGE_CLASS_RE = re.compile(r"^[A-Z][A-Z0-9_]{1,63}$")
 _AWS_ERROR_RE = re.compile(r"AWS Error ([A-Z_]+)")
-_DELETE_WORKERS = 8
+# S3's limit on keys in one DeleteObjects request.
+_DELETE_BATCH = 1000
+# Multipart part size for open_output on S3: one part is buffered in memory. S3 allows 10,000
+# parts, so a streamed object can reach 160 GB.
+_PART_SIZE = 16 * 1024 * 1024
+# Loggers of the SDKs whose debug records may quote request headers (session tokens, key ids).
+_SDK_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
 
 _T = TypeVar("_T")
 
@@ -202,6 +219,157 @@ class StorageSettings:
             storage_class=pick(storage_class, "TIERFLOW_S3_STORAGE_CLASS"),
         )
 
+    # ------------------------------------------------------------ clients, built in one place
+
+    @property
+    def is_s3(self) -> bool:
+        """True for ``s3://`` locations, False for ``file://``."""
+        return _parse_url(self.url).scheme == "s3"
+
+    def s3_client(
+        self,
+        *,
+        connect_timeout: float = _OP_CONNECT_TIMEOUT,
+        read_timeout: float = _OP_REQUEST_TIMEOUT,
+        max_attempts: int = _OP_MAX_ATTEMPTS,
+    ) -> Any:
+        """Build a boto3 S3 client for these settings (a new session, so thread-safe to use).
+
+        The region is always set. With an ``endpoint`` buckets are addressed path-style (what
+        MinIO and moto need); for endpoints that are not AWS, checksums are calculated and
+        validated only when an operation requires them (see "S3-compatible stores that are not
+        AWS" in STACK.md) and DeleteObjects also carries ``Content-MD5``, which such stores
+        require. Retries use the SDK's standard mode. Explicit credentials are used if set,
+        else the SDK's own chain (environment, ``~/.aws``, instance metadata); debug logs of
+        the SDK have the credentials replaced by ``***``.
+
+        Args:
+            connect_timeout: Seconds to wait for a connection.
+            read_timeout: Seconds to wait for data on an open connection.
+            max_attempts: Attempts per request, the first included.
+
+        Returns:
+            A ``botocore`` S3 client.
+
+        Raises:
+            InvalidArgument: The location is not ``s3://``.
+        """
+        if not self.is_s3:
+            raise InvalidArgument(f"{_parse_url(self.url).url} is not an s3:// location")
+        options: dict[str, Any] = {
+            "region_name": self.region,
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
+            # botocore's "max_attempts" counts retries only; this is the first try included.
+            "retries": {"mode": "standard", "total_max_attempts": max_attempts},
+        }
+        foreign = False
+        if self.endpoint is not None:
+            options["s3"] = {"addressing_style": "path"}
+            foreign = not _is_aws_host(_parse_endpoint(self.endpoint)[1])
+            if foreign:
+                options["request_checksum_calculation"] = "when_required"
+                options["response_checksum_validation"] = "when_required"
+        session = boto3.session.Session()
+        client = session.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            aws_session_token=self.session_token,
+            config=botocore.config.Config(**options),
+        )
+        if foreign:
+            client.meta.events.register("before-sign.s3.DeleteObjects", _add_content_md5)
+        if self.access_key is not None:
+            _hide_in_sdk_logs(self.access_key, self.secret_key, self.session_token)
+        else:
+            # Creating the client resolved the SDK's credential chain; reading them costs no I/O.
+            found = session.get_credentials()
+            if found is not None:
+                frozen = found.get_frozen_credentials()
+                _hide_in_sdk_logs(frozen.access_key, frozen.secret_key, frozen.token)
+        return client
+
+    def arrow_filesystem(
+        self,
+        *,
+        connect_timeout: float = _OP_CONNECT_TIMEOUT,
+        request_timeout: float = _OP_REQUEST_TIMEOUT,
+        max_attempts: int = _OP_MAX_ATTEMPTS,
+    ) -> pafs.FileSystem:
+        """Build the pyarrow filesystem for these settings, for streaming reads and datasets.
+
+        ``file://`` gives a ``LocalFileSystem``. ``s3://`` gives an ``S3FileSystem`` with the
+        region always set and, with an ``endpoint``, path-style addressing; for endpoints that
+        are not AWS it also sets ``AWS_REQUEST_CHECKSUM_CALCULATION=WHEN_REQUIRED`` when unset,
+        process-wide, because pyarrow has no option for it: its uploads (pyiceberg's too) are
+        then plain bodies that S3-compatible stores decode.
+
+        Args:
+            connect_timeout: Seconds to wait for a connection (S3 only).
+            request_timeout: Seconds to wait for a response (S3 only).
+            max_attempts: Attempts per request, the first included (S3 only).
+
+        Returns:
+            The filesystem; paths on it are :meth:`ObjectStore.path` values.
+        """
+        if not self.is_s3:
+            return pafs.LocalFileSystem()
+        kwargs: dict[str, Any] = {
+            "region": self.region,
+            "connect_timeout": connect_timeout,
+            "request_timeout": request_timeout,
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=max_attempts),
+        }
+        if self.access_key is not None:
+            kwargs.update(
+                access_key=self.access_key,
+                secret_key=self.secret_key,
+                session_token=self.session_token,
+            )
+        if self.endpoint is not None:
+            scheme, host = _parse_endpoint(self.endpoint)
+            _prefer_checksum_when_required(host)
+            # With endpoint_override pyarrow addresses buckets path-style
+            # (http://host:port/bucket/key; force_virtual_addressing defaults to False), which
+            # MinIO and moto need. Verified from the request line pyarrow sends.
+            kwargs.update(endpoint_override=host, scheme=scheme)
+        return pafs.S3FileSystem(**kwargs)
+
+    def iceberg_io_properties(self) -> dict[str, str]:
+        """Return pyiceberg FileIO properties reaching the same location with the same settings.
+
+        For ``s3://``: ``s3.region`` (always: pyiceberg otherwise asks AWS for the bucket's
+        region, seconds per operation), ``s3.endpoint`` and ``s3.force-virtual-addressing``
+        when an endpoint is set, ``s3.access-key-id``, ``s3.secret-access-key`` and
+        ``s3.session-token`` when credentials are set (else pyiceberg's own chain finds them),
+        and the timeouts. For ``file://``: no properties. pyiceberg's default S3 FileIO is
+        pyarrow's: call :meth:`arrow_filesystem` (or build an :class:`ObjectStore`) first, so
+        that uploads to a non-AWS endpoint are plain bodies.
+
+        The result holds secrets: pass it to pyiceberg, never print or log it.
+
+        Returns:
+            Property names to string values.
+        """
+        if not self.is_s3:
+            return {}
+        props = {
+            "s3.region": self.region,
+            "s3.connect-timeout": str(_OP_CONNECT_TIMEOUT),
+            "s3.request-timeout": str(_OP_REQUEST_TIMEOUT),
+        }
+        if self.endpoint is not None:
+            props["s3.endpoint"] = self.endpoint
+            props["s3.force-virtual-addressing"] = "false"
+        if self.access_key is not None and self.secret_key is not None:
+            props["s3.access-key-id"] = self.access_key
+            props["s3.secret-access-key"] = self.secret_key
+            if self.session_token is not None:
+                props["s3.session-token"] = self.session_token
+        return props
+
 
 @dataclass(frozen=True)
 class _Location:
@@ -313,8 +481,28 @@ def _prefer_checksum_when_required(endpoint_host: str) -> None:
 # --------------------------------------------------------------------------------------------
 # Error translation
 
+# Exceptions of the SDKs that mean "the operation failed", translated into StorageError.
+_SDK_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    pa.ArrowException,
+    botocore.exceptions.BotoCoreError,
+    botocore.exceptions.ClientError,
+)
+_NETWORK_ERRORS = (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)
+
 
 def _aws_code(exc: BaseException) -> str | None:
+    """The store's error code in pyarrow's spelling (``NO_SUCH_BUCKET``), if there is one."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        # HEAD answers carry no body: only the status tells what happened.
+        if code in ("403", "404"):
+            return {"403": "ACCESS_DENIED", "404": "NOT_FOUND"}[code]
+        return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", code).upper() or None
+    if isinstance(exc, _NETWORK_ERRORS):
+        return "NETWORK_CONNECTION"
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return "NO_CREDENTIALS"
     match = _AWS_ERROR_RE.search(str(exc))
     return match.group(1) if match else None
 
@@ -326,17 +514,25 @@ def _cause(exc: BaseException, *, bucket: str, endpoint: str) -> str:
         return f"cannot reach endpoint {endpoint}"
     if code == "NO_SUCH_BUCKET":
         return f"bucket {bucket!r} does not exist"
+    if code == "NO_CREDENTIALS":
+        return (
+            "no credentials: set access_key/secret_key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+        )
     if code == "INVALID_ACCESS_KEY_ID":
         return "access denied: the access key id is not known to the store; check credentials"
     if code == "SIGNATURE_DOES_NOT_MATCH":
         return "access denied: request signature rejected; check the secret key"
-    if code in ("EXPIRED_TOKEN", "INVALID_CLIENT_TOKEN_ID"):
+    if code in ("EXPIRED_TOKEN", "INVALID_TOKEN", "INVALID_CLIENT_TOKEN_ID"):
         return "access denied: the session token is expired or invalid; check credentials"
     if code == "ACCESS_DENIED":
         return "access denied: check credentials and their permissions on the bucket"
     if code == "REQUEST_TIME_TOO_SKEWED":
         return "request rejected: this machine's clock is too far off"
-    if isinstance(exc, FileNotFoundError):
+    if code == "INVALID_STORAGE_CLASS":
+        return "the store does not accept the storage class (TIERFLOW_S3_STORAGE_CLASS)"
+    if code in ("BAD_DIGEST", "XAMZ_CONTENT_SHA256_MISMATCH"):
+        return "the store received different bytes than were sent (checksum mismatch)"
+    if code in ("NO_SUCH_KEY", "NOT_FOUND") or isinstance(exc, FileNotFoundError):
         return "no such object"
     if isinstance(exc, PermissionError):
         return "permission denied"
@@ -345,6 +541,10 @@ def _cause(exc: BaseException, *, bucket: str, endpoint: str) -> str:
     if isinstance(exc, NotADirectoryError):
         return "a parent of the path is a file, not a directory"
     return type(exc).__name__
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    return isinstance(exc, FileNotFoundError) or _aws_code(exc) in ("NO_SUCH_KEY", "NOT_FOUND")
 
 
 class _Scrubber:
@@ -360,29 +560,76 @@ class _Scrubber:
         return text
 
 
+# botocore's debug logs quote request headers (the access key id in Authorization, the session
+# token in X-Amz-Security-Token) and canonical requests. A log-record factory sees every record
+# of every logger, including loggers created later, so the SDKs' records are scrubbed as they
+# are made; a filter on the "botocore" logger would miss its children.
+_hidden = _Scrubber()
+_hidden_lock = threading.Lock()
+_factory_installed = False
+
+
+def _hide_in_sdk_logs(*values: str | None) -> None:
+    global _hidden, _factory_installed
+    with _hidden_lock:
+        known = list(_hidden._values)
+        _hidden = _Scrubber(*known, *values)
+        if _factory_installed:
+            return
+        previous = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            if record.name.startswith(_SDK_LOGGERS):
+                _scrub_record(record)
+            return record
+
+        logging.setLogRecordFactory(factory)
+        _factory_installed = True
+
+
+def _scrub_record(record: logging.LogRecord) -> None:
+    try:
+        text = record.getMessage()
+    except Exception:  # a malformed record is logging's problem, not ours
+        return
+    clean = _hidden(text)
+    if clean != text:
+        record.msg, record.args = clean, None
+
+
+def _add_content_md5(request: Any, **_: Any) -> None:
+    """Give DeleteObjects the ``Content-MD5`` header S3-compatible stores require.
+
+    Current SDKs send a CRC32 checksum instead; stores that predate that answer
+    ``MissingContentMD5`` (AWS accepts either).
+    """
+    body = request.body
+    if "Content-MD5" not in request.headers and isinstance(body, bytes | bytearray):
+        digest = hashlib.md5(body, usedforsecurity=False).digest()
+        request.headers["Content-MD5"] = base64.b64encode(digest).decode()
+
+
+def _b64_sha256(data: bytes | memoryview, hex_digest: str | None = None) -> str:
+    digest = bytes.fromhex(hex_digest) if hex_digest else hashlib.sha256(data).digest()
+    return base64.b64encode(digest).decode()
+
+
 # --------------------------------------------------------------------------------------------
 # Streams handed to callers
 
 
 class _GuardedStream:
-    """File-like wrapper that turns I/O errors into StorageError.
+    """File-like wrapper that turns storage errors into StorageError.
 
     Wrapped in :class:`pyarrow.PythonFile`, so callers get a ``NativeFile`` that pyarrow's
     Parquet reader and writer accept; the per-call cost was measured as negligible (pyarrow
-    reads and writes whole pages, not rows). ``on_close`` runs after the raw stream is closed
-    (the storage class on S3).
+    reads and writes whole pages, not rows).
     """
 
-    def __init__(
-        self,
-        raw: Any,
-        fail: Callable[[BaseException], NoReturn],
-        *,
-        on_close: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, raw: Any, fail: Callable[[BaseException], NoReturn]) -> None:
         self._raw = raw
         self._fail = fail
-        self._on_close = on_close
         self._closed = False
 
     def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -390,7 +637,7 @@ class _GuardedStream:
             return fn(*args)
         except StorageError:
             raise
-        except (OSError, pa.ArrowException) as exc:
+        except _SDK_ERRORS as exc:
             self._fail(exc)
 
     @property
@@ -423,189 +670,185 @@ class _GuardedStream:
             return
         self._closed = True
         self._run(self._raw.close)
-        if self._on_close is not None:
-            self._on_close()
 
 
-class _LocalAtomicFile:
-    """A local file written under a temporary name, fsync'd and renamed into place on close.
+class _LocalOutput:
+    """A streamed ``file://`` object: one :class:`DurableFile`, its directories synced on close."""
 
-    Readers never see a partial object, and a closed object survives power loss (the tiering
-    contract deletes hot data once the warm copy is written). A stream that is never closed
-    leaves only its temporary file, which :meth:`ObjectStore.list` does not show.
-    """
-
-    def __init__(self, path: str) -> None:
-        parent, name = os.path.split(path)
-        os.makedirs(parent, exist_ok=True)
-        self._path = path
-        self._tmp = os.path.join(parent, f".{name}{_TMP_MARK}{uuid.uuid4().hex[:12]}")
-        self._file = open(self._tmp, "wb")  # noqa: SIM115 (closed by close()/abort())
+    def __init__(self, files: DurableFiles, out: DurableFile) -> None:
+        self._files = files
+        self._out = out
 
     def write(self, data: bytes) -> int:
-        return self._file.write(data)
+        return self._out.write(data)
 
     def tell(self) -> int:
-        return self._file.tell()
+        return self._out.tell()
 
     def flush(self) -> None:
-        self._file.flush()
-
-    def abort(self) -> None:
-        self._file.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self._tmp)
+        self._out.flush()
 
     def close(self) -> None:
-        if self._file.closed:
+        if self._out.closed:
             return
+        self._out.close()
+        self._files.sync()
+
+
+class _S3Output:
+    """A streamed ``s3://`` object: one PutObject, or a multipart upload once it outgrows a part.
+
+    Every request carries the storage class; a failed upload is aborted, so no incomplete
+    parts are left to be billed.
+    """
+
+    def __init__(self, store: ObjectStore, key: str) -> None:
+        self._store = store
+        self._key = key
+        self._buffer = bytearray()
+        self._written = 0
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self._closed = False
+
+    def write(self, data: bytes) -> int:
+        self._buffer += data
+        self._written += len(data)
+        while len(self._buffer) >= _PART_SIZE:
+            part = bytes(self._buffer[:_PART_SIZE])
+            del self._buffer[:_PART_SIZE]
+            self._upload_part(part)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._written
+
+    def flush(self) -> None:
+        pass
+
+    def _upload_part(self, part: bytes) -> None:
+        store = self._store
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            os.replace(self._tmp, self._path)
+            if self._upload_id is None:
+                started = store.client.create_multipart_upload(**store._put_options(self._key))
+                self._upload_id = str(started["UploadId"])
+            number = len(self._parts) + 1
+            # Content-MD5, which every S3-compatible store verifies; part-level SHA-256 needs
+            # checksum support in all three multipart calls, which older stores lack.
+            md5 = hashlib.md5(part, usedforsecurity=False).digest()
+            done = store.client.upload_part(
+                Bucket=store._loc.bucket,
+                Key=store._object_key(self._key),
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=part,
+                ContentMD5=base64.b64encode(md5).decode(),
+            )
+            self._parts.append({"PartNumber": number, "ETag": done["ETag"]})
         except BaseException:
-            self.abort()
+            self._abort()
             raise
-        fd = os.open(os.path.dirname(self._path), os.O_RDONLY)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        store = self._store
+        if self._upload_id is None:
+            store._put_s3(self._key, memoryview(self._buffer))
+            return
+        if self._buffer:
+            self._upload_part(bytes(self._buffer))
+            self._buffer.clear()
         try:
-            os.fsync(fd)  # makes the rename itself durable
-        finally:
-            os.close(fd)
+            store.client.complete_multipart_upload(
+                Bucket=store._loc.bucket,
+                Key=store._object_key(self._key),
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+        except BaseException:
+            self._abort()
+            raise
+
+    def _abort(self) -> None:
+        self._closed = True
+        if self._upload_id is None:
+            return
+        upload_id, self._upload_id = self._upload_id, None
+        with contextlib.suppress(*_SDK_ERRORS):
+            self._store.client.abort_multipart_upload(
+                Bucket=self._store._loc.bucket,
+                Key=self._store._object_key(self._key),
+                UploadId=upload_id,
+            )
 
 
 # --------------------------------------------------------------------------------------------
-# Storage class: pyarrow cannot send it
+# Batches of writes
 
 
-class _StorageClassSetter:
-    """Applies an S3 storage class to an object already written, with a signed CopyObject.
+class WriteBatch:
+    """Objects written together, durable together: get one from :meth:`ObjectStore.batch`.
 
-    pyarrow 26's S3FileSystem sends only ACL, Cache-Control, Content-Type, Content-Language
-    and Expires from write metadata and silently drops every other key (checked by capturing
-    its requests), so ``x-amz-storage-class`` cannot be sent with the upload itself. Copying an
-    object onto itself with a new storage class is the documented S3 way to change it; this
-    signs that one request with SigV4 using the store's credentials. Objects over 5 GB cannot
-    be copied in one request; warm batches are far smaller.
+    Each :meth:`put` stores its object at once (nothing is held back in memory). On ``file://``
+    the files are fsync'd one by one and renamed into place, and the directories that gained
+    an entry are fsync'd once for the whole batch when it closes; the objects are durable
+    only once :meth:`close` (or the ``with`` block) returns without error. A block left by an
+    exception skips that sync: what it wrote is garbage to collect, not data to keep. On
+    ``s3://`` every object is durable when its :meth:`put` returns.
     """
 
-    def __init__(
-        self,
-        *,
-        scheme: str,
-        host: str,
-        region: str,
-        access_key: str,
-        secret_key: str,
-        session_token: str | None,
-        storage_class: str,
-    ) -> None:
-        self._scheme = scheme
-        self._host = host
-        self._region = region
-        self._access_key = access_key
-        self._secret_key = secret_key
-        self._session_token = session_token
-        self.storage_class = storage_class
+    def __init__(self, store: ObjectStore) -> None:
+        self._store = store
+        self._files = DurableFiles(_TMP_MARK) if not store.settings.is_s3 else None
+        self._closed = False
 
-    def __repr__(self) -> str:
-        return f"_StorageClassSetter({self.storage_class!r})"
+    def put(self, key: str, data: bytes | memoryview, *, sha256: str | None = None) -> None:
+        """Store ``data`` as ``key``, replacing any object there.
 
-    def apply(self, bucket: str, key: str) -> None:
-        """Copy ``bucket/key`` onto itself with the storage class; retried on transient errors.
+        Args:
+            key: Destination key.
+            data: The whole object (``bytes``, or a ``memoryview`` of e.g. a pyarrow buffer).
+            sha256: Hex SHA-256 of ``data`` if the caller already has it; S3 verifies the
+                upload against it (computed here otherwise).
 
         Raises:
-            OSError: The store refused the copy or could not be reached.
+            StorageError: The write failed, or the batch is closed.
         """
-        path = urllib.parse.quote(f"/{bucket}/{key}")
-        extra = {
-            "x-amz-copy-source": urllib.parse.quote(f"{bucket}/{key}"),
-            "x-amz-metadata-directive": "COPY",
-            "x-amz-storage-class": self.storage_class,
-        }
-        last: OSError | None = None
-        for attempt in range(3):
-            if attempt:
-                time.sleep(0.2 * 4 ** (attempt - 1))
-            try:
-                status, body = self._send("PUT", path, extra)
-            except OSError as exc:  # connection refused, reset, timeout
-                last = exc
-                continue
-            # CopyObject can answer 200 with an error document when it fails mid-copy.
-            if status == 200 and b"<Error>" not in body:
-                return
-            code, message = _xml_error(body)
-            last = OSError(f"CopyObject failed: HTTP {status} {code} {message}".rstrip())
-            if status < 500 and code not in ("InternalError", "SlowDown"):
-                break
-        assert last is not None
-        raise last
-
-    def _send(self, method: str, path: str, extra: dict[str, str]) -> tuple[int, bytes]:
-        headers = self._sign(method, path, extra)
-        conn: http.client.HTTPConnection
-        if self._scheme == "https":
-            conn = http.client.HTTPSConnection(self._host, timeout=_OP_REQUEST_TIMEOUT)
-        else:
-            conn = http.client.HTTPConnection(self._host, timeout=_OP_REQUEST_TIMEOUT)
+        path = self._store.path(key)
+        if self._closed:
+            raise StorageError(f"write batch of {self._store.url} is closed", url=self._store.url)
+        if self._files is None:
+            self._store._put_s3(key, data, sha256=sha256)
+            return
         try:
-            conn.request(method, path, body=b"", headers=headers)
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
+            self._files.put(Path(path), data)
+        except OSError as exc:
+            raise self._store._error("write", key, exc) from exc
 
-    def _sign(self, method: str, path: str, extra: dict[str, str]) -> dict[str, str]:
-        now = dt.datetime.now(dt.UTC)
-        amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-        day = amz_date[:8]
-        payload_hash = hashlib.sha256(b"").hexdigest()
-        headers = {
-            "host": self._host,
-            "x-amz-date": amz_date,
-            "x-amz-content-sha256": payload_hash,
-            **{name.lower(): value.strip() for name, value in extra.items()},
-        }
-        if self._session_token:
-            headers["x-amz-security-token"] = self._session_token
-        names = sorted(headers)
-        canonical = "\n".join(
-            [
-                method,
-                path,
-                "",
-                "".join(f"{name}:{headers[name]}\n" for name in names),
-                ";".join(names),
-                payload_hash,
-            ]
-        )
-        scope = f"{day}/{self._region}/s3/aws4_request"
-        to_sign = "\n".join(
-            [
-                "AWS4-HMAC-SHA256",
-                amz_date,
-                scope,
-                hashlib.sha256(canonical.encode()).hexdigest(),
-            ]
-        )
-        key = ("AWS4" + self._secret_key).encode()
-        for part in (day, self._region, "s3", "aws4_request"):
-            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-        headers["authorization"] = (
-            f"AWS4-HMAC-SHA256 Credential={self._access_key}/{scope}, "
-            f"SignedHeaders={';'.join(names)}, Signature={signature}"
-        )
-        return headers
+    def close(self) -> None:
+        """Make every object put so far durable (``file://``: fsync their directories).
 
+        Raises:
+            StorageError: A directory could not be synced.
+        """
+        self._closed = True
+        if self._files is None:
+            return
+        try:
+            self._files.sync()
+        except OSError as exc:
+            raise self._store._error("sync", None, exc) from exc
 
-def _xml_error(body: bytes) -> tuple[str, str]:
-    try:
-        root = ET.fromstring(body)
-    except ET.ParseError:
-        return "", ""
-    return root.findtext("Code") or "", root.findtext("Message") or ""
+    def __enter__(self) -> WriteBatch:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._closed = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -621,13 +864,15 @@ class ObjectStore:
     the root. Every storage failure raises :class:`hot.errors.StorageError` (or its
     :class:`ObjectNotFound`) naming the URL, the key and the cause.
 
-    On ``file://`` every write lands under a temporary name, is fsync'd and renamed into
-    place, so a reader never sees half an object and a written object survives power loss.
-    On ``s3://`` an object appears when its upload completes.
+    Writes (:meth:`put`, :meth:`put_many`, :meth:`batch`, :meth:`open_output`) are durable
+    when they return. On ``file://`` an object lands under a temporary name, is fsync'd and
+    renamed into place, and its directory (and every directory made for it) is fsync'd, so a
+    reader never sees half an object and a written object survives power loss. On ``s3://``
+    an object appears when its upload completes, with the configured storage class.
 
     Attributes:
         url: The normalised storage URL; safe to print.
-        fs: The pyarrow filesystem; use it with :meth:`path` for datasets.
+        fs: The pyarrow filesystem, for streaming reads; use it with :meth:`path`.
         root: The root as a path on :attr:`fs`: ``"/abs/path"`` or ``"bucket/prefix"``
             (``path(key)`` is ``root + "/" + key``).
         settings: The settings the store was built from (credentials are hidden from repr).
@@ -639,55 +884,38 @@ class ObjectStore:
     settings: StorageSettings
 
     def __init__(self, settings: StorageSettings) -> None:
-        """Build the filesystem for ``settings``; no I/O happens until a method is called.
+        """Build the store for ``settings``; no I/O happens until a method is called.
 
         Args:
             settings: Where the data lives and how to reach it.
-
-        Raises:
-            InvalidArgument: ``storage_class`` is set but no explicit or ``AWS_*`` credentials
-                are available to sign the request that applies it.
         """
         self.settings = settings
         self._loc = _parse_url(settings.url)
         self.url = self._loc.url
         self.root = self._loc.root
-        # The credentials requests are signed with: explicit ones, else those the SDK would
-        # take from the environment first. Kept to scrub them from messages and to sign the
-        # storage-class request.
-        self._creds: tuple[str | None, str | None, str | None]
+        # The credentials requests are signed with: explicit ones, else those the SDKs would
+        # take from the environment first. Kept to scrub them from messages.
+        creds: tuple[str | None, ...]
         if settings.access_key is not None:
-            self._creds = (settings.access_key, settings.secret_key, settings.session_token)
+            creds = (settings.access_key, settings.secret_key, settings.session_token)
         else:
             env = os.environ
-            self._creds = (
-                env.get("AWS_ACCESS_KEY_ID"),
-                env.get("AWS_SECRET_ACCESS_KEY"),
-                env.get("AWS_SESSION_TOKEN"),
+            creds = tuple(
+                env.get(n)
+                for n in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
             )
-        self._scrub = _Scrubber(*self._creds)
-        self._storage_class: _StorageClassSetter | None = None
-        self._check_fs: pafs.FileSystem | None = None
+        self._scrub = _Scrubber(*creds)
+        self._client: Any = None
+        self._check_client: Any = None
+        self._client_lock = threading.Lock()
         if self._loc.scheme == "file":
             self._endpoint = "local disk"
-            self.fs = pafs.LocalFileSystem()
-            return
-        if settings.endpoint is not None:
-            self._scheme, self._host = _parse_endpoint(settings.endpoint)
-            self._endpoint = f"{self._scheme}://{self._host}"
-            _prefer_checksum_when_required(self._host)
+        elif settings.endpoint is not None:
+            scheme, host = _parse_endpoint(settings.endpoint)
+            self._endpoint = f"{scheme}://{host}"
         else:
-            self._scheme = "https"
-            suffix = ".amazonaws.com.cn" if settings.region.startswith("cn-") else ".amazonaws.com"
-            self._host = f"s3.{settings.region}{suffix}"
             self._endpoint = f"AWS S3 ({settings.region})"
-        self.fs = self._make_s3(
-            connect_timeout=_OP_CONNECT_TIMEOUT,
-            request_timeout=_OP_REQUEST_TIMEOUT,
-            max_attempts=_OP_MAX_ATTEMPTS,
-        )
-        if settings.storage_class and settings.storage_class != "STANDARD":
-            self._storage_class = self._make_storage_class_setter(settings.storage_class)
+        self.fs = settings.arrow_filesystem()
 
     @classmethod
     def from_url(cls, url: str, **overrides: str | None) -> ObjectStore:
@@ -712,51 +940,31 @@ class ObjectStore:
     def __str__(self) -> str:
         return self.url
 
-    # ---------------------------------------------------------------- construction helpers
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client the store writes and deletes with (built on first use).
 
-    def _make_s3(
-        self, *, connect_timeout: float, request_timeout: float, max_attempts: int
-    ) -> pafs.S3FileSystem:
-        s = self.settings
-        kwargs: dict[str, Any] = {
-            "region": s.region,
-            "connect_timeout": connect_timeout,
-            "request_timeout": request_timeout,
-            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=max_attempts),
-            # One PutObject for a small object instead of CreateMultipartUpload at open and
-            # two more requests at close; failures then surface at write/close, where the
-            # returned streams translate them like any other.
-            "allow_delayed_open": True,
-        }
-        if s.access_key is not None:
-            kwargs.update(
-                access_key=s.access_key, secret_key=s.secret_key, session_token=s.session_token
-            )
-        if s.endpoint is not None:
-            # With endpoint_override pyarrow addresses buckets path-style
-            # (http://host:port/bucket/key; force_virtual_addressing defaults to False), which
-            # MinIO and moto need. Verified from the request line pyarrow sends.
-            kwargs.update(endpoint_override=self._host, scheme=self._scheme)
-        return pafs.S3FileSystem(**kwargs)
+        Register botocore event handlers on ``client.meta.events`` to observe its requests.
 
-    def _make_storage_class_setter(self, storage_class: str) -> _StorageClassSetter:
-        access_key, secret_key, token = self._creds
-        if not access_key or not secret_key:
-            raise InvalidArgument(
-                f"storage_class={storage_class!r} for {self.url} needs explicit credentials "
-                "(access_key/secret_key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY): pyarrow "
-                "cannot send a storage class, so tierflow applies it with a signed request. "
-                "Alternatively leave storage_class unset and use a bucket lifecycle rule"
-            )
-        return _StorageClassSetter(
-            scheme=self._scheme,
-            host=self._host,
-            region=self.settings.region,
-            access_key=access_key,
-            secret_key=secret_key,
-            session_token=token,
-            storage_class=storage_class,
-        )
+        Raises:
+            InvalidArgument: The store is ``file://``.
+        """
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self.settings.s3_client()
+        return self._client
+
+    def _checker(self) -> Any:
+        if self._check_client is None:
+            with self._client_lock:
+                if self._check_client is None:
+                    self._check_client = self.settings.s3_client(
+                        connect_timeout=_CHECK_CONNECT_TIMEOUT,
+                        read_timeout=_CHECK_REQUEST_TIMEOUT,
+                        max_attempts=_CHECK_MAX_ATTEMPTS,
+                    )
+        return self._check_client
 
     # ---------------------------------------------------------------- paths and errors
 
@@ -776,6 +984,10 @@ class ObjectStore:
         _validate_key(key)
         return f"{self._loc.root.rstrip('/')}/{key}"
 
+    def _object_key(self, key: str) -> str:
+        """The S3 object key of ``key`` (its path without the bucket)."""
+        return self.path(key).split("/", 1)[1]
+
     def _dir_path(self, prefix: str) -> str:
         prefix = prefix.strip("/") if isinstance(prefix, str) else prefix
         if prefix == "":
@@ -791,7 +1003,7 @@ class ObjectStore:
         message = f"cannot {action} {what}: {reason}"
         if detail and detail not in reason:
             message += f" ({detail})"
-        cls = ObjectNotFound if isinstance(exc, FileNotFoundError) else StorageError
+        cls = ObjectNotFound if _is_not_found(exc) else StorageError
         return cls(message, url=self.url)
 
     def _failer(self, action: str, key: str) -> Callable[[BaseException], NoReturn]:
@@ -805,12 +1017,12 @@ class ObjectStore:
     def check(self) -> None:
         """Verify the location is usable before any data is moved to it.
 
-        ``file://``: creates the root directory if missing and checks a probe file can be
-        written, read back and deleted. ``s3://``: checks the endpoint answers, the bucket
-        exists, the credentials are accepted, and a probe object under
-        ``<root>/_tierflow_probe/`` can be written, read back, listed and deleted. Uses short
-        timeouts and at most two attempts per request, so an unreachable endpoint fails within
-        a few seconds.
+        ``file://``: creates the root directory if missing (durably) and checks a probe file
+        can be written, read back and deleted. ``s3://``: checks the endpoint answers, the
+        bucket exists, the credentials are accepted, and a probe object under
+        ``<root>/_tierflow_probe/`` can be written (with the storage class), read back, listed
+        and deleted. Uses short timeouts and at most two attempts per request, so an
+        unreachable endpoint fails within a few seconds.
 
         Raises:
             StorageError: The location is not usable; the message names the URL and the cause
@@ -823,53 +1035,102 @@ class ObjectStore:
             self._check_s3()
 
     def _check_local(self) -> None:
-        root = self._loc.root
-        if os.path.exists(root) and not os.path.isdir(root):
+        root = Path(self._loc.root)
+        if root.exists() and not root.is_dir():
             raise StorageError(
                 f"storage check failed for {self.url}: {root} is not a directory", url=self.url
             )
         try:
-            os.makedirs(root, exist_ok=True)
+            made = make_dirs(root)
+            fsync_dirs(d.parent for d in made)
         except OSError as exc:
             raise self._check_error(exc, "creating the root directory") from exc
-        self._probe(self.fs)
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.join(root, _PROBE_DIR))
-
-    def _check_s3(self) -> None:
-        if self._check_fs is None:
-            self._check_fs = self._make_s3(
-                connect_timeout=_CHECK_CONNECT_TIMEOUT,
-                request_timeout=_CHECK_REQUEST_TIMEOUT,
-                max_attempts=_CHECK_MAX_ATTEMPTS,
-            )
-        fs = self._check_fs
-        bucket = self._loc.bucket
+        key = f"{_PROBE_DIR}/{uuid.uuid4().hex}"
+        payload = secrets.token_bytes(64)
+        step = "writing a probe object"
         try:
-            info = fs.get_file_info(bucket)
-        except OSError as exc:
-            if _aws_code(exc) == "ACCESS_DENIED":
-                # HEAD answers carry no body, so a bad key, a bad secret and a missing
-                # permission all look alike here; a probe write tells them apart.
-                self._refine_access_denied(fs, exc)
-            raise self._check_error(exc) from exc
-        if info.type == pafs.FileType.NotFound:
+            self.put(key, payload)
+            step = "reading the probe object back"
+            back = self.get(key)
+            step = "listing the probe object"
+            listed = self.list(_PROBE_DIR)
+            step = "deleting the probe object"
+            self.delete(key)
+        except StorageError as exc:
+            raise self._check_error(exc, step) from exc
+        self._check_probe(back, payload, listed, key)
+        with contextlib.suppress(OSError):
+            os.rmdir(root / _PROBE_DIR)
+
+    def _check_probe(
+        self, back: bytes, payload: bytes, listed: list[tuple[str, int]], key: str
+    ) -> None:
+        if back != payload:
             raise StorageError(
-                f"storage check failed for {self.url}: bucket {bucket!r} does not exist "
-                f"at {self._endpoint}",
+                f"storage check failed for {self.url}: a probe object read back differs "
+                f"from what was written ({len(back)} bytes instead of {len(payload)}); "
+                "if this is an S3-compatible store, it may not support the upload "
+                f"encoding (try {_CHECKSUM_ENV}=WHEN_REQUIRED)",
                 url=self.url,
             )
-        self._probe(fs)
+        if key not in {k for k, _ in listed}:
+            raise StorageError(
+                f"storage check failed for {self.url}: a probe object just written is "
+                "missing from the listing",
+                url=self.url,
+            )
 
-    def _refine_access_denied(self, fs: pafs.FileSystem, head_exc: OSError) -> None:
+    def _check_s3(self) -> None:
+        client = self._checker()
+        bucket = self._loc.bucket
+        try:
+            client.head_bucket(Bucket=bucket)
+        except botocore.exceptions.ClientError as exc:
+            code = _aws_code(exc)
+            if code in ("NOT_FOUND", "NO_SUCH_BUCKET"):
+                raise StorageError(
+                    f"storage check failed for {self.url}: bucket {bucket!r} does not exist "
+                    f"at {self._endpoint}",
+                    url=self.url,
+                ) from exc
+            if code == "ACCESS_DENIED":
+                # HEAD answers carry no body, so a bad key, a bad secret and a missing
+                # permission all look alike here; a probe write tells them apart.
+                self._refine_access_denied(client, exc)
+            raise self._check_error(exc) from exc
+        except _SDK_ERRORS as exc:
+            raise self._check_error(exc) from exc
+        key = f"{_PROBE_DIR}/{uuid.uuid4().hex}"
+        okey = self._object_key(key)
+        payload = secrets.token_bytes(64)
+        step = "writing a probe object"
+        try:
+            client.put_object(
+                **self._put_options(key),
+                Body=payload,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=_b64_sha256(payload),
+            )
+            step = "reading the probe object back"
+            back = client.get_object(Bucket=bucket, Key=okey)["Body"].read()
+            step = "listing the probe object"
+            prefix = self._object_key(_PROBE_DIR) + "/"
+            found = client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+            listed = [(f"{_PROBE_DIR}/{o['Key'][len(prefix) :]}", int(o["Size"])) for o in found]
+            step = "deleting the probe object"
+            client.delete_object(Bucket=bucket, Key=okey)
+        except _SDK_ERRORS as exc:
+            raise self._check_error(exc, step) from exc
+        self._check_probe(back, payload, listed, key)
+
+    def _refine_access_denied(self, client: Any, head_exc: BaseException) -> None:
         key = f"{_PROBE_DIR}/{uuid.uuid4().hex}"
         try:
-            with fs.open_output_stream(self.path(key)) as out:
-                out.write(b"probe")
-        except OSError as exc:
+            client.put_object(**self._put_options(key), Body=b"probe")
+        except _SDK_ERRORS as exc:
             raise self._check_error(exc) from head_exc
-        with contextlib.suppress(OSError):
-            fs.delete_file(self.path(key))
+        with contextlib.suppress(*_SDK_ERRORS):
+            client.delete_object(Bucket=self._loc.bucket, Key=self._object_key(key))
         raise StorageError(
             f"storage check failed for {self.url}: access denied listing bucket "
             f"{self._loc.bucket!r}: objects can be written but the credentials lack the list "
@@ -878,92 +1139,169 @@ class ObjectStore:
         ) from head_exc
 
     def _check_error(self, exc: BaseException, step: str = "") -> StorageError:
+        where = f" ({step})" if step else ""
+        if isinstance(exc, StorageError):
+            return StorageError(f"storage check failed{where}: {exc}", url=self.url)
         reason = _cause(exc, bucket=self._loc.bucket, endpoint=self._endpoint)
         detail = self._scrub(str(exc)).strip()
-        where = f" ({step})" if step else ""
         message = f"storage check failed for {self.url}{where}: {reason}"
         if detail and detail not in reason:
             message += f" ({detail})"
         return StorageError(message, url=self.url)
 
-    def _probe(self, fs: pafs.FileSystem) -> None:
-        key = f"{_PROBE_DIR}/{uuid.uuid4().hex}"
-        path = self.path(key)
-        payload = secrets.token_bytes(64)
-        step = "writing a probe object"
-        try:
-            if self._loc.scheme == "file":
-                fs.create_dir(self._dir_path(_PROBE_DIR), recursive=True)
-            with fs.open_output_stream(path) as out:
-                out.write(payload)
-            step = "reading the probe object back"
-            with fs.open_input_stream(path) as src:
-                back = src.readall()
-            if back != payload:
-                raise StorageError(
-                    f"storage check failed for {self.url}: a probe object read back differs "
-                    f"from what was written ({len(back)} bytes instead of {len(payload)}); "
-                    "if this is an S3-compatible store, it may not support the upload "
-                    f"encoding (try {_CHECKSUM_ENV}=WHEN_REQUIRED)",
-                    url=self.url,
-                )
-            step = "listing the probe object"
-            listed = fs.get_file_info(pafs.FileSelector(self._dir_path(_PROBE_DIR)))
-            if path not in {i.path for i in listed}:
-                raise StorageError(
-                    f"storage check failed for {self.url}: a probe object just written is "
-                    "missing from the listing",
-                    url=self.url,
-                )
-            step = "deleting the probe object"
-            fs.delete_file(path)
-        except OSError as exc:
-            raise self._check_error(exc, step) from exc
+    # ---------------------------------------------------------------- writes
 
-    # ---------------------------------------------------------------- object operations
-
-    def put(self, key: str, data: bytes) -> None:
-        """Write ``data`` as ``key``, replacing any object there.
+    def put(self, key: str, data: bytes | memoryview, *, sha256: str | None = None) -> None:
+        """Write ``data`` as ``key``, replacing any object there; durable when it returns.
 
         Args:
             key: Destination key.
-            data: The object's bytes.
+            data: The object's bytes (or a ``memoryview`` of them, e.g. of a pyarrow buffer).
+            sha256: Hex SHA-256 of ``data`` if the caller already has it (see
+                :meth:`WriteBatch.put`).
 
         Raises:
             StorageError: The write failed.
         """
+        with self.batch() as out:
+            out.put(key, data, sha256=sha256)
+
+    def put_many(self, items: Iterable[tuple[str, bytes | memoryview]]) -> None:
+        """Write several objects; all are durable when it returns.
+
+        On ``file://`` each directory is fsync'd once for the whole set, not once per object.
+
+        Args:
+            items: ``(key, data)`` pairs.
+
+        Raises:
+            StorageError: A write failed (earlier ones may be stored, not necessarily durable).
+        """
+        with self.batch() as out:
+            for key, data in items:
+                out.put(key, data)
+
+    def batch(self) -> WriteBatch:
+        """Start a :class:`WriteBatch`: objects stored one by one, made durable together.
+
+        Use it as a context manager: the objects are durable when the ``with`` block ends
+        without an exception.
+        """
+        return WriteBatch(self)
+
+    def _put_options(self, key: str) -> dict[str, Any]:
+        options: dict[str, Any] = {"Bucket": self._loc.bucket, "Key": self._object_key(key)}
+        if self.settings.storage_class is not None:
+            options["StorageClass"] = self.settings.storage_class
+        return options
+
+    def _put_s3(self, key: str, data: bytes | memoryview, *, sha256: str | None = None) -> None:
+        view = memoryview(data).cast("B")
+        try:
+            self.client.put_object(
+                **self._put_options(key),
+                # A zero-copy, seekable view: the SDK rewinds it when it retries.
+                Body=pa.BufferReader(pa.py_buffer(view)),
+                ContentLength=len(view),
+                # A checksum given by value is sent as a header (never as an aws-chunked
+                # trailer, which some S3-compatible stores keep as object data); the store
+                # rejects the upload if the bytes it received differ.
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=_b64_sha256(view, sha256),
+            )
+        except _SDK_ERRORS as exc:
+            raise self._error("write", key, exc) from exc
+
+    def open_output(self, key: str) -> pa.NativeFile:
+        """Open ``key`` for writing, e.g. as the sink of :class:`pyarrow.parquet.ParquetWriter`.
+
+        The object appears (complete, and durable) when the stream is closed: close it even
+        after a failed write, then delete the key if the content is not wanted. Parent
+        directories are created on ``file://``. On ``s3://`` the stream buffers one 16 MiB
+        part at a time (a multipart upload, aborted if a part fails). Errors while writing or
+        closing raise :class:`StorageError`.
+
+        Args:
+            key: Destination key.
+
+        Returns:
+            A writable pyarrow stream.
+
+        Raises:
+            StorageError: The object cannot be created.
+        """
         path = self.path(key)
+        fail = self._failer("write", key)
+        if self._loc.scheme == "s3":
+            return pa.PythonFile(_GuardedStream(_S3Output(self, key), fail), mode="w")
+        files = DurableFiles(_TMP_MARK)
+        try:
+            out = files.create(Path(path))
+        except OSError as exc:
+            fail(exc)
+        return pa.PythonFile(_GuardedStream(_LocalOutput(files, out), fail), mode="w")
+
+    # ---------------------------------------------------------------- deletes
+
+    def delete(self, key: str) -> None:
+        """Delete ``key``; a missing key is not an error.
+
+        Raises:
+            StorageError: The delete failed.
+        """
+        self.delete_many([key])
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete every key in ``keys``; missing keys are not errors.
+
+        All keys are validated before anything is deleted. On S3 one DeleteObjects request
+        removes up to 1,000 keys.
+
+        Raises:
+            InvalidArgument: A key is malformed (nothing was deleted).
+            StorageError: A delete failed (others may have succeeded); the message names
+                how many failed and the first of them.
+        """
+        unique = list(dict.fromkeys(keys))
+        for key in unique:
+            _validate_key(key)
         if self._loc.scheme == "file":
-            self._put_local(key, path, data)
+            for key in unique:
+                try:
+                    os.unlink(self.path(key))
+                except (FileNotFoundError, NotADirectoryError):
+                    pass
+                except OSError as exc:
+                    raise self._error("delete", key, exc) from exc
             return
-        try:
-            with self.fs.open_output_stream(path) as out:
-                out.write(data)
-        except OSError as exc:
-            raise self._error("write", key, exc) from exc
-        self._apply_storage_class(key)
+        for start in range(0, len(unique), _DELETE_BATCH):
+            self._delete_s3(unique[start : start + _DELETE_BATCH])
 
-    def _put_local(self, key: str, path: str, data: bytes) -> None:
+    def _delete_s3(self, keys: list[str]) -> None:
+        by_object = {self._object_key(k): k for k in keys}
         try:
-            out = _LocalAtomicFile(path)
-        except OSError as exc:
-            raise self._error("write", key, exc) from exc
-        try:
-            out.write(data)
-            out.close()
-        except OSError as exc:
-            out.abort()
-            raise self._error("write", key, exc) from exc
+            if len(keys) == 1:
+                # One key: a plain DELETE, which every S3-compatible store supports.
+                self.client.delete_object(Bucket=self._loc.bucket, Key=next(iter(by_object)))
+                return
+            answer = self.client.delete_objects(
+                Bucket=self._loc.bucket,
+                Delete={"Objects": [{"Key": k} for k in by_object], "Quiet": True},
+            )
+        except _SDK_ERRORS as exc:
+            raise self._error("delete", keys[0] if len(keys) == 1 else None, exc) from exc
+        # Quiet mode lists only failures; some stores report a missing key as one.
+        failed = [e for e in answer.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+        if failed:
+            first = failed[0]
+            key = by_object.get(str(first.get("Key")), str(first.get("Key")))
+            raise StorageError(
+                f"cannot delete {len(failed)} of {len(keys)} objects in {self.url}; first "
+                f"{key!r}: {first.get('Code')} {self._scrub(str(first.get('Message', '')))}",
+                url=self.url,
+            )
 
-    def _apply_storage_class(self, key: str) -> None:
-        if self._storage_class is None:
-            return
-        try:
-            self._storage_class.apply(self._loc.bucket, self.path(key).split("/", 1)[1])
-        except OSError as exc:
-            raise self._error(
-                f"set storage class {self._storage_class.storage_class} on", key, exc
-            ) from exc
+    # ---------------------------------------------------------------- reads
 
     def get(self, key: str) -> bytes:
         """Read the whole object ``key``.
@@ -1015,51 +1353,19 @@ class ObjectStore:
             raise self._error("get the size of", key, FileNotFoundError(f"no object at {key}"))
         return int(info.size)
 
-    def delete(self, key: str) -> None:
-        """Delete ``key``; a missing key is not an error.
-
-        Raises:
-            StorageError: The delete failed.
-        """
-        path = self.path(key)
-        try:
-            self.fs.delete_file(path)
-        except (FileNotFoundError, NotADirectoryError):
-            pass
-        except OSError as exc:
-            raise self._error("delete", key, exc) from exc
-
-    def delete_many(self, keys: list[str]) -> None:
-        """Delete every key in ``keys``; missing keys are not errors.
-
-        All keys are validated before anything is deleted. On S3 the deletes run concurrently
-        (pyarrow has no batch delete for a list of keys).
-
-        Raises:
-            InvalidArgument: A key is malformed (nothing was deleted).
-            StorageError: A delete failed (others may have succeeded).
-        """
-        for key in keys:
-            _validate_key(key)
-        unique = list(dict.fromkeys(keys))
-        if self._loc.scheme == "file" or len(unique) < 2:
-            for key in unique:
-                self.delete(key)
-            return
-        with ThreadPoolExecutor(max_workers=min(_DELETE_WORKERS, len(unique))) as pool:
-            # list() drains the iterator so the first failure is raised here.
-            list(pool.map(self.delete, unique))
-
-    def list(self, prefix: str = "") -> list[tuple[str, int]]:
+    def list(self, prefix: str = "", *, unfinished: bool = False) -> list[tuple[str, int]]:
         """List objects under ``prefix``, recursively, sorted by key.
 
         Args:
             prefix: A directory-like key prefix (``"warm/history"``); ``""`` lists the whole
                 store. Objects are matched by whole path components, not by string prefix.
+            unfinished: Also list what interrupted ``file://`` writes left behind (temporary
+                files a crash kept from being renamed into place), for garbage collection;
+                :meth:`unfinished_target` tells which key each was to become.
 
         Returns:
             ``(key relative to the store root, size in bytes)`` pairs; ``[]`` when nothing is
-            there.
+            there. ``prefix/`` directory markers are never listed.
 
         Raises:
             StorageError: The listing failed.
@@ -1078,44 +1384,24 @@ class ObjectStore:
         for info in infos:
             if info.type != pafs.FileType.File or not info.path.startswith(root + "/"):
                 continue
-            if _TMP_MARK in info.base_name:
+            if info.path.endswith("/") or (not unfinished and _TMP_MARK in info.base_name):
                 continue
             out.append((info.path[len(root) + 1 :], int(info.size)))
         out.sort()
         return out
 
-    def open_output(self, key: str) -> pa.NativeFile:
-        """Open ``key`` for writing, e.g. as the sink of :class:`pyarrow.parquet.ParquetWriter`.
-
-        The object appears (complete) when the stream is closed: close it even after a failed
-        write, then delete the key if the content is not wanted. Parent directories are
-        created on ``file://``. Errors while writing or closing raise :class:`StorageError`.
-
-        Args:
-            key: Destination key.
+    @staticmethod
+    def unfinished_target(key: str) -> str | None:
+        """Return the key an unfinished write (from ``list(unfinished=True)``) was to create.
 
         Returns:
-            A writable pyarrow stream.
-
-        Raises:
-            StorageError: The object cannot be created.
+            The target key, or None if ``key`` is an ordinary object.
         """
-        path = self.path(key)
-        fail = self._failer("write", key)
-        if self._loc.scheme == "file":
-            try:
-                local = _LocalAtomicFile(path)
-            except OSError as exc:
-                fail(exc)
-            return pa.PythonFile(_GuardedStream(local, fail), mode="w")
-        try:
-            stream = self.fs.open_output_stream(path)
-        except OSError as exc:
-            fail(exc)
-        return pa.PythonFile(
-            _GuardedStream(stream, fail, on_close=lambda: self._apply_storage_class(key)),
-            mode="w",
-        )
+        head, _, name = key.rpartition("/")
+        if not name.startswith(".") or _TMP_MARK not in name:
+            return None
+        target = name[1 : name.rindex(_TMP_MARK)]
+        return f"{head}/{target}" if head else target
 
     def open_input(self, key: str) -> pa.NativeFile:
         """Open ``key`` for random-access reading (e.g. :class:`pyarrow.parquet.ParquetFile`).

@@ -7,8 +7,10 @@ forces it), and returns a :class:`BatchManifest` describing every file with its
 size and SHA-256. It does not publish the manifest: the tiering job calls
 :func:`write_manifest` once the batch is verified and committed in its ledger.
 
-Object keys are relative to a root path on a ``pyarrow.fs.FileSystem``, so the
-same code writes to local disk and S3::
+Every object is written through :class:`warm.storage.ObjectStore`, with keys
+relative to its root, so the same code writes to local disk and S3, and every
+file is durable before :meth:`BatchWriter.write` returns (on ``file://``:
+fsync'd, renamed into place, its directories fsync'd)::
 
     warm/workflows/finished_date=2026-01-31/batch-<batch_id>-0.parquet
     warm/history/finished_date=2026-01-31/batch-<batch_id>-0.parquet
@@ -19,12 +21,11 @@ everything an abandoned batch left behind (:func:`batch_keys`,
 :func:`list_batches`).
 
 Hashing and memory: each file is encoded into an in-memory buffer, hashed
-there, and uploaded with one write. The extra memory is one compressed file
-(bounded by ``max_rows_per_file``; compressed Parquet is several times smaller
-than the Arrow batch already in memory), nothing is re-read to hash it, and a
-failure while encoding (or in ``on_row_group``) leaves no object behind at all:
-streaming straight to S3 could not do that, because pyarrow's output streams
-cannot abort a multipart upload, and closing one completes a truncated object.
+there, and uploaded with one write (one PutObject on S3, which checks the
+SHA-256). The extra memory is one compressed file (bounded by
+``max_rows_per_file``; compressed Parquet is several times smaller than the
+Arrow batch already in memory), nothing is re-read to hash it, and a failure
+while encoding (or in ``on_row_group``) leaves no object of that file behind.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
-import pyarrow.fs as pafs  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 from tierflow.hot.errors import InvalidArgument, StorageError
 from tierflow.hot.models import from_micros
@@ -54,6 +54,7 @@ from tierflow.warm.schema import (
     schema_for,
     validate_batch,
 )
+from tierflow.warm.storage import ObjectStore, WriteBatch
 
 __all__ = [
     "MANIFEST_FORMAT",
@@ -134,8 +135,8 @@ def batch_prefixes() -> tuple[str, ...]:
 def batch_id_of(key: str) -> str | None:
     """Return the batch id a warm object key belongs to, or None for a foreign key.
 
-    Recognises data files, manifests and the temporary name a manifest has
-    while it is being published.
+    Recognises data files, manifests and the temporary name earlier versions
+    gave a manifest while publishing it.
     """
     match = _DATA_KEY.match(key) or _MANIFEST_KEY.match(key)
     return match.group("batch") if match else None
@@ -146,45 +147,38 @@ def full_path(root: str, key: str) -> str:
     return f"{root.rstrip('/')}/{key}" if root else key
 
 
-def list_batches(fs: pafs.FileSystem, root: str) -> dict[str, list[str]]:
-    """List every warm object under ``root``, grouped by batch id.
+def list_batches(store: ObjectStore) -> dict[str, list[str]]:
+    """List every warm object in ``store``, grouped by batch id.
 
     One recursive listing per prefix; a garbage collector compares the ids
-    with the committed batches in the ledger.
+    with the committed batches in the ledger. What a crash left mid-write
+    (a temporary file never renamed into place) counts under its batch too,
+    so deleting a batch's keys leaves nothing of it behind.
 
     Returns:
-        Batch id to its keys (data files and manifests), keys sorted.
+        Batch id to its keys (data files, manifests, leftovers), keys sorted.
 
     Raises:
         StorageError: The listing failed.
     """
     found: dict[str, list[str]] = {}
     for prefix in batch_prefixes():
-        base = full_path(root, prefix.rstrip("/"))
-        selector = pafs.FileSelector(base, allow_not_found=True, recursive=True)
-        try:
-            infos = fs.get_file_info(selector)
-        except OSError as exc:
-            raise StorageError(f"cannot list {base}: {exc}", url=base) from exc
-        for info in infos:
-            if info.type != pafs.FileType.File:
-                continue
-            key = f"{prefix}{info.path[len(base) + 1 :]}"
-            batch = batch_id_of(key)
+        for key, _ in store.list(prefix.rstrip("/"), unfinished=True):
+            batch = batch_id_of(store.unfinished_target(key) or key)
             if batch is not None:
                 found.setdefault(batch, []).append(key)
     return {batch: sorted(keys) for batch, keys in found.items()}
 
 
-def batch_keys(fs: pafs.FileSystem, root: str, batch_id: str) -> list[str]:
-    """Return every object key of ``batch_id`` under ``root`` (empty if none).
+def batch_keys(store: ObjectStore, batch_id: str) -> list[str]:
+    """Return every object key of ``batch_id`` in ``store`` (empty if none).
 
     Raises:
         InvalidArgument: A malformed batch id.
         StorageError: The listing failed.
     """
     _check_batch_id(batch_id)
-    return list_batches(fs, root).get(batch_id, [])
+    return list_batches(store).get(batch_id, [])
 
 
 @dataclass(frozen=True)
@@ -290,25 +284,19 @@ def _typed(doc: Any, fields: dict[str, tuple[type, ...]]) -> dict[str, Any]:
     return doc
 
 
-def write_manifest(fs: pafs.FileSystem, root: str, manifest: BatchManifest) -> str:
+def write_manifest(store: ObjectStore, manifest: BatchManifest) -> str:
     """Publish a batch's manifest at :func:`manifest_key`; return the key.
 
-    The manifest is written under a temporary name and moved into place, so a
-    reader never sees half a manifest on local disk (S3 PUTs are atomic anyway,
-    and a move there is a copy of one small object). Publishing the same
-    manifest again is harmless.
+    A reader never sees half a manifest (the store writes ``file://`` objects
+    under a temporary name and renames them; S3 PUTs are atomic), and the
+    manifest is durable when this returns. Publishing the same manifest again
+    is harmless.
 
     Raises:
         StorageError: The write failed.
     """
     key = manifest_key(manifest.batch_id)
-    path = full_path(root, key)
-    tmp = f"{path}.tmp-{secrets.token_hex(8)}"
-    _put(fs, tmp, pa.py_buffer(manifest.to_json()))
-    try:
-        fs.move(tmp, path)
-    except OSError as exc:
-        raise StorageError(f"cannot publish manifest {key}: {exc}", url=path) from exc
+    store.put(key, manifest.to_json())
     return key
 
 
@@ -329,8 +317,7 @@ class BatchWriter:
     alone exceeds ``max_rows_per_file``.
 
     Args:
-        fs: Filesystem to write to (local, S3, ...).
-        root: Root path of the warm archive on ``fs``.
+        store: Where the files go (local, S3, ...); keys are relative to its root.
         batch_id: Id of this batch; it is part of every object name.
         max_rows_per_file: Upper bound on rows in one file.
         row_group_rows: Target rows per row group (see above).
@@ -345,8 +332,7 @@ class BatchWriter:
 
     def __init__(
         self,
-        fs: pafs.FileSystem,
-        root: str,
+        store: ObjectStore,
         batch_id: str,
         *,
         max_rows_per_file: int = 2_000_000,
@@ -359,8 +345,7 @@ class BatchWriter:
             raise InvalidArgument("max_rows_per_file and row_group_rows must be positive")
         if compression not in _CODECS:
             raise InvalidArgument(f"unknown compression {compression!r} (one of {sorted(_CODECS)})")
-        self.fs = fs
-        self.root = root
+        self.store = store
         self.batch_id = batch_id
         self.max_rows_per_file = max_rows_per_file
         self.row_group_rows = row_group_rows
@@ -368,7 +353,7 @@ class BatchWriter:
         self.on_row_group = on_row_group
 
     def write(self, workflows: pa.Table, history: pa.Table) -> BatchManifest:
-        """Write the batch's files and return its manifest (which is not stored).
+        """Write the batch's files, durably, and return its manifest (which is not stored).
 
         Args:
             workflows: Rows of :data:`warm.schema.WORKFLOWS_SCHEMA`, e.g. from
@@ -392,15 +377,17 @@ class BatchWriter:
         validate_batch(workflows, history)
         plan = _plan(workflows, history)
         files: list[WrittenFile] = []
-        for dataset, table, order, dates, wf_starts in (
-            ("workflows", workflows, plan.wf_order, plan.wf_dates, None),
-            ("history", history, plan.hist_order, plan.hist_dates, plan.hist_wf_starts),
-        ):
-            for lo, hi, day in dates:
-                chunks = _split(lo, hi, self.max_rows_per_file, wf_starts)
-                for n, (a, b) in enumerate(chunks):
-                    key = data_key(dataset, day, self.batch_id, n)
-                    files.append(self._write_file(key, dataset, day, table, order, a, b))
+        # One batch: on file:// each directory is fsync'd once, when the block ends.
+        with self.store.batch() as out:
+            for dataset, table, order, dates, wf_starts in (
+                ("workflows", workflows, plan.wf_order, plan.wf_dates, None),
+                ("history", history, plan.hist_order, plan.hist_dates, plan.hist_wf_starts),
+            ):
+                for lo, hi, day in dates:
+                    chunks = _split(lo, hi, self.max_rows_per_file, wf_starts)
+                    for n, (a, b) in enumerate(chunks):
+                        key = data_key(dataset, day, self.batch_id, n)
+                        files.append(self._write_file(out, key, dataset, day, table, order, a, b))
         bounds = pc.min_max(workflows.column("finished_at").cast(pa.int64()))
         return BatchManifest(
             batch_id=self.batch_id,
@@ -415,6 +402,7 @@ class BatchWriter:
 
     def _write_file(
         self,
+        out: WriteBatch,
         key: str,
         dataset: str,
         day: str,
@@ -432,10 +420,10 @@ class BatchWriter:
                 writer.write_table(table.take(order.slice(a, b - a)), row_group_size=b - a)
                 if self.on_row_group is not None:
                     self.on_row_group(key)
-        data = sink.getvalue()
-        digest = hashlib.sha256(memoryview(data)).hexdigest()
-        _put(self.fs, full_path(self.root, key), data)
-        return WrittenFile(key, dataset, day, hi - lo, data.size, digest)
+        data = memoryview(sink.getvalue())
+        digest = hashlib.sha256(data).hexdigest()
+        out.put(key, data, sha256=digest)
+        return WrittenFile(key, dataset, day, hi - lo, data.nbytes, digest)
 
     def _options(self, dataset: str) -> dict[str, Any]:
         schema = schema_for(dataset)
@@ -574,22 +562,6 @@ def _row_groups(lo: int, hi: int, target: int) -> list[tuple[int, int]]:
     count = max(1, n // target)
     bounds = [lo + (i * n) // count for i in range(count + 1)]
     return list(itertools.pairwise(bounds))
-
-
-def _put(fs: pafs.FileSystem, path: str, data: pa.Buffer) -> None:
-    """Store ``data`` at ``path`` in one write, creating local parent directories if needed."""
-    try:
-        try:
-            out = fs.open_output_stream(path)
-        except FileNotFoundError:
-            # Only local-like filesystems need directories; object stores never get here,
-            # so no empty "directory marker" objects are created on S3.
-            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-            out = fs.open_output_stream(path)
-        with out:
-            out.write(data)
-    except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc}", url=path) from exc
 
 
 def _iso(micros: int | None) -> str | None:

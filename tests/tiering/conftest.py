@@ -2,6 +2,7 @@
 
 from tests.warm.conftest import (  # noqa: F401 - re-exported fixtures
     backend,
+    fs_ops,
     make_store,
     s3_bucket,
     s3_enforce_auth,

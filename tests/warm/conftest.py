@@ -5,7 +5,7 @@ Other test packages can reuse them by importing the names into their own conftes
 
     from tests.warm.conftest import backend, make_store, s3_bucket, s3_server  # noqa: F401
 
-(``store_url``, ``aws_test_env`` and ``s3_enforce_auth`` likewise, when used.)
+(``store_url``, ``aws_test_env``, ``s3_enforce_auth`` and ``fs_ops`` likewise, when used.)
 
 ``make_store`` and ``store_url`` are parametrized by ``backend`` ("file", "s3"), so a test that
 asks for either runs once per backend.
@@ -16,10 +16,11 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -250,3 +251,74 @@ def s3_enforce_auth(s3_server: S3Server, s3_bucket: str) -> Iterator[EnforcedAut
         yield EnforcedAuth(s3_bucket, key["AccessKeyId"], key["SecretAccessKey"])
     finally:
         s3_server.moto_api("/moto-api/reset-auth", b"inf")
+
+
+@dataclass
+class FsOps:
+    """What the process did to the filesystem, in order: ("fsync", path), ("replace", src, dst),
+    ("mkdir", path), ("unlink", path), and any ("mark", name) a test adds."""
+
+    events: list[tuple[str, ...]] = field(default_factory=list)
+
+    def index(self, *event: str) -> int:
+        """Position of the first event equal to ``event``; fails if there is none."""
+        assert event in self.events, (event, self.events)
+        return self.events.index(event)
+
+    def fsyncs(self) -> list[str]:
+        return [e[1] for e in self.events if e[0] == "fsync"]
+
+    def renamed_to(self, dst: str) -> tuple[int, str]:
+        """Position of the rename that put ``dst`` in place, and the temporary name it had."""
+        for i, e in enumerate(self.events):
+            if e[0] == "replace" and e[2] == dst:
+                return i, e[1]
+        raise AssertionError(f"{dst} was never renamed into place: {self.events}")
+
+    def assert_durable(self, final: Path, before: int | None = None) -> None:
+        """``final`` was fsync'd under its temporary name, renamed, then its directory fsync'd,
+        and every directory made on the way had its parent fsync'd after it was made; all of
+        it before position ``before`` (default: anywhere)."""
+        end = len(self.events) if before is None else before
+        moved, tmp = self.renamed_to(str(final))
+        assert Path(tmp).parent == final.parent
+        synced = self.index("fsync", tmp)
+        assert synced < moved < end, (synced, moved, end)
+        dir_synced = [
+            i for i, e in enumerate(self.events) if e == ("fsync", str(final.parent)) and i > moved
+        ]
+        assert dir_synced and dir_synced[0] < end, (final, self.events)
+        for i, e in enumerate(self.events[:end]):
+            if e[0] == "mkdir" and Path(e[1]) in final.parents:
+                parent = str(Path(e[1]).parent)
+                later = [j for j, f in enumerate(self.events) if f == ("fsync", parent) and j > i]
+                assert later and later[0] < end, f"new directory {e[1]}: {parent} never synced"
+
+
+@pytest.fixture
+def fs_ops(monkeypatch: pytest.MonkeyPatch) -> Iterator[FsOps]:
+    """Record os.fsync (with the path of the descriptor), os.replace, os.mkdir and os.unlink."""
+    ops = FsOps()
+    real_fsync, real_replace, real_mkdir, real_unlink = os.fsync, os.replace, os.mkdir, os.unlink
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        ops.events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+
+    def replace(src: Any, dst: Any, **kw: Any) -> None:
+        real_replace(src, dst, **kw)
+        ops.events.append(("replace", os.fspath(src), os.fspath(dst)))
+
+    def mkdir(path: Any, *args: Any, **kw: Any) -> None:
+        real_mkdir(path, *args, **kw)
+        ops.events.append(("mkdir", os.fspath(path)))
+
+    def unlink(path: Any, *args: Any, **kw: Any) -> None:
+        real_unlink(path, *args, **kw)
+        ops.events.append(("unlink", os.fspath(path)))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(os, "unlink", unlink)
+    yield ops

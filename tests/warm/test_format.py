@@ -32,6 +32,7 @@ from tierflow.warm.schema import (
     history_table,
     workflows_table,
 )
+from tierflow.warm.storage import ObjectStore
 from tierflow.warm.writer import (
     BatchManifest,
     BatchWriter,
@@ -138,6 +139,11 @@ def footer(fs: pafs.FileSystem, root: str, key: str) -> pq.FileMetaData:
         return pq.read_metadata(f)
 
 
+def store_at(root: str) -> ObjectStore:
+    """The object store whose root is the local directory ``root``."""
+    return ObjectStore.from_url(Path(root).as_uri())
+
+
 def day_of(micros: int) -> str:
     return date.fromordinal(date(1970, 1, 1).toordinal() + micros // DAY_US).isoformat()
 
@@ -158,7 +164,9 @@ def batch(
 ) -> tuple[BatchManifest, list[dict[str, Any]], list[dict[str, Any]]]:
     """A written batch: 600 workflows x 10 events over 3 days, row groups of 500."""
     workflows, history = make_rows(600, 10)
-    manifest = BatchWriter(fs, root, "b1", row_group_rows=500).write(*tables(workflows, history))
+    manifest = BatchWriter(store_at(root), "b1", row_group_rows=500).write(
+        *tables(workflows, history)
+    )
     return manifest, workflows, history
 
 
@@ -232,7 +240,7 @@ def test_row_groups_are_sized_as_configured_and_carry_statistics(
 
 def test_max_rows_per_file_splits_between_workflows(fs: pafs.FileSystem, root: str) -> None:
     workflows, history = make_rows(300, lambda i: 1 + i % 13, days=1)
-    manifest = BatchWriter(fs, root, "b2", max_rows_per_file=400, row_group_rows=100).write(
+    manifest = BatchWriter(store_at(root), "b2", max_rows_per_file=400, row_group_rows=100).write(
         *tables(workflows, history)
     )
     hist = [f for f in manifest.files if f.dataset == "history"]
@@ -254,7 +262,7 @@ def test_max_rows_per_file_splits_between_workflows(fs: pafs.FileSystem, root: s
 
 def test_a_workflow_larger_than_a_file_is_split(fs: pafs.FileSystem, root: str) -> None:
     workflows, history = make_rows(3, lambda i: 25, days=1)
-    manifest = BatchWriter(fs, root, "big", max_rows_per_file=10, row_group_rows=4).write(
+    manifest = BatchWriter(store_at(root), "big", max_rows_per_file=10, row_group_rows=4).write(
         *tables(workflows, history)
     )
     hist = [f for f in manifest.files if f.dataset == "history"]
@@ -293,7 +301,7 @@ def test_plain_parquet_readers_see_the_documented_schema(
 
 
 def test_empty_batch_writes_nothing(fs: pafs.FileSystem, root: str) -> None:
-    manifest = BatchWriter(fs, root, "empty").write(*tables([], []))
+    manifest = BatchWriter(store_at(root), "empty").write(*tables([], []))
     assert manifest.files == [] and manifest.workflow_count == 0 and manifest.event_count == 0
     assert manifest.min_finished_at is None and manifest.max_finished_at is None
     verify(fs, root, manifest)
@@ -347,11 +355,13 @@ def test_write_and_read_manifest(
     with pytest.raises(StorageError, match="no manifest"):
         read_manifest(fs, root, "b1")
     assert (
-        write_manifest(fs, root, manifest) == manifest_key("b1") == "warm/manifests/batch-b1.json"
+        write_manifest(store_at(root), manifest)
+        == manifest_key("b1")
+        == "warm/manifests/batch-b1.json"
     )
-    assert write_manifest(fs, root, manifest) == manifest_key("b1")  # idempotent
+    assert write_manifest(store_at(root), manifest) == manifest_key("b1")  # idempotent
     assert read_manifest(fs, root, "b1") == manifest
-    assert not [k for k in batch_keys(fs, root, "b1") if ".tmp-" in k]
+    assert not [k for k in batch_keys(store_at(root), "b1") if ".tmp-" in k]
 
 
 def test_keys_name_their_batch() -> None:
@@ -373,15 +383,24 @@ def test_gc_finds_every_object_of_a_batch(fs: pafs.FileSystem, root: str) -> Non
     workflows, history = make_rows(40, 3, days=2)
     wf, hist = tables(workflows, history)
     # "abc" is a prefix of "abc-0": listing must not mix them up.
-    first = BatchWriter(fs, root, "abc").write(wf, hist)
-    second = BatchWriter(fs, root, "abc-0").write(wf, hist)
-    write_manifest(fs, root, second)
-    assert batch_keys(fs, root, "abc") == sorted(first.keys())
-    assert batch_keys(fs, root, "abc-0") == sorted([*second.keys(), manifest_key("abc-0")])
-    assert set(list_batches(fs, root)) == {"abc", "abc-0"}
-    assert batch_keys(fs, root, "nothing") == []
-    assert list_batches(fs, full_path(root, "void")) == {}
-    assert batch_keys(fs, root + "/", "abc") == batch_keys(fs, root, "abc")
+    first = BatchWriter(store_at(root), "abc").write(wf, hist)
+    second = BatchWriter(store_at(root), "abc-0").write(wf, hist)
+    write_manifest(store_at(root), second)
+    assert batch_keys(store_at(root), "abc") == sorted(first.keys())
+    assert batch_keys(store_at(root), "abc-0") == sorted([*second.keys(), manifest_key("abc-0")])
+    assert set(list_batches(store_at(root))) == {"abc", "abc-0"}
+    # A file a crash left under its temporary name belongs to its batch too.
+    first_dir = Path(full_path(root, first.keys()[0])).parent
+    leftover = first_dir / ".batch-abc-7.parquet.tierflow-tmp-0123456789ab"
+    leftover.write_bytes(b"PAR1 half")
+    leftover_key = str(leftover.relative_to(root))
+    assert batch_keys(store_at(root), "abc") == sorted([*first.keys(), leftover_key])
+    store_at(root).delete_many(batch_keys(store_at(root), "abc"))
+    assert batch_keys(store_at(root), "abc") == []
+    assert not leftover.exists()
+    assert batch_keys(store_at(root), "nothing") == []
+    assert list_batches(store_at(full_path(root, "void"))) == {}
+    assert batch_keys(store_at(root + "/"), "abc") == batch_keys(store_at(root), "abc")
 
 
 # -- verification --------------------------------------------------------------------------
@@ -464,8 +483,8 @@ def test_read_workflow(
 def test_read_workflow_in_overlapping_batches_is_an_error(fs: pafs.FileSystem, root: str) -> None:
     workflows, history = make_rows(5, 2, days=1)
     keys = [
-        *BatchWriter(fs, root, "one").write(*tables(workflows, history)).keys("workflows"),
-        *BatchWriter(fs, root, "two").write(*tables(workflows, history)).keys("workflows"),
+        *BatchWriter(store_at(root), "one").write(*tables(workflows, history)).keys("workflows"),
+        *BatchWriter(store_at(root), "two").write(*tables(workflows, history)).keys("workflows"),
     ]
     with pytest.raises(StorageError, match="appears 2 times"):
         read_workflow(fs, root, keys, workflows[0]["workflow_id"])
@@ -567,7 +586,7 @@ def test_point_lookup_reads_one_row_group_not_the_file(fs: pafs.FileSystem, root
     rnd = random.Random(3)
     for e in history:  # incompressible payloads: row groups much larger than the footer
         e["payload"] = json.dumps(rnd.randbytes(100).hex())
-    manifest = BatchWriter(fs, root, "prune", row_group_rows=1000).write(
+    manifest = BatchWriter(store_at(root), "prune", row_group_rows=1000).write(
         *tables(workflows, history)
     )
     (hist,) = [f for f in manifest.files if f.dataset == "history"]
@@ -609,9 +628,9 @@ def test_dataset_for_analytics(
 def test_on_row_group_fires_after_each_row_group(fs: pafs.FileSystem, root: str) -> None:
     workflows, history = make_rows(300, 10, days=2)
     calls: list[str] = []
-    manifest = BatchWriter(fs, root, "hook", row_group_rows=400, on_row_group=calls.append).write(
-        *tables(workflows, history)
-    )
+    manifest = BatchWriter(
+        store_at(root), "hook", row_group_rows=400, on_row_group=calls.append
+    ).write(*tables(workflows, history))
     expected = []
     for f in manifest.files:
         expected += [f.key] * footer(fs, root, f.key).num_row_groups
@@ -629,10 +648,10 @@ def test_a_crash_mid_file_leaves_only_whole_files(fs: pafs.FileSystem, root: str
             raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError, match="killed"):
-        BatchWriter(fs, root, "crash", row_group_rows=400, on_row_group=crash).write(
+        BatchWriter(store_at(root), "crash", row_group_rows=400, on_row_group=crash).write(
             *tables(workflows, history)
         )
-    left = batch_keys(fs, root, "crash")
+    left = batch_keys(store_at(root), "crash")
     assert left and all(k.startswith("warm/workflows/") for k in left)
     assert calls[-1] not in left
     for key in left:
@@ -732,19 +751,19 @@ def test_writer_rejects_an_inconsistent_batch(
     wf = workflows_table(columns(workflows, WORKFLOW_COLUMNS))
     hist = history_table(columns(history, HISTORY_COLUMNS), finished)
     with pytest.raises(InvalidArgument, match=message):
-        BatchWriter(fs, root, "bad").write(wf, hist)
-    assert batch_keys(fs, root, "bad") == []
+        BatchWriter(store_at(root), "bad").write(wf, hist)
+    assert batch_keys(store_at(root), "bad") == []
 
 
 def test_writer_rejects_tables_of_the_wrong_shape(fs: pafs.FileSystem, root: str) -> None:
     wf, hist = tables(*make_rows(3, 2, days=1))
-    writer = BatchWriter(fs, root, "shape")
+    writer = BatchWriter(store_at(root), "shape")
     with pytest.raises(InvalidArgument, match="columns"):
         writer.write(hist, wf)
     with pytest.raises(InvalidArgument):
-        BatchWriter(fs, root, "x", compression="zip")
+        BatchWriter(store_at(root), "x", compression="zip")
     with pytest.raises(InvalidArgument):
-        BatchWriter(fs, root, "x", row_group_rows=0)
+        BatchWriter(store_at(root), "x", row_group_rows=0)
     # A finished_date that is not the date of finished_at.
     shifted = wf.set_column(
         wf.schema.get_field_index("finished_date"),
@@ -850,7 +869,7 @@ def test_histories_round_trip_unchanged(
     fs = pafs.LocalFileSystem()
     with tempfile.TemporaryDirectory() as root:
         manifest = BatchWriter(
-            fs, root, "prop", max_rows_per_file=max_rows, row_group_rows=group_rows
+            store_at(root), "prop", max_rows_per_file=max_rows, row_group_rows=group_rows
         ).write(
             workflows_table(wf_cols), history_table(columns(history, HISTORY_COLUMNS), finished)
         )
