@@ -12,7 +12,7 @@ LINKS  := $(VENV)/.linked
 SOURCES := $(shell find hot warm cold tiering api -name '*.py' 2>/dev/null)
 INSTALL := $(BIN)/python -m pip install --quiet -e . --config-settings editable_mode=strict --no-build-isolation
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,14 @@ lint: $(LINKS)
 	$(BIN)/ruff check hot warm cold tiering api tests
 	$(BIN)/mypy
 
+# Figures also go to bench-results/ (git-ignored): bench-<UTC time>.json and latest.json.
 bench: $(BENCH_STAMP) $(LINKS)
 	$(BIN)/python -m tests.bench
+
+# Smoke run for CI: every phase on both sides at tiny sizes, every workflow checked
+# complete; asserts nothing about speed.
+bench-quick: $(BENCH_STAMP) $(LINKS)
+	$(BIN)/python -m tests.bench --quick
 
 clean:
 	rm -rf $(VENV) build tierflow-data .pytest_cache .mypy_cache .ruff_cache

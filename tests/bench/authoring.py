@@ -1,4 +1,8 @@
-"""Figures for signals, queries and the event stream (issue 3)."""
+"""Figures for signals, queries and the event stream (issue 3).
+
+Sizes come from workload.py; every phase ends by checking, through ``Tierflow.list``,
+that each instance it started completed.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from typing import Any
 
 from tierflow import HttpSink, Tierflow, WorkflowContext, workflow
 
-from tests.bench.hot_engine import ITEMS, peak_rss_mb, three_steps
+from tests.bench.hot_engine import check_completed, peak_rss_mb, three_steps
+from tests.bench.workload import ITEMS, sizes
 
 
 @workflow
@@ -48,10 +53,11 @@ async def signal_to_resume(data: Path, n: int) -> dict[str, float]:
             await h.signal("go", 1)
             await h.result(timeout=10)
             lat.append((time.perf_counter() - t0) * 1000)
+        await check_completed(tf, "signal", n)
     return {"signal_resume_p50_ms": statistics.median(lat)}
 
 
-async def query_latency(data: Path, n: int = 50) -> dict[str, float]:
+async def query_latency(data: Path, n: int) -> dict[str, float]:
     async with Tierflow(data, WORKFLOWS) as tf:
         h = await tf.run(hundred_steps)
         assert await h.status() == "paused"
@@ -61,6 +67,10 @@ async def query_latency(data: Path, n: int = 50) -> dict[str, float]:
             t0 = time.perf_counter()
             await h.query("total")
             lat.append((time.perf_counter() - t0) * 1000)
+        await h.signal("finish")
+        total = await h.result(timeout=10)
+        assert total == sum(range(100)), total
+        await check_completed(tf, "query", 1)
     return {"query_100_steps_ms": statistics.median(lat)}
 
 
@@ -85,17 +95,19 @@ server.serve_forever()
 """
 
 
-async def _seq_rate(data: Path, n: int, sinks: list[Any]) -> float:
+async def _seq_rate(data: Path, warmup: int, n: int, sinks: list[Any], phase: str) -> float:
     async with Tierflow(data, WORKFLOWS, event_sinks=sinks) as tf:
-        for _ in range(20):
+        for _ in range(warmup):
             await tf.run(three_steps, ITEMS)
         t0 = time.perf_counter()
         for _ in range(n):
             await tf.run(three_steps, ITEMS)
-        return n / (time.perf_counter() - t0)
+        rate = n / (time.perf_counter() - t0)
+        await check_completed(tf, phase, warmup + n)
+        return rate
 
 
-async def publish_overhead(work: Path, n: int) -> dict[str, float]:
+async def publish_overhead(work: Path, warmup: int, n: int, rounds: int) -> dict[str, float]:
     # The sink runs in its own process, as a real one would: sharing this
     # process's GIL would charge its work to tierflow.
     server = subprocess.Popen(
@@ -105,10 +117,10 @@ async def publish_overhead(work: Path, n: int) -> dict[str, float]:
     port = int(server.stdout.readline())
     try:
         rates_plain, rates_sink = [], []
-        for r in range(5):  # interleave to share the machine's noise
-            rates_plain.append(await _seq_rate(work / f"plain{r}", n, []))
+        for r in range(rounds):  # interleave to share the machine's noise
+            rates_plain.append(await _seq_rate(work / f"plain{r}", warmup, n, [], "no-sink"))
             sink = HttpSink(f"http://127.0.0.1:{port}/e")  # default batching
-            rates_sink.append(await _seq_rate(work / f"sink{r}", n, [sink]))
+            rates_sink.append(await _seq_rate(work / f"sink{r}", warmup, n, [sink], "http-sink"))
     finally:
         server.kill()
         server.wait()
@@ -122,13 +134,14 @@ async def publish_overhead(work: Path, n: int) -> dict[str, float]:
 
 def measure(quick: bool) -> dict[str, dict[str, float]]:
     """Run every phase; return ``{metric: {"value": v, "rss_mb": peak}}``."""
+    z = sizes(quick)
     work = Path(tempfile.mkdtemp(prefix="tierflow-bench3-"))
     out: dict[str, dict[str, float]] = {}
     try:
         for run in (
-            lambda: asyncio.run(signal_to_resume(work / "sig", 50 if quick else 200)),
-            lambda: asyncio.run(query_latency(work / "query")),
-            lambda: asyncio.run(publish_overhead(work, 100 if quick else 400)),
+            lambda: asyncio.run(signal_to_resume(work / "sig", z.signals)),
+            lambda: asyncio.run(query_latency(work / "query", z.queries)),
+            lambda: asyncio.run(publish_overhead(work, z.warmup, z.publish, z.publish_rounds)),
         ):
             for k, v in run().items():
                 out[k] = {"value": v, "rss_mb": peak_rss_mb()}

@@ -1,7 +1,10 @@
 """Figures for the hot engine (issue 2), measured the way peer_dbos.py measures DBOS.
 
 Every phase uses a fresh data directory and the default durability (``full``:
-fsync on every instance commit).
+fsync on every instance commit). Sizes and the workflow come from workload.py,
+shared with peer_dbos.py; after each phase the instances are counted by status
+through ``Tierflow.list`` and the run fails unless every one of them completed.
+Only tierflow's public API is used.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from tierflow import Tierflow, WorkflowContext, workflow
-from tierflow.hot import store
+
+from tests.bench.workload import CALLERS, ITEMS, STEPS, check, sizes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,16 +62,35 @@ async def sleep10(ctx: WorkflowContext) -> None:
 
 
 @workflow
-async def noop(ctx: WorkflowContext) -> int:
-    return 1
-
-
-@workflow
 async def sleeps_an_hour(ctx: WorkflowContext) -> None:
     await ctx.sleep("1h")
 
 
-WORKFLOWS = [three_steps, sleep10, noop, sleeps_an_hour]
+WORKFLOWS = [three_steps, sleep10, sleeps_an_hour]
+
+
+async def statuses(tf: Tierflow) -> Counter[str]:
+    """Every instance in ``tf``'s index, counted by status (``list``, paged)."""
+    found: Counter[str] = Counter()
+    cursor: str | None = None
+    while True:
+        page = await tf.list(cursor=cursor, limit=10_000)
+        found.update(info.status for info in page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            return found
+
+
+async def check_completed(tf: Tierflow, phase: str, expected: int, want: str = "completed") -> None:
+    """Fail the run unless the phase's ``expected`` instances all reached ``want``."""
+    check("tierflow", phase, expected, await statuses(tf), want)
+
+
+async def check_steps(tf: Tierflow, workflow_id: str) -> None:
+    """The benchmarked workflow ran STEPS steps (the same count as DBOS's)."""
+    info = await tf.describe(workflow_id)
+    if info.step_count != STEPS or info.result != [x.upper() for x in ITEMS]:
+        raise AssertionError(f"{workflow_id}: {info.step_count} steps, result {info.result!r}")
 
 
 def current_rss_mb() -> float:
@@ -81,65 +105,65 @@ async def paused_memory(data: Path, n: int) -> dict[str, float]:
         before = current_rss_mb()
         for _ in range(n):
             await tf.run(sleeps_an_hour)
-        paused = len((await tf.list(status="paused", limit=n)).items)
-        assert paused == n, paused
-        return {
+        figures = {
             "paused_instances": float(n),
             "paused_rss_mb": current_rss_mb(),
             "paused_rss_delta_mb": current_rss_mb() - before,
         }
+        await check_completed(tf, "paused", n, want="paused")
+        return figures
 
 
-ITEMS = ["a", "b", "c"]
+class CountingTierflow(Tierflow):
+    """Counts the instance commits that wrote events (each one fsync at durability=full).
+
+    Through the engine's public hook ``events_committed``, called once after each such
+    commit; ``commits`` is read around the timed loop.
+    """
+
+    commits = 0
+
+    def events_committed(self, workflow_id: str, written: Any = None) -> None:
+        self.commits += 1
+        super().events_committed(workflow_id, written)
 
 
-class _CommitCounter:
-    """Counts instance-file commits (each is one fsync at durability=full)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._orig = store.InstanceFile.commit
-
-    def __enter__(self) -> _CommitCounter:
-        orig = self._orig
-
-        def counted(inst: store.InstanceFile, **kw: Any) -> int:
-            self.count += 1
-            return orig(inst, **kw)
-
-        store.InstanceFile.commit = counted  # type: ignore[method-assign]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        store.InstanceFile.commit = self._orig  # type: ignore[method-assign]
+async def warm_up(tf: Tierflow, n: int) -> None:
+    for _ in range(n):
+        await tf.run(three_steps, ITEMS)
 
 
-async def seq(data: Path, n: int) -> dict[str, float]:
+async def seq(data: Path, warmup: int, n: int) -> dict[str, float]:
+    async with CountingTierflow(data, WORKFLOWS) as tf:
+        await warm_up(tf, warmup)
+        c0 = tf.commits
+        t0 = time.perf_counter()
+        for _ in range(n):
+            h = await tf.run(three_steps, ITEMS)
+        elapsed = time.perf_counter() - t0
+        commits = tf.commits - c0
+        await check_completed(tf, "seq", warmup + n)
+        await check_steps(tf, h.workflow_id)
+    return {"seq_wps": n / elapsed, "commits_per_wf": commits / n}
+
+
+async def conc8(data: Path, warmup: int, n: int) -> dict[str, float]:
     async with Tierflow(data, WORKFLOWS) as tf:
-        for _ in range(20):
-            await tf.run(three_steps, ITEMS)
-        with _CommitCounter() as cc:
-            t0 = time.perf_counter()
-            for _ in range(n):
-                await tf.run(three_steps, ITEMS)
-            elapsed = time.perf_counter() - t0
-    return {"seq_wps": n / elapsed, "commits_per_wf": cc.count / n}
-
-
-async def conc8(data: Path, n: int) -> dict[str, float]:
-    async with Tierflow(data, WORKFLOWS) as tf:
-        for _ in range(20):
-            await tf.run(three_steps, ITEMS)
-        per = max(1, n // 8)
+        await warm_up(tf, warmup)
+        per = n // CALLERS
 
         async def caller() -> None:
             for _ in range(per):
                 await tf.run(three_steps, ITEMS)
 
         t0, c0 = time.perf_counter(), process_cpu_s()
-        await asyncio.gather(*(caller() for _ in range(8)))
+        await asyncio.gather(*(caller() for _ in range(CALLERS)))
         elapsed, cpu = time.perf_counter() - t0, process_cpu_s() - c0
-        return {"conc8_wps": 8 * per / elapsed, "conc8_cpu_ms": cpu / (8 * per) * 1000}
+        await check_completed(tf, "conc8", warmup + CALLERS * per)
+    return {
+        "conc8_wps": CALLERS * per / elapsed,
+        "conc8_cpu_ms": cpu / (CALLERS * per) * 1000,
+    }
 
 
 def _floor_conn(path: Path) -> sqlite3.Connection:
@@ -164,30 +188,35 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def start_latency(data: Path, samples: int, every: float = 0.02) -> dict[str, float]:
+async def start_latency(data: Path, warmup: int, samples: int, every: float) -> dict[str, float]:
     """``start`` latency while 8 callers run workflows, beside its floor.
 
-    The floor is what any durable ``start`` costs at least: one fsync'd
-    one-row SQLite commit, sampled on the same loop right after each ``start``
-    while the same load runs.
+    Each timed ``start`` queues the same 3-step workflow the callers run (as
+    DBOS's ``start_workflow`` does in peer_dbos.py); they are awaited, untimed,
+    at the end. The floor is what any durable ``start`` costs at least: one
+    fsync'd one-row SQLite commit, sampled on the same loop right after each
+    ``start`` while the same load runs.
     """
     data.mkdir(parents=True, exist_ok=True)
     floor_conn = _floor_conn(data / "floor.sqlite")
     async with Tierflow(data, WORKFLOWS) as tf:
+        await warm_up(tf, warmup)
         stop = asyncio.Event()
+        done = [0] * CALLERS
 
-        async def caller() -> None:
+        async def caller(k: int) -> None:
             while not stop.is_set():
                 await tf.run(three_steps, ITEMS)
+                done[k] += 1
 
-        callers = [asyncio.create_task(caller()) for _ in range(8)]
-        await asyncio.sleep(0.2)
+        callers = [asyncio.create_task(caller(k)) for k in range(CALLERS)]
+        await asyncio.sleep(0.2)  # let the callers reach a steady state
         lat: list[float] = []
         floor: list[float] = []
         handles = []
         for _ in range(samples):
             t0 = time.perf_counter()
-            handles.append(await tf.start(noop))
+            handles.append(await tf.start(three_steps, ITEMS))
             lat.append((time.perf_counter() - t0) * 1000)
             floor.append(_floor_commit(floor_conn))
             await asyncio.sleep(every)
@@ -195,6 +224,8 @@ async def start_latency(data: Path, samples: int, every: float = 0.02) -> dict[s
         await asyncio.gather(*callers)
         for h in handles:
             await h.result(timeout=60)
+        await check_completed(tf, "start", warmup + sum(done) + samples)
+        await check_steps(tf, handles[-1].workflow_id)
     floor_conn.close()
     return {
         "start_p50_ms": statistics.median(lat),
@@ -204,24 +235,55 @@ async def start_latency(data: Path, samples: int, every: float = 0.02) -> dict[s
     }
 
 
-def conc8_floor(work: Path, n: int) -> dict[str, float]:
+def _floor_template(engine_data: Path) -> bytes:
+    """An empty database with the schema of an instance file the engine made, in WAL mode.
+
+    The schema is read from a file under ``engine_data`` (no private API), so the floor's
+    files have the same tables and page count as the engine's.
+    """
+    made = next((engine_data / "hot" / "instances").rglob("*.sqlite"))
+    src = sqlite3.connect(made)
+    try:
+        ddl = [
+            sql
+            for (sql,) in src.execute(
+                "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid"
+            )
+        ]
+    finally:
+        src.close()
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        for sql in ddl:
+            conn.execute(sql)
+        image = conn.serialize()
+    finally:
+        conn.close()
+    # Bytes 18 and 19 of the header are the file-format read/write versions; 2 means WAL,
+    # so the file opens in WAL mode with no header rewrite (as the engine's template).
+    return bytes(image[:18] + b"\x02\x02" + image[20:])
+
+
+def conc8_floor(work: Path, engine_data: Path, n: int) -> dict[str, float]:
     """Instance files alone, no engine: 8 threads each create a file, commit 3 times, close.
 
-    The files are made the way the engine makes them (template image,
-    fsync'd commits, checkpoint at close), so this is the ceiling of one file
-    per instance on this machine, against which ``conc8_wps`` can be read.
+    The files are made the way the engine makes them (an empty image of the
+    instance schema, fsync'd commits, checkpoint at close), so this is the
+    ceiling of one file per instance on this machine, against which
+    ``conc8_wps`` can be read.
     """
     root = work / "floor8"
     root.mkdir(parents=True, exist_ok=True)
-    per = max(1, n // 8)
+    per = n // CALLERS
+    template = _floor_template(engine_data)
 
     def worker(k: int) -> None:
         for i in range(per):
             path = root / f"{k}-{i}.sqlite"
-            path.write_bytes(store._template_image())
+            path.write_bytes(template)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA synchronous=FULL")
-            for step in range(3):
+            for step in range(STEPS):
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute(
                     "INSERT INTO events VALUES (?,?,?,?,?,?)",
@@ -231,7 +293,7 @@ def conc8_floor(work: Path, n: int) -> dict[str, float]:
                 conn.execute("COMMIT")
             conn.close()
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(CALLERS)]
     t0, c0 = time.perf_counter(), process_cpu_s()
     for t in threads:
         t.start()
@@ -239,20 +301,22 @@ def conc8_floor(work: Path, n: int) -> dict[str, float]:
         t.join()
     elapsed, cpu = time.perf_counter() - t0, process_cpu_s() - c0
     return {
-        "conc8_floor_wps": 8 * per / elapsed,
-        "conc8_floor_cpu_ms": cpu / (8 * per) * 1000,
+        "conc8_floor_wps": CALLERS * per / elapsed,
+        "conc8_floor_cpu_ms": cpu / (CALLERS * per) * 1000,
     }
 
 
-async def sleep_latency(data: Path, runs: int = 20) -> dict[str, float]:
+async def sleep_latency(data: Path, warmup: int, runs: int) -> dict[str, float]:
     async with Tierflow(data, WORKFLOWS) as tf:
-        await tf.run(sleep10)
+        for _ in range(warmup):
+            await (await tf.run(sleep10)).result(timeout=10)
         walls = []
         for _ in range(runs):
             t0 = time.perf_counter()
             h = await tf.run(sleep10)
             await h.result(timeout=10)
             walls.append((time.perf_counter() - t0) * 1000)
+        await check_completed(tf, "sleep", warmup + runs)
     return {"sleep10_ms": statistics.median(walls)}
 
 
@@ -288,7 +352,11 @@ def recovery(work: Path) -> dict[str, float]:
         text=True,
         timeout=120,
     ).stdout
-    return {"recovery_s": float(json.loads(out.splitlines()[-1])["seconds"])}
+    resumed = json.loads(out.splitlines()[-1])
+    # ``resume`` awaited the instance's result: it completed, with the three steps' values.
+    ok = resumed["result"] == ["s1", "two", "s3"]
+    check("tierflow", "recovery", 1, {"completed" if ok else repr(resumed["result"]): 1})
+    return {"recovery_s": float(resumed["seconds"])}
 
 
 def commit_latency_ms(work: Path, n: int = 500) -> float:
@@ -308,28 +376,35 @@ def commit_latency_ms(work: Path, n: int = 500) -> float:
 
 def measure(quick: bool) -> dict[str, dict[str, float]]:
     """Run every phase; return ``{metric: {"value": v, "rss_mb": peak}}``."""
-    n = 100 if quick else 600
-    samples = 50 if quick else 200
+    z = sizes(quick)
     work = Path(tempfile.mkdtemp(prefix="tierflow-bench-"))
     out: dict[str, dict[str, float]] = {}
     try:
         phases: list[tuple[str, Any]] = [
-            ("seq", lambda: asyncio.run(seq(work / "seq", n))),
-            ("conc8", lambda: asyncio.run(conc8(work / "conc8", 2 * n))),
-            ("conc8_floor", lambda: conc8_floor(work, 2 * n)),
-            ("start", lambda: asyncio.run(start_latency(work / "start", samples))),
-            ("sleep", lambda: asyncio.run(sleep_latency(work / "sleep"))),
-            ("recovery", lambda: recovery(work)),
+            ("seq", lambda: asyncio.run(seq(work / "seq", z.warmup, z.seq))),
+            ("conc8", lambda: asyncio.run(conc8(work / "conc8", z.warmup, z.conc8))),
+            ("conc8_floor", lambda: conc8_floor(work, work / "conc8", z.conc8)),
             (
-                "paused",
-                lambda: asyncio.run(paused_memory(work / "paused", 2_000 if quick else 10_000)),
+                "start",
+                lambda: asyncio.run(
+                    start_latency(work / "start", z.warmup, z.start_samples, z.start_pacing_s)
+                ),
             ),
+            (
+                "sleep",
+                lambda: asyncio.run(sleep_latency(work / "sleep", z.sleep_warmup, z.sleep_runs)),
+            ),
+            ("recovery", lambda: recovery(work)),
+            ("paused", lambda: asyncio.run(paused_memory(work / "paused", z.paused))),
         ]
         for _, run in phases:
             figures = run()
             for k, v in figures.items():
                 out[k] = {"value": v, "rss_mb": peak_rss_mb()}
-        out["commit_ms"] = {"value": commit_latency_ms(work), "rss_mb": peak_rss_mb()}
+        out["commit_ms"] = {
+            "value": commit_latency_ms(work, 50 if quick else 500),
+            "rss_mb": peak_rss_mb(),
+        }
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
