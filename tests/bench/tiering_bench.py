@@ -108,7 +108,7 @@ def floor(data: Path, store: ObjectStore) -> float:
         except Exception:
             continue  # unused spare files
     wf, ev, finished = columns(items)
-    w = writer.BatchWriter(store.fs, store.root, f"floor{uuid.uuid4().hex[:8]}")
+    w = writer.BatchWriter(store, f"floor{uuid.uuid4().hex[:8]}")
     w.write(schema.workflows_table(wf), schema.history_table(ev, finished))
     return len(items) / (time.perf_counter() - t0)
 
