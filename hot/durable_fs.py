@@ -22,16 +22,25 @@ import errno
 import os
 import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
-__all__ = ["DurableFile", "DurableFiles", "fsync_dirs", "make_dirs", "sync_batch"]
+__all__ = ["DurableFile", "DurableFiles", "fsync_dirs", "make_dirs", "sync_batch", "syncfs_covers"]
 
 # Below this many files, per-file fsyncs are cheaper than flushing the filesystem.
 _SYNCFS_MIN_FILES = 8
 
 
-def sync_batch(directory: Path, files: list[Path]) -> None:
+def syncfs_covers(n_files: int) -> bool:
+    """True if :func:`sync_batch` of ``n_files`` files uses one ``syncfs``."""
+    return (
+        sys.platform.startswith("linux")
+        and n_files >= _SYNCFS_MIN_FILES
+        and getattr(_libc(), "syncfs", None) is not None
+    )
+
+
+def sync_batch(directory: Path, files: list[Path], *, held: Collection[Path] = ()) -> None:
     """Make ``files`` (new files under ``directory``) and their directory entries durable.
 
     On Linux one ``syncfs`` covers a batch (one filesystem journal commit).
@@ -39,23 +48,39 @@ def sync_batch(directory: Path, files: list[Path]) -> None:
     parent directory instead: ``syncfs`` also flushes whatever else is dirty on
     the filesystem (a tiering pass writing Parquet to a ``file://`` lake, say),
     which a caller waiting for one spare should not pay for.
+
+    Args:
+        directory: The root the files were created under.
+        files: The new files.
+        held: Those of ``files`` that SQLite has open in this process. They
+            are never opened here: closing *any* descriptor of a file drops
+            every POSIX lock this process holds on it, SQLite's included, and
+            another process would then take the database for unused and delete
+            its WAL under the open connection. Without ``syncfs`` only their
+            directory entries are synced, so the caller must have synced their
+            data before SQLite opened them (see :func:`syncfs_covers`).
+
+    Raises:
+        OSError: A sync failed (also when ``syncfs`` fails and ``held`` files
+            cannot be synced another way).
     """
     if not files:
         return
-    syncfs = (
-        getattr(_libc(), "syncfs", None)
-        if sys.platform.startswith("linux") and len(files) >= _SYNCFS_MIN_FILES
-        else None
-    )
+    held = set(held)
+    syncfs = getattr(_libc(), "syncfs", None) if syncfs_covers(len(files)) else None
     if syncfs is not None:
         fd = os.open(directory, os.O_RDONLY)
         try:
             if syncfs(fd) == 0:
                 return
+            if held:
+                err = ctypes.get_errno()
+                raise OSError(err, f"syncfs of {directory} failed: {os.strerror(err)}")
         finally:
             os.close(fd)
     for f in files:
-        _fsync_path(f)
+        if f not in held:
+            _fsync_path(f)
     # Deepest first: each directory's entries, then the entry of the directory
     # itself in its parent (a subdirectory made for this batch is new too).
     dirs: set[Path] = set()

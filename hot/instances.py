@@ -167,6 +167,11 @@ class Instances:
         wid, kind = change.workflow_id, change.kind
         ex = self.active.get(wid)
         if ex is not None:
+            if ex.file is not None and ex.file.deferred is not None:
+                # Another process needs to write the file (any change implies it).
+                with ex.file_lock:
+                    if not ex.file.closed and ex.file.deferred is not None:
+                        self._publish(wid, ex.file, ex.row["run_id"], ex.row["workflow_type"])
             if kind == ChangeKind.TERMINATE:
                 ex.terminated = True
                 if ex.task is not None:
@@ -176,7 +181,7 @@ class Instances:
             elif kind == ChangeKind.WAKE:
                 self._wake_pending.add(wid)
             return
-        if kind == ChangeKind.TERMINATE:
+        if kind in (ChangeKind.TERMINATE, ChangeKind.PUBLISH):
             return  # nothing runs it here
         if self.wakeups is None or not self.rt.knows(change.workflow_type):
             return  # a process that knows the type acts on it
@@ -395,8 +400,8 @@ class Instances:
         ctx = WorkflowContext(ex)
         self.active[wid] = ex
         try:
-            if file.deferred is not None:
-                self._publish(wid, file, state)
+            if file.deferred is not None and self.rt.others_alive:
+                self._publish(wid, file, state.row["run_id"], state.row["workflow_type"])
             ex.task = asyncio.get_running_loop().create_task(
                 ex.run(
                     ctx,
@@ -435,20 +440,24 @@ class Instances:
         )
         return outcome
 
-    def _publish(self, wid: str, file: InstanceFile, state: InstanceState) -> None:
+    def _publish(self, wid: str, file: InstanceFile, run_id: str, wtype: str) -> None:
         """Write a new instance's row and first events before its code runs.
 
-        Until then only this process could write the file (a signal or cancel
-        from another process would find it "not yet written"). One commit
-        with no fsync (~tens of µs, on the loop like every split-sync commit):
-        the next commit's fdatasync makes it durable, and if power is lost
-        first, the index still holds the input and the run starts over.
+        Until its first commit only this process can write the file: a signal,
+        cancel or terminate from another process finds it "not yet written"
+        and waits (see :meth:`on_file`), which could last as long as a slow
+        first step. So when other processes share the data directory, the row
+        is written at once: one commit with no fsync (~tens of µs, on the loop
+        like every split-sync commit); the next commit's fdatasync makes it
+        durable, and if power is lost first the index still holds the input
+        and the run starts over. A lone process skips it, and does it when a
+        process that arrived later asks (:attr:`ChangeKind.PUBLISH`).
         """
-        assert file.deferred is not None
-        first = list(file.deferred[1])
+        first = list(file.deferred[1]) if file.deferred is not None else []
+        if not first:
+            return
         file.commit(sync=False)
-        written = list(enumerate(first, start=1))
-        self.env.events_committed(wid, (state.row["run_id"], state.row["workflow_type"], written))
+        self.env.events_committed(wid, (run_id, wtype, list(enumerate(first, start=1))))
 
     async def _finish_detached(self, wid: str, ex: Execution) -> None:
         assert ex.task is not None and ex.file is not None
@@ -549,15 +558,23 @@ class Instances:
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _STARTING_WAIT
+        asked = False
         while True:
             try:
                 result, opened = await self.rt.io(go)
                 break
             except IncompleteInstance:
-                # Claimed by a runner (maybe in another process) that has not
-                # written the row yet; it does before running any workflow code.
+                # Claimed by a runner (in another process) that has not written
+                # the file's first row yet: ask it to, and wait.
                 if ex is not None or loop.time() > deadline:
                     raise
+                if not asked:
+                    asked = True
+                    row = self.rt.index.get(wid)
+                    if row is not None:
+                        await self.rt.index.write(
+                            self.rt.announce_fn(wid, row.workflow_type, ChangeKind.PUBLISH)
+                        )
                 await asyncio.sleep(0.002)
         if opened is not None:
             self.hand_off(wid, opened)

@@ -55,6 +55,8 @@ class ChangeKind(StrEnum):
     """Its cancellation was requested (``detail``: the reason)."""
     TERMINATE = "terminate"
     """It was terminated: stop running its code now."""
+    PUBLISH = "publish"
+    """Another process must write its file: its runner writes the file's first row now."""
     TIMER = "timer"
     """It paused until ``detail`` (µs since the epoch): whoever can run it then, does."""
 

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["OwnerLock", "boot_id", "find_dead_owners"]
+__all__ = ["OwnerLock", "boot_id", "find_dead_owners", "other_owners"]
 
 log = logging.getLogger("tierflow.recovery")
 
@@ -66,6 +66,13 @@ class OwnerLock:
             self.path.unlink()
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+def other_owners(owners_dir: Path, me: str) -> int:
+    """How many other owners have a lock file (alive, or dead and not yet noticed)."""
+    if not owners_dir.exists():
+        return 0
+    return sum(1 for p in owners_dir.glob("*.lock") if p.stem != me)
 
 
 def find_dead_owners(owners_dir: Path, candidates: set[str], me: str) -> tuple[set[str], bool]:

@@ -32,7 +32,7 @@ from tierflow.hot.errors import (
 from tierflow.hot.ids import validate_workflow_id
 from tierflow.hot.index import IndexDB, IndexRow
 from tierflow.hot.models import TERMINAL_STATUSES, to_micros
-from tierflow.hot.recovery import OwnerLock
+from tierflow.hot.recovery import OwnerLock, other_owners
 from tierflow.hot.store import InstanceFile, SparePool
 
 __all__ = ["Durability", "Runtime"]
@@ -93,6 +93,10 @@ class Runtime:
         self._spares: SparePool | None = None
         self._owner: OwnerLock | None = None
         self.closed = False
+        # Whether other processes use this data directory (kept current by the
+        # scheduler): only then must a new instance's file be readable by them
+        # before its first step runs (see Instances).
+        self.others_alive = True
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -116,6 +120,7 @@ class Runtime:
         self._index = IndexDB(self.hot_dir / "index.sqlite", self.durability)
         self._index.ensure_schema(notify.DDL)
         self._owner = OwnerLock.acquire(self.owners_dir)
+        self.others_alive = other_owners(self.owners_dir, self._owner.owner_id) > 0
         self._spares = SparePool(self.instances_dir, self._owner.owner_id, self.durability)
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from tierflow.hot import serde
 from tierflow.hot.index import INDEX_COLUMNS, IndexDB
 from tierflow.hot.models import EventType, Status
 from tierflow.hot.notify import Change, ChangeFeed
-from tierflow.hot.recovery import find_dead_owners
+from tierflow.hot.recovery import find_dead_owners, other_owners
 from tierflow.hot.rows import names
 from tierflow.hot.runtime import Runtime
 from tierflow.hot.store import INSTANCE_COLUMNS, EventRow, InstanceFile, remove_orphan_spares
@@ -191,8 +191,13 @@ class Scheduler:
                 log.exception("change feed poll failed")
 
     def _owner_died(self) -> bool:
-        """True if some other owner's lock is free (its process is gone); cheap."""
-        dead, _ = find_dead_owners(self.rt.owners_dir, set(), self.rt.owner_id)
+        """True if some other owner's lock is free (its process is gone); cheap.
+
+        Also notes whether any other process uses the data directory.
+        """
+        rt = self.rt
+        dead, _ = find_dead_owners(rt.owners_dir, set(), rt.owner_id)
+        rt.others_alive = other_owners(rt.owners_dir, rt.owner_id) > 0
         return bool(dead)
 
     async def _orphan_loop(self) -> None:

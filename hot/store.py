@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tierflow.hot.durable_fs import sync_batch
+from tierflow.hot.durable_fs import sync_batch, syncfs_covers
 from tierflow.hot.errors import CorruptInstance, StorageError, WorkflowAlreadyFinished
 from tierflow.hot.models import TERMINAL_STATUSES
 from tierflow.hot.rows import (
@@ -202,11 +202,18 @@ class InstanceState:
 _TERMINAL_SQL = ",".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES))
 
 
-def _write_template(path: Path) -> None:
-    """Write an empty instance database at ``path``; fail if it exists (not synced)."""
+def _write_template(path: Path, *, sync: bool = False) -> None:
+    """Write an empty instance database at ``path``; fail if it exists.
+
+    ``sync`` fsyncs its data now, through this descriptor: once SQLite has the
+    file open, this process must never open and close it again (that would
+    drop SQLite's locks; see ``durable_fs.sync_batch``).
+    """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, _template_image())
+        if sync:
+            os.fsync(fd)
     except OSError as exc:
         os.close(fd)
         path.unlink(missing_ok=True)
@@ -246,17 +253,21 @@ class SparePool:
 
     def make(self) -> InstanceFile:
         """Create one durable spare now (on the calling thread)."""
-        return self._make_batch(1)[0]
+        return self.make_batch(1)[0]
 
-    def _make_batch(self, n: int) -> list[InstanceFile]:
+    def make_batch(self, n: int) -> list[InstanceFile]:
         """Create ``n`` spares and make them durable together (one filesystem sync)."""
         made: list[InstanceFile] = []
+        full = self.durability == "full"
+        # One syncfs covers the batch, or else each template is synced as it is
+        # written, before SQLite opens it (never after: see sync_batch's ``held``).
+        batched = full and syncfs_covers(2 * n)
         try:
             for _ in range(n):
                 token = os.urandom(8).hex()
                 path = self.instances_dir / token[:2] / f"{self.owner_id}-{token}.sqlite"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                _write_template(path)
+                _write_template(path, sync=full and not batched)
                 inst = InstanceFile(path, InstanceFile._connect(path, "off"))
                 made.append(inst)
                 # A first write starts the WAL (its header), so the instance's first
@@ -279,6 +290,7 @@ class SparePool:
                 sync_batch(
                     self.instances_dir,
                     [q for i in made for q in (i.path, Path(f"{i.path}-wal"))],
+                    held=[i.path for i in made],
                 )
             for inst in made:
                 inst.full = self.durability == "full"
@@ -333,7 +345,7 @@ class SparePool:
                     break
                 missing = self.size - ready
                 try:
-                    batch = self._make_batch(missing)
+                    batch = self.make_batch(missing)
                 except (OSError, sqlite3.Error, StorageError):
                     time.sleep(0.5)
                     break

@@ -117,15 +117,21 @@ async def paused_memory(data: Path, n: int) -> dict[str, float]:
 class CountingTierflow(Tierflow):
     """Counts the instance commits that wrote events (each one fsync at durability=full).
 
-    Through the engine's public hook ``events_committed``, called once after each such
-    commit; ``commits`` is read around the timed loop.
+    Through the engine's public hook ``Engine.events_committed``, called once after
+    each such commit; ``commits`` is read around the timed loop.
     """
 
     commits = 0
 
-    def events_committed(self, workflow_id: str, written: Any = None) -> None:
-        self.commits += 1
-        super().events_committed(workflow_id, written)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        hook = self.engine.events_committed
+
+        def counted(workflow_id: str, written: Any = None) -> None:
+            self.commits += 1
+            hook(workflow_id, written)
+
+        self.engine.events_committed = counted  # type: ignore[method-assign]
 
 
 async def warm_up(tf: Tierflow, n: int) -> None:
