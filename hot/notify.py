@@ -112,6 +112,8 @@ class ChangeFeed:
         self.index = index
         self.me = me
         self._version = index.data_version()
+        # Whether the last poll saw another connection's commit.
+        self.moved = False
         rows = index.execute("SELECT coalesce(max(seq), 0) FROM changes")
         # Everything before now is in the index, which a starting process loads.
         self._last = int(rows[0][0])
@@ -119,7 +121,8 @@ class ChangeFeed:
     def poll(self) -> list[Change]:
         """New changes since the last poll (cheap when there are none)."""
         version = self.index.data_version()
-        if version == self._version:
+        self.moved = version != self._version
+        if not self.moved:
             return []
         self._version = version
         rows = self.index.execute(

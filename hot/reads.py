@@ -235,11 +235,13 @@ class Reads:
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        fut: asyncio.Future[None] | None = None
         while True:
             row = self.rt.row_or_raise(workflow_id)
             if row.status in TERMINAL_STATUSES:
                 return await self._terminal_result(row)
-            fut = self.instances.waiter(workflow_id)
+            if fut is None or fut.done():  # one waiter per wait, not one per poll
+                fut = self.instances.waiter(workflow_id)
             row = self.rt.row_or_raise(workflow_id)
             if row.status in TERMINAL_STATUSES:
                 return await self._terminal_result(row)
@@ -251,8 +253,9 @@ class Reads:
                     f"(status {row.status})",
                     workflow_id=workflow_id,
                 )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(fut, wait)
+            # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow the
+            # caller's cancellation when the future completes at the same moment.
+            await asyncio.wait({fut}, timeout=wait)
 
     async def _completed_result(self, row: IndexRow) -> Any:
         cached = self.instances.recent_result(row.workflow_id)

@@ -21,6 +21,7 @@ from tierflow.hot.recovery import find_dead_owners, other_owners
 from tierflow.hot.rows import names
 from tierflow.hot.runtime import Runtime
 from tierflow.hot.store import INSTANCE_COLUMNS, EventRow, InstanceFile, remove_orphan_spares
+from tierflow.hot.wakeup import IndexWatcher
 
 __all__ = ["Runner", "Scheduler"]
 
@@ -35,14 +36,19 @@ _RECONCILED = tuple(
     if c in names(INSTANCE_COLUMNS) and c not in ("input", "cancel_requested")
 )
 
-# How often to check the index for changes other processes made (``hot/notify.py``):
-# a PRAGMA of ~1 µs when nothing changed. Chosen by measurement (make bench,
-# "cross-process"): 5 ms gives p50 ~? ms from a commit to the runner acting.
+# Without inotify (not Linux), how often to check the index for changes other
+# processes made (``hot/notify.py``): a PRAGMA of ~1 µs when nothing changed,
+# but each wake-up of the loop costs ~0.15 ms here (~3 % of a core at 5 ms).
 FEED_POLL_SECONDS = 0.005
-# Every this many polls, look for owners that died (their lock files, ~10 µs each).
-_OWNER_CHECK_POLLS = 40
-# Every this many polls, prune old changes.
-_PRUNE_POLLS = 6000
+# How often to look for owners that died (their lock files, ~10 µs each), so
+# another process's instances are taken over within this long.
+OWNER_CHECK_SECONDS = 0.25
+# After a wake-up that showed no commit yet, look again after these pauses (a
+# commit is visible only after its fsync, which can take milliseconds). Our own
+# commits wake us too and never show: this bounds what each one costs.
+_SETTLE_DELAYS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032)
+# How often to prune old changes.
+PRUNE_SECONDS = 30.0
 
 # How often to look for instances leased to owners that died (other processes).
 _ORPHAN_CHECK_SECONDS = 5.0
@@ -171,24 +177,67 @@ class Scheduler:
                 changed.cancel()
 
     async def _feed_loop(self) -> None:
-        """Act on what other processes change; notice dead owners within a fraction of a second."""
+        """Act on what other processes change; notice dead owners within a fraction of a second.
+
+        Woken by the index watch (``hot/wakeup.py``) when any process commits,
+        and at least every :data:`OWNER_CHECK_SECONDS` to look for dead owners;
+        without inotify it polls every :data:`FEED_POLL_SECONDS`.
+        """
         feed = self._feed
         assert feed is not None
-        polls = 0
-        while True:
-            await asyncio.sleep(FEED_POLL_SECONDS)
-            polls += 1
-            try:
-                for change in feed.poll():
-                    self.runner.apply_change(change)
-                if polls % _OWNER_CHECK_POLLS == 0 and self._owner_died():
-                    await self.recover_orphans(startup=False)
-                if polls % _PRUNE_POLLS == 0:
-                    feed.prune(self.rt.now_us())
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("change feed poll failed")
+        rt = self.rt
+        loop = asyncio.get_running_loop()
+        watcher: IndexWatcher | None = None
+        try:
+            watcher = IndexWatcher(rt.index.path, loop)
+        except OSError as exc:
+            log.info("no index watch (%s): polling every %.0f ms", exc, FEED_POLL_SECONDS * 1e3)
+        next_owner_check = loop.time() + OWNER_CHECK_SECONDS
+        next_prune = loop.time() + PRUNE_SECONDS
+        try:
+            while True:
+                if watcher is not None:
+                    # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow
+                    # a cancellation that lands as the event is set, and stopping the
+                    # scheduler then hangs (seen here, 1 run in ~3).
+                    waiter = asyncio.ensure_future(watcher.event.wait())
+                    try:
+                        await asyncio.wait(
+                            {waiter}, timeout=max(0.0, next_owner_check - loop.time())
+                        )
+                    finally:
+                        waiter.cancel()
+                    watcher.event_seen = watcher.event.is_set()
+                    watcher.event.clear()
+                else:
+                    await asyncio.sleep(FEED_POLL_SECONDS)
+                try:
+                    for change in feed.poll():
+                        self.runner.apply_change(change)
+                    if watcher is not None and watcher.event_seen and not feed.moved:
+                        # Woken by a WAL write whose commit is not visible yet (SQLite
+                        # writes the frames, fsyncs, then publishes): look again soon.
+                        for delay in _SETTLE_DELAYS:
+                            await asyncio.sleep(delay)
+                            for change in feed.poll():
+                                self.runner.apply_change(change)
+                            if feed.moved:
+                                break
+                    now = loop.time()
+                    if now >= next_owner_check:
+                        next_owner_check = now + OWNER_CHECK_SECONDS
+                        if self._owner_died():
+                            await self.recover_orphans(startup=False)
+                    if now >= next_prune:
+                        next_prune = now + PRUNE_SECONDS
+                        feed.prune(rt.now_us())
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("change feed poll failed")
+        finally:
+            if watcher is not None:
+                await asyncio.to_thread(watcher.close)
 
     def _owner_died(self) -> bool:
         """True if some other owner's lock is free (its process is gone); cheap.
