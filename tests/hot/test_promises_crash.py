@@ -85,7 +85,7 @@ def test_signal_accepted_while_paused_is_delivered_once_after_sigkill(tmp_path: 
     assert index_status(data, "sig-2") == {"paused"}
     assert runs(marks) == ["busy"]
 
-    assert finished(data, "sig-2", env, timeout=10) == {"got": "first", "extra": None}
+    assert finished(data, "sig-2", env, timeout=5) == {"got": "first", "extra": None}
     assert runs(marks) == ["busy", "took-first"]
 
 
