@@ -15,19 +15,30 @@ from pathlib import Path
 
 from tierflow import HttpSink, RetryPolicy, Tierflow, WorkflowContext, WorkflowFailed, workflow
 
-MARKS = Path(os.environ.get("CRASH_MARKS", "/dev/null"))
+
+def marks_path() -> Path:
+    # Read at call time so a test process that imports these workflows can set it.
+    return Path(os.environ.get("CRASH_MARKS", "/dev/null"))
 
 
 def mark(text: str) -> str:
-    with MARKS.open("a") as f:
+    with marks_path().open("a") as f:
         f.write(text + "\n")
     return text
+
+
+def blocks_here(text: str) -> bool:
+    """True (after saying so in ``<marks>.ready``) where ``CRASH_BLOCK_AT`` names ``text``."""
+    if os.environ.get("CRASH_BLOCK_AT") != text:
+        return False
+    Path(str(marks_path()) + ".ready").touch()
+    return True
 
 
 def step_two() -> str:
     mark("s2")
     if os.environ.get("CRASH_BLOCK") == "1":
-        Path(str(MARKS) + ".ready").touch()
+        Path(str(marks_path()) + ".ready").touch()
         time.sleep(3600)  # killed here
     return "two"
 
@@ -59,7 +70,7 @@ async def doomed(ctx: WorkflowContext) -> None:
 def child_step(item: str) -> str:
     mark(f"child-{item}")
     if item == "b" and os.environ.get("CRASH_BLOCK") == "1":
-        Path(str(MARKS) + ".ready").touch()
+        Path(str(marks_path()) + ".ready").touch()
         time.sleep(3600)  # killed here
     return item.upper()
 
@@ -88,7 +99,88 @@ class OffsetClock:
             await asyncio.sleep(delay)
 
 
-WORKFLOWS = [three_marks, sleeper, doomed, kid, fan_out]
+def sync_mark(text: str) -> str:
+    mark(text)
+    if blocks_here(text):
+        time.sleep(3600)  # killed here
+    return text
+
+
+async def async_mark(text: str) -> str:
+    mark(text)
+    if blocks_here(text):
+        await asyncio.sleep(3600)  # killed here
+    return text
+
+
+@workflow
+async def async_marks(ctx: WorkflowContext) -> list[str]:
+    return [await ctx.step(n, async_mark, n) for n in ("a1", "a2", "a3")]
+
+
+@workflow
+async def timed_marks(ctx: WorkflowContext) -> list[str]:
+    return [await ctx.step(n, sync_mark, n, timeout=600) for n in ("t1", "t2", "t3")]
+
+
+@workflow
+async def signal_taker(ctx: WorkflowContext) -> dict[str, object]:
+    await ctx.step("busy", sync_mark, "busy")
+    got = await ctx.wait_for_signal("go")
+    await ctx.step("took", mark, f"took-{got}")
+    # Any second delivery of the same signal would be taken here.
+    extra = await ctx.wait_for_signal("go", timeout="100ms", default=None)
+    return {"got": got, "extra": extra}
+
+
+def double(n: int) -> int:
+    mark(f"double-{n}")
+    return n * 2
+
+
+def boom() -> None:
+    raise ValueError("boom")
+
+
+@workflow
+async def tagged(ctx: WorkflowContext, n: int) -> int:
+    ctx.set_attributes(customer=f"c-{n}", n=n)
+    return int(await ctx.step("double", double, n))
+
+
+@workflow
+async def failing(ctx: WorkflowContext) -> None:
+    await ctx.step("boom", boom)
+
+
+WORKFLOWS = [
+    three_marks,
+    sleeper,
+    doomed,
+    kid,
+    fan_out,
+    async_marks,
+    timed_marks,
+    signal_taker,
+    tagged,
+    failing,
+]
+BY_NAME = {w.name: w for w in WORKFLOWS}
+
+
+async def poll(predicate: object, timeout: float = 60) -> None:
+    """Wait until ``await predicate()`` is true."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise SystemExit("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def die_now() -> None:
+    """SIGKILL this process: nothing after the caller's last statement runs."""
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 async def main(mode: str, data: str, args: list[str]) -> None:
@@ -144,6 +236,63 @@ async def main(mode: str, data: str, args: list[str]) -> None:
                 await tf.get_handle("doomed-1").result(timeout=60)
             except WorkflowFailed as exc:
                 print(json.dumps({"failed": exc.cause}), flush=True)
+    elif mode == "start-kill":  # ARGS: TYPE ID
+        async with Tierflow(data, WORKFLOWS) as tf:
+            await tf.start(BY_NAME[args[0]], workflow_id=args[1])
+            die_now()
+    elif mode == "run-kill":  # ARGS: TYPE ID; CRASH_BLOCK_AT names the step to die in
+        async with Tierflow(data, WORKFLOWS) as tf:
+            await tf.start(BY_NAME[args[0]], workflow_id=args[1])
+            ready = Path(str(marks_path()) + ".ready")
+
+            async def blocked() -> bool:
+                return ready.exists()
+
+            await poll(blocked)
+            die_now()
+    elif mode == "signal-kill":  # ARGS: ID; with CRASH_BLOCK_AT=busy the run is mid-step
+        async with Tierflow(data, WORKFLOWS) as tf:
+            await tf.start(signal_taker, workflow_id=args[0])
+            ready = Path(str(marks_path()) + ".ready")
+
+            async def busy_or_waiting() -> bool:
+                if os.environ.get("CRASH_BLOCK_AT") == "busy":
+                    return ready.exists()
+                return await tf.status(args[0]) == "paused"
+
+            await poll(busy_or_waiting)
+            await tf.signal(args[0], "go", "first")
+            die_now()  # the signal is accepted; no wait has taken it
+    elif mode == "finish":  # ARGS: ID TIMEOUT
+        async with Tierflow(data, WORKFLOWS) as tf:
+            result = await tf.get_handle(args[0]).result(timeout=float(args[1]))
+        print(json.dumps({"result": result}), flush=True)
+    elif mode == "populate":  # instances in every state, then SIGKILL mid-step
+        async with Tierflow(data, WORKFLOWS) as tf:
+            report: dict[str, object] = {}
+            for wid, wf, arg in (
+                ("done-1", tagged, 1),
+                ("done-2", tagged, 2),
+                ("failed-1", failing, None),
+                ("sleeping-1", sleeper, 5),
+            ):
+                await tf.run(wf, arg, workflow_id=wid)
+                info = (await tf.describe(wid)).to_dict()
+                events = [e.to_dict() for e in await tf.history(wid)]
+                report[wid] = {"info": info, "history": events}
+            await tf.start(signal_taker, workflow_id="waiting-1")
+            await tf.start(three_marks, workflow_id="crash-1")  # CRASH_BLOCK=1: dies in s2
+
+            async def settled() -> bool:
+                return (
+                    Path(str(marks_path()) + ".ready").exists()
+                    and await tf.status("waiting-1") == "paused"
+                    and await tf.status("sleeping-1") == "paused"
+                )
+
+            await poll(settled)
+            print(json.dumps(report), flush=True)
+            die_now()
     else:
         raise SystemExit(f"unknown mode {mode}")
 

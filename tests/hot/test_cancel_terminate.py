@@ -45,6 +45,12 @@ async def cancellable(ctx: WorkflowContext, key: str) -> str:
         await ctx.step("cleanup", note, f"{key}:cleanup")
 
 
+@workflow
+async def nap(ctx: WorkflowContext, seconds: float) -> float:
+    await ctx.sleep(seconds)
+    return seconds
+
+
 async def test_cancel_queued_is_immediate(make_tf, uid):
     tf = await make_tf([cancellable], scheduler=False)
     h = await tf.start(cancellable, "q", workflow_id=uid())
@@ -145,7 +151,12 @@ async def test_terminate_running_stops_without_more_user_code(make_tf, uid):
     with pytest.raises(WorkflowTerminatedError) as err:
         await h.result(timeout=5)
     assert err.value.reason == "operator stop"
-    await asyncio.sleep(0.05)
+
+    # Once its execution has ended no more of its code can run: then look.
+    async def ended() -> bool:
+        return not tf.engine.instances.is_active(h.workflow_id)
+
+    await wait_for(ended)
     assert f"{key}:cleanup" not in log and f"{key}:next" not in log
     events = await h.history()
     assert events[-1].event_type == "workflow.terminated"
@@ -157,13 +168,21 @@ async def test_terminate_paused_and_queued(make_tf, uid, clock):
     key = uid("k")
     gates[key] = asyncio.Event()
     gates[key].set()
-    tf = await make_tf([cancellable], clock=clock)
+    tf = await make_tf([cancellable, nap], clock=clock)
     h = await tf.run(cancellable, key, workflow_id=uid())
     assert await h.status() == "paused"
     await h.terminate("stop")
+    ran = [x for x in log if x.startswith(f"{key}:")]
+    # A probe whose 1 h timer is due one second after the terminated one's: once
+    # it has finished, the scheduler has handled the terminated instance's timer.
+    clock.advance(1)
+    probe = await tf.run(nap, 3600, workflow_id=uid())
+    assert await probe.status() == "paused"
     clock.advance(7200)
-    await asyncio.sleep(0.05)
+    assert await probe.result(timeout=10) == 3600
     assert await h.status() == "terminated"
+    assert [x for x in log if x.startswith(f"{key}:")] == ran  # none of its code ran
+    assert (await h.history())[-1].event_type == "workflow.terminated"
 
     tf2 = await make_tf([cancellable], scheduler=False, data_dir=tf.data_dir.parent / "other")
     q = await tf2.start(cancellable, "never", workflow_id=uid())

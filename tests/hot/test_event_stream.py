@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -110,7 +110,8 @@ def _free_port() -> int:
 
 
 @pytest.mark.timeout(120)
-async def test_http_sink_down_then_up_receives_everything(make_tf, uid):
+async def test_http_sink_down_then_up_receives_everything(make_tf, uid, caplog):
+    caplog.set_level(logging.WARNING, logger="tierflow.stream")
     port = _free_port()
     _Sink.received, _Sink.headers_seen = [], []
     sink = HttpSink(
@@ -127,7 +128,13 @@ async def test_http_sink_down_then_up_receives_everything(make_tf, uid):
         (await tf.run(three, ["a", "b", "c"], workflow_id=uid())).workflow_id for _ in range(200)
     ]
     expected = await recorded_ids(tf, ids)
-    await asyncio.sleep(0.3)  # the sink is down: deliveries are failing and retrying
+
+    # The sink is down: wait until deliveries have failed and been retried a few times.
+    async def retried() -> bool:
+        failures = [r for r in caplog.records if "delivery of" in r.getMessage()]
+        return len(failures) >= 3
+
+    await wait_for(retried)
     assert _Sink.received == []
     server = ThreadingHTTPServer(("127.0.0.1", port), _Sink)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -9,6 +9,7 @@ import pytest
 from tierflow import (
     CorruptInstance,
     NonDeterminismError,
+    StorageError,
     WorkflowContext,
     WorkflowFailed,
     workflow,
@@ -122,5 +123,15 @@ async def test_garbage_file_is_reported_on_describe(make_tf, clock, uid):
     tf.engine.instance_path(wid).write_bytes(b"this is not a database" * 100)
     info = await tf.describe(wid)
     assert info.status == "failed" and info.error["type"] == "CorruptInstance"
-    with pytest.raises((CorruptInstance, Exception)):
+    # describe quarantined the file: history says it is gone, and why.
+    with pytest.raises(StorageError, match="is missing") as err:
         await tf.history(wid)
+    assert type(err.value) is StorageError
+    assert "CorruptInstance" in str(err.value)
+    # A garbage file that history finds first is reported as corrupt there.
+    other = uid()
+    await tf.run(pausing, 2, workflow_id=other)
+    await wait_closed(tf.engine.instance_path(other))
+    tf.engine.instance_path(other).write_bytes(b"this is not a database" * 100)
+    with pytest.raises(CorruptInstance, match="not a database"):
+        await tf.history(other)

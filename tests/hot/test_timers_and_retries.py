@@ -27,6 +27,12 @@ def record(name: str) -> str:
 
 
 @workflow
+async def nap(ctx: WorkflowContext, seconds: float) -> float:
+    await ctx.sleep(seconds)
+    return seconds
+
+
+@workflow
 async def before_sleep_after(ctx: WorkflowContext) -> str:
     await ctx.step("before", record, "before")
     await ctx.sleep("5s")
@@ -36,15 +42,20 @@ async def before_sleep_after(ctx: WorkflowContext) -> str:
 
 async def test_sleep_pauses_and_timer_fires_once(make_tf, clock, uid):
     side_effects.clear()
-    tf = await make_tf([before_sleep_after], clock=clock)
+    tf = await make_tf([before_sleep_after, nap], clock=clock)
     h = await tf.run(before_sleep_after, workflow_id=uid())
     assert await h.status() == Status.PAUSED
     assert side_effects == ["before"]
     info = await h.describe()
     assert info.status == "paused"
+    # A probe due at 4.9 s: once it has run, the scheduler has looked at the
+    # clock after it moved, and the 5 s timer must still be waiting.
+    probe = await tf.run(nap, 4.9, workflow_id=uid())
+    assert await probe.status() == Status.PAUSED
     clock.advance(4.9)
-    await asyncio.sleep(0.05)
+    assert await probe.result(timeout=10) == 4.9
     assert await h.status() == Status.PAUSED
+    assert side_effects == ["before"]
     clock.advance(0.1)
     assert await h.result(timeout=10) == "done"
     assert side_effects == ["before", "after"]
