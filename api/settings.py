@@ -56,7 +56,9 @@ class Settings:
         """Merge explicit arguments with the environment and the defaults."""
         d = durability or os.environ.get("TIERFLOW_DURABILITY") or cls.durability
         if d not in ("full", "normal"):
-            raise InvalidArgument(f"durability must be 'full' or 'normal', got {d!r}")
+            raise InvalidArgument(
+                f"durability (TIERFLOW_DURABILITY) must be 'full' or 'normal', got {d!r}"
+            )
         return cls(
             data_dir=os.fspath(data_dir)
             if data_dir is not None

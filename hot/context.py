@@ -28,7 +28,7 @@ from tierflow.hot.errors import (
     WorkflowCancelled,
     error_info,
 )
-from tierflow.hot.executor import Execution, Suspend
+from tierflow.hot.executor import Execution
 from tierflow.hot.ids import validate_workflow_id
 from tierflow.hot.models import EventType, from_micros, to_micros
 from tierflow.hot.retry import RetryPolicy, parse_duration
@@ -114,7 +114,7 @@ class WorkflowContext:
                 if ex.now_us() < wake:
                     ex.check_cancel(seq, "step", name)
                     if (wake - ex.now_us()) / 1e6 > ex.env.inline_sleep_threshold:
-                        raise Suspend(wake, "retry")
+                        raise ex.suspend(wake, "retry")
                     await ex.env.clock.sleep_until(wake / 1_000_000)
                     ex.check_alive()
                 attempt = rec.attempt + 1
@@ -157,7 +157,7 @@ class WorkflowContext:
             # Retry scheduled and durable. A long backoff unloads the instance; a
             # short one waits here, exactly as a resumed replay would.
             if (wake - ex.now_us()) / 1e6 > ex.env.inline_sleep_threshold:
-                raise Suspend(wake, "retry")
+                raise ex.suspend(wake, "retry")
             await ex.env.clock.sleep_until(wake / 1_000_000)
             ex.check_alive()
             ex.check_cancel(seq, "step", name)
@@ -263,7 +263,7 @@ class WorkflowContext:
             if (wake_live - now) / 1e6 > ex.env.inline_sleep_threshold:
                 # Long wait: the timer is written with workflow.paused, one commit.
                 ex.buffer(events=[started], ops=[rec])
-                raise Suspend(wake_live, "timer")
+                raise ex.suspend(wake_live, "timer")
             # Short wait: make the timer durable while the wait runs. If the process
             # dies before that commit lands, a replay simply starts the timer again.
             pending = asyncio.ensure_future(ex.commit(events=[started], ops=[rec]))
@@ -277,7 +277,7 @@ class WorkflowContext:
                 if pending is None:
                     ex.check_cancel(seq, "timer", "sleep")
                     if (wake - ex.now_us()) / 1e6 > ex.env.inline_sleep_threshold:
-                        raise Suspend(wake, "timer")
+                        raise ex.suspend(wake, "timer")
                 await ex.env.clock.sleep_until(wake / 1_000_000)
                 ex.check_alive()
         finally:
@@ -334,7 +334,7 @@ class WorkflowContext:
             done = self._settle_signal(seq, name, {"timeout": True}, [])
             return self._signal_result(name, done, default)
         ex.check_cancel(seq, "signal", name)
-        raise Suspend(rec.wake_at, "signal")
+        raise ex.suspend(rec.wake_at, "signal")
 
     def _settle_signal(
         self, seq: str, name: str, outcome: dict[str, Any], consume: list[tuple[int, str]]
@@ -437,7 +437,7 @@ class WorkflowContext:
             if outcome is None:
                 if rec is None:
                     ex.buffer(ops=[OpRecord(seq, "child-result", child_id, "waiting")])
-                raise Suspend(None, "child")
+                raise ex.suspend(None, "child")
             status, result, error = outcome
             ok = status == "completed"
             rec = OpRecord(

@@ -71,6 +71,14 @@ class Control:
         now_row = rt.index.get(workflow_id)
         if now_row is None or now_row.status in TERMINAL_STATUSES:
             return
+        if now_row.status == Status.PAUSED:
+            # Due now: if this process dies before the resume, whoever starts
+            # next loads it as a timer and resumes it (the signal is in its inbox).
+            await rt.index.write(
+                IndexDB.update_fn(
+                    workflow_id, {"wake_at": now}, only_if_status=[Status.PAUSED.value]
+                )
+            )
         if now_row.status == Status.PAUSED and self.instances.runs_here(row.workflow_type):
             self.instances.wake(workflow_id, row.workflow_type)
         else:

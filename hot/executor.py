@@ -261,6 +261,18 @@ class Execution:
         """Current time in µs from the engine clock."""
         return to_micros(self.env.clock.now())
 
+    def suspend(self, wake_at: int | None, reason: str) -> Suspend:
+        """The exception that unwinds the workflow for a durable wait; raise it.
+
+        Marked as suspending *before* it unwinds: a ``finally`` block (or a
+        sibling branch) that tries a durable operation on the way out is
+        stopped by :meth:`check_alive` instead of running and being recorded,
+        which would make the resumed replay diverge.
+        """
+        s = Suspend(wake_at, reason)
+        self.suspending = s
+        return s
+
     def check_alive(self) -> None:
         """Raise if the instance was terminated or is being suspended."""
         if self.terminated:

@@ -74,6 +74,11 @@ class Runtime:
             raise InvalidArgument("durability must be 'full' or 'normal'")
         if max_concurrency < 1:
             raise InvalidArgument("max_concurrency must be >= 1")
+        if max_recovery_attempts < 0:
+            raise InvalidArgument(
+                "max_recovery_attempts must be >= 0 (0: never recover), "
+                f"got {max_recovery_attempts}"
+            )
         self.data_dir = Path(data_dir)
         self.hot_dir = self.data_dir / "hot"
         self.instances_dir = self.hot_dir / "instances"

@@ -20,7 +20,13 @@ from tierflow.hot.notify import Change, ChangeFeed
 from tierflow.hot.recovery import find_dead_owners, other_owners
 from tierflow.hot.rows import names
 from tierflow.hot.runtime import Runtime
-from tierflow.hot.store import INSTANCE_COLUMNS, EventRow, InstanceFile, remove_orphan_spares
+from tierflow.hot.store import (
+    INSTANCE_COLUMNS,
+    EventRow,
+    IncompleteInstance,
+    InstanceFile,
+    remove_orphan_spares,
+)
 from tierflow.hot.wakeup import IndexWatcher
 
 __all__ = ["Runner", "Scheduler"]
@@ -346,10 +352,16 @@ class Scheduler:
         await self.runner.mark_failed(wid, reason, "RecoveryExhausted")
 
     async def _reconcile_files(self) -> None:
-        """After a machine restart, re-add instance files the index lost."""
+        """After a machine restart, re-add instance files the index lost.
+
+        Index commits are ``synchronous=NORMAL``: power loss can drop a whole
+        row, or roll a claimed instance back to ``queued`` with no file while
+        its file holds fsync'd history. Both are rebuilt from the files, so no
+        completed step runs again from a fresh file.
+        """
         rt = self.rt
         known = rt.index.all_ids()
-        found = 0
+        found = repaired = 0
         for path in rt.instances_dir.glob("*/*.sqlite"):
             try:
                 f = InstanceFile.open(path, durability=rt.durability)
@@ -357,14 +369,28 @@ class Scheduler:
                     row = f.read_row()
                 finally:
                     f.close()
+            except IncompleteInstance:
+                continue  # a spare, or a first commit that never happened
             except Exception as exc:
                 log.error("reconcile: cannot read %s: %s", path, exc)
                 continue
-            if row["workflow_id"] in known:
+            rel = str(path.relative_to(rt.instances_dir))
+            wid = row["workflow_id"]
+            if wid in known:
+                current = rt.index.get(wid)
+                if current is not None and current.file is None:
+                    repaired += 1
+                    changes = {"file": rel} | {k: row[k] for k in _RECONCILED if k != "workflow_id"}
+                    await rt.index.write(
+                        IndexDB.update_fn(wid, changes, only_if_no_file=True), durable=True
+                    )
                 continue
             found += 1
-            index_row = {"file": str(path.relative_to(rt.instances_dir))}
-            index_row |= {k: row[k] for k in _RECONCILED}
+            index_row = {"file": rel} | {k: row[k] for k in _RECONCILED}
             await rt.index.write(IndexDB.insert_fn(index_row), durable=True)
-        if found:
-            log.warning("reconcile: restored %d index rows from instance files", found)
+        if found or repaired:
+            log.warning(
+                "reconcile: restored %d index rows and repaired %d from instance files",
+                found,
+                repaired,
+            )

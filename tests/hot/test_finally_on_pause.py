@@ -44,13 +44,6 @@ async def guarded(ctx: WorkflowContext, arg: list[str]) -> str:
         await ctx.step("cleanup", note, key, "cleanup")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Suspend unwinds through the workflow's finally and its step runs and is "
-    "recorded (hot/executor.py sets Execution.suspending only in _suspend, after the "
-    "unwinding; check_alive cannot stop operations during it); the resumed replay then "
-    "fails with NonDeterminismError",
-)
 @pytest.mark.parametrize("pause", ["sleep", "signal", "child"])
 async def test_finally_runs_once_at_the_end_not_when_pausing(make_tf, clock, uid, pause):
     key = uid("k")

@@ -68,13 +68,6 @@ def test_signal_accepted_while_mid_step_is_delivered_once_after_sigkill(tmp_path
     assert runs(marks) == ["busy", "busy", "took-first"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: a signal to a paused instance is only in its inbox; nothing durable tells "
-    "the scheduler to resume it after a restart (hot/control.py Control.signal wakes it in "
-    "memory only; Scheduler.start loads queued rows and wake_at timers)",
-)
 @pytest.mark.timeout(180)
 def test_signal_accepted_while_paused_is_delivered_once_after_sigkill(tmp_path: Path):
     data, marks = tmp_path / "data", tmp_path / "marks.txt"

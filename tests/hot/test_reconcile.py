@@ -114,12 +114,6 @@ async def test_rows_lost_in_a_machine_crash_are_rebuilt_from_instance_files(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: _reconcile_files only adds rows for ids the index lacks; a row rolled back "
-    "to 'queued' (its claim was a synchronous=NORMAL commit) is run again from a new file",
-)
 @pytest.mark.timeout(180)
 async def test_a_claim_lost_in_a_machine_crash_does_not_rerun_completed_steps(
     tmp_path: Path, marks: Path, another_boot: None

@@ -250,12 +250,6 @@ def test_non_integer_max_recovery_attempts_is_refused(tmp_path, monkeypatch):
         Tierflow(tmp_path / "d", [adder])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="gap: a negative max_recovery_attempts is accepted (hot/runtime.py validates "
-    "only max_concurrency) and silently means 0",
-)
 def test_negative_max_recovery_attempts_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("TIERFLOW_MAX_RECOVERY_ATTEMPTS", "-1")
     with pytest.raises(InvalidArgument, match="max_recovery_attempts"):
@@ -325,14 +319,6 @@ async def test_s3_url_and_endpoint_from_the_environment_reach_the_server(
     assert any(k.startswith("from-env/warm/workflows/") for k in keys)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: the tiering job writes Parquet files and the manifest through "
-    "store.fs (tiering/job.py BatchWriter(self.store.fs, ...), writer.write_manifest("
-    "self.store.fs, ...)), bypassing ObjectStore.put/open_output, the only places the "
-    "storage class is applied (warm/storage.py _apply_storage_class)",
-)
 @pytest.mark.timeout(120)
 async def test_s3_storage_class_from_the_environment_applies_to_tiered_objects(
     tmp_path: Path, uid, monkeypatch, s3_server: S3Server, env_bucket: str
