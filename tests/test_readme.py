@@ -51,3 +51,17 @@ def test_cli_commands_in_readme_exist():
     names = {c.name or c.callback.__name__ for c in app.registered_commands}  # type: ignore[union-attr]
     for cmd in re.findall(r"^tierflow (\w+)", README, re.M):
         assert cmd in names | {"list"}, cmd
+
+
+def test_layout_map_names_modules_that_exist():
+    section = README.split("## Layout", 1)[1].split("```", 2)[1]
+    package = None
+    named = []
+    for line in section.splitlines():
+        top = re.match(r"^(\w+)/", line)
+        if top:
+            package = top.group(1)
+        named += [(package, m) for m in re.findall(r"\b(\w+)\.py\b", line)]
+    assert len(named) >= 15
+    for package, module in named:
+        assert (ROOT / str(package) / f"{module}.py").exists(), f"{package}/{module}.py"

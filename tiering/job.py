@@ -38,7 +38,7 @@ from tierflow.hot.router import Tier
 from tierflow.hot.rows import names
 from tierflow.hot.store import EVENT_COLUMNS, read_for_archive
 from tierflow.tiering.faults import crash_point
-from tierflow.tiering.ledger import Ledger
+from tierflow.tiering.ledger import BatchState, Ledger
 from tierflow.tiering.policy import TieringPolicy
 from tierflow.warm import reader, schema, writer
 from tierflow.warm.storage import ObjectStore
@@ -232,7 +232,7 @@ class TieringJob:
         items, files = await self._read_all(candidates, report)
         crash_point("after-read")
         if not items:
-            self.ledger.set_state(batch_id, "aborted")
+            self.ledger.set_state(batch_id, BatchState.ABORTED)
             return 0
         wf_cols, ev_cols, finished = self._columns(items)
         n_events = len(ev_cols["event_id"])
@@ -283,18 +283,18 @@ class TieringJob:
             done.extend(w for w, _ in chunk)
             self.progress("delete", len(done), len(pending))
         self.ledger.forget_hot_files(done)
-        self.ledger.set_state(batch_id, "done")
+        self.ledger.set_state(batch_id, BatchState.DONE)
 
     # -- crash repair ----------------------------------------------------------------
 
     async def recover(self, report: TieringReport) -> None:
         """Finish committed batches and garbage-collect ones a crash left half-written."""
-        for batch in self.ledger.in_state("committed"):
+        for batch in self.ledger.in_state(BatchState.COMMITTED):
             assert batch.manifest is not None
             manifest = writer.BatchManifest.from_json(batch.manifest)
             await self._finish(batch.batch_id, manifest)
             report.recovered_batches.append(batch.batch_id)
-        writing = self.ledger.in_state("writing")
+        writing = self.ledger.in_state(BatchState.WRITING)
         if writing:
             # One listing for all of them: objects are found by the batch id in their keys.
             found = await self.engine.io(writer.list_batches, self.store)
@@ -308,7 +308,7 @@ class TieringJob:
                         batch.batch_id,
                     )
                 report.garbage_collected += len(keys)
-                self.ledger.set_state(batch.batch_id, "aborted")
+                self.ledger.set_state(batch.batch_id, BatchState.ABORTED)
                 report.recovered_batches.append(batch.batch_id)
 
 

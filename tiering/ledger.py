@@ -14,11 +14,22 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from tierflow.hot.index import IndexDB
 from tierflow.hot.router import Tier
 
-__all__ = ["Batch", "Ledger"]
+__all__ = ["Batch", "BatchState", "Ledger"]
+
+
+class BatchState(StrEnum):
+    """Where a batch is in its move (the ledger's ``state`` column)."""
+
+    WRITING = "writing"
+    COMMITTED = "committed"
+    DONE = "done"
+    ABORTED = "aborted"
+
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS tier_batches (
@@ -61,7 +72,7 @@ class Ledger:
             lambda c: c.execute(
                 "INSERT INTO tier_batches (batch_id, state, created_at, store_url) "
                 "VALUES (?,?,?,?)",
-                (batch_id, "writing", now_us, store_url),
+                (batch_id, BatchState.WRITING.value, now_us, store_url),
             ),
             durable=True,
         )
@@ -83,9 +94,17 @@ class Ledger:
 
         def fn(c: sqlite3.Connection) -> int:
             c.execute(
-                "UPDATE tier_batches SET state='committed', committed_at=?, manifest=?, "
-                "workflow_count=?, event_count=? WHERE batch_id=? AND state='writing'",
-                (now_us, manifest, workflow_count, event_count, batch_id),
+                "UPDATE tier_batches SET state=?, committed_at=?, manifest=?, "
+                "workflow_count=?, event_count=? WHERE batch_id=? AND state=?",
+                (
+                    BatchState.COMMITTED.value,
+                    now_us,
+                    manifest,
+                    workflow_count,
+                    event_count,
+                    batch_id,
+                    BatchState.WRITING.value,
+                ),
             )
             return IndexDB.move_to_tier(
                 c, workflow_ids, from_tier=Tier.HOT, to_tier=Tier.WARM, batch_id=batch_id
