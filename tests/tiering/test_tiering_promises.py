@@ -2,10 +2,12 @@
 
 * A pass verifies what it wrote before it commits: a file corrupted after its write aborts
   the pass with hot untouched, and the next clean pass moves everything exactly once.
+* Tiering never moves events a registered subscriber has not acknowledged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -15,13 +17,14 @@ import pytest
 from tierflow import StorageError, Tierflow
 from tierflow.warm.storage import ObjectStore, StorageSettings, WriteBatch
 
+from tests.conftest import wait_for
 from tests.tiering.test_tiering import (
     assert_manifests_list_the_files,
     assert_readable_exactly_once,
     hot_files,
     readable,
 )
-from tests.tiering.tier_app import LATER, WORKFLOWS, populate
+from tests.tiering.tier_app import LATER, WORKFLOWS, alpha, populate
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -105,3 +108,98 @@ async def test_corrupt_file_aborts_the_pass_before_the_commit(make_store, tmp_pa
     assert sorted(r["workflow_id"] for r in warm_rows(store, "workflows")) == sorted(ids)
     assert_manifests_list_the_files(store, set(report.batches))
     assert [k for k, _ in store.list("warm", unfinished=True) if "tmp" in k] == []
+
+
+# -- subscribers -----------------------------------------------------------------------
+
+
+async def acknowledged(tf: Tierflow, subscriber: str, workflow_id: str) -> bool:
+    """True once ``subscriber``'s saved cursor covers every event of the instance."""
+    events = len(await tf.history(workflow_id))
+    return tf.engine.stream.load_cursor(subscriber, workflow_id) == events
+
+
+async def test_events_a_subscriber_holds_keep_instances_hot(tmp_path: Path, uid):
+    name = uid("audit")
+    gate = asyncio.Event()
+    delivered: list[dict[str, Any]] = []
+
+    async def deliver(events: list[dict[str, Any]]) -> None:
+        delivered.extend(events)
+        await gate.wait()  # the subscriber is busy: nothing is acknowledged
+
+    async with Tierflow(tmp_path / "data", WORKFLOWS) as tf:
+        tf.subscribe(name, deliver, batch_ms=0)
+        ids = await populate(tf, 6)
+        before = await readable(tf, ids)
+
+        async def blocked() -> bool:
+            return bool(delivered)
+
+        await wait_for(blocked)
+        report = await tf.tier(now=time.time() + LATER)
+        assert report.workflows_moved == 0
+        assert await assert_readable_exactly_once(tf, ids, before) == {"hot": len(ids)}
+        assert all(tf.engine.instance_path(w).exists() for w in ids)
+
+        gate.set()
+
+        async def all_acknowledged() -> bool:
+            return all([await acknowledged(tf, name, w) for w in ids])
+
+        await wait_for(all_acknowledged)
+        report = await tf.tier(now=time.time() + LATER)
+        assert report.workflows_moved == len(ids)
+        assert await assert_readable_exactly_once(tf, ids, before) == {"warm": len(ids)}
+
+
+async def test_a_partly_acknowledged_instance_stays_hot_alone(tmp_path: Path, uid):
+    name = uid("billing")
+    held = uid("held")
+    upto = 2  # the subscriber takes the held instance's events up to this one
+    state = {"released": False, "refused": 0}
+
+    def deliver(events: list[dict[str, Any]]) -> None:
+        for e in events:
+            if e["workflow_id"] == held and e["event_id"] > upto and not state["released"]:
+                state["refused"] += 1
+                raise RuntimeError("not yet")  # retried later; the cursor stays put
+
+    async with Tierflow(tmp_path / "data", WORKFLOWS) as tf:
+        tf.subscribe(name, deliver, batch_size=1, batch_ms=0, max_backoff=0.1)
+        others = await populate(tf, 6)
+
+        async def others_acknowledged() -> bool:
+            return all([await acknowledged(tf, name, w) for w in others])
+
+        await wait_for(others_acknowledged)
+        handle = await tf.run(alpha, 99, workflow_id=held)
+        await handle.result(timeout=10)
+        ids = [*others, held]
+        before = await readable(tf, ids)
+        assert len(await tf.history(held)) > upto
+
+        async def partly_acknowledged() -> bool:
+            cursor = tf.engine.stream.load_cursor(name, held)
+            return cursor == upto and state["refused"] > 0
+
+        await wait_for(partly_acknowledged)
+        report = await tf.tier(now=time.time() + LATER)
+        assert report.workflows_moved == len(others)
+        assert (await tf.describe(held)).tier == "hot"
+        assert tf.engine.instance_path(held).exists()
+        assert {(await tf.describe(w)).tier for w in others} == {"warm"}
+        assert await assert_readable_exactly_once(tf, ids, before) == {
+            "warm": len(others),
+            "hot": 1,
+        }
+
+        state["released"] = True
+
+        async def held_acknowledged() -> bool:
+            return await acknowledged(tf, name, held)
+
+        await wait_for(held_acknowledged)
+        report = await tf.tier(now=time.time() + LATER)
+        assert report.workflows_moved == 1
+        assert await assert_readable_exactly_once(tf, ids, before) == {"warm": len(ids)}
