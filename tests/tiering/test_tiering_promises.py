@@ -5,6 +5,7 @@
 * Tiering never moves events a registered subscriber has not acknowledged.
 * A kill in the middle of writing an object leaves something the next pass collects, and
   readers never see it.
+* On S3, the data objects are stored before the ledger commit and the manifest after it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from tierflow import StorageError, Tierflow
+from tierflow.tiering.ledger import Ledger
 from tierflow.warm.storage import ObjectStore, StorageSettings, WriteBatch
+from tierflow.warm.writer import manifest_key
 
 from tests.conftest import wait_for
 from tests.tiering.test_tiering import (
@@ -274,3 +277,60 @@ async def test_kill_inside_an_object_write_then_rerun(make_store, tmp_path: Path
     assert hot_files(data) == []
     assert_manifests_list_the_files(store, set(report["batches"]))
     assert [k for k, _ in store.list("warm", unfinished=True) if store.unfinished_target(k)] == []
+
+
+# -- S3 ordering -------------------------------------------------------------------------
+
+
+class RecordingStore(ObjectStore):
+    """Logs when each S3 upload starts and ends, in one list with the ledger's commit."""
+
+    def __init__(self, settings: StorageSettings, log: list[tuple[str, str]]) -> None:
+        super().__init__(settings)
+        self.log = log
+
+    def _put_s3(self, key: str, data: bytes | memoryview, *, sha256: str | None = None) -> None:
+        self.log.append(("put", key))
+        super()._put_s3(key, data, sha256=sha256)
+        self.log.append(("stored", key))
+
+
+async def test_s3_objects_stored_before_the_commit_and_manifest_after(
+    s3_server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    log: list[tuple[str, str]] = []
+    real_commit = Ledger.commit
+
+    def commit(self: Ledger, batch_id: str, *args: Any, **kw: Any) -> int:
+        log.append(("commit", batch_id))
+        moved = real_commit(self, batch_id, *args, **kw)
+        log.append(("committed", batch_id))
+        return moved
+
+    monkeypatch.setattr(Ledger, "commit", commit)
+    store = RecordingStore(
+        StorageSettings(
+            url=f"s3://{s3_bucket}/lake",
+            endpoint=s3_server.endpoint,
+            region=s3_server.region,
+            access_key=s3_server.access_key,
+            secret_key=s3_server.secret_key,
+        ),
+        log,
+    )
+    async with Tierflow(tmp_path / "data", WORKFLOWS, warm_store=store) as tf:
+        ids = await populate(tf, 30)
+        report = await tf.tier(now=time.time() + LATER)
+        assert report.workflows_moved == len(ids)
+        [batch_id] = report.batches
+        ledger_manifest = Ledger(tf.index).get(batch_id).manifest  # type: ignore[union-attr]
+    start, end = log.index(("commit", batch_id)), log.index(("committed", batch_id))
+    parquet = [k for k, _ in store.list("warm") if k.endswith(".parquet")]
+    assert len(parquet) == report.files_written >= 2
+    for key in parquet:
+        assert log.index(("stored", key)) < start
+    key = manifest_key(batch_id)
+    assert log.index(("put", key)) > end
+    # The manifest's content was in the committed ledger row; the object repeats it.
+    assert ledger_manifest is not None and store.get(key) == ledger_manifest
+    assert {f["key"] for f in json.loads(ledger_manifest)["files"]} == set(parquet)
