@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tierflow import Tierflow
-from tierflow.tiering import job as tiering_job
+from tierflow.tiering.ledger import Ledger
 from tierflow.warm.storage import ObjectStore, StorageSettings
 
 from tests.tiering.tier_app import LATER, WORKFLOWS, populate
@@ -61,14 +63,16 @@ async def test_tiered_objects_carry_the_storage_class(
 async def test_tiered_files_are_durable_before_the_commit(
     tmp_path: Path, fs_ops: FsOps, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_crash_point = tiering_job.crash_point
+    real_commit = Ledger.commit
 
-    def crash_point(name: str) -> None:
-        # "after-verify" runs just before the ledger commit, "after-commit" just after it.
-        fs_ops.events.append(("mark", name))
-        real_crash_point(name)
+    def commit(self: Ledger, batch_id: str, *args: Any, **kw: Any) -> int:
+        # The ledger commit (one fsync'd index transaction), logged among the file operations.
+        fs_ops.events.append(("mark", "commit"))
+        moved = real_commit(self, batch_id, *args, **kw)
+        fs_ops.events.append(("mark", "committed"))
+        return moved
 
-    monkeypatch.setattr(tiering_job, "crash_point", crash_point)
+    monkeypatch.setattr(Ledger, "commit", commit)
     lake = tmp_path / "lake"  # created by the pass: its new directories must be synced too
     store = ObjectStore.from_url(lake.as_uri())
     async with Tierflow(tmp_path / "data", WORKFLOWS, warm_store=store) as tf:
@@ -76,19 +80,28 @@ async def test_tiered_files_are_durable_before_the_commit(
         fs_ops.events.clear()
         report = await tf.tier(now=time.time() + LATER)
         assert report.workflows_moved == len(ids)
-    commit = fs_ops.index("mark", "after-verify")
-    assert fs_ops.index("mark", "after-commit") > commit
+        [batch_id] = report.batches
+        batch = Ledger(tf.index).get(batch_id)
+    commit = fs_ops.index("mark", "commit")
+    committed = fs_ops.index("mark", "committed")
+    assert fs_ops.events.count(("mark", "commit")) == 1
     keys = [k for k, _ in store.list("warm")]
     parquet = [k for k in keys if k.endswith(".parquet")]
     assert len(parquet) == report.files_written >= 2
     for key in parquet:
         fs_ops.assert_durable(lake / key, before=commit)
-    # The manifest is published after the commit (readers only ever see committed batches),
-    # and is durable before the first hot file is deleted.
+    # The manifest's content is durable with the commit: it is in the committed ledger row.
     [manifest] = [k for k in keys if k.startswith("warm/manifests/")]
+    assert batch is not None and batch.state == "done" and batch.manifest is not None
+    assert store.get(manifest) == batch.manifest
+    assert {f["key"] for f in json.loads(batch.manifest)["files"]} == set(parquet)
+    # The manifest object is published after the commit (readers only ever see committed
+    # batches), and is durable before the first hot file is deleted.
     deletes = [
         i for i, e in enumerate(fs_ops.events) if e[0] == "unlink" and e[1].endswith(".sqlite")
     ]
-    assert deletes and deletes[0] > commit
+    assert deletes and deletes[0] > committed
     fs_ops.assert_durable(lake / manifest, before=deletes[0])
-    assert fs_ops.renamed_to(str(lake / manifest))[0] > commit
+    _, tmp = fs_ops.renamed_to(str(lake / manifest))
+    assert fs_ops.renamed_to(str(lake / manifest))[0] > committed
+    assert fs_ops.index("fsync", tmp) > committed  # not even written before the commit

@@ -4,14 +4,23 @@ Usage: python -m tests.tiering.tier_app MODE DATA_DIR [N]
 
 Storage comes from the environment (TIERFLOW_STORAGE_URL, TIERFLOW_S3_ENDPOINT,
 AWS_*), crash points from TIERFLOW_CRASH_AT.
+
+TIER_APP_KILL_IN_PUT=N kills the process inside the store write of the N-th Parquet
+object (1: the batch's first file), which the product's crash points cannot reach:
+on ``file://`` after half its bytes are in the temporary file, on ``s3://`` before the
+PutObject request (a PUT is atomic: an interrupted one stores nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import os
+import signal
 import sys
 import time
+from typing import Any
 
 from tierflow import RetryPolicy, Tierflow, WorkflowContext, workflow
 
@@ -57,7 +66,34 @@ async def populate(tf: Tierflow, n: int) -> list[str]:
     return ids
 
 
+def kill_in_put(n: int) -> None:
+    """SIGKILL this process while it writes the ``n``-th Parquet object to the store."""
+    from tierflow.hot.durable_fs import DurableFile
+    from tierflow.warm.storage import ObjectStore
+
+    seen = itertools.count(1)
+    real_write, real_put_s3 = DurableFile.write, ObjectStore._put_s3
+
+    def write(self: DurableFile, data: bytes | memoryview) -> int:
+        if self.path.suffix == ".parquet" and next(seen) == n:
+            view = memoryview(data).cast("B")
+            real_write(self, view[: len(view) // 2])
+            self.flush()  # in the page cache: what a killed process leaves
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_write(self, data)
+
+    def put_s3(self: ObjectStore, key: str, data: bytes | memoryview, **kw: Any) -> None:
+        if key.endswith(".parquet") and next(seen) == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_put_s3(self, key, data, **kw)
+
+    DurableFile.write = write  # type: ignore[method-assign]
+    ObjectStore._put_s3 = put_s3  # type: ignore[method-assign]
+
+
 async def main(mode: str, data: str, args: list[str]) -> None:
+    if "TIER_APP_KILL_IN_PUT" in os.environ:
+        kill_in_put(int(os.environ["TIER_APP_KILL_IN_PUT"]))
     async with Tierflow(data, WORKFLOWS) as tf:
         if mode == "populate":
             await populate(tf, int(args[0]))
