@@ -4,9 +4,10 @@ It composes a hot :class:`~tierflow.hot.engine.Engine` (configured from
 arguments and the environment) with the tiers beyond it: it registers a
 reader for each archived tier on the engine's router, so ``describe``,
 ``history``, ``result`` and ``query`` find an instance in whichever tier holds
-it, and ``tier()`` moves finished instances to warm Parquet. The warm and
-tiering packages (and pyarrow) are imported only when first needed, so
-hot-only use stays light.
+it, and ``tier()`` moves finished instances to warm Parquet and old warm
+batches into the cold Iceberg tables. The warm, cold and tiering packages
+(pyarrow, pyiceberg) are imported only when first needed, so hot-only use
+stays light.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from tierflow.hot.authoring import WorkflowDefinition, WorkflowFn
 from tierflow.hot.clock import Clock
 from tierflow.hot.engine import Engine, OnConflict
+from tierflow.hot.errors import InvalidArgument
 from tierflow.hot.handle import WorkflowHandle
 from tierflow.hot.index import IndexDB, IndexRow
 from tierflow.hot.models import HistoryEvent, WorkflowInfo
@@ -33,11 +35,16 @@ from tierflow.hot.stream import Subscriber
 from tierflow.settings import Settings
 
 if TYPE_CHECKING:
+    from tierflow.cold.catalog import ColdTables
+    from tierflow.tiering.compaction_job import CompactionJob, CompactionReport
     from tierflow.tiering.job import Progress, TieringJob, TieringReport
     from tierflow.tiering.policy import TieringPolicy
     from tierflow.warm.storage import ObjectStore
 
-__all__ = ["Tierflow"]
+__all__ = ["TierTarget", "Tierflow"]
+
+TierTarget = Literal["warm", "cold"]
+"""Limits ``tier()`` to one move: ``"warm"`` (hot → warm) or ``"cold"`` (warm → cold)."""
 
 log = logging.getLogger("tierflow")
 
@@ -53,8 +60,11 @@ class Tierflow:
         data_dir: Where everything is stored (``TIERFLOW_DATA_DIR``,
             default ``./tierflow-data``).
         workflows: The workflow definitions this process runs.
-        storage_url: Warm storage (``TIERFLOW_STORAGE_URL``): ``s3://bucket/prefix``
-            or ``file:///path``; default ``<data_dir>/lake``.
+        storage_url: Warm and cold storage (``TIERFLOW_STORAGE_URL``):
+            ``s3://bucket/prefix`` or ``file:///path``; default ``<data_dir>/lake``.
+        catalog_url: The Iceberg catalog of the cold tables (``TIERFLOW_CATALOG_URL``):
+            ``sqlite:///...``, ``postgresql+psycopg://...`` or ``http(s)://...`` (REST);
+            default ``<data_dir>/catalog.sqlite``.
         s3_endpoint: S3-compatible endpoint (``TIERFLOW_S3_ENDPOINT``), e.g. MinIO.
         durability: ``"full"`` (fsync per commit, default) or ``"normal"``
             (``TIERFLOW_DURABILITY``).
@@ -77,6 +87,7 @@ class Tierflow:
         *,
         storage_url: str | None = None,
         s3_endpoint: str | None = None,
+        catalog_url: str | None = None,
         durability: Literal["full", "normal"] | None = None,
         tiering: TieringPolicy | None = None,
         warm_store: ObjectStore | None = None,
@@ -103,9 +114,13 @@ class Tierflow:
         )
         self._policy = tiering
         self._store: ObjectStore | None = warm_store
+        self._catalog_url = catalog_url
         self._job: TieringJob | None = None
+        self._cold: ColdTables | None = None
+        self._compaction: CompactionJob | None = None
         self._periodic: asyncio.Task[None] | None = None
-        self.engine.router.register(Tier.WARM, _LazyWarm(self))
+        self.engine.router.register(Tier.WARM, _LazySource(self, Tier.WARM))
+        self.engine.router.register(Tier.COLD, _LazySource(self, Tier.COLD))
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -135,6 +150,8 @@ class Tierflow:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._periodic
         await self.engine.aclose()
+        if self._cold is not None:
+            self._cold.close()
 
     @property
     def data_dir(self) -> Path:
@@ -281,19 +298,75 @@ class Tierflow:
             self._job = TieringJob(self.engine, self.store, self.tiering_policy)
         return self._job
 
+    @property
+    def cold(self) -> ColdTables:
+        """The cold Iceberg tables, through the catalog (opened on first use)."""
+        if self._cold is None:
+            from tierflow.cold.catalog import CatalogSettings, ColdTables
+
+            catalog = CatalogSettings.from_env(self._catalog_url, data_dir=self.data_dir)
+            self._cold = ColdTables(catalog, self.store)
+        return self._cold
+
+    @property
+    def compaction_job(self) -> CompactionJob:
+        """The warm → cold compaction job."""
+        if self._compaction is None:
+            from tierflow.tiering.compaction_job import CompactionJob
+
+            self._compaction = CompactionJob(
+                self.engine, self.store, self.cold, self.tiering_policy
+            )
+        return self._compaction
+
     async def tier(
-        self, now: float | None = None, progress: Progress | None = None
+        self,
+        now: float | None = None,
+        progress: Progress | None = None,
+        *,
+        to: TierTarget | None = None,
     ) -> TieringReport:
-        """Run one tiering pass: move finished instances to warm Parquet.
+        """Run one tiering pass: hot → warm, then warm → cold for what is old enough.
 
         Args:
             now: Judge ages as if it were this time (seconds since the epoch).
             progress: ``progress(stage, done, total)`` callback.
+            to: ``"warm"`` runs only the hot → warm move, ``"cold"`` only warm → cold;
+                default both.
+
+        Returns:
+            The hot → warm report; ``report.cold`` holds the warm → cold one
+            (None when that move did not run).
 
         Raises:
-            StorageError: The warm store is unusable; nothing in hot was touched.
+            StorageError: The store or the catalog is unusable; nothing moved.
+            InvalidArgument: ``to`` is not "warm" or "cold".
         """
-        job = self.tiering_job
+        from tierflow.tiering.job import TieringReport
+
+        if to not in (None, "warm", "cold"):
+            raise InvalidArgument(f"to must be 'warm' or 'cold', got {to!r}")
+        callback = progress or (lambda stage, done, total: None)
+        report = TieringReport()
+        if to != "cold":
+            job = self.tiering_job
+            job.progress = callback
+            report = await job.run(now)
+        if to != "warm" and self.tiering_policy.cold_after is not None:
+            compaction = self.compaction_job
+            compaction.progress = callback
+            report.cold = await compaction.run(now)
+        return report
+
+    async def compact(
+        self, now: float | None = None, progress: Progress | None = None
+    ) -> CompactionReport:
+        """Run one warm → cold compaction pass (``tier(to="cold")`` without the wrapper).
+
+        Raises:
+            StorageError: The store or the catalog is unusable; nothing moved.
+        """
+        job = self.compaction_job
         job.progress = progress or (lambda stage, done, total: None)
         return await job.run(now)
 
@@ -329,19 +402,26 @@ class Tierflow:
                 log.exception("periodic tiering pass failed")
 
 
-class _LazyWarm:
-    """The router's reader for ``warm``, importing the warm tier on first use."""
+class _LazySource:
+    """The router's reader for ``warm`` or ``cold``, importing that tier on first use."""
 
-    def __init__(self, tf: Tierflow) -> None:
+    def __init__(self, tf: Tierflow, tier: Tier) -> None:
         self.tf = tf
+        self.tier = tier
         self._source: Any = None
 
     def _get(self) -> Any:
         if self._source is None:
-            from tierflow.tiering.ledger import Ledger
-            from tierflow.tiering.source import WarmSource
+            if self.tier == Tier.WARM:
+                from tierflow.tiering.ledger import Ledger
+                from tierflow.tiering.source import WarmSource
 
-            self._source = WarmSource(self.tf.store, Ledger(self.tf.index), self.tf.engine.io)
+                self._source = WarmSource(self.tf.store, Ledger(self.tf.index), self.tf.engine.io)
+            else:
+                from tierflow.cold.reader import ColdReader
+                from tierflow.tiering.source import ColdSource
+
+                self._source = ColdSource(ColdReader(self.tf.cold), self.tf.engine.io)
         return self._source
 
     async def describe(self, row: IndexRow) -> WorkflowInfo:

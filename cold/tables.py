@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 from pyiceberg.partitioning import PartitionField, PartitionSpec
@@ -54,6 +56,7 @@ __all__ = [
     "arrow_schema",
     "iceberg_schema",
     "identifier",
+    "partition_date",
     "partition_spec",
     "sort_keys",
     "sort_order",
@@ -204,3 +207,8 @@ def table_properties(dataset: str, layout: ColdLayout) -> dict[str, str]:
         if name in JSON_COLUMNS:
             props[f"write.metadata.metrics.column.{name}"] = "none"
     return props
+
+
+def partition_date(partition: Any) -> str:
+    """The ``YYYY-MM-DD`` of a data file's partition record (days since 1970-01-01)."""
+    return (date(1970, 1, 1) + timedelta(days=int(partition[0]))).isoformat()

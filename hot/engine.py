@@ -100,7 +100,7 @@ class Engine:
         rt = self.runtime
         self.instances = Instances(rt, self)
         self.control = Control(rt, self.instances)
-        self.router = TierRouter()
+        self.router = TierRouter(locate=lambda wid: rt.index.get(wid))
         self.router.register(Tier.HOT, HotReader(rt, self.instances))
         self.reads = Reads(rt, self.instances, self.router, self)
         self._scheduler: Scheduler | None = None

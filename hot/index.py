@@ -112,6 +112,7 @@ CREATE TABLE IF NOT EXISTS instances (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS instances_tier ON instances (tier, status, finished_at);
 CREATE INDEX IF NOT EXISTS instances_file ON instances (file) WHERE file IS NOT NULL;
+CREATE INDEX IF NOT EXISTS instances_batch ON instances (batch_id) WHERE batch_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS instances_status_wake ON instances (status, wake_at);
 CREATE INDEX IF NOT EXISTS instances_created ON instances (created_at, workflow_id);
 CREATE INDEX IF NOT EXISTS instances_type ON instances (workflow_type, created_at);
@@ -283,6 +284,49 @@ class IndexDB:
             )
             moved += cur.rowcount
         return moved
+
+    @staticmethod
+    def move_batches(
+        conn: sqlite3.Connection, batch_ids: Sequence[str], *, from_tier: str, to_tier: str
+    ) -> int:
+        """Inside a write transaction: move every instance of these batches between tiers.
+
+        Only instances in ``from_tier`` move (their ``batch_id`` stays the
+        locator). Returns how many moved.
+        """
+        moved = 0
+        for i in range(0, len(batch_ids), 500):
+            chunk = list(batch_ids[i : i + 500])
+            cur = conn.execute(
+                "UPDATE instances SET tier=? WHERE tier=? AND "
+                f"batch_id IN ({','.join('?' * len(chunk))})",
+                [to_tier, from_tier, *chunk],
+            )
+            moved += cur.rowcount
+        return moved
+
+    def batch_finish_times(
+        self, batch_ids: Sequence[str], tier: str
+    ) -> list[tuple[str, str, int, int]]:
+        """Per batch and workflow type: the latest ``finished_at`` and the instance count.
+
+        Args:
+            batch_ids: The batches to look at.
+            tier: Only instances in this tier count.
+
+        Returns:
+            ``(batch_id, workflow_type, max_finished_at, count)`` rows.
+        """
+        out: list[tuple[str, str, int, int]] = []
+        for i in range(0, len(batch_ids), 500):
+            chunk = list(batch_ids[i : i + 500])
+            rows = self._read(
+                "SELECT batch_id, workflow_type, max(finished_at), count(*) FROM instances "
+                f"WHERE tier=? AND batch_id IN ({','.join('?' * len(chunk))}) GROUP BY 1, 2",
+                [tier, *chunk],
+            )
+            out.extend((r[0], r[1], r[2], r[3]) for r in rows)
+        return out
 
     def files_of_batch(self, batch_id: str) -> list[tuple[str, str]]:
         """``(workflow_id, file)`` of instances of ``batch_id`` that still have a hot file."""

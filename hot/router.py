@@ -11,14 +11,17 @@ the other tiers are provided by ``tiering`` and registered by the facade, so
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from tierflow.hot.errors import InvalidArgument, StorageError
 from tierflow.hot.index import IndexRow
 from tierflow.hot.models import HistoryEvent, WorkflowInfo
 
 __all__ = ["Tier", "TierReader", "TierRouter"]
+
+_T = TypeVar("_T")
 
 
 class Tier(StrEnum):
@@ -42,10 +45,18 @@ class TierReader(Protocol):
 
 
 class TierRouter:
-    """Maps a tier name to its reader."""
+    """Maps a tier name to its reader.
 
-    def __init__(self) -> None:
+    Args:
+        locate: Re-reads an instance's index row. When a read fails because the
+            instance moved on meanwhile (another process compacted it and
+            deleted the files the row pointed at), the router reads the row
+            again and, if it moved, reads from where it is now.
+    """
+
+    def __init__(self, locate: Callable[[str], IndexRow | None] | None = None) -> None:
         self._readers: dict[str, TierReader] = {}
+        self._locate = locate
 
     def register(self, tier: str, reader: TierReader) -> None:
         """Read instances of ``tier`` with ``reader`` (replacing any earlier one).
@@ -79,10 +90,19 @@ class TierRouter:
             )
         return reader
 
+    async def _read(self, row: IndexRow, fn: Callable[[TierReader, IndexRow], Awaitable[_T]]) -> _T:
+        try:
+            return await fn(self.reader(row), row)
+        except StorageError:
+            fresh = None if self._locate is None else self._locate(row.workflow_id)
+            if fresh is None or (fresh.tier, fresh.batch_id) == (row.tier, row.batch_id):
+                raise
+            return await fn(self.reader(fresh), fresh)
+
     async def describe(self, row: IndexRow) -> WorkflowInfo:
         """``describe`` from whichever tier holds ``row``."""
-        return await self.reader(row).describe(row)
+        return await self._read(row, lambda r, x: r.describe(x))
 
     async def history(self, row: IndexRow) -> list[HistoryEvent]:
         """``history`` from whichever tier holds ``row``."""
-        return await self.reader(row).history(row)
+        return await self._read(row, lambda r, x: r.history(x))

@@ -64,7 +64,7 @@ _EVENT_NAMES = names(EVENT_COLUMNS)
 
 @dataclass
 class TieringReport:
-    """What one pass did."""
+    """What one pass did (hot → warm; the warm → cold pass in ``cold``)."""
 
     batches: list[str] = field(default_factory=list)
     workflows_moved: int = 0
@@ -77,10 +77,14 @@ class TieringReport:
     garbage_collected: int = 0
     hot_bytes: int = 0
     seconds: float = 0.0
+    cold: Any = None
+    """The warm → cold pass (``CompactionReport``) when ``Tierflow.tier`` ran one."""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        """JSON-ready form (``cold`` as its own dict, or None)."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["cold"] = None if self.cold is None else self.cold.to_dict()
+        return out
 
 
 class TieringJob:

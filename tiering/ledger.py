@@ -6,7 +6,8 @@ instances to the warm tier is one SQLite transaction.
 States: ``writing`` (recorded, durably, before any object is written; a
 batch left here by a crash is garbage-collected), ``committed`` (its
 instances are in warm; the manifest may still need publishing and the hot
-files deleting), ``done``, ``aborted``.
+files deleting), ``done``, ``aborted``, and ``compacted`` (its rows are in
+the cold tables; see ``cold_ledger``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class BatchState(StrEnum):
     COMMITTED = "committed"
     DONE = "done"
     ABORTED = "aborted"
+    COMPACTED = "compacted"
 
 
 _DDL = """

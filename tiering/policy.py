@@ -1,4 +1,4 @@
-"""What the tiering job moves, and when."""
+"""What the tiering jobs move, and when: hot → warm by ``min_age``, warm → cold by age too."""
 
 from __future__ import annotations
 
@@ -19,10 +19,13 @@ class TypePolicy:
     Attributes:
         min_age: Age after finish before moving ("1h", seconds); None keeps the default.
         enabled: False keeps this type in the hot tier.
+        cold_after: Age after finish before its warm batch is compacted into cold;
+            None keeps the default. A batch moves when every type in it is old enough.
     """
 
     min_age: float | str | None = None
     enabled: bool = True
+    cold_after: float | str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,17 @@ class TieringPolicy:
         max_events_per_batch: Upper bound of one batch, in events.
         max_rows_per_file: Largest Parquet file, in rows.
         interval: Seconds between passes the scheduler runs; None: only on request.
+        cold_after: Age after finish before warm batches are compacted into the cold
+            Iceberg tables (default 7 days); None never compacts.
+        max_events_per_cold_commit: Most events one compaction commit reads and writes
+            (memory is set by it, not by the backlog; a pass makes as many commits as
+            the eligible batches need). A batch larger than this is committed alone.
+        maintain_cold: Periodic passes also maintain the cold tables (rewrite small
+            files, expire snapshots, remove orphans).
+        snapshot_retention: Cold snapshots younger than this are kept (time travel).
+        keep_snapshots: At least this many of the newest cold snapshots are kept.
+        orphan_grace: Unreferenced cold files younger than this are never removed
+            (a commit in flight may still reference them).
     """
 
     min_age: float | str = "1h"
@@ -46,6 +60,12 @@ class TieringPolicy:
     max_events_per_batch: int = 1_000_000
     max_rows_per_file: int = 2_000_000
     interval: float | None = None
+    cold_after: float | str | None = "7d"
+    max_events_per_cold_commit: int = 2_000_000
+    maintain_cold: bool = True
+    snapshot_retention: float | str = "7d"
+    keep_snapshots: int = 10
+    orphan_grace: float | str = "1d"
 
     def __post_init__(self) -> None:
         for s in self.statuses:
@@ -54,6 +74,14 @@ class TieringPolicy:
         if self.max_workflows_per_batch < 1 or self.max_events_per_batch < 1:
             raise InvalidArgument("batch limits must be >= 1")
         parse_duration(self.min_age)
+        for value in (self.cold_after, self.snapshot_retention, self.orphan_grace):
+            if value is not None:
+                parse_duration(value)
+        for p in self.per_type.values():
+            if p.cold_after is not None:
+                parse_duration(p.cold_after)
+        if self.max_events_per_cold_commit < 1 or self.keep_snapshots < 1:
+            raise InvalidArgument("max_events_per_cold_commit and keep_snapshots must be >= 1")
 
     def min_age_seconds(self, workflow_type: str | None = None) -> float:
         """Age after finish before a workflow of this type moves."""
@@ -61,6 +89,13 @@ class TieringPolicy:
         if override is not None and override.min_age is not None:
             return parse_duration(override.min_age)
         return parse_duration(self.min_age)
+
+    def cold_after_seconds(self, workflow_type: str | None = None) -> float | None:
+        """Age after finish before a workflow of this type may go cold; None: never."""
+        override = self.per_type.get(workflow_type or "")
+        if override is not None and override.cold_after is not None:
+            return parse_duration(override.cold_after)
+        return None if self.cold_after is None else parse_duration(self.cold_after)
 
     def disabled_types(self) -> list[str]:
         """Types that never move."""

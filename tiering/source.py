@@ -1,4 +1,4 @@
-"""Reads of instances that live in the warm tier (the router's reader for ``warm``)."""
+"""Reads of instances that live in the warm and cold tiers (the router's readers for them)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from tierflow.cold.reader import ColdReader
 from tierflow.hot import serde
 from tierflow.hot.errors import StorageError
 from tierflow.hot.index import IndexRow
@@ -15,7 +16,7 @@ from tierflow.tiering.ledger import Ledger
 from tierflow.warm import reader, writer
 from tierflow.warm.storage import ObjectStore
 
-__all__ = ["IO", "WarmSource"]
+__all__ = ["IO", "ColdSource", "WarmSource"]
 
 # Runs blocking work off the event loop (``Engine.io``).
 IO = Callable[..., Awaitable[Any]]
@@ -97,23 +98,7 @@ class WarmSource:
                 workflow_id=row.workflow_id,
                 url=self.store.url,
             )
-        return WorkflowInfo(
-            workflow_id=found["workflow_id"],
-            run_id=found["run_id"],
-            workflow_type=found["workflow_type"],
-            status=found["status"],
-            parent_workflow_id=found["parent_workflow_id"],
-            input=serde.decode(found["input"]),
-            result=serde.decode(found["result"]),
-            error=serde.decode(found["error"]),
-            attributes=serde.decode(found["attributes"]) or {},
-            created_at=_dt(found["created_at"]),
-            started_at=_dt_opt(found["started_at"]),
-            finished_at=_dt_opt(found["finished_at"]),
-            duration_ms=found["duration_ms"],
-            step_count=found["step_count"],
-            tier=row.tier,
-        )
+        return workflow_info(found, row.tier)
 
     async def history(self, row: IndexRow) -> list[HistoryEvent]:
         """Every event of the instance, in order, read from warm."""
@@ -121,20 +106,88 @@ class WarmSource:
         rows = await self._io(
             reader.read_history, self.store.fs, self.store.root, keys, row.workflow_id
         )
-        return [
-            HistoryEvent(
-                workflow_id=r["workflow_id"],
-                run_id=r["run_id"],
-                event_id=r["event_id"],
-                event_type=r["event_type"],
-                event_time=_dt(r["event_time"]),
-                step_name=r["step_name"],
-                attempt=r["attempt"],
-                payload=serde.decode(r["payload"]),
-                workflow_type=r["workflow_type"],
+        return history_events(rows)
+
+
+def workflow_info(found: dict[str, Any], tier: str) -> WorkflowInfo:
+    """A ``workflows`` row read from Parquet (timestamps in µs) as a :class:`WorkflowInfo`."""
+    return WorkflowInfo(
+        workflow_id=found["workflow_id"],
+        run_id=found["run_id"],
+        workflow_type=found["workflow_type"],
+        status=found["status"],
+        parent_workflow_id=found["parent_workflow_id"],
+        input=serde.decode(found["input"]),
+        result=serde.decode(found["result"]),
+        error=serde.decode(found["error"]),
+        attributes=serde.decode(found["attributes"]) or {},
+        created_at=_dt(found["created_at"]),
+        started_at=_dt_opt(found["started_at"]),
+        finished_at=_dt_opt(found["finished_at"]),
+        duration_ms=found["duration_ms"],
+        step_count=found["step_count"],
+        tier=tier,
+    )
+
+
+def history_events(rows: list[dict[str, Any]]) -> list[HistoryEvent]:
+    """``history`` rows read from Parquet (in order) as :class:`HistoryEvent` objects."""
+    return [
+        HistoryEvent(
+            workflow_id=r["workflow_id"],
+            run_id=r["run_id"],
+            event_id=r["event_id"],
+            event_type=r["event_type"],
+            event_time=_dt(r["event_time"]),
+            step_name=r["step_name"],
+            attempt=r["attempt"],
+            payload=serde.decode(r["payload"]),
+            workflow_type=r["workflow_type"],
+        )
+        for r in rows
+    ]
+
+
+class ColdSource:
+    """Answers ``describe``/``history`` for cold instances from the Iceberg tables.
+
+    The index row gives the partition (the date of ``finished_at``); the
+    reader prunes to the files whose ``workflow_id`` bounds hold the id.
+
+    Args:
+        reader: The cold reader.
+        io: Runs blocking work off the event loop.
+    """
+
+    def __init__(self, reader: ColdReader, io: IO) -> None:
+        self.reader = reader
+        self._io = io
+
+    @staticmethod
+    def _day(row: IndexRow) -> str:
+        if row.finished_at is None:
+            raise StorageError(
+                f"workflow {row.workflow_id!r} is marked cold without a finish time",
+                workflow_id=row.workflow_id,
             )
-            for r in rows
-        ]
+        return from_micros(row.finished_at).date().isoformat()
+
+    async def describe(self, row: IndexRow) -> WorkflowInfo:
+        """The instance's ``workflows`` row, read from cold."""
+        found = await self._io(self.reader.rows, "workflows", row.workflow_id, self._day(row))
+        if len(found) != 1:
+            raise StorageError(
+                f"workflow {row.workflow_id!r} has {len(found)} rows in the cold workflows "
+                f"table (expected 1; batch {row.batch_id})",
+                workflow_id=row.workflow_id,
+                url=self.reader.cold.where,
+            )
+        return workflow_info(found[0], row.tier)
+
+    async def history(self, row: IndexRow) -> list[HistoryEvent]:
+        """Every event of the instance, in order, read from cold."""
+        rows = await self._io(self.reader.rows, "history", row.workflow_id, self._day(row))
+        return history_events(rows)
 
 
 def _dt(value: Any) -> datetime:

@@ -1,0 +1,272 @@
+"""The compaction job: move committed warm batches into the cold Iceberg tables.
+
+One pass, per group of batches (many batches per Iceberg commit, so
+snapshots stay few; a group is bounded by ``max_events_per_cold_commit``,
+which bounds memory, and a pass makes groups until no eligible batch is left):
+
+1. **claim** the batches in the compaction ledger (fsync'd) before writing;
+2. **write** their rows, sorted, to ``history`` then ``workflows``: one
+   Iceberg commit per table whose snapshot summary names the commit and the
+   batch ids (``cold.compaction``); on ``file://`` everything is synced;
+3. **flip**: one index transaction marks the commit committed, the batches
+   ``compacted`` and their instances ``cold`` — from here on reads go to cold;
+4. **delete** the warm data files and manifests of those batches.
+
+A crash anywhere is repaired by the next pass before it selects anything:
+a commit still ``writing`` is rolled forward (a table that already holds the
+commit id is skipped, files a killed write left are deleted first), a
+``committed`` one gets its warm files deleted. Passes hold an exclusive lock
+on ``<data_dir>/cold.lock``, so two processes never compact (or maintain)
+the same data at once; Iceberg's optimistic commit and the commit id in the
+snapshot summary guard the tables themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tierflow.cold import compaction
+from tierflow.cold.catalog import ColdTables
+from tierflow.cold.writer import ColdWriter, find_commit
+from tierflow.hot.errors import StorageError
+from tierflow.hot.models import to_micros
+from tierflow.hot.router import Tier
+from tierflow.tiering.cold_ledger import ColdCommit, ColdLedger, CommitState
+from tierflow.tiering.faults import crash_point
+from tierflow.tiering.job import Progress
+from tierflow.tiering.ledger import Ledger
+from tierflow.tiering.policy import TieringPolicy
+from tierflow.warm.storage import ObjectStore
+from tierflow.warm.writer import BatchManifest, manifest_key, new_batch_id
+
+if TYPE_CHECKING:
+    from tierflow.hot.engine import Engine
+
+__all__ = ["CompactionJob", "CompactionReport"]
+
+log = logging.getLogger("tierflow.tiering")
+
+
+@dataclass
+class CompactionReport:
+    """What one compaction pass did (warm → cold)."""
+
+    commits: list[str] = field(default_factory=list)
+    batches: list[str] = field(default_factory=list)
+    workflows_moved: int = 0
+    events_moved: int = 0
+    warm_objects_deleted: int = 0
+    recovered_commits: list[str] = field(default_factory=list)
+    leftovers_deleted: int = 0
+    maintenance: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+class CompactionJob:
+    """Runs compaction passes for one engine, its warm store and the cold tables.
+
+    Args:
+        engine: The hot engine (its index holds both ledgers).
+        store: The warm store.
+        cold: The cold tables.
+        policy: ``cold_after`` (per type too) and the commit size.
+        progress: Called as ``progress(stage, done, total)``.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: ObjectStore,
+        cold: ColdTables,
+        policy: TieringPolicy,
+        progress: Progress | None = None,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.cold = cold
+        self.policy = policy
+        self.progress = progress or (lambda stage, done, total: None)
+        self.warm = Ledger(engine.index)
+        self.ledger = ColdLedger(engine.index)
+        self.writer = ColdWriter(cold)
+        self._lock = asyncio.Lock()
+
+    @property
+    def lock_path(self) -> Path:
+        """The file whose exclusive lock serialises compaction and maintenance."""
+        return self.engine.data_dir / "cold.lock"
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> Any:
+        """Hold the compaction lock of the data directory (waits for another process)."""
+        async with self._lock:
+            fd = await self.engine.io(_lock_file, self.lock_path)
+            try:
+                yield
+            finally:
+                os.close(fd)  # closing drops the lock
+
+    async def run(self, now: float | None = None) -> CompactionReport:
+        """Run one pass: repair what a crash left, then compact every eligible batch.
+
+        Args:
+            now: Judge ages as if it were this time (seconds since the epoch).
+
+        Raises:
+            StorageError: The warm store or the catalog is unusable; nothing moved.
+        """
+        async with self.exclusive():
+            t0 = time.perf_counter()
+            report = CompactionReport()
+            await self.engine.io(self.cold.check)
+            await self.recover(report)
+            cutoff_now = self.engine.clock.now() if now is None else now
+            for group in self._groups(cutoff_now):
+                await self._move(group, report)
+            report.seconds = time.perf_counter() - t0
+            return report
+
+    # -- selection -------------------------------------------------------------------
+
+    def eligible(self, now: float) -> list[tuple[str, int]]:
+        """Unclaimed warm batches old enough for cold: ``(batch_id, events)``, oldest first.
+
+        A batch is old enough when, for every workflow type in it, its latest
+        ``finished_at`` is at least that type's ``cold_after`` ago.
+        """
+        batches = self.ledger.eligible_batches()
+        if not batches:
+            return []
+        ok = {bid for bid, _ in batches}
+        for bid, wtype, finished, _ in self.engine.index.batch_finish_times(
+            [b for b, _ in batches], Tier.WARM
+        ):
+            age = self.policy.cold_after_seconds(wtype)
+            if age is None or finished > to_micros(now - age):
+                ok.discard(bid)
+        return [(bid, n) for bid, n in batches if bid in ok]
+
+    def _groups(self, now: float) -> Iterator[list[str]]:
+        limit = self.policy.max_events_per_cold_commit
+        group: list[str] = []
+        events = 0
+        for bid, n in self.eligible(now):
+            if group and events + n > limit:
+                yield group
+                group, events = [], 0
+            group.append(bid)
+            events += n
+        if group:
+            yield group
+
+    # -- one commit ------------------------------------------------------------------
+
+    def _manifests(self, batch_ids: list[str]) -> list[BatchManifest]:
+        out = []
+        for bid in batch_ids:
+            batch = self.warm.get(bid)
+            if batch is None or batch.manifest is None:
+                raise StorageError(f"warm batch {bid} has no manifest in the ledger")
+            out.append(BatchManifest.from_json(batch.manifest))
+        return out
+
+    async def _move(self, batch_ids: list[str], report: CompactionReport) -> None:
+        commit_id = f"cold-{new_batch_id()}"
+        taken = self.ledger.claim(commit_id, batch_ids, self.engine.now_us())
+        if not taken:
+            return
+        crash_point("cold-after-claim")
+        commit = self.ledger.get_or_fail(commit_id)
+        await self._write_and_flip(commit, report)
+
+    async def _write_and_flip(self, commit: ColdCommit, report: CompactionReport) -> None:
+        manifests = self._manifests(commit.batch_ids)
+        total = sum(m.event_count + m.workflow_count for m in manifests)
+        done = 0
+
+        def on_partition(day: str, rows: int) -> None:
+            nonlocal done
+            done += rows
+            self.progress("compact", done, total)
+
+        def between(dataset: str) -> None:
+            crash_point(f"cold-after-{dataset}")
+
+        result = await self.engine.io(
+            lambda: compaction.compact(
+                self.writer,
+                self.store,
+                commit.commit_id,
+                manifests,
+                on_partition=on_partition,
+                between=between,
+            )
+        )
+        workflows = sum(m.workflow_count for m in manifests)
+        events = sum(m.event_count for m in manifests)
+        moved = self.ledger.commit(
+            commit.commit_id, result.snapshots, workflows, events, self.engine.now_us()
+        )
+        crash_point("cold-after-index-commit")
+        report.commits.append(commit.commit_id)
+        report.batches.extend(commit.batch_ids)
+        report.workflows_moved += moved
+        report.events_moved += events
+        await self._delete_warm(manifests, report)
+        self.ledger.set_state(commit.commit_id, CommitState.DONE)
+
+    async def _delete_warm(self, manifests: list[BatchManifest], report: CompactionReport) -> None:
+        keys = [k for m in manifests for k in (*m.keys(), manifest_key(m.batch_id))]
+        await self.engine.io(self.store.delete_many, keys)
+        report.warm_objects_deleted += len(keys)
+        self.progress("delete", len(keys), len(keys))
+
+    # -- crash repair ----------------------------------------------------------------
+
+    async def recover(self, report: CompactionReport) -> None:
+        """Finish what a crash interrupted: delete warm originals, roll pending commits forward."""
+        for commit in self.ledger.in_state(CommitState.COMMITTED):
+            await self._delete_warm(self._manifests(commit.batch_ids), report)
+            self.ledger.set_state(commit.commit_id, CommitState.DONE)
+            report.recovered_commits.append(commit.commit_id)
+        for commit in self.ledger.in_state(CommitState.WRITING):
+            report.leftovers_deleted += await self.engine.io(self._clean_leftovers, commit)
+            log.info("rolling compaction commit %s forward", commit.commit_id)
+            await self._write_and_flip(commit, report)
+            report.recovered_commits.append(commit.commit_id)
+
+    def _clean_leftovers(self, commit: ColdCommit) -> int:
+        """Delete data files a killed write of ``commit`` left, in tables it never reached."""
+        deleted = 0
+        for dataset in compaction.ORDER:
+            table = self.cold.table(dataset, create=True, refresh=True)
+            if find_commit(table, commit.commit_id) is not None:
+                continue  # its files are live: never touch them
+            keys = self.writer.leftovers(dataset, commit.commit_id)
+            if keys:
+                self.store.delete_many(keys)
+                deleted += len(keys)
+        return deleted
+
+
+def _lock_file(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
