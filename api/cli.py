@@ -258,44 +258,69 @@ def worker(app_module: AppOpt, data_dir: DataDir = None) -> None:
     _run(lambda: _with_tf(data_dir, go, wfs, scheduler=True))
 
 
+StorageUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--storage-url", envvar="TIERFLOW_STORAGE_URL", help="s3://bucket/prefix or file:///path"
+    ),
+]
+S3Endpoint = Annotated[str | None, typer.Option("--s3-endpoint", envvar="TIERFLOW_S3_ENDPOINT")]
+CatalogUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--catalog-url",
+        envvar="TIERFLOW_CATALOG_URL",
+        help="Iceberg catalog: sqlite:///..., postgresql+psycopg://..., http(s)://... (REST)",
+    ),
+]
+
+
+def _progress_bar(disable: bool) -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=disable,
+    )
+
+
 @app.command()
 def tier(
     data_dir: DataDir = None,
-    storage_url: Annotated[
-        str | None,
-        typer.Option(
-            "--storage-url",
-            envvar="TIERFLOW_STORAGE_URL",
-            help="s3://bucket/prefix or file:///path",
-        ),
-    ] = None,
-    s3_endpoint: Annotated[
-        str | None, typer.Option("--s3-endpoint", envvar="TIERFLOW_S3_ENDPOINT")
-    ] = None,
+    storage_url: StorageUrl = None,
+    s3_endpoint: S3Endpoint = None,
+    catalog_url: CatalogUrl = None,
     min_age: Annotated[str, typer.Option("--min-age", help="age after finish, e.g. 1h")] = "1h",
+    cold_after: Annotated[
+        str, typer.Option("--cold-after", help="age after finish before going cold, e.g. 7d")
+    ] = "7d",
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="only one move: 'warm' (hot → warm) or 'cold' (warm → cold)"),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Move finished workflows from hot SQLite files to warm Parquet (one pass)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    """Move finished workflows hot → warm Parquet, then old warm batches → cold Iceberg."""
     from tierflow.tiering.policy import TieringPolicy
+
+    if to not in (None, "warm", "cold"):
+        raise typer.BadParameter("--to must be 'warm' or 'cold'")
 
     async def go() -> None:
         tf = Tierflow(
             data_dir,
             storage_url=storage_url,
             s3_endpoint=s3_endpoint,
-            tiering=TieringPolicy(min_age=min_age),
+            catalog_url=catalog_url,
+            tiering=TieringPolicy(min_age=min_age, cold_after=cold_after),
         )
         tf.open()
         try:
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(),
-                console=err_console,
-                disable=as_json,
-            ) as bar:
+            with _progress_bar(as_json) as bar:
                 tasks: dict[str, Any] = {}
 
                 def progress(stage: str, done: int, total: int) -> None:
@@ -303,19 +328,77 @@ def tier(
                         tasks[stage] = bar.add_task(stage, total=total)
                     bar.update(tasks[stage], completed=done, total=total)
 
-                report = await tf.tier(progress=progress)
+                report = await tf.tier(progress=progress, to=to)  # type: ignore[arg-type]
         finally:
             await tf.aclose()
         if as_json:
             print(json.dumps(report.to_dict()))
             return
-        console.print(
-            f"moved {report.workflows_moved} workflows ({report.events_moved} events) in "
-            f"{len(report.batches)} batches, {report.files_written} files, "
-            f"{report.bytes_written} bytes, {report.seconds:.2f}s to {tf.store.url}"
-        )
+        if to != "cold":
+            console.print(
+                f"hot → warm: moved {report.workflows_moved} workflows ({report.events_moved} "
+                f"events) in {len(report.batches)} batches, {report.files_written} files, "
+                f"{report.bytes_written} bytes, {report.seconds:.2f}s to {tf.store.url}"
+            )
         for wid, reason in report.skipped:
             console.print(f"[yellow]skipped[/yellow] {wid}: {reason}")
+        cold = report.cold
+        if cold is not None:
+            console.print(
+                f"warm → cold: moved {cold.workflows_moved} workflows ({cold.events_moved} "
+                f"events) of {len(cold.batches)} batches in {len(cold.commits)} commits, "
+                f"deleted {cold.warm_objects_deleted} warm objects, {cold.seconds:.2f}s"
+            )
+            if cold.recovered_commits:
+                console.print(f"recovered {len(cold.recovered_commits)} interrupted commits")
+
+    try:
+        asyncio.run(go())
+    except TierflowError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+cold_app = typer.Typer(help="The cold tier: Iceberg tables of old workflows.", no_args_is_help=True)
+app.add_typer(cold_app, name="cold")
+
+
+@cold_app.command("status")
+def cold_status(
+    data_dir: DataDir = None,
+    storage_url: StorageUrl = None,
+    s3_endpoint: S3Endpoint = None,
+    catalog_url: CatalogUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show the cold tables: snapshots, data files, recent compaction commits."""
+
+    async def go() -> None:
+        tf = Tierflow(
+            data_dir, storage_url=storage_url, s3_endpoint=s3_endpoint, catalog_url=catalog_url
+        )
+        tf.open()
+        try:
+            status = await tf.cold_status()
+        finally:
+            await tf.aclose()
+        if as_json:
+            print(json.dumps(status))
+            return
+        from rich.table import Table
+
+        console.print(f"catalog {status['catalog']}, warehouse {status['warehouse']}")
+        table = Table("table", "snapshot", "snapshots", "data files", "rows", "bytes")
+        for name, t in status["tables"].items():
+            table.add_row(
+                name,
+                str(t["snapshot_id"]),
+                str(t["snapshots"]),
+                str(t["data_files"]),
+                str(t["rows"]),
+                str(t["bytes"]),
+            )
+        console.print(table)
 
     try:
         asyncio.run(go())

@@ -390,6 +390,40 @@ class Tierflow:
             ],
         }
 
+    async def cold_status(self) -> dict[str, Any]:
+        """The cold tables as the catalog sees them now: snapshot, files, rows, bytes.
+
+        Raises:
+            StorageError: The catalog or the store cannot be reached.
+        """
+        from tierflow.cold.catalog import warehouse
+        from tierflow.cold.reader import ColdReader
+
+        cold = self.cold
+
+        def collect() -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            if not cold.exists():
+                return out
+            reader = ColdReader(cold)
+            reader.refresh()
+            for name in ("workflows", "history"):
+                table = cold.table(name)
+                snap = table.current_snapshot()
+                files = reader.files(name)
+                out[name] = {
+                    "snapshot_id": None if snap is None else snap.snapshot_id,
+                    "snapshots": len(table.metadata.snapshots),
+                    "data_files": len(files),
+                    "rows": sum(f.rows for f in files),
+                    "bytes": sum(f.bytes for f in files),
+                    "metadata_location": table.metadata_location,
+                }
+            return out
+
+        tables = await self.engine.io(collect)
+        return {"catalog": cold.where, "warehouse": warehouse(self.store), "tables": tables}
+
     async def _tier_periodically(self) -> None:
         interval = self.tiering_policy.interval or 0
         while True:

@@ -200,7 +200,7 @@ class CompactionJob:
         def on_partition(day: str, rows: int) -> None:
             nonlocal done
             done += rows
-            self.progress("compact", done, total)
+            self.progress("warm → cold", done, total)
 
         def between(dataset: str) -> None:
             crash_point(f"cold-after-{dataset}")
@@ -232,7 +232,7 @@ class CompactionJob:
         keys = [k for m in manifests for k in (*m.keys(), manifest_key(m.batch_id))]
         await self.engine.io(self.store.delete_many, keys)
         report.warm_objects_deleted += len(keys)
-        self.progress("delete", len(keys), len(keys))
+        self.progress("delete warm originals", len(keys), len(keys))
 
     # -- crash repair ----------------------------------------------------------------
 
