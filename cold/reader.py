@@ -7,6 +7,11 @@ keeps, per table snapshot, the file list of every partition with each file's
 bounds hold the id, and reads them with a pushed-down filter: Parquet
 statistics skip every row group but about one (files are sorted by id).
 
+Data files never change once written, so the reader keeps the Parquet
+footers of recently read files: a repeated lookup in a file costs one ranged
+read of the row groups whose ``workflow_id`` statistics hold the id (on S3 a
+HEAD and one GET).
+
 When a snapshot it has cached does not hold the workflow (another process
 compacted since), the reader reloads the table once and tries again.
 """
@@ -14,11 +19,13 @@ compacted since), the reader reloads the table once and tries again.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
-import pyarrow.dataset as ds  # type: ignore[import-untyped, unused-ignore]
+import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
+import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 from pyiceberg.table import Table
 from tierflow.cold import tables
 from tierflow.cold.catalog import ColdTables
@@ -103,10 +110,12 @@ class ColdReader:
         cold: The cold tables.
     """
 
-    def __init__(self, cold: ColdTables) -> None:
+    def __init__(self, cold: ColdTables, *, footers: int = 256) -> None:
         self.cold = cold
         self._files: dict[str, _Files] = {}
         self._lock = threading.Lock()
+        self._footers: OrderedDict[str, pq.FileMetaData] = OrderedDict()
+        self._max_footers = footers
 
     def refresh(self) -> None:
         """Reload both tables from the catalog (the next read re-lists their files)."""
@@ -130,17 +139,47 @@ class ColdReader:
         """The files a point read of ``workflow_id`` has to open (the pruning, made visible)."""
         return [f for f in self.files(dataset, finished_date) if f.may_hold(workflow_id)]
 
+    def _footer(self, f: ColdFile) -> tuple[Any, pq.FileMetaData]:
+        """An open file and its Parquet footer (cached: files are immutable)."""
+        fs = self.cold.store.fs
+        source = fs.open_input_file(fs_path(f.path))
+        with self._lock:
+            meta = self._footers.get(f.path)
+            if meta is not None:
+                self._footers.move_to_end(f.path)
+        if meta is None:
+            meta = pq.read_metadata(source)
+            with self._lock:
+                self._footers[f.path] = meta
+                while len(self._footers) > self._max_footers:
+                    self._footers.popitem(last=False)
+        return source, meta
+
+    def _read_file(self, f: ColdFile, workflow_id: str, schema: pa.Schema) -> pa.Table | None:
+        source, meta = self._footer(f)
+        with source:
+            column = meta.schema.names.index("workflow_id")
+            groups = []
+            for i in range(meta.num_row_groups):
+                stats = meta.row_group(i).column(column).statistics
+                if stats is not None and stats.has_min_max:
+                    if not stats.min <= workflow_id <= stats.max:
+                        continue
+                groups.append(i)
+            if not groups:
+                return None
+            part = pq.ParquetFile(source, metadata=meta).read_row_groups(groups)
+        part = part.filter(pc.equal(part.column("workflow_id"), workflow_id))
+        return part.cast(schema) if part.num_rows else None
+
     def _read(self, dataset: str, workflow_id: str, finished_date: str) -> pa.Table:
-        files = self.candidates(dataset, workflow_id, finished_date)
-        if not files:
-            return tables.arrow_schema(dataset).empty_table()
-        data = ds.dataset(
-            [fs_path(f.path) for f in files],
-            schema=tables.arrow_schema(dataset),
-            format="parquet",
-            filesystem=self.cold.store.fs,
-        )
-        return data.to_table(filter=ds.field("workflow_id") == workflow_id)
+        schema = tables.arrow_schema(dataset)
+        parts = [
+            found
+            for f in self.candidates(dataset, workflow_id, finished_date)
+            if (found := self._read_file(f, workflow_id, schema)) is not None
+        ]
+        return pa.concat_tables(parts) if parts else schema.empty_table()
 
     def lookup(self, dataset: str, workflow_id: str, finished_date: str) -> pa.Table:
         """Every row of ``workflow_id`` in one table (history sorted by ``event_id``).

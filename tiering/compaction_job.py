@@ -131,9 +131,15 @@ class CompactionJob:
         async with self.exclusive():
             t0 = time.perf_counter()
             report = CompactionReport()
+            cutoff_now = self.engine.clock.now() if now is None else now
+            pending = self.ledger.in_state(CommitState.WRITING, CommitState.COMMITTED)
+            if not pending and not self.eligible(cutoff_now):
+                # Nothing to do: leave the catalog and the store alone (a hot-only or
+                # warm-only deployment never opens them).
+                report.seconds = time.perf_counter() - t0
+                return report
             await self.engine.io(self.cold.check)
             await self.recover(report)
-            cutoff_now = self.engine.clock.now() if now is None else now
             for group in self._groups(cutoff_now):
                 await self._move(group, report)
             report.seconds = time.perf_counter() - t0

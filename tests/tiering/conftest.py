@@ -7,4 +7,5 @@ from tests.warm.conftest import (  # noqa: F401 - re-exported fixtures
     s3_bucket,
     s3_enforce_auth,
     s3_server,
+    store_url,
 )

@@ -1,0 +1,218 @@
+"""The cold tier: hot → warm → cold Iceberg tables, read back exactly, on file:// and moto S3.
+
+The README's promises ("The cold tier"): every history and result of an archived workflow
+reads back identical to what hot returned; the warm originals are gone; each Iceberg
+snapshot names the warm batches it consumed; `describe().tier == "cold"`; a pass compacts
+every old-enough batch, several per commit, bounded by `max_events_per_cold_commit`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tierflow import InvalidArgument, Tierflow
+from tierflow.cold.writer import BATCHES_PROPERTY, COMMIT_ID_PROPERTY
+from tierflow.tiering.policy import TieringPolicy, TypePolicy
+
+from tests.tiering.test_tiering import ROOT, snapshot
+from tests.tiering.tier_app import LATER, WORKFLOWS, alpha, populate
+
+pytestmark = pytest.mark.timeout(300)
+
+WEEK = 8 * 86400.0
+
+
+def cold_summaries(tf: Tierflow, dataset: str) -> list[dict[str, str]]:
+    """The tierflow properties of every snapshot of one cold table, oldest first."""
+    table = tf.cold.table(dataset, refresh=True)
+    out = []
+    for snap in table.metadata.snapshots:
+        props = snap.summary.additional_properties if snap.summary else {}
+        out.append({k: v for k, v in props.items() if k.startswith("tierflow.")})
+    return out
+
+
+async def test_2000_workflows_hot_warm_cold_read_back_identical(make_store, tmp_path: Path):
+    store = make_store()
+    policy = TieringPolicy(min_age=0, cold_after="7d", max_workflows_per_batch=500)
+    async with Tierflow(tmp_path / "d", WORKFLOWS, warm_store=store, tiering=policy) as tf:
+        ids = await populate(tf, 2000)
+        before = await snapshot(tf, ids)
+        results = {w: (await tf.describe(w)).result for w in ids}
+
+        warm = await tf.tier(now=time.time() + LATER)
+        assert warm.workflows_moved == 2000
+        assert len(warm.batches) == 4
+        assert warm.cold is not None and warm.cold.commits == []  # not a week old yet
+        assert [k for k, _ in store.list("warm/manifests")]
+
+        report = await tf.tier(now=time.time() + WEEK)
+        cold = report.cold
+        assert report.workflows_moved == 0
+        assert cold is not None
+        assert cold.workflows_moved == 2000
+        assert cold.events_moved == sum(len(b["history"]) for b in before.values())
+        assert sorted(cold.batches) == sorted(warm.batches)
+        assert len(cold.commits) == 1  # many warm batches, one Iceberg commit per table
+
+        assert tf.index.count_by_tier() == {"cold": 2000}
+        assert store.list("warm") == []  # data files and manifests of every batch are gone
+        assert await snapshot(tf, ids) == before
+        for wid in ids:
+            assert (await tf.describe(wid)).tier == "cold"
+        sample = [w for w in ids if not w.startswith("gamma")][::40]
+        assert {w: await tf.get_handle(w).result() for w in sample} == {
+            w: results[w] for w in sample
+        }
+        for dataset in ("workflows", "history"):
+            (summary,) = cold_summaries(tf, dataset)
+            assert summary[COMMIT_ID_PROPERTY] == cold.commits[0]
+            assert sorted(summary[BATCHES_PROPERTY].split(",")) == sorted(warm.batches)
+
+        # Nothing left to do: a second pass moves nothing and adds no snapshot.
+        again = await tf.tier(now=time.time() + WEEK)
+        assert again.cold is not None and again.cold.workflows_moved == 0
+        assert len(cold_summaries(tf, "history")) == 1
+
+
+async def test_list_query_and_results_work_on_cold(make_store, tmp_path: Path):
+    store = make_store()
+    policy = TieringPolicy(min_age=0, cold_after=0)
+    async with Tierflow(tmp_path / "d", WORKFLOWS, warm_store=store, tiering=policy) as tf:
+        ids = await populate(tf, 30)
+        report = await tf.tier(now=time.time() + 60)
+        assert report.workflows_moved == 30 and report.cold.workflows_moved == 30
+        page = await tf.list(tier="cold", limit=100)
+        assert sorted(i.workflow_id for i in page.items) == sorted(ids)
+        typed = await tf.list(workflow_type=alpha, limit=100)
+        assert {i.tier for i in typed.items} == {"cold"} and len(typed.items) == 10
+        assert await tf.result("alpha-00000") == [f"A0-{i}" for i in range(5)]
+        info = await tf.describe("beta-00001")
+        assert info.result["unicode"] == "ünïcødé ✓ 𝄞"
+        assert info.attributes == {} and info.status == "completed"
+        failed = await tf.describe("gamma-00002")
+        assert failed.status == "failed" and "bad input g2" in json.dumps(failed.error)
+        assert await tf.status("gamma-00002") == "failed"
+
+
+async def test_commit_size_bounds_each_commit_but_a_pass_takes_every_batch(
+    make_store, tmp_path: Path
+):
+    store = make_store()
+    policy = TieringPolicy(
+        min_age=0, cold_after=0, max_workflows_per_batch=20, max_events_per_cold_commit=150
+    )
+    async with Tierflow(tmp_path / "d", WORKFLOWS, warm_store=store, tiering=policy) as tf:
+        ids = await populate(tf, 90)
+        before = await snapshot(tf, ids)
+        warm = await tf.tier(now=time.time() + 60, to="warm")
+        assert warm.cold is None and len(warm.batches) == 5
+        report = await tf.tier(now=time.time() + 60, to="cold")
+        cold = report.cold
+        assert report.workflows_moved == 0 and report.batches == []
+        assert cold.workflows_moved == 90
+        # Every batch has > 75 events: the 150-event bound makes one or two per commit.
+        assert 3 <= len(cold.commits) <= 5
+        assert sorted(cold.batches) == sorted(warm.batches)
+        assert len(cold_summaries(tf, "workflows")) == len(cold.commits)
+        assert store.list("warm") == []
+        assert await snapshot(tf, ids) == before
+
+
+async def test_cold_after_per_type_holds_a_batch_until_every_type_is_old_enough(
+    make_store, tmp_path: Path, clock
+):
+    store = make_store()
+    policy = TieringPolicy(
+        min_age=0, cold_after="1d", per_type={"beta": TypePolicy(cold_after="30d")}
+    )
+    async with Tierflow(
+        tmp_path / "d", WORKFLOWS, warm_store=store, tiering=policy, clock=clock
+    ) as tf:
+        await tf.run(alpha, 1, workflow_id="alpha-only")
+        first = await tf.tier(now=clock.now() + 60, to="warm")
+        await populate(tf, 3)  # alpha, beta, gamma in a second batch
+        second = await tf.tier(now=clock.now() + 60, to="warm")
+        assert len(first.batches) == len(second.batches) == 1
+        report = await tf.tier(now=clock.now() + 2 * 86400, to="cold")
+        assert report.cold.batches == first.batches  # the batch with beta waits
+        assert (await tf.describe("alpha-only")).tier == "cold"
+        assert (await tf.describe("beta-00001")).tier == "warm"
+        later = await tf.tier(now=clock.now() + 31 * 86400, to="cold")
+        assert later.cold.batches == second.batches
+        assert tf.index.count_by_tier() == {"cold": 4}
+
+
+async def test_cold_after_none_never_compacts(make_store, tmp_path: Path):
+    store = make_store()
+    policy = TieringPolicy(min_age=0, cold_after=None)
+    async with Tierflow(tmp_path / "d", WORKFLOWS, warm_store=store, tiering=policy) as tf:
+        await populate(tf, 3)
+        report = await tf.tier(now=time.time() + 1e6)
+        assert report.workflows_moved == 3 and report.cold is None
+        assert tf.index.count_by_tier() == {"warm": 3}
+
+
+def test_policy_rejects_bad_cold_settings():
+    with pytest.raises(InvalidArgument):
+        TieringPolicy(cold_after="soon")
+    with pytest.raises(InvalidArgument):
+        TieringPolicy(per_type={"x": TypePolicy(cold_after=-1)})
+    with pytest.raises(InvalidArgument):
+        TieringPolicy(max_events_per_cold_commit=0)
+
+
+async def test_tier_to_must_name_a_tier(tmp_path: Path):
+    async with Tierflow(tmp_path / "d", WORKFLOWS) as tf:
+        with pytest.raises(InvalidArgument, match="'warm' or 'cold'"):
+            await tf.tier(to="glacier")  # type: ignore[arg-type]
+
+
+def test_cli_tier_to_warm_then_cold_and_cold_status(store_url: str, tmp_path: Path, monkeypatch):
+    data = tmp_path / "d"
+    monkeypatch.setenv("TIERFLOW_STORAGE_URL", store_url)
+    env = _env_for_url(store_url)
+    app = "tests.tiering.tier_app"
+    subprocess.run(
+        [sys.executable, "-m", app, "populate", str(data), "9"],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+    def cli(*args: str) -> dict[str, Any]:
+        out = subprocess.run(
+            [sys.executable, "-m", "tierflow.cli", *args, "--data-dir", str(data), "--json"],
+            check=True,
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        parsed: dict[str, Any] = json.loads(out.stdout)
+        return parsed
+
+    warm = cli("tier", "--min-age", "0", "--to", "warm")
+    assert warm["workflows_moved"] == 9 and warm["cold"] is None
+    cold = cli("tier", "--cold-after", "0", "--to", "cold")
+    assert cold["workflows_moved"] == 0 and cold["cold"]["workflows_moved"] == 9
+    status = cli("cold", "status")
+    assert status["tables"]["workflows"]["rows"] == 9
+    assert status["tables"]["history"]["data_files"] >= 1
+
+
+def _env_for_url(store_url: str) -> dict[str, str]:
+    import os
+
+    env = dict(os.environ)
+    env["TIERFLOW_STORAGE_URL"] = store_url
+    env["PYTHONPATH"] = str(ROOT)
+    return env
