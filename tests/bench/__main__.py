@@ -33,7 +33,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tests.bench import authoring, cross_process, hot_engine, tiering_bench
+from tests.bench import authoring, cold_bench, cross_process, hot_engine, tiering_bench
 from tests.bench.workload import CHECKS, IncompleteRun, sizes_dict
 
 HERE = Path(__file__).resolve().parent
@@ -346,6 +346,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     )
     console.print(t4)
 
+    console.print("[bold]cold tier[/bold] (warm -> Iceberg, 20-event workflows) ...")
+    cold = cold_bench.measure(args.quick, console)  # a failed check raises RuntimeError
+    cold_bench.report(console, cold, judged)
+
     console.print("[bold]cross-process[/bold] (a worker subprocess; commits from this one) ...")
     xp = cross_process.measure(args.quick)
     t5 = Table(
@@ -412,7 +416,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
         },
         "issue2": rows,
         "floors": floors,
-        "tierflow": {"hot": ours, "authoring": figs, "tiering": tf, "cross_process": xp},
+        "tierflow": {
+            "hot": ours,
+            "authoring": figs,
+            "tiering": tf,
+            "cold": cold,
+            "cross_process": xp,
+        },
         "dbos": {
             label: {k: v for k, v in pr.items() if k != "checks"} for label, pr in peers.items()
         },
