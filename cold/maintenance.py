@@ -18,8 +18,9 @@ files referenced by old snapshots only, expiry drops those snapshots, and the
 orphan pass deletes the files. Only then are rows deleted from the tables
 really gone from storage.
 
-Every failure raises :class:`tierflow.hot.errors.StorageError` (or
-:class:`~tierflow.hot.errors.InvalidArgument` for bad arguments).
+Tables the catalog does not hold yet are skipped. Every failure raises
+:class:`tierflow.hot.errors.StorageError`
+(:class:`~tierflow.hot.errors.InvalidArgument` for bad arguments).
 """
 
 from __future__ import annotations
@@ -69,6 +70,17 @@ def _datasets(dataset: str | None) -> tuple[str, ...]:
         return tuple(sorted(tables.DATASETS))
     tables.identifier(dataset)
     return (dataset,)
+
+
+def _existing(cold: ColdTables, dataset: str) -> Table | None:
+    """The table with fresh metadata, or None when the catalog has no such table yet."""
+    try:
+        exists = cold.catalog.table_exists(tables.identifier(dataset))
+    except StorageError:
+        raise
+    except Exception as exc:
+        raise StorageError(f"cannot look up cold {dataset} in {cold.where}: {exc}") from exc
+    return cold.table(dataset, refresh=True) if exists else None
 
 
 def _aware(when: datetime, name: str) -> datetime:
@@ -191,8 +203,8 @@ def _rewrite_table(
     Returns:
         ``(snapshot id, partitions, removed files, added files, rows)``.
     """
-    table = cold.table(dataset, create=True, refresh=True)
-    if find_commit(table, commit_id) is not None:
+    table = _existing(cold, dataset)
+    if table is None or find_commit(table, commit_id) is not None:
         return None  # this rewrite already committed (a retry after a crash)
     plan = _plan(cold, table, target)
     if not plan:
@@ -340,9 +352,9 @@ def expire_snapshots(
     cutoff_ms = int(older_than.timestamp() * 1000)
     expired: dict[str, list[int]] = {}
     for ds in _datasets(dataset):
-        table = cold.table(ds, create=True, refresh=True)
-        ids = _to_expire(table, cutoff_ms, keep_last)
-        if not ids:
+        table = _existing(cold, ds)
+        ids = [] if table is None else _to_expire(table, cutoff_ms, keep_last)
+        if table is None or not ids:
             continue
         try:
             table.maintenance.expire_snapshots().by_ids(ids).commit()
@@ -411,7 +423,9 @@ def _orphans_of_table(
     cold: ColdTables, dataset: str, older_than: datetime, dry_run: bool, result: OrphanResult
 ) -> None:
     store = cold.store
-    table = cold.table(dataset, create=True, refresh=True)
+    table = _existing(cold, dataset)
+    if table is None:
+        return
     prefix = store_key(store.url, table.location())
     if prefix is None:
         raise StorageError(

@@ -24,7 +24,7 @@ from tierflow.cold.maintenance import (
     rewrite_small_files,
 )
 from tierflow.cold.writer import ColdWriter, store_key
-from tierflow.hot.errors import InvalidArgument
+from tierflow.hot.errors import InvalidArgument, StorageError
 from tierflow.warm.storage import ObjectStore
 
 pytestmark = pytest.mark.timeout(180)
@@ -97,10 +97,14 @@ def files_per_day(cold: ColdTables, dataset: str) -> Counter[date]:
     return Counter(epoch + timedelta(days=t.file.partition[0]) for t in table.scan().plan_files())
 
 
+def existing(cold: ColdTables) -> list[str]:
+    return [d for d in tables.DATASETS if cold.catalog.table_exists(tables.identifier(d))]
+
+
 def store_keys(cold: ColdTables) -> set[str]:
     """Every object under both tables' locations."""
     out: set[str] = set()
-    for dataset in tables.DATASETS:
+    for dataset in existing(cold):
         prefix = store_key(cold.store.url, cold.table(dataset, refresh=True).location())
         assert prefix is not None
         out |= {k for k, _ in cold.store.list(prefix)}
@@ -110,7 +114,7 @@ def store_keys(cold: ColdTables) -> set[str]:
 def referenced_keys(cold: ColdTables) -> set[str]:
     """Every file both tables' metadata references, found through pyiceberg's inspect tables."""
     out: set[str] = set()
-    for dataset in tables.DATASETS:
+    for dataset in existing(cold):
         table = cold.table(dataset, refresh=True)
         paths = {table.metadata_location}
         paths |= {e.metadata_file for e in table.metadata.metadata_log}
@@ -122,6 +126,12 @@ def referenced_keys(cold: ColdTables) -> set[str]:
             assert key is not None, p
             out.add(key)
     return out
+
+
+def uncompressed(cold: ColdTables, key: str) -> int:
+    """A data file's uncompressed size: what the rewrite packs bins by."""
+    meta = pq.read_metadata(cold.store.path(key), filesystem=cold.store.fs)
+    return sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
 
 
 def later() -> datetime:
@@ -281,6 +291,31 @@ def test_data_files_of_a_killed_commit_are_removed(cold: ColdTables) -> None:
     assert store_keys(cold) == referenced_keys(cold)
 
 
+def test_nothing_to_do_without_tables_and_nothing_deleted_outside_the_store(
+    cold: ColdTables, make_store: Callable[..., ObjectStore], tmp_path: Path
+) -> None:
+    writer = ColdWriter(cold)
+    # No table yet: every step is a no-op and creates nothing.
+    assert rewrite_small_files(cold, writer, commit_id=cid()).snapshots == {}
+    assert expire_snapshots(cold, older_than=later(), keep_last=1) == {}
+    assert remove_orphan_files(cold, older_than=later()).deleted == []
+    assert not cold.exists()
+    commit_small(writer, "history", 2)
+    commit_small(writer, "workflows", 2)
+    keys = store_keys(cold)
+    # The same catalog seen with another store: the tables are not under it, so the
+    # orphan pass refuses instead of treating every file as unreferenced.
+    other = make_store()
+    other.check()
+    elsewhere = ColdTables(CatalogSettings(url=f"sqlite:///{tmp_path}/catalog.sqlite"), other)
+    try:
+        with pytest.raises(StorageError, match="outside the store"):
+            remove_orphan_files(elsewhere, older_than=later())
+    finally:
+        elsewhere.close()
+    assert store_keys(cold) == keys
+
+
 def test_maintain_runs_all_three(cold: ColdTables) -> None:
     writer = ColdWriter(cold)
     commit_small(writer, "history", 6)
@@ -302,3 +337,47 @@ def test_maintain_runs_all_three(cold: ColdTables) -> None:
     for dataset in tables.DATASETS:
         assert all_rows(cold, dataset) == before[dataset]
         assert max(files_per_day(cold, dataset).values()) == 1
+
+
+def test_rewrite_bins_are_bounded_by_the_target(cold: ColdTables) -> None:
+    """With a small target a partition becomes several files, each from at most a few old ones."""
+    writer = ColdWriter(cold)
+    commit_small(writer, "history", 12)
+    assert files_per_day(cold, "history") == dict.fromkeys(DAYS, 5)
+    before = all_rows(cold, "history")
+    table = cold.table("history", refresh=True)
+    sizes = []
+    for task in table.scan().plan_files():
+        key = store_key(cold.store.url, task.file.file_path)
+        assert key is not None
+        sizes.append(uncompressed(cold, key))
+    target = int(max(sizes) * 2.5)  # two old files fit in a bin, three do not
+    commit_id = cid()
+
+    result = rewrite_small_files(cold, writer, commit_id=commit_id, target_file_bytes=target)
+
+    # Five files per day: two bins of two, one file left alone.
+    assert files_per_day(cold, "history") == dict.fromkeys(DAYS, 3)
+    assert (result.removed_files, result.added_files) == (12, 6), result
+    assert all_rows(cold, "history") == before
+    # Rerunning the same commit changes nothing.
+    snapshots = len(cold.table("history", refresh=True).metadata.snapshots)
+    assert rewrite_small_files(cold, writer, commit_id=commit_id).snapshots == {}
+    assert len(cold.table("history", refresh=True).metadata.snapshots) == snapshots
+    # Merged files encode better than their parts, so a later pass may merge them again;
+    # every pass removes files and respects the target, and a fixpoint comes soon.
+    for _ in range(4):
+        count = sum(files_per_day(cold, "history").values())
+        again = rewrite_small_files(cold, writer, commit_id=cid(), target_file_bytes=target)
+        if not again.snapshots:
+            break
+        assert sum(files_per_day(cold, "history").values()) < count
+    else:
+        raise AssertionError("rewrite never reached a fixpoint")
+    assert all_rows(cold, "history") == before
+    for task in cold.table("history", refresh=True).scan().plan_files():
+        key = store_key(cold.store.url, task.file.file_path)
+        assert key is not None
+        assert uncompressed(cold, key) <= target
+    with pytest.raises(InvalidArgument):
+        rewrite_small_files(cold, writer, commit_id=cid(), target_file_bytes=0)
