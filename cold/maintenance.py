@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.fs as pafs  # type: ignore[import-untyped, unused-ignore]
@@ -60,6 +61,11 @@ OPERATION_PROPERTY = "tierflow.operation"
 
 DEFAULT_KEEP_LAST = 5
 """Snapshots :func:`expire_snapshots` keeps per table, however old."""
+
+# Files read at once while planning and reading a bin (a bin's rows are in memory anyway).
+_READ_THREADS = 8
+
+_T = TypeVar("_T")
 
 # Written by Hadoop-style catalogs; never an orphan even though no metadata names it.
 _VERSION_HINT = "version-hint.text"
@@ -122,6 +128,21 @@ def _file_path(cold: ColdTables, location: str) -> str | None:
     return None if key is None else cold.store.path(key)
 
 
+def _path_of(cold: ColdTables, f: DataFile) -> str:
+    path = _file_path(cold, f.file_path)
+    if path is None:  # pragma: no cover - the plan only takes files inside the store
+        raise StorageError(f"{f.file_path} is outside the store {cold.store.url}")
+    return path
+
+
+def _parallel(fn: Callable[[DataFile], _T], files: Sequence[DataFile]) -> list[_T]:
+    """``[fn(f) for f in files]``, a few at a time: object-store reads are mostly waiting."""
+    if len(files) < 2:
+        return [fn(f) for f in files]
+    with ThreadPoolExecutor(max_workers=min(_READ_THREADS, len(files))) as pool:
+        return list(pool.map(fn, files))
+
+
 def _memory_bytes(cold: ColdTables, path: str) -> int:
     """About how many bytes the file takes in memory: its row groups' uncompressed size."""
     meta = pq.read_metadata(path, filesystem=cold.store.fs)
@@ -165,11 +186,8 @@ def _plan(cold: ColdTables, table: Table, target: int) -> list[tuple[date, list[
         files = by_day[day]
         if len(files) < 2:
             continue
-        sized = []
-        for f in files:
-            path = _file_path(cold, f.file_path)
-            assert path is not None
-            sized.append((f, _memory_bytes(cold, path)))
+        sizes = _parallel(lambda f: _memory_bytes(cold, _path_of(cold, f)), files)
+        sized = list(zip(files, sizes, strict=True))
         plan.extend((day, b) for b in _bins(sized, target))
     return plan
 
@@ -177,18 +195,17 @@ def _plan(cold: ColdTables, table: Table, target: int) -> list[tuple[date, list[
 def _read_bin(cold: ColdTables, dataset: str, day: date, files: Sequence[DataFile]) -> pa.Table:
     """The rows of ``files``, in the table's Arrow schema, sorted like every cold file."""
     schema = tables.arrow_schema(dataset)
-    parts = []
-    for f in files:
-        path = _file_path(cold, f.file_path)
-        assert path is not None
-        part = pq.read_table(path, filesystem=cold.store.fs, columns=schema.names)
+
+    def read(f: DataFile) -> pa.Table:
+        part = pq.read_table(_path_of(cold, f), filesystem=cold.store.fs, columns=schema.names)
         if part.num_rows != f.record_count:
             raise StorageError(
                 f"cold {dataset} file {f.file_path} holds {part.num_rows} rows, "
                 f"its manifest says {f.record_count}"
             )
-        parts.append(part.cast(schema))
-    rows = pa.concat_tables(parts)
+        return part.cast(schema)
+
+    rows = pa.concat_tables(_parallel(read, files))
     days = rows.column("finished_date").unique().to_pylist()
     if days != [day]:
         raise StorageError(f"cold {dataset} files of partition {day} hold rows of {days}")

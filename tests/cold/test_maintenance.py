@@ -318,8 +318,8 @@ def test_nothing_to_do_without_tables_and_nothing_deleted_outside_the_store(
 
 def test_maintain_runs_all_three(cold: ColdTables) -> None:
     writer = ColdWriter(cold)
-    commit_small(writer, "history", 6)
-    commit_small(writer, "workflows", 6)
+    commit_small(writer, "history", 5)
+    commit_small(writer, "workflows", 5)
     before = {d: all_rows(cold, d) for d in tables.DATASETS}
     with pytest.raises(InvalidArgument):
         maintain(cold, writer, now=datetime(2026, 1, 1), expire_older_than=later())
@@ -330,7 +330,7 @@ def test_maintain_runs_all_three(cold: ColdTables) -> None:
     )
 
     assert report.rewrite is not None and report.rewrite.partitions == 6
-    assert {d: len(v) for d, v in report.expired.items()} == {"history": 6, "workflows": 6}
+    assert {d: len(v) for d, v in report.expired.items()} == {"history": 5, "workflows": 5}
     assert report.orphans.deleted and not report.orphans.kept_young
     json.dumps(report.to_dict())
     assert store_keys(cold) == referenced_keys(cold)
@@ -381,3 +381,22 @@ def test_rewrite_bins_are_bounded_by_the_target(cold: ColdTables) -> None:
         assert uncompressed(cold, key) <= target
     with pytest.raises(InvalidArgument):
         rewrite_small_files(cold, writer, commit_id=cid(), target_file_bytes=0)
+
+
+def test_a_lost_data_file_fails_the_rewrite_and_commits_nothing(cold: ColdTables) -> None:
+    writer = ColdWriter(cold)
+    commit_small(writer, "workflows", 4)
+    table = cold.table("workflows", refresh=True)
+    snapshot = table.metadata.current_snapshot_id
+    lost = store_key(cold.store.url, next(iter(table.scan().plan_files())).file.file_path)
+    assert lost is not None
+    cold.store.delete(lost)
+
+    with pytest.raises(StorageError, match="rewriting cold workflows"):
+        rewrite_small_files(cold, writer, commit_id=cid())
+
+    assert cold.table("workflows", refresh=True).metadata.current_snapshot_id == snapshot
+    # The orphan pass reports the missing file and deletes nothing it references.
+    result = remove_orphan_files(cold, older_than=later())
+    assert result.missing == [lost]
+    assert store_keys(cold) == referenced_keys(cold) - {lost}
