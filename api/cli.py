@@ -363,6 +363,60 @@ cold_app = typer.Typer(help="The cold tier: Iceberg tables of old workflows.", n
 app.add_typer(cold_app, name="cold")
 
 
+@cold_app.command("maintain")
+def cold_maintain(
+    data_dir: DataDir = None,
+    storage_url: StorageUrl = None,
+    s3_endpoint: S3Endpoint = None,
+    catalog_url: CatalogUrl = None,
+    retention: Annotated[
+        str, typer.Option("--retention", help="keep snapshots younger than this, e.g. 7d")
+    ] = "7d",
+    keep: Annotated[int, typer.Option("--keep", help="keep at least this many snapshots")] = 10,
+    orphan_grace: Annotated[
+        str, typer.Option("--orphan-grace", help="never delete unreferenced files younger")
+    ] = "1d",
+    no_rewrite: Annotated[
+        bool, typer.Option("--no-rewrite", help="skip rewriting small files")
+    ] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Rewrite small files, expire old snapshots and remove orphan files of the cold tables."""
+
+    async def go() -> None:
+        tf = Tierflow(
+            data_dir, storage_url=storage_url, s3_endpoint=s3_endpoint, catalog_url=catalog_url
+        )
+        tf.open()
+        try:
+            report = await tf.maintain_cold(
+                rewrite=not no_rewrite,
+                snapshot_retention=retention,
+                keep_snapshots=keep,
+                orphan_grace=orphan_grace,
+            )
+        finally:
+            await tf.aclose()
+        if as_json:
+            print(json.dumps(report))
+            return
+        rewrite = report.get("rewrite") or {}
+        orphans = report.get("orphans") or {}
+        expired = report.get("expired") or {}
+        console.print(
+            f"rewrite: {rewrite.get('removed_files', 0)} small files → "
+            f"{rewrite.get('added_files', 0)}; expired "
+            f"{sum(len(v) for v in expired.values())} snapshots; deleted "
+            f"{len(orphans.get('deleted', []))} orphan files"
+        )
+
+    try:
+        asyncio.run(go())
+    except TierflowError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
 @cold_app.command("status")
 def cold_status(
     data_dir: DataDir = None,

@@ -390,6 +390,34 @@ class Tierflow:
             ],
         }
 
+    async def maintain_cold(
+        self,
+        now: float | None = None,
+        *,
+        rewrite: bool = True,
+        snapshot_retention: float | str | None = None,
+        keep_snapshots: int | None = None,
+        orphan_grace: float | str | None = None,
+    ) -> dict[str, Any]:
+        """Maintain the cold tables (see ``CompactionJob.maintain``); returns what was done.
+
+        Rewrites small files into large sorted ones, expires snapshots older
+        than the retention (keeping the newest ``keep_snapshots``), and deletes
+        files no live snapshot references that are older than ``orphan_grace``.
+        Defaults come from the tiering policy.
+
+        Raises:
+            StorageError: The catalog or the store failed.
+        """
+        report = await self.compaction_job.maintain(
+            now,
+            rewrite=rewrite,
+            snapshot_retention=snapshot_retention,
+            keep_snapshots=keep_snapshots,
+            orphan_grace=orphan_grace,
+        )
+        return report.to_dict()
+
     async def cold_status(self) -> dict[str, Any]:
         """The cold tables as the catalog sees them now: snapshot, files, rows, bytes.
 
@@ -432,6 +460,12 @@ class Tierflow:
                 report = await self.tier()
                 if report.workflows_moved:
                     log.info("tiering moved %d workflows", report.workflows_moved)
+                cold = report.cold
+                if cold is not None and cold.workflows_moved:
+                    log.info("compaction moved %d workflows to cold", cold.workflows_moved)
+                if self.tiering_policy.maintain_cold and cold is not None and cold.commits:
+                    done = await self.maintain_cold()
+                    log.info("cold maintenance: %s", done)
             except Exception:
                 log.exception("periodic tiering pass failed")
 

@@ -162,9 +162,9 @@ class ColdReader:
             groups = []
             for i in range(meta.num_row_groups):
                 stats = meta.row_group(i).column(column).statistics
-                if stats is not None and stats.has_min_max:
-                    if not stats.min <= workflow_id <= stats.max:
-                        continue
+                pruned = stats is not None and stats.has_min_max
+                if pruned and not stats.min <= workflow_id <= stats.max:
+                    continue
                 groups.append(i)
             if not groups:
                 return None

@@ -31,14 +31,16 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tierflow.cold import compaction
+from tierflow.cold import compaction, maintenance
 from tierflow.cold.catalog import ColdTables
 from tierflow.cold.writer import ColdWriter, find_commit
 from tierflow.hot.errors import StorageError
 from tierflow.hot.models import to_micros
+from tierflow.hot.retry import parse_duration
 from tierflow.hot.router import Tier
 from tierflow.tiering.cold_ledger import ColdCommit, ColdLedger, CommitState
 from tierflow.tiering.faults import crash_point
@@ -67,7 +69,6 @@ class CompactionReport:
     warm_objects_deleted: int = 0
     recovered_commits: list[str] = field(default_factory=list)
     leftovers_deleted: int = 0
-    maintenance: dict[str, Any] | None = None
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,6 +145,53 @@ class CompactionJob:
                 await self._move(group, report)
             report.seconds = time.perf_counter() - t0
             return report
+
+    async def maintain(
+        self,
+        now: float | None = None,
+        *,
+        rewrite: bool = True,
+        snapshot_retention: float | str | None = None,
+        keep_snapshots: int | None = None,
+        orphan_grace: float | str | None = None,
+    ) -> maintenance.MaintenanceReport:
+        """Maintain the cold tables: rewrite small files, expire snapshots, remove orphans.
+
+        Runs under the compaction lock, after rolling forward any interrupted
+        compaction (so expiry never drops the snapshot a pending commit is
+        recognised by). Defaults come from the policy.
+
+        Args:
+            now: The current time (seconds since the epoch); default the wall clock
+                (snapshot and file times are wall-clock times).
+            rewrite: Rewrite small files first.
+            snapshot_retention: Keep snapshots younger than this.
+            keep_snapshots: Keep at least this many newest snapshots per table.
+            orphan_grace: Never delete unreferenced files younger than this.
+
+        Raises:
+            StorageError: The catalog or the store failed (steps before stay done).
+        """
+        policy = self.policy
+        when = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+        retention = parse_duration(
+            policy.snapshot_retention if snapshot_retention is None else snapshot_retention
+        )
+        grace = parse_duration(policy.orphan_grace if orphan_grace is None else orphan_grace)
+        async with self.exclusive():
+            await self.engine.io(self.cold.check)
+            await self.recover(CompactionReport())
+            return await self.engine.io(
+                lambda: maintenance.maintain(
+                    self.cold,
+                    self.writer,
+                    now=when,
+                    expire_older_than=when - timedelta(seconds=retention),
+                    keep_last=keep_snapshots or policy.keep_snapshots,
+                    orphan_grace=timedelta(seconds=grace),
+                    rewrite=rewrite,
+                )
+            )
 
     # -- selection -------------------------------------------------------------------
 

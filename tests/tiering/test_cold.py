@@ -214,6 +214,8 @@ def test_cli_tier_to_warm_then_cold_and_cold_status(store_url: str, tmp_path: Pa
     assert warm["workflows_moved"] == 9 and warm["cold"] is None
     cold = cli("tier", "--cold-after", "0", "--to", "cold")
     assert cold["workflows_moved"] == 0 and cold["cold"]["workflows_moved"] == 9
+    maintained = cli("cold", "maintain", "--retention", "0", "--keep", "1", "--orphan-grace", "0")
+    assert set(maintained) == {"rewrite", "expired", "orphans"}
     status = cli("cold", "status")
     assert status["tables"]["workflows"]["rows"] == 9
     assert status["tables"]["history"]["data_files"] >= 1
@@ -226,3 +228,39 @@ def _env_for_url(store_url: str) -> dict[str, str]:
     env["TIERFLOW_STORAGE_URL"] = store_url
     env["PYTHONPATH"] = str(ROOT)
     return env
+
+
+async def test_maintenance_after_many_small_compactions(make_store, tmp_path: Path, clock):
+    """Many small compactions, then `maintain_cold`: few files, same reads, no stray file."""
+    from tierflow.cold.maintenance import referenced_files
+    from tierflow.cold.writer import store_key
+
+    store = make_store()
+    policy = TieringPolicy(min_age=0, cold_after=0)
+    async with Tierflow(
+        tmp_path / "d", WORKFLOWS, warm_store=store, tiering=policy, clock=clock
+    ) as tf:
+        ids: list[str] = []
+        for round_ in range(6):
+            for i in range(3):
+                wf = WORKFLOWS[i]
+                h = await tf.run(wf, i, workflow_id=f"{wf.name}-r{round_}-{i}")
+                ids.append(h.workflow_id)
+            report = await tf.tier(now=clock.now() + 60)
+            assert len(report.cold.commits) == 1
+        before = await read_all(tf, ids)
+        assert len(tf.cold.table("history", refresh=True).metadata.snapshots) == 6
+        done = await tf.maintain_cold(
+            now=time.time() + 1, snapshot_retention=0, keep_snapshots=1, orphan_grace=0
+        )
+        assert done["rewrite"]["removed_files"] >= 12
+        assert await read_all(tf, ids) == before
+        for dataset in ("workflows", "history"):
+            table = tf.cold.table(dataset, refresh=True)
+            assert len(table.metadata.snapshots) == 1
+            files = [t.file for t in table.scan().plan_files()]
+            assert len(files) <= 2
+            prefix = store_key(store.url, table.location())
+            listed = {k for k, _ in store.list(prefix)}
+            wanted = {store_key(store.url, loc) for loc in referenced_files(table)}
+            assert listed == wanted
