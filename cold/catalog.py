@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.table import Table
 from tierflow.cold import tables
 from tierflow.hot.errors import InvalidArgument, StorageError
@@ -240,17 +240,15 @@ class ColdTables:
         try:
             if cached is not None:
                 table = cached.refresh()
-            elif create:
-                self.catalog.create_namespace_if_not_exists(tables.NAMESPACE)
-                table = self.catalog.create_table_if_not_exists(
-                    ident,
-                    schema=tables.iceberg_schema(dataset),
-                    partition_spec=tables.partition_spec(dataset),
-                    sort_order=tables.sort_order(dataset),
-                    properties=tables.table_properties(dataset, self.layout),
-                )
             else:
-                table = self.catalog.load_table(ident)
+                try:
+                    table = self.catalog.load_table(ident)
+                except NoSuchTableError:
+                    if not create:
+                        raise
+                    # Load first: pyiceberg's create_table_if_not_exists writes a metadata
+                    # file before it finds the table exists, leaving an orphan each time.
+                    table = self._create(dataset)
         except NoSuchTableError as exc:
             raise StorageError(
                 f"cold table {'.'.join(ident)} is not in the Iceberg catalog {self.where} "
@@ -263,6 +261,20 @@ class ColdTables:
             raise self._error(f"cannot open table {'.'.join(ident)}", exc) from exc
         self._tables[dataset] = table
         return table
+
+    def _create(self, dataset: str) -> Table:
+        ident = tables.identifier(dataset)
+        self.catalog.create_namespace_if_not_exists(tables.NAMESPACE)
+        try:
+            return self.catalog.create_table(
+                ident,
+                schema=tables.iceberg_schema(dataset),
+                partition_spec=tables.partition_spec(dataset),
+                sort_order=tables.sort_order(dataset),
+                properties=tables.table_properties(dataset, self.layout),
+            )
+        except TableAlreadyExistsError:  # another process created it meanwhile
+            return self.catalog.load_table(ident)
 
     def tables(self, *, create: bool = False, refresh: bool = False) -> dict[str, Table]:
         """Both tables, by dataset name."""

@@ -139,7 +139,7 @@ class CompactionJob:
                 # warm-only deployment never opens them).
                 report.seconds = time.perf_counter() - t0
                 return report
-            await self.engine.io(self.cold.check)
+            await self.engine.io(self.check)
             await self.recover(report)
             for group in self._groups(cutoff_now):
                 await self._move(group, report)
@@ -179,7 +179,7 @@ class CompactionJob:
         )
         grace = parse_duration(policy.orphan_grace if orphan_grace is None else orphan_grace)
         async with self.exclusive():
-            await self.engine.io(self.cold.check)
+            await self.engine.io(self.check)
             await self.recover(CompactionReport())
             return await self.engine.io(
                 lambda: maintenance.maintain(
@@ -191,6 +191,27 @@ class CompactionJob:
                     orphan_grace=timedelta(seconds=grace),
                     rewrite=rewrite,
                 )
+            )
+
+    def check(self) -> None:
+        """Verify the store and the catalog, and that the catalog is the archive's own.
+
+        A catalog without the tables while the index already has compacted
+        commits is the wrong catalog (a changed ``TIERFLOW_CATALOG_URL``, a
+        lost ``catalog.sqlite``): creating new tables there would split the
+        archive, so nothing moves.
+
+        Raises:
+            StorageError: The store or the catalog is unusable, or is not the archive's.
+        """
+        self.cold.check()
+        written = self.ledger.in_state(CommitState.COMMITTED, CommitState.DONE)
+        if written and not self.cold.exists():
+            raise StorageError(
+                f"the Iceberg catalog {self.cold.where} has no tierflow tables, but "
+                f"{len(written)} compaction commits already wrote to them; set "
+                "TIERFLOW_CATALOG_URL to the catalog the archive was written with",
+                url=self.cold.where,
             )
 
     # -- selection -------------------------------------------------------------------
