@@ -231,8 +231,8 @@ class MovedIntoAnEmptyCatalog(AssertionError):
 
 
 EMPTY_CATALOG = (
-    "product bug: tiering/compaction_job.py:134-137 (run) only checks that the catalog answers "
-    "(ColdTables.check, cold/catalog.py:193), then cold/writer.py:202 opens the tables with "
+    "product bug: tiering/compaction_job.py:134 (run) only checks that the catalog answers "
+    "(ColdTables.check, cold/catalog.py:199), then cold/writer.py:202 opens the tables with "
     "create=True: pointed at an empty new catalog while the index already has committed cold "
     "commits, the pass creates a second pair of tables at the same warehouse location and "
     "moves batches into them instead of failing with StorageError"
