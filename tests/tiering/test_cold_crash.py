@@ -141,28 +141,11 @@ def referenced(table: Any) -> tuple[set[str], set[str]]:
     return refs, earlier
 
 
-class UnreferencedCreateMetadata(AssertionError):
-    """The only orphans are ``00000-*.metadata.json`` files: the product bug CREATE_ORPHAN."""
-
-
-CREATE_ORPHAN = (
-    "product bug: cold/catalog.py:245 ColdTables.table(create=True) calls "
-    "catalog.create_table_if_not_exists() whenever the table is not cached in this process; "
-    "pyiceberg 0.12's SqlCatalog.create_table writes a new 00000-<uuid>.metadata.json before "
-    "its INSERT fails with TableAlreadyExistsError, so every process that compacts into (or "
-    "recovers a commit of) an existing table leaves one unreferenced metadata file per table"
-)
-
-
 def assert_no_orphans(tf: Tierflow) -> list[str]:
     """Every object under the cold tables' locations is referenced by their metadata.
 
     Metadata files of earlier table versions count when the metadata log lists them.
     Returns the stored keys (for further checks).
-
-    Raises:
-        UnreferencedCreateMetadata: The only orphans are table-creation metadata files
-            (CREATE_ORPHAN); any other orphan is a plain AssertionError.
     """
     store = tf.cold.store
     root = store.url.rstrip("/") + "/"
@@ -179,19 +162,8 @@ def assert_no_orphans(tf: Tierflow) -> list[str]:
     for key in stored:
         assert any(key.startswith(p + "/") for p in prefixes), f"{key} outside the tables"
     orphans = [k for k in stored if root + k not in known]
-    if orphans and all(_is_create_metadata(k) for k in orphans):
-        raise UnreferencedCreateMetadata(f"orphan table-creation metadata: {orphans}")
     assert orphans == [], f"orphans under the cold tables: {orphans}"
     return stored
-
-
-def _is_create_metadata(key: str) -> bool:
-    name = key.rsplit("/", 1)[-1]
-    return (
-        key.rsplit("/", 2)[-2] == "metadata"
-        and name.startswith("00000-")
-        and (name.endswith(".metadata.json"))
-    )
 
 
 def assert_summaries_name_the_batches(tf: Tierflow, batches: set[str]) -> None:
@@ -225,7 +197,7 @@ async def assert_all_cold(
         )
         assert pending == 0
         assert store.list("warm", unfinished=True) == []
-        assert_no_orphans(tf)  # last: UnreferencedCreateMetadata marks the known bug
+        assert_no_orphans(tf)
 
 
 def commit_state(data: Path) -> list[tuple[str, str, list[str]]]:
@@ -245,20 +217,7 @@ def commit_state(data: Path) -> list[tuple[str, str, list[str]]]:
 # -- 1. SIGKILL at each crash point, reads in between, the rerun repairs ---------------
 
 
-# The rerun opens tables the killed process created (CREATE_ORPHAN); only after-claim (no table
-# yet) and after-index-commit (the rerun only deletes warm files) never reopen one.
-_REOPENS = pytest.mark.xfail(strict=True, raises=UnreferencedCreateMetadata, reason=CREATE_ORPHAN)
-
-
-@pytest.mark.parametrize(
-    "point",
-    [
-        p
-        if p in ("cold-after-claim", "cold-after-index-commit")
-        else pytest.param(p, marks=_REOPENS)
-        for p in KILL_POINTS
-    ],
-)
+@pytest.mark.parametrize("point", KILL_POINTS)
 async def test_kill_at_each_cold_point_then_rerun(make_store, tmp_path: Path, point: str):
     store = make_store()
     data = tmp_path / "data"
@@ -332,7 +291,6 @@ async def test_two_compaction_processes_at_once(make_store, tmp_path: Path):
 # -- 3. SIGKILL in the middle of writing the data files ----------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=UnreferencedCreateMetadata, reason=CREATE_ORPHAN)
 async def test_kill_while_writing_data_files_leaves_no_orphan(make_store, tmp_path: Path):
     store = make_store()
     data = tmp_path / "data"
@@ -368,7 +326,6 @@ async def test_kill_while_writing_data_files_leaves_no_orphan(make_store, tmp_pa
 # -- the orphan bug on its own: no crash, two passes in two processes --------------------
 
 
-@pytest.mark.xfail(strict=True, raises=UnreferencedCreateMetadata, reason=CREATE_ORPHAN)
 async def test_second_pass_in_a_new_process_leaves_no_orphan(make_store, tmp_path: Path):
     store = make_store()
     data = tmp_path / "data"
