@@ -1,17 +1,14 @@
 """Fill the cold tables on an S3 endpoint with real tierflow workflows (main .venv).
 
-Path taken, and why: on main, ``Tierflow.tier()`` moves finished instances to
-*warm* Parquet only; nothing in the product compacts warm into cold yet. So this
-script runs the product path as far as it goes and does the last step by hand:
+Everything goes through the product path, the ``Tierflow`` facade:
 
-1. the facade (``Tierflow``) runs real workflows on a ``ManualClock``, a few
-   hundred per day over several days, so ``finished_date`` spans several
-   partitions;
-2. ``await tf.tier(now=...)`` writes them to warm Parquet on the S3 endpoint
-   (one batch per pass; one pass per day here, so several warm batches);
-3. ``tierflow.cold.compaction.compact`` moves the warm batches into the cold
-   Iceberg tables (``tierflow.workflows``, ``tierflow.history``) through the SQL
-   catalog, in two compaction commits, so each table has several snapshots.
+1. the facade runs real workflows on a ``ManualClock``, a few hundred per day
+   over several days, so ``finished_date`` spans several partitions;
+2. after each day, ``await tf.tier(now=...)`` moves that day hot -> warm Parquet
+   on the S3 endpoint and, with ``TieringPolicy(cold_after="1h")``, compacts the
+   warm batch into the cold Iceberg tables (``tierflow.workflows``,
+   ``tierflow.history``) through the SQL catalog in ``<work>/catalog.sqlite``:
+   one compaction commit per day, so each table has several snapshots.
 
 It writes ``<work>/connection.json`` (catalog URI, warehouse, S3 properties: the
 dummy moto keys only) for the readers, and prints what it did.
@@ -31,9 +28,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tierflow.cold.catalog import CatalogSettings, ColdTables
-from tierflow.cold.compaction import compact
-from tierflow.cold.writer import ColdWriter
 from tierflow.facade import Tierflow
 from tierflow.hot.authoring import workflow
 from tierflow.hot.clock import ManualClock
@@ -42,7 +36,6 @@ from tierflow.hot.errors import WorkflowFailed
 from tierflow.hot.retry import RetryPolicy
 from tierflow.tiering.policy import TieringPolicy
 from tierflow.warm.storage import ObjectStore, StorageSettings
-from tierflow.warm.writer import BatchManifest, manifest_key
 
 DAY = 86_400.0
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -102,16 +95,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     clock = ManualClock(START)
     started = Counter[str]()
     outcomes = Counter[str]()
-    batches: list[str] = []
+    moved = Counter[str]()
     t0 = time.perf_counter()
     t_tier = 0.0
     async with Tierflow(
         work / "data",
         workflows=[order, report],
         warm_store=store,
+        catalog_url=f"sqlite:///{work / 'catalog.sqlite'}",
         clock=clock,
         durability="normal",
-        tiering=TieringPolicy(min_age="1h"),
+        tiering=TieringPolicy(min_age="1h", cold_after="1h"),
     ) as tf:
         for day in range(args.days):
             clock.advance(START + day * DAY + 8 * 3600 - clock.now())  # 08:00 each day
@@ -140,57 +134,38 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     except WorkflowFailed:
                         outcomes["failed"] += 1
                 clock.advance(300)  # five minutes between chunks
-            # Tier the day that just finished (its instances are >1 h old by then).
+            # Tier the day that just finished (its instances are >1 h old by then):
+            # hot -> warm, then warm -> cold for batches older than cold_after.
             t1 = time.perf_counter()
             rep = await tf.tier(now=clock.now() + 2 * 3600)
             t_tier += time.perf_counter() - t1
-            batches.extend(rep.batches)
+            moved["warm_batches"] += len(rep.batches)
+            moved["warm_workflows"] += rep.workflows_moved
+            moved["warm_events"] += rep.events_moved
+            if rep.cold is not None:
+                moved["cold_commits"] += len(rep.cold.commits)
+                moved["cold_workflows"] += rep.cold.workflows_moved
+                moved["cold_events"] += rep.cold.events_moved
         t_run = time.perf_counter() - t0 - t_tier
+        cold = tf.cold
+        conn = {
+            "catalog_name": cold.settings.name,
+            "catalog_uri": cold.settings.url,
+            "warehouse": f"{storage_url}/cold",
+            "s3": settings.iceberg_io_properties(),  # dummy moto keys only
+            "endpoint": args.endpoint,
+            "tables": {
+                d: cold.table(d, refresh=True).metadata_location for d in ("workflows", "history")
+            },
+        }
 
-    # Warm -> cold: the compaction step the tiering job does not run yet on main.
-    catalog = CatalogSettings(url=f"sqlite:///{work / 'catalog.sqlite'}")
-    cold = ColdTables(catalog, store)
-    writer = ColdWriter(cold)
-    manifests = [BatchManifest.from_json(store.get(manifest_key(b))) for b in batches]
-    t2 = time.perf_counter()
-    half = max(1, len(manifests) // 2)
-    compacted = []
-    for n, group in enumerate((manifests[:half], manifests[half:])):
-        if group:
-            res = compact(writer, store, f"scaleout-{n}", group)
-            compacted.append(
-                {
-                    "commit_id": f"scaleout-{n}",
-                    "workflows": res.workflows,
-                    "events": res.events,
-                    "batches": len(group),
-                }
-            )
-    t_compact = time.perf_counter() - t2
-    conn = {
-        "catalog_name": catalog.name,
-        "catalog_uri": catalog.url,
-        "warehouse": f"{storage_url}/cold",
-        "s3": settings.iceberg_io_properties(),  # dummy moto keys only
-        "endpoint": args.endpoint,
-        "tables": {
-            d: cold.table(d, refresh=True).metadata_location for d in ("workflows", "history")
-        },
-    }
-    cold.close()
     (work / "connection.json").write_text(json.dumps(conn, indent=1))
     return {
+        "path": "facade: Tierflow.tier() hot -> warm -> cold",
         "started": dict(started),
         "outcomes": dict(outcomes),
-        "warm_batches": len(batches),
-        "warm_workflows": sum(m.workflow_count for m in manifests),
-        "warm_events": sum(m.event_count for m in manifests),
-        "compaction_commits": compacted,
-        "seconds": {
-            "run": round(t_run, 2),
-            "tier": round(t_tier, 2),
-            "compact": round(t_compact, 2),
-        },
+        **moved,
+        "seconds": {"run": round(t_run, 2), "tier_warm_and_cold": round(t_tier, 2)},
     }
 
 

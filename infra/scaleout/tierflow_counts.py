@@ -5,7 +5,7 @@ S3 settings that wrote them), lists the live data files with pyiceberg's
 ``plan_files()``, and counts over a ``pyarrow.dataset`` of exactly those files
 (tierflow's own read path: STACK.md, "pyiceberg 0.12", Reading). It also checks
 that these counts agree with the snapshot summaries (``total-records``) and
-with the warm batch manifests populate.py moved (``populate.json``), and
+with what tier() reported moving to warm and to cold (``populate.json``), and
 writes ``<work>/expected.json``.
 
 Usage: python tierflow_counts.py --work DIR
@@ -86,6 +86,11 @@ def main() -> int:
         )
     if result["history"]["rows"] != moved["warm_events"]:
         problems.append(f"history: cold {result['history']['rows']} != warm {moved['warm_events']}")
+    if (moved.get("cold_workflows"), moved.get("cold_events")) != (
+        result["workflows"]["rows"],
+        result["history"]["rows"],
+    ):
+        problems.append(f"the compaction reports moved other counts: {moved}")
     if result["workflows"]["rows"] != sum(moved["started"].values()):
         problems.append("workflows: cold rows != workflows started")
     if result["history"]["distinct_workflow_id"] != result["workflows"]["rows"]:
