@@ -14,10 +14,13 @@ and deleting the warm originals belong to the tiering job.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any, TypeVar
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
@@ -28,7 +31,10 @@ from tierflow.hot.errors import StorageError
 from tierflow.warm.storage import ObjectStore
 from tierflow.warm.writer import BatchManifest, full_path
 
-__all__ = ["CompactionResult", "compact", "read_partitions"]
+__all__ = ["CompactionResult", "compact", "prefetched", "read_partitions"]
+
+_T = TypeVar("_T")
+_DONE = object()
 
 # The order tables are committed in; readers find an instance through the
 # index, which flips only after both, so the order only matters for crash repair.
@@ -109,6 +115,48 @@ def read_partitions(
         yield sort_rows(rows, dataset)
 
 
+def prefetched(items: Iterator[_T]) -> Iterator[_T]:
+    """Yield ``items``, producing the next one in a thread while the caller uses this one.
+
+    Reading and sorting a partition (pyarrow, GIL released) then overlaps
+    writing the previous one. At most one item is produced ahead, so memory
+    grows by one partition, not by the backlog. An exception in the producer
+    is raised here; closing this generator stops the producer.
+    """
+    box: queue.Queue[Any] = queue.Queue(maxsize=1)
+    turn = threading.Semaphore(1)  # produce the next item only once the last was taken
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            while True:
+                turn.acquire()
+                if stop.is_set():
+                    return
+                item = next(items, _DONE)
+                box.put(item)
+                if item is _DONE:
+                    return
+        except BaseException as exc:  # handed to the consumer
+            box.put(exc)
+
+    thread = threading.Thread(target=produce, name="tierflow-compaction-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = box.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            turn.release()
+            yield item
+    finally:
+        stop.set()
+        turn.release()
+        thread.join(timeout=60)
+
+
 def compact(
     writer: ColdWriter,
     store: ObjectStore,
@@ -143,7 +191,7 @@ def compact(
     for dataset in ORDER:
 
         def parts(dataset: str = dataset) -> Iterator[pa.Table]:
-            for part in read_partitions(store, manifests, dataset, on_partition):
+            for part in prefetched(read_partitions(store, manifests, dataset, on_partition)):
                 counts[dataset] += part.num_rows
                 yield part
 
