@@ -49,7 +49,14 @@ def test_cli_commands_in_readme_exist():
     from tierflow.cli import app
 
     names = {c.name or c.callback.__name__ for c in app.registered_commands}  # type: ignore[union-attr]
-    for cmd in re.findall(r"^tierflow (\w+)", README, re.M):
+    groups = {g.name: g.typer_instance for g in app.registered_groups}
+    for cmd, sub in re.findall(r"^tierflow (\w+)(?: (\w+))?", README, re.M):
+        if cmd in groups:
+            group = groups[cmd]
+            assert group is not None
+            subs = {c.name or c.callback.__name__ for c in group.registered_commands}  # type: ignore[union-attr]
+            assert sub in subs, f"tierflow {cmd} {sub}"
+            continue
         assert cmd in names | {"list"}, cmd
 
 
