@@ -1,0 +1,76 @@
+"""Catalog settings: URL forms, TIERFLOW_CATALOG_* properties, secrets kept out of messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tierflow import InvalidArgument, StorageError
+from tierflow.cold.catalog import CatalogSettings, ColdTables, redact_url
+from tierflow.warm.storage import ObjectStore, StorageSettings
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_default_is_catalog_sqlite_in_the_data_dir(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("TIERFLOW_CATALOG_URL", raising=False)
+    settings = CatalogSettings.from_env(data_dir=tmp_path)
+    assert settings.url == f"sqlite:///{tmp_path.resolve() / 'catalog.sqlite'}"
+    assert not settings.is_rest
+
+
+def test_url_and_extra_properties_from_the_environment(monkeypatch):
+    monkeypatch.setenv("TIERFLOW_CATALOG_URL", "https://catalog.example/api")
+    monkeypatch.setenv("TIERFLOW_CATALOG_TOKEN", "t0ken")
+    monkeypatch.setenv("TIERFLOW_CATALOG_S3__SIGNER_URI", "https://signer")
+    settings = CatalogSettings.from_env(data_dir="/ignored")
+    assert settings.is_rest
+    assert settings.properties == {"token": "t0ken", "s3.signer-uri": "https://signer"}
+    store = ObjectStore(
+        StorageSettings(
+            url="s3://bucket/p", endpoint="http://127.0.0.1:1", access_key="k", secret_key="s"
+        )
+    )
+    props = settings.pyiceberg_properties(store)
+    assert props["type"] == "rest" and props["uri"] == "https://catalog.example/api"
+    assert props["warehouse"] == "s3://bucket/p/cold"
+    assert props["s3.region"] == "us-east-1" and props["s3.endpoint"] == "http://127.0.0.1:1"
+    assert props["token"] == "t0ken"
+    assert "t0ken" not in repr(settings)
+
+
+def test_an_explicit_url_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("TIERFLOW_CATALOG_URL", "sqlite:////env.sqlite")
+    assert CatalogSettings.from_env("sqlite:////arg.sqlite").url == "sqlite:////arg.sqlite"
+
+
+@pytest.mark.parametrize("url", ["mysql://x/y", "file:///tmp/c.sqlite", "catalog.sqlite", ""])
+def test_unknown_catalog_urls_are_refused(url: str):
+    with pytest.raises(InvalidArgument, match="catalog URL"):
+        CatalogSettings(url=url)
+
+
+def test_passwords_are_redacted():
+    assert redact_url("postgresql+psycopg://app:hunter2@db:5432/cat") == (
+        "postgresql+psycopg://app:***@db:5432/cat"
+    )
+    assert redact_url("sqlite:////a/b.sqlite") == "sqlite:////a/b.sqlite"
+
+
+def test_an_unreachable_catalog_fails_with_storage_error_and_no_secret(tmp_path: Path):
+    store = ObjectStore(StorageSettings(url=(tmp_path / "lake").as_uri()))
+    settings = CatalogSettings(url="postgresql+psycopg2://app:hunter2@127.0.0.1:9/cat")
+    cold = ColdTables(settings, store)
+    with pytest.raises(StorageError) as err:
+        cold.check()
+    assert "hunter2" not in str(err.value)
+    assert "app:***@127.0.0.1:9" in str(err.value)
+
+
+def test_a_catalog_in_a_missing_directory_names_it(tmp_path: Path):
+    store = ObjectStore(StorageSettings(url=(tmp_path / "lake").as_uri()))
+    missing = tmp_path / "nowhere" / "catalog.sqlite"
+    cold = ColdTables(CatalogSettings(url=f"sqlite:///{missing}"), store)
+    with pytest.raises(StorageError, match="does not exist"):
+        cold.check()
+    assert not missing.parent.exists()
