@@ -74,3 +74,46 @@ def test_a_catalog_in_a_missing_directory_names_it(tmp_path: Path):
     with pytest.raises(StorageError, match="does not exist"):
         cold.check()
     assert not missing.parent.exists()
+
+
+def test_a_local_warehouse_fsyncs_every_file_a_commit_references(tmp_path: Path, monkeypatch):
+    """Data files, manifests, manifest list and metadata are on disk before the catalog moves."""
+    import pyarrow as pa
+    from tierflow.cold import fileio, tables
+    from tierflow.cold.writer import ColdWriter
+
+    synced: list[str] = []
+    real_close = fileio._SyncOnClose.close
+
+    def close(self: fileio._SyncOnClose) -> None:
+        real_close(self)
+        synced.append(self._path)
+
+    monkeypatch.setattr(fileio._SyncOnClose, "close", close)
+    store = ObjectStore(StorageSettings(url=(tmp_path / "lake").as_uri()))
+    store.check()
+    cold = ColdTables(CatalogSettings(url=f"sqlite:///{tmp_path / 'catalog.sqlite'}"), store)
+    schema = tables.arrow_schema("workflows")
+    row: dict[str, object] = {f.name: None for f in schema}
+    row.update({f.name: "{}" for f in schema if not f.nullable and f.type == pa.string()})
+    row.update({f.name: 0 for f in schema if not f.nullable and f.type != pa.string()})
+    row.update(
+        workflow_id="w1",
+        run_id="r",
+        workflow_type="t",
+        status="completed",
+        created_at=0,
+        finished_at=0,
+        step_count=1,
+        tier="cold",
+        finished_date=0,
+        batch_id="b1",
+    )
+    part = pa.Table.from_pylist([row], schema=schema)
+    snap = ColdWriter(cold).commit("workflows", "c1", ["b1"], [part])
+    table = cold.table("workflows", refresh=True)
+    assert type(table.io).__name__ == "DurableFileIO"
+    needed = {table.metadata_location, snap.manifest_list}
+    needed |= {m.manifest_path for m in snap.manifests(table.io)}
+    needed |= {t.file.file_path for t in table.scan().plan_files()}
+    assert {p.removeprefix("file://") for p in needed} <= set(synced)
