@@ -248,7 +248,7 @@ class TieringJob:
                 self.store,
                 batch_id,
                 max_rows_per_file=self.policy.max_rows_per_file,
-                on_row_group=lambda key: crash_point("mid-write"),
+                on_file_stored=lambda key: crash_point("mid-write"),
             )
             manifest = bw.write(wf_table, ev_table)
             crash_point("after-write")

@@ -325,6 +325,9 @@ class BatchWriter:
         on_row_group: Called with the file key after each row group is
             encoded; an exception it raises abandons the batch with nothing
             of the current file stored (tests use it to simulate a crash).
+        on_file_stored: Called with the file key once its object is stored
+            (the batch's later files are not yet): the point where a crash
+            leaves a half-written batch behind.
 
     Raises:
         InvalidArgument: A bad batch id, limit or codec.
@@ -339,6 +342,7 @@ class BatchWriter:
         row_group_rows: int = 128 * 1024,
         compression: str = "zstd",
         on_row_group: Callable[[str], None] | None = None,
+        on_file_stored: Callable[[str], None] | None = None,
     ) -> None:
         _check_batch_id(batch_id)
         if max_rows_per_file < 1 or row_group_rows < 1:
@@ -351,6 +355,7 @@ class BatchWriter:
         self.row_group_rows = row_group_rows
         self.compression = compression
         self.on_row_group = on_row_group
+        self.on_file_stored = on_file_stored
 
     def write(self, workflows: pa.Table, history: pa.Table) -> BatchManifest:
         """Write the batch's files, durably, and return its manifest (which is not stored).
@@ -423,6 +428,8 @@ class BatchWriter:
         data = memoryview(sink.getvalue())
         digest = hashlib.sha256(data).hexdigest()
         out.put(key, data, sha256=digest)
+        if self.on_file_stored is not None:
+            self.on_file_stored(key)
         return WrittenFile(key, dataset, day, hi - lo, data.nbytes, digest)
 
     def _options(self, dataset: str) -> dict[str, Any]:
