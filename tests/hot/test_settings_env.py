@@ -41,7 +41,10 @@ VARIABLES = (
     "TIERFLOW_S3_ENDPOINT",
     "TIERFLOW_S3_REGION",
     "TIERFLOW_S3_STORAGE_CLASS",
+    "TIERFLOW_CATALOG_URL",
 )
+# Passed through to the Iceberg catalog as properties (README: TIERFLOW_CATALOG_<NAME>).
+PASSTHROUGH = "TIERFLOW_CATALOG_"
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +69,20 @@ async def adder(ctx: WorkflowContext, n: int) -> int:
 
 def test_readme_lists_exactly_these_variables():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert set(re.findall(r"`(TIERFLOW_[A-Z0-9_]+)`", readme)) == set(VARIABLES)
+    named = set(re.findall(r"`(TIERFLOW_[A-Z0-9_]+)`", readme))
+    assert f"`{PASSTHROUGH}<NAME>`" in readme
+    assert {n for n in named if n in VARIABLES or not n.startswith(PASSTHROUGH)} == set(VARIABLES)
+
+
+async def test_catalog_url_from_the_environment(tmp_path: Path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'elsewhere.sqlite'}"
+    monkeypatch.setenv("TIERFLOW_CATALOG_URL", url)
+    monkeypatch.setenv("TIERFLOW_CATALOG_POOL__SIZE", "3")
+    async with Tierflow(tmp_path / "d", workflows=[adder]) as tf:
+        assert tf.cold.settings.url == url
+        assert tf.cold.settings.properties == {"pool.size": "3"}
+    async with Tierflow(tmp_path / "d", workflows=[adder], catalog_url="sqlite:////x.db") as tf:
+        assert tf.cold.settings.url == "sqlite:////x.db"
 
 
 # -- TIERFLOW_DATA_DIR ------------------------------------------------------------------------
