@@ -264,3 +264,22 @@ async def test_maintenance_after_many_small_compactions(make_store, tmp_path: Pa
             listed = {k for k, _ in store.list(prefix)}
             wanted = {store_key(store.url, loc) for loc in referenced_files(table)}
             assert listed == wanted
+
+
+async def test_a_read_that_raced_a_compaction_follows_the_instance_to_cold(
+    make_store, tmp_path: Path
+):
+    """A reader that looked the instance up in warm just before another process compacted it
+    (and deleted the warm files) reads it from cold instead of failing."""
+    store = make_store()
+    policy = TieringPolicy(min_age=0, cold_after=0)
+    async with Tierflow(tmp_path / "d", WORKFLOWS, warm_store=store, tiering=policy) as tf:
+        await tf.run(alpha, 7, workflow_id="raced")
+        await tf.tier(now=time.time() + 60, to="warm")
+        stale = tf.index.get("raced")
+        assert stale is not None and stale.tier == "warm"
+        before = await tf.history("raced")
+        await tf.tier(now=time.time() + 60, to="cold")
+        assert store.list("warm") == []
+        assert await tf.engine.router.history(stale) == before
+        assert (await tf.engine.router.describe(stale)).tier == "cold"
