@@ -30,6 +30,7 @@ from tierflow.hot.handle import WorkflowHandle
 from tierflow.hot.index import IndexDB, IndexRow
 from tierflow.hot.models import HistoryEvent, WorkflowInfo
 from tierflow.hot.reads import Page, WorkflowRef
+from tierflow.hot.replay import ReplayResult
 from tierflow.hot.router import Tier
 from tierflow.hot.stream import Subscriber
 from tierflow.settings import Settings
@@ -216,6 +217,23 @@ class Tierflow:
     async def query(self, workflow_id: str, name: str, *args: Any) -> Any:
         """Answer a query by replaying history from whichever tier holds it."""
         return await self.engine.query(workflow_id, name, *args)
+
+    async def replay(self, workflow_id: str) -> ReplayResult:
+        """Re-run today's code against the history from whichever tier holds it.
+
+        Runs no step and writes nothing; raises ``NonDeterminismError`` at the
+        first event where code and history disagree (see ``Engine.replay``).
+        """
+        return await self.engine.replay(workflow_id)
+
+    async def fork(
+        self, source_id: str, at_event: int, workflow_id: str | None = None
+    ) -> WorkflowHandle:
+        """A new hot instance with ``source_id``'s history up to ``at_event``, then live.
+
+        Works whichever tier holds the source; see ``Engine.fork``.
+        """
+        return await self.engine.fork(source_id, at_event, workflow_id)
 
     async def list(
         self,

@@ -35,6 +35,7 @@ from tierflow.hot.clock import Clock
 from tierflow.hot.control import Control
 from tierflow.hot.creation import check_attributes
 from tierflow.hot.errors import InvalidArgument, WorkflowAlreadyExists
+from tierflow.hot.fork import plan_fork, write_fork
 from tierflow.hot.handle import WorkflowHandle
 from tierflow.hot.ids import validate_workflow_id
 from tierflow.hot.index import IndexDB
@@ -42,6 +43,7 @@ from tierflow.hot.instances import Instances
 from tierflow.hot.models import HistoryEvent, Status, WorkflowInfo
 from tierflow.hot.notify import ChangeKind
 from tierflow.hot.reads import HotReader, Page, Reads, WorkflowRef
+from tierflow.hot.replay import ReplayEnv, ReplayResult, replay_events
 from tierflow.hot.router import Tier, TierRouter
 from tierflow.hot.runtime import Durability, Runtime
 from tierflow.hot.scheduler import Scheduler
@@ -438,6 +440,49 @@ class Engine:
     async def query(self, workflow_id: str, name: str, *args: Any) -> Any:
         """Answer a query by replaying the instance's history (see ``Reads.query``)."""
         return await self.reads.query(workflow_id, name, *args)
+
+    async def replay(self, workflow_id: str) -> ReplayResult:
+        """Re-run today's code against the recorded history; nothing runs or is written.
+
+        The history comes from whichever tier holds the instance (see
+        ``tierflow.hot.replay``).
+
+        Raises:
+            WorkflowNotFound: No such instance, or its type is not registered here.
+            NonDeterminismError: Code and history disagree (``event_id``,
+                ``expected``, ``got`` say where and how).
+        """
+        row = self.runtime.row_or_raise(workflow_id)
+        definition = self.registry.resolve(row.workflow_type)
+        events = await self.router.history(row)
+        env = ReplayEnv(self.clock, self.max_payload_bytes)
+        return await replay_events(definition, events, tier=row.tier, env=env)
+
+    async def fork(
+        self, source_id: str, at_event: int, workflow_id: str | None = None
+    ) -> WorkflowHandle:
+        """Start a new hot instance from ``source_id``'s history up to ``at_event``.
+
+        Operations recorded up to ``at_event`` return their recorded results;
+        the rest runs live, inline until the fork completes or first pauses
+        (like ``run``). The fork carries the attributes ``forked_from`` and
+        ``forked_at_event`` (see ``tierflow.hot.fork``).
+
+        Raises:
+            WorkflowNotFound: No such instance, or its type is not registered here.
+            InvalidArgument: ``at_event`` is not a step boundary of its history.
+            WorkflowAlreadyExists: ``workflow_id`` is taken.
+        """
+        row = self.runtime.row_or_raise(source_id)
+        self.registry.resolve(row.workflow_type)
+        wid = validate_workflow_id(
+            workflow_id if workflow_id is not None else f"{source_id[:200]}-fork-{uuid.uuid4().hex}"
+        )
+        now = self.now_us()
+        plan = plan_fork(source_id, await self.router.history(row), at_event, now)
+        await write_fork(self.runtime, row, plan, wid, now)
+        await self.instances.execute(wid)
+        return WorkflowHandle(self, wid)
 
     async def list(
         self,

@@ -169,8 +169,10 @@ class NonDeterminismError(TierflowError):
 
     Attributes:
         seq: Position of the operation that diverged.
+        event_id: The history event where code and history first disagree
+            (None when raised by a live run, which does not know event ids).
         expected: What history recorded at that position.
-        actual: What the code asked for.
+        got: What the code asked for (also as ``actual``).
     """
 
     def __init__(
@@ -181,11 +183,14 @@ class NonDeterminismError(TierflowError):
         seq: str | None = None,
         expected: str | None = None,
         actual: str | None = None,
+        event_id: int | None = None,
     ) -> None:
         super().__init__(message, workflow_id=workflow_id)
         self.seq = seq
+        self.event_id = event_id
         self.expected = expected
         self.actual = actual
+        self.got = actual
 
 
 class StepError(TierflowError):
