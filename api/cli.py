@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from tierflow.facade import Tierflow
 from tierflow.hot.authoring import WorkflowDefinition
-from tierflow.hot.errors import TierflowError
+from tierflow.hot.errors import NonDeterminismError, TierflowError
 
 __all__ = ["app", "main"]
 
@@ -141,11 +141,12 @@ def history(workflow_id: str, data_dir: DataDir = None, as_json: AsJson = False)
     async def go(tf: Tierflow) -> None:
         events = await tf.history(workflow_id)
         if as_json:
+            row = tf.index.get(workflow_id)
             print(
                 json.dumps(
                     {
                         "workflow_id": workflow_id,
-                        "tier": "hot",
+                        "tier": row.tier if row is not None else None,
                         "events": [e.to_dict() for e in events],
                     }
                 )
@@ -165,6 +166,81 @@ def history(workflow_id: str, data_dir: DataDir = None, as_json: AsJson = False)
         console.print(table)
 
     _run(lambda: _with_tf(data_dir, go))
+
+
+@app.command()
+def replay(
+    workflow_id: str, app_module: AppOpt, data_dir: DataDir = None, as_json: AsJson = False
+) -> None:
+    """Replay an instance's history (any tier) against today's code; runs no step.
+
+    Exits 1 on non-determinism, naming the first event where code and history disagree.
+    """
+    wfs = load_workflows(app_module)
+
+    async def go(tf: Tierflow) -> None:
+        try:
+            r = await tf.replay(workflow_id)
+        except NonDeterminismError as exc:
+            if as_json:
+                print(
+                    json.dumps(
+                        {
+                            "workflow_id": workflow_id,
+                            "deterministic": False,
+                            "event_id": exc.event_id,
+                            "expected": exc.expected,
+                            "got": exc.got,
+                            "message": exc.message,
+                        }
+                    )
+                )
+            else:
+                err_console.print(f"[red]non-deterministic:[/red] {exc.message}")
+                err_console.print(f"  event:    {exc.event_id}")
+                err_console.print(f"  expected: {exc.expected}")
+                err_console.print(f"  got:      {exc.got}")
+            raise typer.Exit(1) from None
+        out = {
+            "workflow_id": r.workflow_id,
+            "deterministic": True,
+            "tier": r.tier,
+            "status": r.status,
+            "result": r.result,
+            "error": r.error,
+            "events": len(r.events),
+        }
+        if as_json:
+            print(json.dumps(out))
+        else:
+            console.print(
+                f"[green]replayed[/green] {r.workflow_id} from {r.tier}: {len(r.events)} events, "
+                f"{r.status}, result {json.dumps(r.result)[:200]}"
+            )
+
+    _run(lambda: _with_tf(data_dir, go, wfs))
+
+
+@app.command()
+def fork(
+    workflow_id: str,
+    app_module: AppOpt,
+    at_event: Annotated[int, typer.Option("--at-event", help="Last event the fork keeps")],
+    new_id: Annotated[str | None, typer.Option("--id", help="The fork's workflow id")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Fork an instance (any tier) at a step boundary and run the fork live.
+
+    Runs it until it completes or first pauses (a worker continues it), then
+    prints its id and status.
+    """
+    wfs = load_workflows(app_module)
+
+    async def go(tf: Tierflow) -> None:
+        h = await tf.fork(workflow_id, at_event=at_event, workflow_id=new_id)
+        print(json.dumps({"workflow_id": h.workflow_id, "status": await h.status()}))
+
+    _run(lambda: _with_tf(data_dir, go, wfs))
 
 
 @app.command()
