@@ -33,7 +33,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tests.bench import authoring, cold_bench, cross_process, hot_engine, tiering_bench
+from tests.bench import (
+    authoring,
+    cold_bench,
+    cross_process,
+    hot_engine,
+    replay_bench,
+    tiering_bench,
+)
 from tests.bench.workload import CHECKS, IncompleteRun, sizes_dict
 
 HERE = Path(__file__).resolve().parent
@@ -350,6 +357,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     cold = cold_bench.measure(args.quick, console)  # a failed check raises RuntimeError
     cold_bench.report(console, cold, judged)
 
+    console.print("[bold]replay and reads[/bold] (history p50 per tier, 100-step replay) ...")
+    rp = replay_bench.measure(args.quick)
+    replay_bench.report(console, rp, judged)
+
     console.print("[bold]cross-process[/bold] (a worker subprocess; commits from this one) ...")
     xp = cross_process.measure(args.quick)
     t5 = Table(
@@ -422,6 +433,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             "tiering": tf,
             "cold": cold,
             "cross_process": xp,
+            "replay": rp,
         },
         "dbos": {
             label: {k: v for k, v in pr.items() if k != "checks"} for label, pr in peers.items()
