@@ -19,17 +19,15 @@ compacted since), the reader reloads the table once and tries again.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
-import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
-import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 from pyiceberg.table import Table
 from tierflow.cold import tables
 from tierflow.cold.catalog import ColdTables
 from tierflow.hot.errors import StorageError
+from tierflow.warm.lookup import PointReader, as_rows
 
 __all__ = ["ColdFile", "ColdReader", "fs_path"]
 
@@ -114,8 +112,7 @@ class ColdReader:
         self.cold = cold
         self._files: dict[str, _Files] = {}
         self._lock = threading.Lock()
-        self._footers: OrderedDict[str, pq.FileMetaData] = OrderedDict()
-        self._max_footers = footers
+        self._points = PointReader(cold.store.fs, footers=footers)
 
     def refresh(self) -> None:
         """Reload both tables from the catalog (the next read re-lists their files)."""
@@ -139,47 +136,9 @@ class ColdReader:
         """The files a point read of ``workflow_id`` has to open (the pruning, made visible)."""
         return [f for f in self.files(dataset, finished_date) if f.may_hold(workflow_id)]
 
-    def _footer(self, f: ColdFile) -> tuple[Any, pq.FileMetaData]:
-        """An open file and its Parquet footer (cached: files are immutable)."""
-        fs = self.cold.store.fs
-        source = fs.open_input_file(fs_path(f.path))
-        with self._lock:
-            meta = self._footers.get(f.path)
-            if meta is not None:
-                self._footers.move_to_end(f.path)
-        if meta is None:
-            meta = pq.read_metadata(source)
-            with self._lock:
-                self._footers[f.path] = meta
-                while len(self._footers) > self._max_footers:
-                    self._footers.popitem(last=False)
-        return source, meta
-
-    def _read_file(self, f: ColdFile, workflow_id: str, schema: pa.Schema) -> pa.Table | None:
-        source, meta = self._footer(f)
-        with source:
-            column = meta.schema.names.index("workflow_id")
-            groups = []
-            for i in range(meta.num_row_groups):
-                stats = meta.row_group(i).column(column).statistics
-                pruned = stats is not None and stats.has_min_max
-                if pruned and not stats.min <= workflow_id <= stats.max:
-                    continue
-                groups.append(i)
-            if not groups:
-                return None
-            part = pq.ParquetFile(source, metadata=meta).read_row_groups(groups)
-        part = part.filter(pc.equal(part.column("workflow_id"), workflow_id))
-        return part.cast(schema) if part.num_rows else None
-
     def _read(self, dataset: str, workflow_id: str, finished_date: str) -> pa.Table:
-        schema = tables.arrow_schema(dataset)
-        parts = [
-            found
-            for f in self.candidates(dataset, workflow_id, finished_date)
-            if (found := self._read_file(f, workflow_id, schema)) is not None
-        ]
-        return pa.concat_tables(parts) if parts else schema.empty_table()
+        paths = [fs_path(f.path) for f in self.candidates(dataset, workflow_id, finished_date)]
+        return self._points.read(paths, workflow_id, tables.arrow_schema(dataset))
 
     def lookup(self, dataset: str, workflow_id: str, finished_date: str) -> pa.Table:
         """Every row of ``workflow_id`` in one table (history sorted by ``event_id``).
@@ -218,11 +177,4 @@ class ColdReader:
 
     def rows(self, dataset: str, workflow_id: str, finished_date: str) -> list[dict[str, Any]]:
         """:meth:`lookup` as dicts, timestamps as integer microseconds (UTC)."""
-        table = self.lookup(dataset, workflow_id, finished_date)
-        for i, field in enumerate(table.schema):
-            if pa.types.is_timestamp(field.type):
-                table = table.set_column(
-                    i, field.with_type(pa.int64()), table.column(i).cast(pa.int64())
-                )
-        out: list[dict[str, Any]] = table.to_pylist()
-        return out
+        return as_rows(self.lookup(dataset, workflow_id, finished_date))

@@ -7,13 +7,16 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 from tierflow.cold.reader import ColdReader
 from tierflow.hot import serde
 from tierflow.hot.errors import StorageError
 from tierflow.hot.index import IndexRow
 from tierflow.hot.models import HistoryEvent, WorkflowInfo, from_micros
 from tierflow.tiering.ledger import Ledger
-from tierflow.warm import reader, writer
+from tierflow.warm import writer
+from tierflow.warm.lookup import PointReader, as_rows
+from tierflow.warm.schema import schema_for
 from tierflow.warm.storage import ObjectStore
 
 __all__ = ["IO", "ColdSource", "WarmSource"]
@@ -40,6 +43,7 @@ class WarmSource:
         self.ledger = ledger
         self._io = io
         self._manifests: OrderedDict[str, writer.BatchManifest] = OrderedDict()
+        self._points = PointReader(store.fs)
 
     def _manifest(self, row: IndexRow) -> writer.BatchManifest:
         bid = row.batch_id
@@ -88,10 +92,15 @@ class WarmSource:
 
     async def describe(self, row: IndexRow) -> WorkflowInfo:
         """The instance's ``workflows`` row, read from warm."""
-        keys = self._keys(row, "workflows")
-        found = await self._io(
-            reader.read_workflow, self.store.fs, self.store.root, keys, row.workflow_id
-        )
+        rows = await self._io(self._read, row, "workflows")
+        if len(rows) > 1:
+            raise StorageError(
+                f"workflow {row.workflow_id!r} appears {len(rows)} times in warm batch "
+                f"{row.batch_id}",
+                workflow_id=row.workflow_id,
+                url=self.store.url,
+            )
+        found = rows[0] if rows else None
         if found is None:
             raise StorageError(
                 f"workflow {row.workflow_id!r} is missing from its warm batch {row.batch_id}",
@@ -102,11 +111,21 @@ class WarmSource:
 
     async def history(self, row: IndexRow) -> list[HistoryEvent]:
         """Every event of the instance, in order, read from warm."""
-        keys = self._keys(row, "history")
-        rows = await self._io(
-            reader.read_history, self.store.fs, self.store.root, keys, row.workflow_id
-        )
+        rows = await self._io(self._read, row, "history")
+        rows.sort(key=lambda r: r["event_id"])
         return history_events(rows)
+
+    def _read(self, row: IndexRow, dataset: str) -> list[dict[str, Any]]:
+        paths = [writer.full_path(self.store.root, k) for k in self._keys(row, dataset)]
+        try:
+            found = self._points.read(paths, row.workflow_id, schema_for(dataset))
+        except (OSError, pa.ArrowException) as exc:
+            raise StorageError(
+                f"cannot read warm {dataset} of {row.workflow_id!r}: {exc}",
+                workflow_id=row.workflow_id,
+                url=self.store.url,
+            ) from exc
+        return as_rows(found)
 
 
 def workflow_info(found: dict[str, Any], tier: str) -> WorkflowInfo:

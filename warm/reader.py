@@ -21,6 +21,7 @@ import pyarrow.dataset as ds  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.fs as pafs  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 from tierflow.hot.errors import InvalidArgument, StorageError
+from tierflow.warm.lookup import as_rows
 from tierflow.warm.schema import SCHEMA_VERSION, schema_for
 from tierflow.warm.writer import BatchManifest, WrittenFile, full_path, manifest_key
 
@@ -216,11 +217,4 @@ def _lookup(
 
 
 def _rows(table: pa.Table) -> list[dict[str, Any]]:
-    """Return rows as dicts, timestamps as int microseconds (cheaper than datetimes, lossless)."""
-    for i, field in enumerate(table.schema):
-        if pa.types.is_timestamp(field.type):
-            table = table.set_column(
-                i, field.with_type(pa.int64()), table.column(i).cast(pa.int64())
-            )
-    rows: list[dict[str, Any]] = table.to_pylist()
-    return rows
+    return as_rows(table)
