@@ -339,7 +339,7 @@ class BatchWriter:
         batch_id: str,
         *,
         max_rows_per_file: int = 2_000_000,
-        row_group_rows: int = 128 * 1024,
+        row_group_rows: int = 16 * 1024,
         compression: str = "zstd",
         on_row_group: Callable[[str], None] | None = None,
         on_file_stored: Callable[[str], None] | None = None,
