@@ -14,8 +14,8 @@ snapshot) and registered, so filters and projections push down into the
 Parquet scans. Which files those are comes from one read transaction of the
 index (:mod:`tierflow.tiering.sql_snapshot`), so a query counts each workflow
 once even while another process tiers or compacts. A file deleted after that
-read (a compaction finished meanwhile) fails the scan; the whole query then
-runs once more on a fresh read.
+read (a move finished meanwhile) fails the query before any row is returned;
+the whole query then runs again on a fresh read (up to five attempts).
 
 Time travel (``as_of``): a timestamp (aware ``datetime`` or ISO 8601 text) or
 a cold snapshot id reads the cold tables as they were then; ``hot_*`` and
@@ -29,6 +29,7 @@ result (``SqlResult.truncated``) and a timeout interrupts the query.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -73,6 +74,12 @@ VIEWS: tuple[str, ...] = tuple(
 IO = Callable[..., Awaitable[Any]]
 
 _DATASETS = ("workflows", "history")
+# A file of the cut can vanish when a move commits right after the index read; each
+# attempt reads a fresh cut. Under tiering that commits small batches back to back a
+# query reading every hot file can lose that race several times in a row (measured in
+# tests/tiering/test_sql.py), hence a few attempts with a short pause between them.
+_ATTEMPTS = 5
+_PAUSE = 0.05
 _COLUMNS = {"workflows": names(WORKFLOWS), "history": (*names(HISTORY), "tier")}
 _PREFIX = {"workflows": sql_hot.WORKFLOWS_PREFIX, "history": sql_hot.HISTORY_PREFIX}
 
@@ -227,7 +234,7 @@ class TierSQL:
         sql_guard.check_statement(query)
         moment = _as_of(as_of)
         bounds = limits or self.limits
-        for attempt in range(2):
+        for attempt in range(_ATTEMPTS):
             cut = read_snapshot(self.index)  # on the loop thread: one transaction
             try:
                 result: SqlResult = await self.io(
@@ -235,8 +242,11 @@ class TierSQL:
                 )
                 return result
             except _Retry as exc:
-                if attempt:
-                    raise StorageError(f"SQL across tiers: data moved twice: {exc}") from None
+                await asyncio.sleep(_PAUSE * (attempt + 1))
+                if attempt == _ATTEMPTS - 1:
+                    raise StorageError(
+                        f"SQL across tiers: data moved under the query {_ATTEMPTS} times: {exc}"
+                    ) from None
         raise AssertionError("unreachable")
 
     # -- on an I/O thread ------------------------------------------------------------
@@ -264,14 +274,16 @@ class TierSQL:
 
         try:
             hot_rows = [] if moment is not None else cut.hot
-            self._register(con, cut, moment, hot_rows)
+            self._views(con, hot_rows)
             sql_guard.lock(con)
             if timer is None and bounds.timeout is not None:
                 timer = threading.Timer(bounds.timeout, con.interrupt)
                 timer.daemon = True
                 timer.start()
+            # Hot files first: they are the data that moves soonest after the index read.
             if hot_rows:
                 self._fill_hot(con, query, params, hot_rows)
+            self._register(con, cut, moment)
             rel = con.sql(query, params=params)
             if rel is None:  # not a SELECT after all: refused by check_statement already
                 raise InvalidArgument("SQL refused: the statement returns no rows")
@@ -314,26 +326,13 @@ class TierSQL:
         finally:
             close()
 
-    def _register(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        cut: TierSnapshot,
-        moment: tuple[str, Any] | None,
-        hot_rows: Sequence[tuple[Any, ...]],
-    ) -> None:
+    def _views(self, con: duckdb.DuckDBPyConnection, hot_rows: Sequence[tuple[Any, ...]]) -> None:
+        """Register the hot index rows and empty stand-ins for the rest; create the views."""
         con.register("__tf_hot_workflows", sql_hot.hot_workflows(hot_rows, {}))
         con.register("__tf_hot_history", sql_hot.history_schema().empty_table())
-        warm = [] if moment is not None else cut.warm
-        cold = self._cold_files(cut, moment)
-        fs, root = self.store.fs, self.store.root
         for d in _DATASETS:
-            keys = [k for bid, blob in warm for k in self._manifest(bid, blob).keys(d)]
-            con.register(f"__tf_warm_{d}", warm_reader.dataset(fs, root, keys, d))
-            paths = [fs_path(p) for p in cold.get(d, [])]
-            schema = cold_tables.arrow_schema(d)
-            con.register(
-                f"__tf_cold_{d}", ds.dataset(paths, schema=schema, format="parquet", filesystem=fs)
-            )
+            for tier in (Tier.WARM, Tier.COLD):
+                con.register(f"__tf_{tier.value}_{d}", cold_tables.arrow_schema(d).empty_table())
         for d in _DATASETS:
             cols = _COLUMNS[d]
             hot = ", ".join(
@@ -353,6 +352,29 @@ class TierSQL:
                 f"UNION ALL SELECT * FROM cold_{d}"
             )
 
+    def _register(
+        self, con: duckdb.DuckDBPyConnection, cut: TierSnapshot, moment: tuple[str, Any] | None
+    ) -> None:
+        """Register the warm files of the cut's batches and the cold snapshot's files."""
+        warm = [] if moment is not None else cut.warm
+        cold = self._cold_files(cut, moment)
+        fs, root = self.store.fs, self.store.root
+        for d in _DATASETS:
+            keys = [k for bid, blob in warm for k in self._manifest(bid, blob).keys(d)]
+            if keys:
+                try:
+                    warm_data = warm_reader.dataset(fs, root, keys, d)
+                except StorageError as exc:  # a batch compacted since the cut: files gone
+                    raise _Retry(str(exc)) from None
+                con.register(f"__tf_warm_{d}", warm_data)
+            paths = [fs_path(p) for p in cold.get(d, [])]
+            if paths:
+                schema = cold_tables.arrow_schema(d)
+                con.register(
+                    f"__tf_cold_{d}",
+                    ds.dataset(paths, schema=schema, format="parquet", filesystem=fs),
+                )
+
     def _fill_hot(
         self,
         con: duckdb.DuckDBPyConnection,
@@ -366,6 +388,8 @@ class TierSQL:
         history_rows = touched.ids_for(hot_rows, touched.history)
         result_rows = touched.completed(touched.ids_for(hot_rows, touched.results))
         wanted = {r[0]: r for r in (*history_rows, *result_rows)}
+        if not wanted:
+            return
         try:
             read = sql_hot.read_instances(
                 self.instances_dir, list(wanted.values()), self.durability

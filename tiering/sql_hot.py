@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
-from tierflow.hot.models import TERMINAL_STATUSES, Status
+from tierflow.hot import serde
+from tierflow.hot.models import TERMINAL_STATUSES, EventType, Status
 from tierflow.hot.router import Tier
 from tierflow.hot.rows import HISTORY, WORKFLOWS, names
 from tierflow.hot.store import EVENT_COLUMNS, IncompleteInstance, InstanceFile, read_for_archive
@@ -130,6 +131,9 @@ def read_instances(
     """
     out: list[tuple[dict[str, Any], list[tuple[Any, ...]]]] = []
     for row in rows:
+        if row[_FILE] is None:
+            out.append(_queued(row))  # queued: the index is its only record
+            continue
         path = base / row[_FILE]
         if row[_STATUS] in TERMINAL_STATUSES:
             out.append(read_for_archive(path))
@@ -137,12 +141,31 @@ def read_instances(
         try:
             inst = InstanceFile.open(path, durability=durability)
         except IncompleteInstance:
-            continue  # created, first commit not yet made: no events yet
+            out.append(_queued(row))  # created, first commit not yet made
+            continue
         try:
             out.append((inst.read_row(), inst.read_events()))
         finally:
             inst.close()
     return out
+
+
+def _queued(row: tuple[Any, ...]) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:
+    """The one event an instance without a committed file has: ``workflow.queued``.
+
+    The same event ``history()`` reports for it (``hot/reads.py``).
+    """
+    values = dict(zip(HOT_INDEX_COLUMNS, row, strict=True))
+    payload = serde.encode(
+        {
+            "input": serde.decode(values["input"]),
+            "attributes": serde.decode(values["attributes"]),
+            "parent_workflow_id": values["parent_workflow_id"],
+        },
+        what="queued event",
+    )
+    event = (1, EventType.WORKFLOW_QUEUED.value, values["created_at"], None, None, payload)
+    return values, [event]
 
 
 class Touched:
@@ -163,7 +186,7 @@ class Touched:
     def ids_for(
         self, rows: Sequence[tuple[Any, ...]], wanted: frozenset[str] | None
     ) -> list[tuple[Any, ...]]:
-        """The index rows with a file among ``wanted``."""
+        """The index rows among ``wanted``."""
         if wanted is None:
             return []
         return [r for r in rows if r[_FILE] is not None and (wanted == self.ALL or r[0] in wanted)]
