@@ -33,7 +33,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tests.bench import authoring, cold_bench, cross_process, hot_engine, tiering_bench
+from tests.bench import authoring, cold_bench, cross_process, hot_engine, sql_bench, tiering_bench
 from tests.bench.workload import CHECKS, IncompleteRun, sizes_dict
 
 HERE = Path(__file__).resolve().parent
@@ -349,6 +349,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     console.print("[bold]cold tier[/bold] (warm -> Iceberg, 20-event workflows) ...")
     cold = cold_bench.measure(args.quick, console)  # a failed check raises RuntimeError
     cold_bench.report(console, cold, judged)
+
+    console.print("[bold]SQL across tiers[/bold] (GROUP BY event_type, warm history) ...")
+    sql_fig = sql_bench.measure(args.quick, console)
+    sql_bench.report(console, sql_fig, judged)
 
     console.print("[bold]cross-process[/bold] (a worker subprocess; commits from this one) ...")
     xp = cross_process.measure(args.quick)
