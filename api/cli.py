@@ -537,6 +537,66 @@ def cold_status(
         raise typer.Exit(2) from None
 
 
+@app.command("sql")
+def sql_cmd(
+    query: Annotated[str, typer.Argument(help="One SELECT statement over the tierflow views")],
+    data_dir: DataDir = None,
+    storage_url: StorageUrl = None,
+    s3_endpoint: S3Endpoint = None,
+    catalog_url: CatalogUrl = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="value of the next ? placeholder (repeatable)"),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="read the cold archive as of an ISO time or snapshot id"),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="row limit (0: none)")] = 100_000,
+    timeout: Annotated[float, typer.Option("--timeout", help="seconds (0: none)")] = 60.0,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="table, json, csv or parquet")
+    ] = "table",
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="write to this file (parquet needs it)")
+    ] = None,
+) -> None:
+    """Run one read-only SQL query across hot, warm and cold (views: workflows, history, ...)."""
+    from tierflow.tiering.sql_output import write_result
+
+    if fmt not in ("table", "json", "csv", "parquet"):
+        raise typer.BadParameter("--format must be table, json, csv or parquet")
+    if fmt == "parquet" and output is None:
+        raise typer.BadParameter("--format parquet needs --output FILE")
+
+    async def go() -> None:
+        tf = Tierflow(
+            data_dir, storage_url=storage_url, s3_endpoint=s3_endpoint, catalog_url=catalog_url
+        )
+        tf.open()
+        try:
+            result = await tf.sql(
+                query,
+                list(param) if param else None,
+                as_of,
+                limit=limit or None,
+                timeout=timeout or None,
+                stream=fmt != "table",
+            )
+            try:
+                write_result(result, fmt, output, console)
+            finally:
+                result.close()
+        finally:
+            await tf.aclose()
+
+    try:
+        asyncio.run(go())
+    except TierflowError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def demo(data_dir: DataDir = None) -> None:
     """Run the end-to-end demo on the embedded default storage."""

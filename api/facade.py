@@ -16,10 +16,10 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
+from types import EllipsisType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from tierflow.hot.authoring import WorkflowDefinition, WorkflowFn
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from tierflow.tiering.compaction_job import CompactionJob, CompactionReport
     from tierflow.tiering.job import Progress, TieringJob, TieringReport
     from tierflow.tiering.policy import TieringPolicy
+    from tierflow.tiering.sql import AsOf, SqlResult, TierSQL
     from tierflow.warm.storage import ObjectStore
 
 __all__ = ["TierTarget", "Tierflow"]
@@ -120,6 +121,7 @@ class Tierflow:
         self._cold: ColdTables | None = None
         self._compaction: CompactionJob | None = None
         self._periodic: asyncio.Task[None] | None = None
+        self._sql: TierSQL | None = None
         self.engine.router.register(Tier.WARM, _LazySource(self, Tier.WARM))
         self.engine.router.register(Tier.COLD, _LazySource(self, Tier.COLD))
 
@@ -469,6 +471,65 @@ class Tierflow:
 
         tables = await self.engine.io(collect)
         return {"catalog": cold.where, "warehouse": warehouse(self.store), "tables": tables}
+
+    async def sql(
+        self,
+        query: str,
+        params: Sequence[Any] | Mapping[str, Any] | None = None,
+        as_of: AsOf | None = None,
+        *,
+        limit: int | EllipsisType | None = ...,
+        timeout: float | EllipsisType | None = ...,
+        stream: bool = False,
+    ) -> SqlResult:
+        """Run one read-only SQL query across every tier (DuckDB, confined).
+
+        Views: ``workflows`` and ``history`` (every tier; each row has a
+        ``tier`` column), and ``hot_*``, ``warm_*``, ``cold_*`` of each. The
+        query reads one consistent cut of the tiers: each workflow once, even
+        while another process tiers or compacts (README, "SQL across tiers").
+
+        Args:
+            query: One SELECT (or WITH ... SELECT) statement.
+            params: Values for ``?``/``$1`` (a sequence) or ``$name`` (a mapping).
+            as_of: An aware datetime, ISO 8601 text or a cold snapshot id: read
+                the cold archive as of then (hot and warm views are empty).
+            limit: Rows returned at most (the rest is cut: ``result.truncated``);
+                None for no limit; default 100,000.
+            timeout: Seconds before the query is interrupted; None for none;
+                default 60.
+            stream: Return at once and stream rows with ``result.batches()``.
+
+        Returns:
+            The result: ``columns``, ``rows``, ``to_arrow()``, ``batches()``.
+
+        Raises:
+            InvalidArgument: The statement is refused (the message says what)
+                or malformed.
+            QueryTimeout: It ran past the timeout (an ``InvalidArgument``).
+            StorageError: The index, the catalog or a file cannot be read.
+        """
+        from tierflow.tiering.sql import replace_limits
+
+        engine = self.sql_engine
+        limits = replace_limits(engine.limits, max_rows=limit, timeout=timeout)
+        return await engine.run(query, params, as_of, limits=limits, stream=stream)
+
+    @property
+    def sql_engine(self) -> TierSQL:
+        """The SQL-across-tiers engine (its ``limits`` are the defaults of ``sql``)."""
+        if self._sql is None:
+            from tierflow.tiering.sql import TierSQL
+
+            self._sql = TierSQL(
+                self.index,
+                self.engine.instances_dir,
+                self.settings.durability,
+                self.store,
+                lambda: self.cold,
+                self.engine.io,
+            )
+        return self._sql
 
     async def _tier_periodically(self) -> None:
         interval = self.tiering_policy.interval or 0

@@ -233,6 +233,29 @@ class IndexDB:
         """
         return self._read(sql, params)
 
+    def read_consistent(
+        self, queries: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """Run several read-only statements in one read transaction and return their rows.
+
+        Every statement sees the same committed state of the index (one WAL
+        snapshot), however other processes commit meanwhile: what SQL across
+        tiers needs to learn the tier map, the warm batches and the cold
+        commits as of one instant.
+
+        Raises:
+            StorageError: SQLite failed (the message names the index file).
+        """
+        conn = self._conn
+        try:
+            conn.execute("BEGIN")
+            try:
+                return [conn.execute(sql, params).fetchall() for sql, params in queries]
+            finally:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise StorageError(f"instance index read failed: {exc}", url=str(self.path)) from exc
+
     def data_version(self) -> int:
         """SQLite's ``PRAGMA data_version``: changes when another connection commits.
 

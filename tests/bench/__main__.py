@@ -39,6 +39,7 @@ from tests.bench import (
     cross_process,
     hot_engine,
     replay_bench,
+    sql_bench,
     tiering_bench,
 )
 from tests.bench.workload import CHECKS, IncompleteRun, sizes_dict
@@ -360,6 +361,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     console.print("[bold]replay and reads[/bold] (history p50 per tier, 100-step replay) ...")
     rp = replay_bench.measure(args.quick)
     replay_bench.report(console, rp, judged)
+
+    console.print("[bold]SQL across tiers[/bold] (GROUP BY event_type, warm history) ...")
+    sql_fig = sql_bench.measure(args.quick, console)
+    sql_bench.report(console, sql_fig, judged)
 
     console.print("[bold]cross-process[/bold] (a worker subprocess; commits from this one) ...")
     xp = cross_process.measure(args.quick)

@@ -1,0 +1,45 @@
+"""A program the SQL tests run as a real subprocess: tiering and compaction in many small steps.
+
+Usage: python -m tests.tiering.sql_app DATA_DIR
+
+Moves every finished hot instance to warm in batches of ``SQL_APP_BATCH`` workflows
+(default 15), then compacts every warm batch into cold in commits of at most
+``SQL_APP_COMMIT_EVENTS`` events (default 120): many index transactions, so a reader
+sampling meanwhile sees many different cuts. Prints
+"done" and the final tier counts as JSON. Storage from the environment (TIERFLOW_*, AWS_*).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+
+from tierflow import Tierflow
+from tierflow.tiering.policy import TieringPolicy
+
+from tests.tiering.tier_app import LATER, WORKFLOWS
+
+
+async def main(data: str) -> None:
+    policy = TieringPolicy(
+        min_age=0,
+        cold_after=0,
+        max_workflows_per_batch=int(os.environ.get("SQL_APP_BATCH", "15")),
+        max_events_per_cold_commit=int(os.environ.get("SQL_APP_COMMIT_EVENTS", "120")),
+    )
+    tf = Tierflow(data, WORKFLOWS, tiering=policy)
+    tf.open()
+    try:
+        # Each warm batch is its own index commit; each bounded compaction commit too.
+        await tf.tier(now=time.time() + LATER, to="warm")
+        await tf.compact(now=time.time() + LATER)
+        print(json.dumps({"done": tf.index.count_by_tier()}), flush=True)
+    finally:
+        await tf.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))

@@ -1,0 +1,408 @@
+"""SQL across tiers (README, "SQL across tiers"), on file:// and moto S3.
+
+1. Workflows spread over running, paused, warm and cold: counts by tier and the
+   history count match the ground truth; and the same, sampled repeatedly, while
+   another process tiers and compacts (never a double, never a miss).
+5. Hostile statements are refused or cut, leave nothing on disk, and legitimate
+   queries work after each.
+6. ``as_of`` before a compaction does not see rows compacted after it.
+
+Plus: only the hot files a ``workflow_id`` filter allows are opened, and a query
+whose warm files vanish under it (a compaction finished meanwhile) runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tierflow import InvalidArgument, Tierflow, WorkflowContext, workflow
+from tierflow.tiering import sql as sql_module
+from tierflow.tiering import sql_hot
+from tierflow.tiering.policy import TieringPolicy
+from tierflow.tiering.sql import QueryTimeout
+
+from tests.tiering.test_tiering import ROOT, _env_for
+from tests.tiering.tier_app import LATER, WORKFLOWS
+
+pytestmark = pytest.mark.timeout(300)
+
+RELEASE: dict[str, asyncio.Event] = {}
+
+
+async def hold(key: str) -> str:
+    await RELEASE[key].wait()
+    return "released"
+
+
+@workflow
+async def blocker(ctx: WorkflowContext, key: str) -> str:
+    return await ctx.step("hold", hold, key)
+
+
+@workflow
+async def waiter(ctx: WorkflowContext, n: int) -> Any:
+    return await ctx.wait_for_signal("go")
+
+
+ALL = [*WORKFLOWS, blocker, waiter]
+
+
+async def finished(tf: Tierflow, start: int, stop: int) -> list[str]:
+    ids = []
+    for i in range(start, stop):
+        wf = WORKFLOWS[i % 3]
+        h = await tf.run(wf, i, workflow_id=f"{wf.name}-{i:05d}")
+        ids.append(h.workflow_id)
+    return ids
+
+
+async def paused(tf: Tierflow, n: int) -> list[str]:
+    ids = [(await tf.run(waiter, i, workflow_id=f"waiter-{i:04d}")).workflow_id for i in range(n)]
+    assert {await tf.status(w) for w in ids} == {"paused"}
+    return ids
+
+
+async def events_of(tf: Tierflow, ids: list[str]) -> int:
+    total = 0
+    for w in ids:
+        total += len(await tf.history(w))
+    return total
+
+
+async def poll(check: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+# -- 1. counts by tier -------------------------------------------------------------------
+
+
+async def test_counts_by_tier_and_history_match_ground_truth(make_store, tmp_path: Path):
+    store = make_store()
+    policy = TieringPolicy(min_age=0, cold_after="1h", max_workflows_per_batch=40)
+    key = f"run-{tmp_path.name}"
+    RELEASE[key] = asyncio.Event()
+    async with Tierflow(tmp_path / "d", ALL, warm_store=store, tiering=policy) as tf:
+        cold = await finished(tf, 0, 100)
+        await tf.tier(now=time.time() + 60, to="warm")
+        report = await tf.tier(now=time.time() + LATER, to="cold")
+        assert report.cold.workflows_moved == 100
+        warm = await finished(tf, 100, 200)
+        assert (await tf.tier(now=time.time() + 60, to="warm")).workflows_moved == 100
+        waiting = await paused(tf, 70)
+        running = [
+            (await tf.start(blocker, key, workflow_id=f"blocker-{i:03d}")).workflow_id
+            for i in range(30)
+        ]
+
+        async def all_running() -> bool:
+            return {await tf.status(w) for w in running} == {"running"}
+
+        await poll(all_running)
+        ids = cold + warm + waiting + running
+        truth_events = await events_of(tf, ids)
+        assert tf.index.count_by_tier() == {"cold": 100, "warm": 100, "hot": 100}
+
+        by_tier = await tf.sql("SELECT tier, count(*) FROM workflows GROUP BY 1 ORDER BY 1")
+        assert by_tier.columns[0] == "tier"
+        assert by_tier.rows == [("cold", 100), ("hot", 100), ("warm", 100)]
+        (total,) = (await tf.sql("SELECT count(*) FROM history")).rows
+        assert total == (truth_events,)
+        statuses = await tf.sql(
+            "SELECT status, count(*) FROM workflows WHERE tier = ? GROUP BY 1 ORDER BY 1",
+            ["hot"],
+        )
+        assert statuses.rows == [("paused", 70), ("running", 30)]
+        per_tier = await tf.sql(
+            "SELECT tier, count(DISTINCT workflow_id) FROM history GROUP BY 1 ORDER BY 1"
+        )
+        assert per_tier.rows == [("cold", 100), ("hot", 100), ("warm", 100)]
+        for view, n in (("hot", 100), ("warm", 100), ("cold", 100)):
+            assert (await tf.sql(f"SELECT count(*) FROM {view}_workflows")).rows == [(n,)]
+
+        # One workflow's history through SQL equals history() in every tier.
+        for wid in (cold[7], warm[7], waiting[3], running[2]):
+            rows = (
+                await tf.sql(
+                    "SELECT event_id, event_type, step_name FROM history "
+                    "WHERE workflow_id = $wid ORDER BY event_id",
+                    {"wid": wid},
+                )
+            ).rows
+            expected = [(e.event_id, e.event_type, e.step_name) for e in await tf.history(wid)]
+            assert rows == expected
+
+        table = (await tf.sql("SELECT * FROM workflows")).to_arrow()
+        assert table.num_rows == 300 and table.column_names[-1] == "tier"
+        assert (
+            await tf.sql("SELECT result FROM workflows WHERE workflow_id = 'alpha-00000'")
+        ).rows[0][0] == json.dumps([f"A0-{i}" for i in range(5)], separators=(",", ":"))
+
+        assert await events_of(tf, ids) == truth_events  # nothing moved meanwhile
+        RELEASE[key].set()
+        for w in running:
+            assert await tf.result(w, timeout=30) == "released"
+
+
+async def test_streamed_result_and_row_limit(make_store, tmp_path: Path):
+    store = make_store()
+    policy = TieringPolicy(min_age=0)
+    async with Tierflow(tmp_path / "d", ALL, warm_store=store, tiering=policy) as tf:
+        await finished(tf, 0, 30)
+        await tf.tier(now=time.time() + 60, to="warm")
+        result = await tf.sql("SELECT * FROM history ORDER BY workflow_id, event_id", stream=True)
+        streamed = sum(b.num_rows for b in result.batches())
+        assert streamed == (await tf.sql("SELECT count(*) FROM history")).rows[0][0]
+        cut = await tf.sql("SELECT * FROM history", limit=7)
+        assert len(cut.rows) == 7 and cut.truncated
+        whole = await tf.sql("SELECT * FROM workflows", limit=None)
+        assert len(whole.rows) == 30 and not whole.truncated
+
+
+# -- 1b. the same while another process tiers and compacts --------------------------------
+
+
+async def test_each_workflow_once_while_another_process_tiers_and_compacts(
+    make_store, tmp_path: Path
+):
+    store = make_store()
+    data = tmp_path / "d"
+    async with Tierflow(data, ALL, warm_store=store) as tf:
+        ids = await finished(tf, 0, 240)
+        waiting = await paused(tf, 60)
+        truth_events = await events_of(tf, ids + waiting)
+    env = {**_env_for(store), "SQL_APP_BATCH": "60", "SQL_APP_COMMIT_EVENTS": "400"}
+    env.pop("TIERFLOW_CRASH_AT", None)
+    tf = Tierflow(data, ALL, warm_store=store)
+    tf.open()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.tiering.sql_app", str(data)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: set[tuple[tuple[str, int], ...]] = set()
+    samples = 0
+    check = (
+        "SELECT (SELECT count(*) FROM workflows), (SELECT count(DISTINCT workflow_id) "
+        "FROM workflows), (SELECT count(*) FROM history), (SELECT count(*) FROM "
+        "(SELECT DISTINCT workflow_id, event_id FROM history)), "
+        "(SELECT count(DISTINCT workflow_id) FROM history)"
+    )
+    try:
+        while True:
+            done = proc.poll() is not None
+            (row,) = (await tf.sql(check)).rows
+            assert row == (300, 300, truth_events, truth_events, 300), row
+            tiers = await tf.sql("SELECT tier, count(*) FROM workflows GROUP BY 1 ORDER BY 1")
+            assert sum(n for _, n in tiers.rows) == 300
+            seen.add(tuple(tiers.rows))
+            samples += 1
+            if done:
+                break
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert json.loads(out.splitlines()[-1])["done"] == {"cold": 240, "hot": 60}
+        assert tuple(tiers.rows) == (("cold", 240), ("hot", 60))
+        assert samples >= 5 and len(seen) >= 3, (samples, seen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        await tf.aclose()
+
+
+# -- reads only what it must; retries when files vanish -----------------------------------
+
+
+async def test_workflow_id_filter_opens_only_those_hot_files(
+    make_store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    store = make_store()
+    async with Tierflow(tmp_path / "d", ALL, warm_store=store) as tf:
+        ids = await finished(tf, 0, 12)
+        opened: list[list[str]] = []
+        real = sql_hot.read_instances
+
+        def spy(base: Path, rows: Any, durability: str) -> Any:
+            opened.append(sorted(r[0] for r in rows))
+            return real(base, rows, durability)
+
+        monkeypatch.setattr(sql_hot, "read_instances", spy)
+        cases = [
+            ("SELECT count(*) FROM history WHERE workflow_id = ?", [ids[3]], [ids[3]]),
+            (
+                "SELECT count(*) FROM history WHERE workflow_id IN ($1, $2) AND event_id > 1",
+                [ids[1], ids[5]],
+                sorted([ids[1], ids[5]]),
+            ),
+            ("SELECT count(*) FROM workflows", None, None),
+            ("SELECT count(*) FROM history", None, sorted(ids)),
+            (
+                "SELECT count(*) FROM history WHERE workflow_id = ? OR event_id = 1",
+                [ids[0]],
+                sorted(ids),
+            ),
+        ]
+        for query, params, expected in cases:
+            opened.clear()
+            await tf.sql(query, params)
+            assert opened == ([] if expected is None else [expected]), query
+        # result is not in the index: read from the files of completed instances only.
+        opened.clear()
+        rows = (await tf.sql("SELECT workflow_id, result FROM workflows ORDER BY 1")).rows
+        completed = [w for w in ids if not w.startswith("gamma")]
+        assert opened == [sorted(completed)]
+        assert {w for w, r in rows if r is not None} == set(completed)
+
+
+async def test_query_runs_again_when_warm_files_vanish_under_it(
+    make_store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    store = make_store()
+    policy = TieringPolicy(min_age=0, cold_after=0)
+    async with Tierflow(tmp_path / "d", ALL, warm_store=store, tiering=policy) as tf:
+        await finished(tf, 0, 30)
+        await tf.tier(now=time.time() + 60, to="warm")
+        stale = sql_module.read_snapshot(tf.index)  # the cut before a compaction
+        await tf.compact(now=time.time() + LATER)  # deletes the warm files
+        assert store.list("warm") == []
+        calls = []
+        real = sql_module.read_snapshot
+
+        def first_stale(index: Any) -> Any:
+            calls.append(1)
+            return stale if len(calls) == 1 else real(index)
+
+        monkeypatch.setattr(sql_module, "read_snapshot", first_stale)
+        rows = (await tf.sql("SELECT tier, count(*) FROM history GROUP BY 1")).rows
+        assert len(calls) == 2
+        assert [t for t, _ in rows] == ["cold"]
+
+
+# -- 5. confinement ----------------------------------------------------------------------
+
+
+def listing(root: Path) -> set[str]:
+    """Every file under ``root`` (but the hot instance files' churn), and what the cwd holds."""
+    out = {f"cwd:{name}" for name in os.listdir(os.getcwd())}
+    for dirpath, _, files in os.walk(root):
+        if f"{os.sep}hot" in dirpath:
+            continue  # instance files and their WAL/SHM churn
+        out.update(os.path.join(dirpath, f) for f in files)
+        out.add(dirpath)
+    return out
+
+
+async def test_hostile_statements_are_refused_or_cut(make_store, tmp_path: Path):
+    store = make_store()
+    data = tmp_path / "d"
+    policy = TieringPolicy(min_age=0)
+    async with Tierflow(data, ALL, warm_store=store, tiering=policy) as tf:
+        await finished(tf, 0, 9)
+        await tf.tier(now=time.time() + 60, to="warm")
+        await finished(tf, 9, 12)
+        lake = data / "lake"
+        outside = tmp_path / "outside"
+        hostile = [
+            "SELECT * FROM read_csv('/etc/passwd')",
+            "SELECT * FROM '/etc/passwd'",
+            "SELECT * FROM read_text('/etc/hostname')",
+            "SELECT * FROM glob('/*')",
+            f"SELECT count(*) FROM read_parquet('{lake}/**/*.parquet')",
+            "SELECT * FROM read_json('http://127.0.0.1:9/x.json')",
+            f"COPY (SELECT * FROM workflows) TO '{outside}.csv'",
+            f"COPY workflows TO '{outside}.parquet' (FORMAT parquet)",
+            f"ATTACH '{outside}.db' AS x",
+            "INSTALL httpfs",
+            "LOAD httpfs",
+            "PRAGMA threads=1",
+            "SET enable_external_access=true",
+            "SET lock_configuration=false",
+            "RESET memory_limit",
+            "CREATE TABLE t AS SELECT * FROM workflows",
+            "CREATE TEMP TABLE t (a INTEGER)",
+            "CREATE VIEW v AS SELECT 1",
+            "DROP VIEW workflows",
+            "INSERT INTO workflows SELECT * FROM workflows",
+            "SELECT 1; SELECT 2",
+            "SELECT 1; DROP VIEW history",
+            f"EXPORT DATABASE '{outside}'",
+            "CALL pragma_version()",
+            "CHECKPOINT",
+            "EXPLAIN SELECT 1",
+            "SELECT getenv('HOME')",
+            "",
+        ]
+        before = listing(tmp_path)
+        legit = "SELECT tier, count(*) FROM workflows GROUP BY 1 ORDER BY 1"
+        expected = [("hot", 3), ("warm", 9)]
+        for query in hostile:
+            with pytest.raises(InvalidArgument) as info:
+                await tf.sql(query)
+            message = str(info.value)
+            assert message.startswith(("SQL refused", "SQL error")), (query, message)
+            assert (await tf.sql(legit)).rows == expected, query
+        with pytest.raises(QueryTimeout, match="timeout"):
+            await tf.sql(
+                "SELECT count(*) FROM range(10000000000000) t(a) WHERE a % 7 = 3", timeout=0.3
+            )
+        assert (await tf.sql(legit)).rows == expected
+        cut = await tf.sql("SELECT * FROM range(1000000)", limit=100)
+        assert len(cut.rows) == 100 and cut.truncated
+        assert (await tf.sql(legit)).rows == expected
+        assert listing(tmp_path) == before
+        assert not outside.with_suffix(".csv").exists()
+
+
+# -- 6. time travel ----------------------------------------------------------------------
+
+
+async def test_as_of_before_a_compaction_does_not_see_its_rows(make_store, tmp_path: Path):
+    store = make_store()
+    policy = TieringPolicy(min_age=0, cold_after=0)
+    async with Tierflow(tmp_path / "d", ALL, warm_store=store, tiering=policy) as tf:
+        first = await finished(tf, 0, 30)
+        await tf.tier(now=time.time() + LATER)
+        first_events = await events_of(tf, first)
+        snap = tf.cold.table("history", refresh=True).current_snapshot()
+        assert snap is not None
+        await asyncio.sleep(0.02)
+        between = datetime.now(UTC)
+        await asyncio.sleep(0.02)
+        second = await finished(tf, 30, 50)
+        await tf.tier(now=time.time() + LATER)
+        all_events = first_events + await events_of(tf, second)
+        await finished(tf, 50, 53)  # hot, not in the archive
+
+        count = "SELECT (SELECT count(*) FROM workflows), (SELECT count(*) FROM history)"
+        assert (await tf.sql(count)).rows == [(53, all_events + await events_of(tf, ids(50, 53)))]
+        for as_of in (between, between.isoformat(), snap.snapshot_id, str(snap.snapshot_id)):
+            assert (await tf.sql(count, as_of=as_of)).rows == [(30, first_events)], as_of
+            got = await tf.sql("SELECT DISTINCT workflow_id FROM cold_workflows", as_of=as_of)
+            assert sorted(r[0] for r in got.rows) == sorted(first)
+        now = (await tf.sql(count, as_of=datetime.now(UTC))).rows
+        assert now == [(50, all_events)]  # hot and warm are not part of the archive
+        long_ago = datetime(2000, 1, 1, tzinfo=UTC)
+        assert (await tf.sql(count, as_of=long_ago)).rows == [(0, 0)]
+        with pytest.raises(InvalidArgument, match="no cold snapshot"):
+            await tf.sql(count, as_of=12345)
+        with pytest.raises(InvalidArgument, match="timezone"):
+            await tf.sql(count, as_of=datetime(2026, 1, 1))
+
+
+def ids(start: int, stop: int) -> list[str]:
+    return [f"{WORKFLOWS[i % 3].name}-{i:05d}" for i in range(start, stop)]

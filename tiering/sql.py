@@ -1,0 +1,528 @@
+"""SQL across tiers: one read-only DuckDB query over hot, warm and cold.
+
+Views (each row has the ``rows.WORKFLOWS`` / ``rows.HISTORY`` columns; history
+gets a ``tier`` column too):
+
+- ``workflows``, ``history``: every tier (``UNION ALL`` of the ones below);
+- ``hot_workflows``, ``hot_history``: the index, and live instance files;
+- ``warm_workflows``, ``warm_history``: the Parquet files of committed batches;
+- ``cold_workflows``, ``cold_history``: the Iceberg tables, one snapshot each.
+
+Stock DuckDB, no extensions: warm and cold are ``pyarrow.dataset`` objects
+built from exact file lists (batch manifests; ``plan_files()`` of the chosen
+snapshot) and registered, so filters and projections push down into the
+Parquet scans. Which files those are comes from one read transaction of the
+index (:mod:`tierflow.tiering.sql_snapshot`), so a query counts each workflow
+once even while another process tiers or compacts. A file deleted after that
+read (a move finished meanwhile) fails the query before any row is returned;
+the whole query then runs again on a fresh read (up to five attempts).
+
+Time travel (``as_of``): a timestamp (aware ``datetime`` or ISO 8601 text) or
+a cold snapshot id reads the cold tables as they were then; ``hot_*`` and
+``warm_*`` are empty, so ``workflows``/``history`` are the Iceberg archive
+as of that moment (warm files of batches compacted since are gone, and hot
+data is not archived).
+
+Confinement is :mod:`tierflow.tiering.sql_guard`; a row limit cuts the
+result (``SqlResult.truncated``) and a timeout interrupts the query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
+import pyarrow.dataset as ds  # type: ignore[import-untyped, unused-ignore]
+from tierflow.cold import tables as cold_tables
+from tierflow.cold.catalog import ColdTables
+from tierflow.cold.reader import fs_path
+from tierflow.hot.errors import CorruptInstance, InvalidArgument, StorageError
+from tierflow.hot.index import IndexDB
+from tierflow.hot.router import Tier
+from tierflow.hot.rows import HISTORY, WORKFLOWS, names
+from tierflow.tiering import sql_guard, sql_hot
+from tierflow.tiering.sql_guard import QueryTimeout
+from tierflow.tiering.sql_snapshot import (
+    TierSnapshot,
+    ancestry,
+    commit_of,
+    commit_times,
+    pick_snapshot,
+    read_snapshot,
+)
+from tierflow.warm import reader as warm_reader
+from tierflow.warm.writer import BatchManifest
+
+__all__ = ["VIEWS", "AsOf", "QueryTimeout", "SqlLimits", "SqlResult", "TierSQL"]
+
+AsOf = datetime | str | int
+"""A time-travel point: an aware ``datetime``, ISO 8601 text, or a cold snapshot id."""
+
+VIEWS: tuple[str, ...] = tuple(
+    f"{prefix}{d}" for prefix in ("", "hot_", "warm_", "cold_") for d in ("workflows", "history")
+)
+"""Every view a query can read."""
+
+IO = Callable[..., Awaitable[Any]]
+
+_DATASETS = ("workflows", "history")
+# A file of the cut can vanish when a move commits right after the index read; each
+# attempt reads a fresh cut. Under tiering that commits small batches back to back a
+# query reading every hot file can lose that race several times in a row (measured in
+# tests/tiering/test_sql.py), hence a few attempts with a short pause between them.
+_ATTEMPTS = 5
+_PAUSE = 0.05
+_COLUMNS = {"workflows": names(WORKFLOWS), "history": (*names(HISTORY), "tier")}
+_PREFIX = {"workflows": sql_hot.WORKFLOWS_PREFIX, "history": sql_hot.HISTORY_PREFIX}
+
+
+@dataclass(frozen=True)
+class SqlLimits:
+    """Bounds on one query; ``None`` switches a bound off.
+
+    Attributes:
+        max_rows: Rows returned at most; a longer result is cut
+            (``SqlResult.truncated``).
+        timeout: Seconds before the query is interrupted (:class:`QueryTimeout`);
+            for a streamed result, counted until the last batch is read.
+        memory_limit: DuckDB's ``memory_limit`` (nothing spills to disk).
+        batch_rows: Rows per record batch when streaming.
+    """
+
+    max_rows: int | None = 100_000
+    timeout: float | None = 60.0
+    memory_limit: str = "1GB"
+    batch_rows: int = 65_536
+
+
+class SqlResult:
+    """The answer of one query.
+
+    Attributes:
+        columns: Column names, in order.
+        types: DuckDB type names, in order.
+        truncated: True when the row limit cut the result.
+        elapsed: Seconds the query took (to the last row, when materialised).
+    """
+
+    def __init__(
+        self,
+        columns: list[str],
+        types: list[str],
+        batches: Iterator[pa.RecordBatch],
+        schema: pa.Schema,
+        close: Callable[[], None],
+    ) -> None:
+        self.columns = columns
+        self.types = types
+        self.truncated = False
+        self.elapsed = 0.0
+        self._schema = schema
+        self._batches = batches
+        self._close = close
+        self._table: pa.Table | None = None
+
+    def _materialise(self) -> pa.Table:
+        if self._table is None:
+            try:
+                self._table = pa.Table.from_batches(list(self._batches), schema=self._schema)
+            finally:
+                self.close()
+        return self._table
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """The rows as Arrow record batches, streamed while the query runs.
+
+        Read them once (a materialised result yields its batches again).
+        """
+        if self._table is not None:
+            yield from self._table.to_batches()
+            return
+        try:
+            yield from self._batches
+        finally:
+            self.close()
+
+    def to_arrow(self) -> pa.Table:
+        """All rows as an Arrow table."""
+        return self._materialise()
+
+    @property
+    def rows(self) -> list[tuple[Any, ...]]:
+        """All rows as tuples (timestamps as aware ``datetime``)."""
+        table = self._materialise()
+        cols = [table.column(i).to_pylist() for i in range(table.num_columns)]
+        return list(zip(*cols, strict=True)) if cols else []
+
+    def close(self) -> None:
+        """Release the query's connection (idempotent)."""
+        self._close()
+
+
+class _Retry(Exception):
+    """The data moved under the query (a file of the cut is gone): read again."""
+
+
+class TierSQL:
+    """Runs SQL across the tiers of one data directory.
+
+    Args:
+        index: The instance index (read on the caller's, i.e. the event loop's, thread).
+        instances_dir: Where the hot instance files are.
+        durability: The engine's durability (to open live instance files).
+        store: The warm/cold object store.
+        cold: Returns the cold tables (called only when cold data is needed).
+        io: Runs blocking work off the event loop (``engine.io``).
+        limits: Default bounds.
+    """
+
+    def __init__(
+        self,
+        index: IndexDB,
+        instances_dir: Path,
+        durability: str,
+        store: Any,
+        cold: Callable[[], ColdTables],
+        io: IO,
+        limits: SqlLimits | None = None,
+    ) -> None:
+        self.index = index
+        self.instances_dir = instances_dir
+        self.durability = durability
+        self.store = store
+        self._cold_factory = cold
+        self._cold: ColdTables | None = None
+        self.io = io
+        self.limits = limits or SqlLimits()
+        self._manifests: dict[str, BatchManifest] = {}
+        self._plans: dict[tuple[str, int], list[str]] = {}
+        self._lock = threading.Lock()
+
+    async def run(
+        self,
+        query: str,
+        params: Sequence[Any] | Mapping[str, Any] | None = None,
+        as_of: AsOf | None = None,
+        *,
+        limits: SqlLimits | None = None,
+        stream: bool = False,
+    ) -> SqlResult:
+        """Run one confined query (see the module docstring).
+
+        Args:
+            query: One SELECT statement; ``?``/``$1`` or ``$name`` placeholders.
+            params: Values of the placeholders (a sequence or a mapping).
+            as_of: Read the cold archive as of this time or snapshot id.
+            limits: Bounds for this query (default: the engine's).
+            stream: Return before reading the rows; read them with
+                ``SqlResult.batches()`` (then ``close()`` if not exhausted).
+
+        Raises:
+            InvalidArgument: The statement is refused, malformed, or ``as_of``
+                names no snapshot.
+            QueryTimeout: The query ran past the timeout.
+            StorageError: The index, the catalog or a file cannot be read.
+        """
+        sql_guard.check_statement(query)
+        moment = _as_of(as_of)
+        bounds = limits or self.limits
+        for attempt in range(_ATTEMPTS):
+            cut = read_snapshot(self.index)  # on the loop thread: one transaction
+            try:
+                result: SqlResult = await self.io(
+                    self._execute, cut, query, params, moment, bounds, stream
+                )
+                return result
+            except _Retry as exc:
+                await asyncio.sleep(_PAUSE * (attempt + 1))
+                if attempt == _ATTEMPTS - 1:
+                    raise StorageError(
+                        f"SQL across tiers: data moved under the query {_ATTEMPTS} times: {exc}"
+                    ) from None
+        raise AssertionError("unreachable")
+
+    # -- on an I/O thread ------------------------------------------------------------
+
+    def _execute(
+        self,
+        cut: TierSnapshot,
+        query: str,
+        params: Any,
+        moment: tuple[str, Any] | None,
+        bounds: SqlLimits,
+        stream: bool,
+    ) -> SqlResult:
+        t0 = time.perf_counter()
+        con = sql_guard.sandbox(bounds.memory_limit)
+        closed = threading.Event()
+        timer: threading.Timer | None = None
+
+        def close() -> None:
+            if not closed.is_set():
+                closed.set()
+                if timer is not None:
+                    timer.cancel()
+                con.close()
+
+        try:
+            hot_rows = [] if moment is not None else cut.hot
+            self._views(con, hot_rows)
+            sql_guard.lock(con)
+            if timer is None and bounds.timeout is not None:
+                timer = threading.Timer(bounds.timeout, con.interrupt)
+                timer.daemon = True
+                timer.start()
+            # Hot files first: they are the data that moves soonest after the index read.
+            if hot_rows:
+                self._fill_hot(con, query, params, hot_rows)
+            self._register(con, cut, moment)
+            rel = con.sql(query, params=params)
+            if rel is None:  # not a SELECT after all: refused by check_statement already
+                raise InvalidArgument("SQL refused: the statement returns no rows")
+            reader = rel.to_arrow_reader(bounds.batch_rows)
+            result = SqlResult(
+                list(rel.columns),
+                [str(t) for t in rel.types],
+                iter(()),
+                reader.schema,
+                close,
+            )
+            result._batches = self._guarded(reader, result, bounds, close)
+            if not stream:
+                result.to_arrow()
+                result.elapsed = time.perf_counter() - t0
+            return result
+        except BaseException as exc:
+            close()
+            raise _translate(exc, bounds) from None
+
+    def _guarded(
+        self, reader: Any, result: SqlResult, bounds: SqlLimits, close: Callable[[], None]
+    ) -> Iterator[pa.RecordBatch]:
+        seen = 0
+        limit = bounds.max_rows
+        try:
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+                except BaseException as exc:
+                    raise _translate(exc, bounds) from None
+                if limit is not None and seen + batch.num_rows > limit:
+                    yield batch.slice(0, limit - seen)
+                    result.truncated = True
+                    return
+                seen += batch.num_rows
+                yield batch
+        finally:
+            close()
+
+    def _views(self, con: duckdb.DuckDBPyConnection, hot_rows: Sequence[tuple[Any, ...]]) -> None:
+        """Register the hot index rows and empty stand-ins for the rest; create the views."""
+        con.register("__tf_hot_workflows", sql_hot.hot_workflows(hot_rows, {}))
+        con.register("__tf_hot_history", sql_hot.history_schema().empty_table())
+        for d in _DATASETS:
+            for tier in (Tier.WARM, Tier.COLD):
+                con.register(f"__tf_{tier.value}_{d}", cold_tables.arrow_schema(d).empty_table())
+        for d in _DATASETS:
+            cols = _COLUMNS[d]
+            hot = ", ".join(
+                f"{_PREFIX[d]}{c} AS {c}" for c in cols if c != "tier" or d != "history"
+            )
+            if d == "history":
+                hot += f", '{Tier.HOT.value}' AS tier"
+            con.execute(f"CREATE VIEW hot_{d} AS SELECT {hot} FROM __tf_hot_{d}")
+            for tier in (Tier.WARM, Tier.COLD):
+                body = ", ".join(c for c in cols if c != "tier")
+                con.execute(
+                    f"CREATE VIEW {tier.value}_{d} AS SELECT {body}, '{tier.value}' AS tier "
+                    f"FROM __tf_{tier.value}_{d}"
+                )
+            con.execute(
+                f"CREATE VIEW {d} AS SELECT * FROM hot_{d} UNION ALL SELECT * FROM warm_{d} "
+                f"UNION ALL SELECT * FROM cold_{d}"
+            )
+
+    def _register(
+        self, con: duckdb.DuckDBPyConnection, cut: TierSnapshot, moment: tuple[str, Any] | None
+    ) -> None:
+        """Register the warm files of the cut's batches and the cold snapshot's files."""
+        warm = [] if moment is not None else cut.warm
+        cold = self._cold_files(cut, moment)
+        fs, root = self.store.fs, self.store.root
+        for d in _DATASETS:
+            keys = [k for bid, blob in warm for k in self._manifest(bid, blob).keys(d)]
+            if keys:
+                try:
+                    warm_data = warm_reader.dataset(fs, root, keys, d)
+                except StorageError as exc:  # a batch compacted since the cut: files gone
+                    raise _Retry(str(exc)) from None
+                con.register(f"__tf_warm_{d}", warm_data)
+            paths = [fs_path(p) for p in cold.get(d, [])]
+            if paths:
+                schema = cold_tables.arrow_schema(d)
+                con.register(
+                    f"__tf_cold_{d}",
+                    ds.dataset(paths, schema=schema, format="parquet", filesystem=fs),
+                )
+
+    def _fill_hot(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        query: str,
+        params: Any,
+        hot_rows: Sequence[tuple[Any, ...]],
+    ) -> None:
+        """Open the instance files the query can touch and register their data."""
+        plan = con.sql(f"EXPLAIN (FORMAT json) {query}", params=params).fetchall()
+        touched = sql_hot.touched(str(plan[0][1]))
+        history_rows = touched.ids_for(hot_rows, touched.history)
+        result_rows = touched.completed(touched.ids_for(hot_rows, touched.results))
+        wanted = {r[0]: r for r in (*history_rows, *result_rows)}
+        if not wanted:
+            return
+        try:
+            read = sql_hot.read_instances(
+                self.instances_dir, list(wanted.values()), self.durability
+            )
+        except FileNotFoundError as exc:
+            raise _Retry(f"instance file gone: {exc}") from None
+        except CorruptInstance as exc:
+            raise StorageError(f"SQL across tiers: {exc}") from None
+        hist_ids = {r[0] for r in history_rows}
+        if result_rows:
+            results = {row["workflow_id"]: row.get("result") for row, _ in read}
+            con.register("__tf_hot_workflows", sql_hot.hot_workflows(hot_rows, results))
+        if history_rows:
+            items = [it for it in read if it[0]["workflow_id"] in hist_ids]
+            con.register("__tf_hot_history", sql_hot.hot_history(items))
+
+    def _manifest(self, batch_id: str, blob: bytes) -> BatchManifest:
+        with self._lock:
+            found = self._manifests.get(batch_id)
+        if found is None:
+            found = BatchManifest.from_json(blob)
+            with self._lock:
+                self._manifests[batch_id] = found
+        return found
+
+    def _cold_tables(self) -> ColdTables:
+        if self._cold is None:
+            shared = self._cold_factory()
+            # An own instance: refreshing tables here must not race the compaction job's.
+            self._cold = ColdTables(shared.settings, shared.store, shared.layout)
+        return self._cold
+
+    def _cold_files(
+        self, cut: TierSnapshot, moment: tuple[str, Any] | None
+    ) -> dict[str, list[str]]:
+        """The data files of the snapshot each cold table is read at."""
+        if moment is None and not cut.commits:
+            return {}  # the index counts nothing as cold: no catalog I/O at all
+        cold = self._cold_tables()
+        if not cold.exists():
+            if moment is not None and moment[0] == "snapshot":
+                raise InvalidArgument(f"as_of: no cold snapshot {moment[1]} (no cold tables)")
+            return {}
+        loaded = {d: cold.table(d, refresh=True) for d in _DATASETS}
+        chains = {
+            d: ancestry(t.current_snapshot(), t.metadata.snapshot_by_id) for d, t in loaded.items()
+        }
+        times = commit_times(chains.values())
+        bound: int | None = None
+        if moment is not None:
+            bound = self._bound(moment, loaded, times)
+        ms = bound
+
+        def included(commit: str) -> bool:
+            if commit not in cut.commits:
+                return False
+            return ms is None or times.get(commit, ms + 1) <= ms
+
+        out: dict[str, list[str]] = {}
+        for d, table in loaded.items():
+            snap = pick_snapshot(chains[d], included, bound)
+            if snap is None:
+                continue
+            key = (d, snap.snapshot_id)
+            with self._lock:
+                paths = self._plans.get(key)
+            if paths is None:
+                paths = [t.file.file_path for t in table.scan(snapshot_id=key[1]).plan_files()]
+                with self._lock:
+                    self._plans[key] = paths
+            out[d] = paths
+        return out
+
+    @staticmethod
+    def _bound(moment: tuple[str, Any], loaded: dict[str, Any], times: dict[str, int]) -> int:
+        kind, value = moment
+        if kind == "time":
+            return int(value)
+        for table in loaded.values():
+            snap = table.metadata.snapshot_by_id(value)
+            if snap is not None:
+                commit = commit_of(snap)
+                stamp: int = snap.timestamp_ms
+                return times.get(commit, stamp) if commit else stamp
+        raise InvalidArgument(
+            f"as_of: no cold snapshot {value} (expired, erased, or not a tierflow table's)"
+        )
+
+
+def _as_of(value: AsOf | None) -> tuple[str, Any] | None:
+    """Normalise ``as_of``: ``("time", epoch ms)`` or ``("snapshot", id)``."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidArgument("as_of must be a datetime, an ISO 8601 string or a snapshot id")
+    if isinstance(value, int):
+        return ("snapshot", value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return ("snapshot", int(text))
+        try:
+            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidArgument(f"as_of {value!r}: not an ISO 8601 time or snapshot id") from None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise InvalidArgument("as_of must be timezone-aware (e.g. ...+00:00)")
+        return ("time", int(value.timestamp() * 1000))
+    raise InvalidArgument("as_of must be a datetime, an ISO 8601 string or a snapshot id")
+
+
+def _translate(exc: BaseException, bounds: SqlLimits) -> BaseException:
+    """Map what DuckDB or the readers raised to tierflow's errors."""
+    if isinstance(exc, InvalidArgument | StorageError | _Retry):
+        return exc
+    if isinstance(exc, duckdb.InterruptException):
+        return QueryTimeout(f"SQL query cut: it ran past the {bounds.timeout}s timeout")
+    refused = sql_guard.refusal(exc)
+    if refused is not None:
+        return refused
+    text = str(exc)
+    if isinstance(exc, duckdb.Error) and "registered as" in text and "IOError" in text:
+        return _Retry(text.splitlines()[0])
+    if isinstance(exc, FileNotFoundError | OSError):
+        return _Retry(str(exc))
+    if isinstance(exc, duckdb.InvalidInputException):
+        return InvalidArgument(f"SQL error: {text.splitlines()[0] if text else exc}")
+    if isinstance(exc, duckdb.Error):
+        return StorageError(f"SQL across tiers failed: {text.splitlines()[0] if text else exc}")
+    return exc
+
+
+def replace_limits(limits: SqlLimits, **changes: Any) -> SqlLimits:
+    """``limits`` with some bounds changed (``...`` keeps a bound)."""
+    return replace(limits, **{k: v for k, v in changes.items() if v is not ...})

@@ -1,0 +1,126 @@
+"""Confinement of SQL across tiers: what a statement may do, and the sandboxed connection.
+
+Two fences, because either alone leaks (STACK.md, "DuckDB 2.0"):
+
+1. **Before running**: the text must parse as exactly one statement of type
+   ``SELECT`` (``WITH ... SELECT``, ``FROM t``, ``VALUES`` and ``DESCRIBE``
+   parse as ``SELECT`` too). ``COPY``, ``ATTACH``, ``INSTALL``/``LOAD``,
+   ``PRAGMA``/``SET``, DDL, ``EXPLAIN``, ``CALL``, ``EXPORT`` and several
+   statements are refused here, by name.
+2. **While running**: after the tierflow data is registered the connection
+   has ``enable_external_access=false`` and then ``lock_configuration=true``,
+   so a ``SELECT`` that reads a file or URL (``read_csv``, ``'/etc/passwd'``,
+   ``glob``, ``read_text``) fails with a permission error, which is reported
+   as a refusal too. Python replacement scans are off (a query cannot reach
+   the caller's variables), spilling to disk is off (``temp_directory=''``:
+   a query leaves nothing on disk), and memory is capped.
+
+Row limits and timeouts are applied by :mod:`tierflow.tiering.sql`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+from tierflow.hot.errors import InvalidArgument
+
+__all__ = ["QueryTimeout", "check_statement", "lock", "refusal", "sandbox"]
+
+
+class QueryTimeout(InvalidArgument, TimeoutError):
+    """A query ran past its timeout and was interrupted."""
+
+
+# What each refused statement type is called in messages.
+_NAMES = {
+    "COPY": "COPY (file export)",
+    "ATTACH": "ATTACH",
+    "DETACH": "DETACH",
+    "LOAD": "INSTALL/LOAD of an extension",
+    "SET": "SET/PRAGMA/USE (configuration)",
+    "VARIABLE_SET": "SET VARIABLE",
+    "PRAGMA": "PRAGMA",
+    "CREATE": "DDL (CREATE)",
+    "CREATE_FUNC": "DDL (CREATE FUNCTION)",
+    "DROP": "DDL (DROP)",
+    "ALTER": "DDL (ALTER)",
+    "INSERT": "INSERT",
+    "UPDATE": "UPDATE",
+    "DELETE": "DELETE",
+    "EXPORT": "EXPORT DATABASE",
+    "CALL": "CALL (table function call or CHECKPOINT)",
+    "EXPLAIN": "EXPLAIN",
+    "TRANSACTION": "a transaction statement",
+}
+
+
+def check_statement(query: str) -> None:
+    """Refuse anything but one read-only ``SELECT`` (parsed, never run).
+
+    Raises:
+        InvalidArgument: Not a string, empty, unparsable, several statements,
+            or a statement type other than ``SELECT``; the message names it.
+    """
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidArgument("SQL refused: empty query (expected one SELECT statement)")
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as exc:
+        raise InvalidArgument(f"SQL refused: cannot parse it: {_first_line(exc)}") from None
+    if len(statements) != 1:
+        raise InvalidArgument(
+            f"SQL refused: {len(statements)} statements; send exactly one SELECT statement"
+        )
+    kind = str(statements[0].type).rsplit(".", 1)[-1]
+    if kind != "SELECT":
+        what = _NAMES.get(kind, kind)
+        raise InvalidArgument(f"SQL refused: {what} is not allowed; only SELECT/WITH queries are")
+
+
+def sandbox(memory_limit: str) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory connection, not yet locked (register the data, then :func:`lock`).
+
+    Args:
+        memory_limit: DuckDB's ``memory_limit``, e.g. ``"1GB"``.
+    """
+    con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
+    con.execute("SET temp_directory=''")
+    con.execute(f"SET memory_limit='{_setting(memory_limit)}'")
+    return con
+
+
+def lock(con: duckdb.DuckDBPyConnection) -> None:
+    """Turn off file and network access, then freeze the configuration (in this order)."""
+    con.execute("SET enable_external_access=false")
+    con.execute("SET lock_configuration=true")
+
+
+def refusal(exc: BaseException) -> InvalidArgument | None:
+    """The refusal a DuckDB error stands for, or None when it is not one.
+
+    A permission error means the sandbox stopped a file or network access;
+    parser, binder and catalog errors mean a bad query (unknown table or
+    column), which the caller can fix.
+    """
+    text = _first_line(exc)
+    if isinstance(exc, duckdb.PermissionException):
+        return InvalidArgument(f"SQL refused: file, network or configuration access: {text}")
+    if isinstance(exc, duckdb.ParserException | duckdb.BinderException | duckdb.CatalogException):
+        return InvalidArgument(f"SQL error: {text}")
+    if isinstance(exc, duckdb.ConversionException | duckdb.OutOfRangeException):
+        return InvalidArgument(f"SQL error: {text}")
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return InvalidArgument(f"SQL refused: the query needs more than the memory limit: {text}")
+    return None
+
+
+def _first_line(exc: Any) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _setting(value: str) -> str:
+    if not value.replace(" ", "").isalnum():
+        raise InvalidArgument(f"bad memory limit {value!r} (e.g. '1GB')")
+    return value
