@@ -439,6 +439,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             "cold": cold,
             "cross_process": xp,
             "replay": rp,
+            "sql": sql_fig,
         },
         "dbos": {
             label: {k: v for k, v in pr.items() if k != "checks"} for label, pr in peers.items()
