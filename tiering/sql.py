@@ -40,7 +40,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
-import pyarrow.dataset as ds  # type: ignore[import-untyped, unused-ignore]
 from tierflow.cold import tables as cold_tables
 from tierflow.cold.catalog import ColdTables
 from tierflow.cold.reader import fs_path
@@ -59,7 +58,8 @@ from tierflow.tiering.sql_snapshot import (
     read_snapshot,
 )
 from tierflow.warm import reader as warm_reader
-from tierflow.warm.writer import BatchManifest
+from tierflow.warm.schema import schema_for
+from tierflow.warm.writer import BatchManifest, full_path
 
 __all__ = ["VIEWS", "AsOf", "QueryTimeout", "SqlLimits", "SqlResult", "TierSQL"]
 
@@ -362,17 +362,17 @@ class TierSQL:
         for d in _DATASETS:
             keys = [k for bid, blob in warm for k in self._manifest(bid, blob).keys(d)]
             if keys:
+                paths = [full_path(root, k) for k in keys]
                 try:
-                    warm_data = warm_reader.dataset(fs, root, keys, d)
+                    warm_data = warm_reader.analytic_dataset(fs, paths, schema_for(d))
                 except StorageError as exc:  # a batch compacted since the cut: files gone
                     raise _Retry(str(exc)) from None
                 con.register(f"__tf_warm_{d}", warm_data)
             paths = [fs_path(p) for p in cold.get(d, [])]
             if paths:
-                schema = cold_tables.arrow_schema(d)
                 con.register(
                     f"__tf_cold_{d}",
-                    ds.dataset(paths, schema=schema, format="parquet", filesystem=fs),
+                    warm_reader.analytic_dataset(fs, paths, cold_tables.arrow_schema(d)),
                 )
 
     def _fill_hot(
