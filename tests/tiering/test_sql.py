@@ -406,3 +406,49 @@ async def test_as_of_before_a_compaction_does_not_see_its_rows(make_store, tmp_p
 
 def ids(start: int, stop: int) -> list[str]:
     return [f"{WORKFLOWS[i % 3].name}-{i:05d}" for i in range(start, stop)]
+
+
+def test_cli_sql_formats_and_refusals(tmp_path: Path):
+    """`tierflow sql`: json, csv and parquet output over every tier; a write is refused."""
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "d"
+    env = {
+        **os.environ,
+        "TIERFLOW_STORAGE_URL": (tmp_path / "lake").as_uri(),
+        "PYTHONPATH": str(ROOT),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "tests.tiering.tier_app", "populate", str(data), "6"],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+    def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "tierflow.cli", *args, "--data-dir", str(data)],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert (done.returncode == 0) == ok, done.stderr
+        return done
+
+    cli("tier", "--min-age", "0", "--cold-after", "0", "--json")
+    query = "SELECT tier, count(*) AS n FROM workflows GROUP BY 1 ORDER BY 1"
+    doc = json.loads(cli("sql", query, "--format", "json").stdout)
+    assert doc["columns"] == ["tier", "n"] and doc["rows"] == [["cold", 6]]
+    assert cli("sql", query, "--format", "csv").stdout.splitlines() == ["tier,n", "cold,6"]
+    out = tmp_path / "history.parquet"
+    cli("sql", "SELECT * FROM history", "--format", "parquet", "--output", str(out))
+    assert pq.read_table(out).num_rows == sum(
+        len(json.loads(cli("history", f"{w.name}-{i:05d}", "--json").stdout)["events"])
+        for i, w in ((i, WORKFLOWS[i % 3]) for i in range(6))
+    )
+    refused = cli("sql", f"COPY (SELECT 1) TO '{tmp_path / 'x.csv'}'", ok=False)
+    assert "COPY" in refused.stderr or "copy" in refused.stderr
+    assert not (tmp_path / "x.csv").exists()
