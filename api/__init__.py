@@ -44,6 +44,7 @@ from tierflow.hot import (
     WorkflowTerminatedError,
     workflow,
 )
+from tierflow.hot.replay import ReplayResult
 from tierflow.settings import Settings
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "NonDeterminismError",
     "Page",
     "PayloadError",
+    "ReplayResult",
     "ResultTimeout",
     "RetryExhausted",
     "RetryPolicy",

@@ -20,6 +20,7 @@ def test_api_exports():
         "ManualClock",
         "WorkflowHandle",
         "Status",
+        "ReplayResult",
     }
     for name in api.__all__:
         assert hasattr(api, name), name
