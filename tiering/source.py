@@ -92,7 +92,7 @@ class WarmSource:
 
     async def describe(self, row: IndexRow) -> WorkflowInfo:
         """The instance's ``workflows`` row, read from warm."""
-        rows = await self._io(self._read, row, "workflows")
+        rows = await self._io(self._rows_of, row, "workflows")
         if len(rows) > 1:
             raise StorageError(
                 f"workflow {row.workflow_id!r} appears {len(rows)} times in warm batch "
@@ -111,11 +111,11 @@ class WarmSource:
 
     async def history(self, row: IndexRow) -> list[HistoryEvent]:
         """Every event of the instance, in order, read from warm."""
-        rows = await self._io(self._read, row, "history")
+        rows = await self._io(self._rows_of, row, "history")
         rows.sort(key=lambda r: r["event_id"])
         return history_events(rows)
 
-    def _read(self, row: IndexRow, dataset: str) -> list[dict[str, Any]]:
+    def _rows_of(self, row: IndexRow, dataset: str) -> list[dict[str, Any]]:
         paths = [writer.full_path(self.store.root, k) for k in self._keys(row, dataset)]
         try:
             found = self._points.read(paths, row.workflow_id, schema_for(dataset))
