@@ -362,7 +362,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     rp = replay_bench.measure(args.quick)
     replay_bench.report(console, rp, judged)
 
-    console.print("[bold]SQL across tiers[/bold] (GROUP BY event_type, warm history) ...")
+    console.print("[bold]SQL across tiers[/bold] (GROUP BY event_type over hot, warm and cold) ...")
     sql_fig = sql_bench.measure(args.quick, console)
     sql_bench.report(console, sql_fig, judged)
 
