@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -46,6 +44,7 @@ from tierflow.tiering.cold_ledger import ColdCommit, ColdLedger, CommitState
 from tierflow.tiering.faults import crash_point
 from tierflow.tiering.job import Progress
 from tierflow.tiering.ledger import Ledger
+from tierflow.tiering.locks import exclusive_file
 from tierflow.tiering.policy import TieringPolicy
 from tierflow.warm.storage import ObjectStore
 from tierflow.warm.writer import BatchManifest, manifest_key, new_batch_id
@@ -113,12 +112,8 @@ class CompactionJob:
     @contextlib.asynccontextmanager
     async def exclusive(self) -> Any:
         """Hold the compaction lock of the data directory (waits for another process)."""
-        async with self._lock:
-            fd = await self.engine.io(_lock_file, self.lock_path)
-            try:
-                yield
-            finally:
-                os.close(fd)  # closing drops the lock
+        async with exclusive_file(self.lock_path, self.engine.io, self._lock):
+            yield
 
     async def run(self, now: float | None = None) -> CompactionReport:
         """Run one pass: repair what a crash left, then compact every eligible batch.
@@ -335,13 +330,3 @@ class CompactionJob:
                 self.store.delete_many(keys)
                 deleted += len(keys)
         return deleted
-
-
-def _lock_file(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd

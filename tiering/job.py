@@ -39,6 +39,7 @@ from tierflow.hot.rows import names
 from tierflow.hot.store import EVENT_COLUMNS, read_for_archive
 from tierflow.tiering.faults import crash_point
 from tierflow.tiering.ledger import BatchState, Ledger
+from tierflow.tiering.locks import exclusive_file
 from tierflow.tiering.policy import TieringPolicy
 from tierflow.warm import reader, schema, writer
 from tierflow.warm.storage import ObjectStore
@@ -126,7 +127,9 @@ class TieringJob:
         Raises:
             StorageError: The warm store is unusable; nothing in hot was touched.
         """
-        async with self._lock:
+        # One pass per data directory at a time, across processes: two concurrent passes
+        # would write the same instances into two batches.
+        async with exclusive_file(self.engine.data_dir / "tier.lock", self.engine.io, self._lock):
             t0 = time.perf_counter()
             report = TieringReport()
             await self.engine.io(self.store.check)

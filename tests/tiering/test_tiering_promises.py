@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from tierflow.warm.writer import manifest_key
 
 from tests.conftest import wait_for
 from tests.tiering.test_tiering import (
+    ROOT,
     _env_for,
     _run,
     assert_manifests_list_the_files,
@@ -341,3 +344,32 @@ async def test_s3_objects_stored_before_the_commit_and_manifest_after(
     # The manifest's content was in the committed ledger row; the object repeats it.
     assert ledger_manifest is not None and store.get(key) == ledger_manifest
     assert {f["key"] for f in json.loads(ledger_manifest)["files"]} == set(parquet)
+
+
+# -- two passes at once ----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+async def test_two_tiering_processes_at_once_write_each_workflow_once(make_store, tmp_path: Path):
+    """Two `tierflow tier` processes on one data directory never archive a workflow twice."""
+    store = make_store()
+    data = tmp_path / "data"
+    ids, before = await _populated(data, store, 120)
+    env = _env_for(store)
+    cmd = [sys.executable, "-m", "tests.tiering.tier_app", "tier", str(data)]
+    procs = [
+        subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    reports = []
+    for p in procs:
+        out, _ = p.communicate(timeout=240)
+        assert p.returncode == 0
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    assert sum(r["workflows_moved"] for r in reports) == len(ids)
+    archived = [r["workflow_id"] for r in warm_rows(store, "workflows")]
+    assert sorted(archived) == sorted(ids)  # each once, in one batch
+    events = warm_rows(store, "history")
+    assert len(events) == sum(len(b["history"]) for b in before["snapshot"].values())
+    async with Tierflow(data, WORKFLOWS, warm_store=store) as tf:
+        assert await assert_readable_exactly_once(tf, ids, before) == {"warm": len(ids)}
