@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tierflow import InvalidArgument, Tierflow
+from tierflow import InvalidArgument, StorageError, Tierflow
 from tierflow.cold.writer import BATCHES_PROPERTY, COMMIT_ID_PROPERTY
 from tierflow.tiering.policy import TieringPolicy, TypePolicy
 
@@ -283,3 +283,24 @@ async def test_a_read_that_raced_a_compaction_follows_the_instance_to_cold(
         assert store.list("warm") == []
         assert await tf.engine.router.history(stale) == before
         assert (await tf.engine.router.describe(stale)).tier == "cold"
+
+
+async def test_a_pass_with_nothing_to_compact_opens_no_catalog(make_store, tmp_path: Path):
+    """Hot- or warm-only deployments never touch the catalog: nothing old enough, no I/O."""
+    store = make_store()
+    missing = tmp_path / "nowhere" / "catalog.sqlite"
+    policy = TieringPolicy(min_age=0, cold_after="7d")
+    async with Tierflow(
+        tmp_path / "d",
+        WORKFLOWS,
+        warm_store=store,
+        tiering=policy,
+        catalog_url=f"sqlite:///{missing}",
+    ) as tf:
+        await populate(tf, 3)
+        report = await tf.tier(now=time.time() + 60)
+        assert report.workflows_moved == 3 and report.cold.commits == []
+        assert store.list("cold") == []
+        with pytest.raises(StorageError, match="does not exist"):
+            await tf.tier(now=time.time() + WEEK)  # now something is old enough
+        assert tf.index.count_by_tier() == {"warm": 3}
