@@ -73,8 +73,9 @@ async def _with_tf(
     fn: Callable[[Tierflow], Awaitable[T]],
     workflows: Sequence[WorkflowDefinition] = (),
     scheduler: bool = False,
+    **options: Any,
 ) -> T:
-    tf = Tierflow(data_dir, workflows)
+    tf = Tierflow(data_dir, workflows, **options)
     try:
         if scheduler:
             await tf.start_scheduler()
@@ -386,27 +387,16 @@ def tier(
     if to not in (None, "warm", "cold"):
         raise typer.BadParameter("--to must be 'warm' or 'cold'")
 
-    async def go() -> None:
-        tf = Tierflow(
-            data_dir,
-            storage_url=storage_url,
-            s3_endpoint=s3_endpoint,
-            catalog_url=catalog_url,
-            tiering=TieringPolicy(min_age=min_age, cold_after=cold_after),
-        )
-        tf.open()
-        try:
-            with _progress_bar(as_json) as bar:
-                tasks: dict[str, Any] = {}
+    async def go(tf: Tierflow) -> None:
+        with _progress_bar(as_json) as bar:
+            tasks: dict[str, Any] = {}
 
-                def progress(stage: str, done: int, total: int) -> None:
-                    if stage not in tasks:
-                        tasks[stage] = bar.add_task(stage, total=total)
-                    bar.update(tasks[stage], completed=done, total=total)
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total)
+                bar.update(tasks[stage], completed=done, total=total)
 
-                report = await tf.tier(progress=progress, to=to)  # type: ignore[arg-type]
-        finally:
-            await tf.aclose()
+            report = await tf.tier(progress=progress, to=to)  # type: ignore[arg-type]
         if as_json:
             print(json.dumps(report.to_dict()))
             return
@@ -428,11 +418,16 @@ def tier(
             if cold.recovered_commits:
                 console.print(f"recovered {len(cold.recovered_commits)} interrupted commits")
 
-    try:
-        asyncio.run(go())
-    except TierflowError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    _run(
+        lambda: _with_tf(
+            data_dir,
+            go,
+            storage_url=storage_url,
+            s3_endpoint=s3_endpoint,
+            catalog_url=catalog_url,
+            tiering=TieringPolicy(min_age=min_age, cold_after=cold_after),
+        )
+    )
 
 
 cold_app = typer.Typer(help="The cold tier: Iceberg tables of old workflows.", no_args_is_help=True)
@@ -459,20 +454,13 @@ def cold_maintain(
 ) -> None:
     """Rewrite small files, expire old snapshots and remove orphan files of the cold tables."""
 
-    async def go() -> None:
-        tf = Tierflow(
-            data_dir, storage_url=storage_url, s3_endpoint=s3_endpoint, catalog_url=catalog_url
+    async def go(tf: Tierflow) -> None:
+        report = await tf.maintain_cold(
+            rewrite=not no_rewrite,
+            snapshot_retention=retention,
+            keep_snapshots=keep,
+            orphan_grace=orphan_grace,
         )
-        tf.open()
-        try:
-            report = await tf.maintain_cold(
-                rewrite=not no_rewrite,
-                snapshot_retention=retention,
-                keep_snapshots=keep,
-                orphan_grace=orphan_grace,
-            )
-        finally:
-            await tf.aclose()
         if as_json:
             print(json.dumps(report))
             return
@@ -486,11 +474,11 @@ def cold_maintain(
             f"{len(orphans.get('deleted', []))} orphan files"
         )
 
-    try:
-        asyncio.run(go())
-    except TierflowError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    _run(
+        lambda: _with_tf(
+            data_dir, go, storage_url=storage_url, s3_endpoint=s3_endpoint, catalog_url=catalog_url
+        )
+    )
 
 
 @cold_app.command("status")
@@ -503,15 +491,8 @@ def cold_status(
 ) -> None:
     """Show the cold tables: snapshots, data files, recent compaction commits."""
 
-    async def go() -> None:
-        tf = Tierflow(
-            data_dir, storage_url=storage_url, s3_endpoint=s3_endpoint, catalog_url=catalog_url
-        )
-        tf.open()
-        try:
-            status = await tf.cold_status()
-        finally:
-            await tf.aclose()
+    async def go(tf: Tierflow) -> None:
+        status = await tf.cold_status()
         if as_json:
             print(json.dumps(status))
             return
@@ -530,11 +511,11 @@ def cold_status(
             )
         console.print(table)
 
-    try:
-        asyncio.run(go())
-    except TierflowError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    _run(
+        lambda: _with_tf(
+            data_dir, go, storage_url=storage_url, s3_endpoint=s3_endpoint, catalog_url=catalog_url
+        )
+    )
 
 
 @app.command("sql")
@@ -569,32 +550,25 @@ def sql_cmd(
     if fmt == "parquet" and output is None:
         raise typer.BadParameter("--format parquet needs --output FILE")
 
-    async def go() -> None:
-        tf = Tierflow(
-            data_dir, storage_url=storage_url, s3_endpoint=s3_endpoint, catalog_url=catalog_url
+    async def go(tf: Tierflow) -> None:
+        result = await tf.sql(
+            query,
+            list(param) if param else None,
+            as_of,
+            limit=limit or None,
+            timeout=timeout or None,
+            stream=fmt != "table",
         )
-        tf.open()
         try:
-            result = await tf.sql(
-                query,
-                list(param) if param else None,
-                as_of,
-                limit=limit or None,
-                timeout=timeout or None,
-                stream=fmt != "table",
-            )
-            try:
-                write_result(result, fmt, output, console)
-            finally:
-                result.close()
+            write_result(result, fmt, output, console)
         finally:
-            await tf.aclose()
+            result.close()
 
-    try:
-        asyncio.run(go())
-    except TierflowError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    _run(
+        lambda: _with_tf(
+            data_dir, go, storage_url=storage_url, s3_endpoint=s3_endpoint, catalog_url=catalog_url
+        )
+    )
 
 
 @app.command()
