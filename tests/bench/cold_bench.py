@@ -38,10 +38,8 @@ import random
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -68,8 +66,11 @@ from tierflow.warm import schema
 from tierflow.warm.storage import ObjectStore
 from tierflow.warm.writer import BatchManifest, BatchWriter, full_path
 
+from tests.bench.child import Failed, require, run_child
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+MODULE = "tests.bench.cold_bench"
 KEYS = {"region": "us-east-1", "access_key": "testing", "secret_key": "testing"}
 
 # Issue targets.
@@ -156,15 +157,6 @@ STEP_SUFFIX = ["", "", *(["", f"-{i}"][j] for i in range(8) for j in range(2)), 
 WORKFLOW_TYPES = ["order", "payment", "shipment", "refund"]
 EPOCH = date(1970, 1, 1)
 FIRST_DAY = date(2026, 1, 1)
-
-
-class Failed(RuntimeError):
-    """A correctness check failed: the figures of that run are void."""
-
-
-def require(ok: bool, what: str) -> None:
-    if not ok:
-        raise Failed(what)
 
 
 # -- synthetic data ------------------------------------------------------------------
@@ -330,41 +322,6 @@ def write_backlog(place: Place, sizes: ColdSizes, rng: random.Random) -> list[Ba
         writer = BatchWriter(store, f"bench-{b:03d}-{uuid.uuid4().hex[:6]}")
         manifests.append(writer.write(pa.concat_tables(wfs), pa.concat_tables(hists)))
     return manifests
-
-
-def run_child(spec: dict[str, Any], work: Path) -> dict[str, Any]:
-    """Run one compaction (or floor) pass in a subprocess; its figures plus its peak RSS."""
-    spec_path = work / f"spec-{uuid.uuid4().hex[:8]}.json"
-    spec_path.write_text(json.dumps(spec))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.bench.cold_bench", "--child", str(spec_path)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    # communicate() reaps the child itself; read the pipes in threads and wait4 here instead.
-    out: dict[str, str] = {}
-
-    def drain(name: str, stream: Any) -> None:
-        out[name] = stream.read()
-
-    readers = [
-        threading.Thread(target=drain, args=(n, s))
-        for n, s in (("stdout", proc.stdout), ("stderr", proc.stderr))
-    ]
-    for t in readers:
-        t.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    for t in readers:
-        t.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise Failed(f"compaction child ({spec['mode']}) failed:\n{out['stderr'][-4000:]}")
-    figures: dict[str, Any] = json.loads(out["stdout"].strip().splitlines()[-1])
-    figures["peak_rss_mb"] = usage.ru_maxrss / 1024
-    figures["stderr"] = out["stderr"][-8000:]
-    return figures
 
 
 class Split:
@@ -540,7 +497,7 @@ def compaction_figures(
             "catalog": str(work / f"catalog-{name}-{r}.sqlite"),
             "manifests": manifests_json,
         }
-        run = run_child(spec, work)
+        run = run_child(MODULE, spec, work, f"compaction child ({spec['mode']})")
         require(
             run["events"] == events == run["live_rows"]["history"]
             and run["workflows"] == run["expected_workflows"] == run["live_rows"]["workflows"],
@@ -548,7 +505,8 @@ def compaction_figures(
             f" expected {events} events, {run['expected_workflows']} workflows",
         )
         runs.append(run)
-        fl = run_child({**spec, "mode": "floor", "cold": asdict(cold_places(f"floor-{r}"))}, work)
+        floor_spec = {**spec, "mode": "floor", "cold": asdict(cold_places(f"floor-{r}"))}
+        fl = run_child(MODULE, floor_spec, work, "compaction floor child")
         require(fl["events"] == events, f"floor on {name}: {fl['events']} != {events} events")
         floors.append(fl)
     best = min(runs, key=lambda x: x["seconds"])
@@ -577,7 +535,7 @@ def compaction_figures(
             "catalog": str(work / f"catalog-{name}-prof.sqlite"),
             "manifests": manifests_json,
         }
-        prof = run_child(spec, work)
+        prof = run_child(MODULE, spec, work, "profiled compaction child")
         out["profile"] = prof["profile"]
         out["profiled_s"] = prof["seconds"]
     return out

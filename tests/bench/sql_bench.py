@@ -38,10 +38,8 @@ import random
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -62,6 +60,7 @@ from tierflow.warm import writer
 from tierflow.warm.reader import analytic_dataset
 from tierflow.warm.schema import schema_for
 
+from tests.bench.child import require, run_child
 from tests.bench.cold_bench import FIRST_DAY, Moto, Place, split_days, synth_day, write_archive
 
 HERE = Path(__file__).resolve().parent
@@ -115,15 +114,6 @@ def rss_mb() -> float:
 def current_rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-class Failed(RuntimeError):
-    """A correctness check failed: the figures of that run are void."""
-
-
-def require(ok: bool, what: str) -> None:
-    if not ok:
-        raise Failed(what)
 
 
 # -- setup -----------------------------------------------------------------------------
@@ -231,34 +221,6 @@ async def child_query(spec: dict[str, Any]) -> dict[str, Any]:
         r = await tf.sql(QUERY)
         elapsed = time.perf_counter() - t
         return {"rows": [list(x) for x in r.rows], "before_mb": before, "elapsed_s": elapsed}
-
-
-def run_child(spec: dict[str, Any], work: Path) -> dict[str, Any]:
-    """The query in a fresh process: its rows, its RSS before the query, its peak RSS."""
-    path = work / "sql-child.json"
-    path.write_text(json.dumps(spec))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.bench.sql_bench", "--child", str(path)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    out: dict[str, str] = {}
-    readers = [
-        threading.Thread(target=lambda n=n, s=s: out.__setitem__(n, s.read()))
-        for n, s in (("stdout", proc.stdout), ("stderr", proc.stderr))
-    ]
-    for t in readers:
-        t.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    for t in readers:
-        t.join()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise Failed(f"SQL child failed:\n{out['stderr'][-4000:]}")
-    fig: dict[str, Any] = json.loads(out["stdout"].strip().splitlines()[-1])
-    fig["peak_mb"] = usage.ru_maxrss / 1024
-    return fig
 
 
 # -- the floors ---------------------------------------------------------------------------
@@ -412,10 +374,12 @@ async def _measure(sizes: Sizes, place: Place, work: Path, local: bool) -> dict[
             )
             fig["allowed_paths_s"] = min(fl)
     # Peak RSS: the same query in a fresh process on the same data directory.
-    child = run_child({"data": str(data), "place": asdict(place)}, work)
+    child = run_child(
+        "tests.bench.sql_bench", {"data": str(data), "place": asdict(place)}, work, "SQL child"
+    )
     require([tuple(r) for r in child["rows"]] == all_rows, f"child rows {child['rows']}")
     fig.update(
-        child_peak_rss_mb=child["peak_mb"],
+        child_peak_rss_mb=child["peak_rss_mb"],
         child_rss_before_mb=child["before_mb"],
         child_query_s=child["elapsed_s"],
     )
