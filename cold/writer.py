@@ -15,9 +15,10 @@ names derive from the commit id (``00000-<n>-<uuid5(commit id)>.parquet``):
 a rerun overwrites what a killed write left, and :meth:`ColdWriter.leftovers`
 finds files of a commit that never landed.
 
-On ``file://`` every file the commit wrote (data, manifests, manifest list,
-metadata) and its directories are synced before :meth:`ColdWriter.commit`
-returns, because the caller deletes the warm originals next.
+On ``file://`` every file the commit writes (data, manifests, manifest list,
+metadata) is fsync'd with its directories as it is closed, by the catalog's
+FileIO (:mod:`tierflow.cold.fileio`): before the catalog points at it, and
+so before the caller deletes the warm originals.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import itertools
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
@@ -39,7 +39,6 @@ from pyiceberg.table import Table, WriteTask
 from pyiceberg.table.snapshots import Snapshot
 from tierflow.cold import tables
 from tierflow.cold.catalog import ColdTables
-from tierflow.hot.durable_fs import sync_batch
 from tierflow.hot.errors import StorageError
 
 __all__ = [
@@ -48,7 +47,6 @@ __all__ = [
     "ColdWriter",
     "batches_of",
     "find_commit",
-    "local_path",
     "sort_rows",
     "store_key",
     "write_uuid",
@@ -101,15 +99,6 @@ def sort_rows(rows: pa.Table, dataset: str) -> pa.Table:
     if rows.num_rows < 2:
         return rows
     return rows.take(pc.sort_indices(rows, [(k, "ascending") for k in keys]))
-
-
-def local_path(location: str) -> Path | None:
-    """The local path of a ``file://`` location, or None for other schemes."""
-    if location.startswith("file://"):
-        return Path(location[len("file://") :])
-    if location.startswith("/"):
-        return Path(location)
-    return None
 
 
 def store_key(store_url: str, location: str) -> str | None:
@@ -266,28 +255,10 @@ class ColdWriter:
                 snap = find_commit(self.cold.table(dataset, refresh=True), commit_id)
             if snap is None:
                 raise StorageError(f"cold {dataset}: commit {commit_id} is not in the table")
-            self._sync(table, snap, add)
             return snap
         raise StorageError(
             f"cold {dataset}: commit {commit_id} lost the race {_COMMIT_ATTEMPTS} times"
         )
-
-    def _sync(self, table: Table, snap: Snapshot, added: Sequence[DataFile]) -> None:
-        """On ``file://``: make everything the commit wrote durable, with its directories."""
-        base = local_path(table.location())
-        if base is None:
-            return  # an object store: a completed PUT is durable
-        paths = [local_path(f.file_path) for f in added]
-        paths.append(local_path(table.metadata_location))
-        paths.append(local_path(snap.manifest_list))
-        for m in snap.manifests(table.io):
-            if m.added_snapshot_id == snap.snapshot_id:
-                paths.append(local_path(m.manifest_path))
-        files = [p for p in paths if p is not None]
-        try:
-            sync_batch(base, files)
-        except OSError as exc:
-            raise StorageError(f"cannot sync cold files under {base}: {exc}") from exc
 
     def leftovers(self, dataset: str, commit_id: str) -> list[str]:
         """Keys of data files a never-committed ``commit_id`` left in the table's directory.

@@ -129,14 +129,15 @@ class CompactionJob:
             report = CompactionReport()
             cutoff_now = self.engine.clock.now() if now is None else now
             pending = self.ledger.in_state(CommitState.WRITING, CommitState.COMMITTED)
-            if not pending and not self.eligible(cutoff_now):
+            eligible = self.eligible(cutoff_now)
+            if not pending and not eligible:
                 # Nothing to do: leave the catalog and the store alone (a hot-only or
                 # warm-only deployment never opens them).
                 report.seconds = time.perf_counter() - t0
                 return report
             await self.engine.io(self.check)
             await self.recover(report)
-            for group in self._groups(cutoff_now):
+            for group in self._groups(eligible):
                 await self._move(group, report)
             report.seconds = time.perf_counter() - t0
             return report
@@ -229,11 +230,11 @@ class CompactionJob:
                 ok.discard(bid)
         return [(bid, n) for bid, n in batches if bid in ok]
 
-    def _groups(self, now: float) -> Iterator[list[str]]:
+    def _groups(self, eligible: list[tuple[str, int]]) -> Iterator[list[str]]:
         limit = self.policy.max_events_per_cold_commit
         group: list[str] = []
         events = 0
-        for bid, n in self.eligible(now):
+        for bid, n in eligible:
             if group and events + n > limit:
                 yield group
                 group, events = [], 0
