@@ -30,6 +30,8 @@ result (``SqlResult.truncated``) and a timeout interrupts the query.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -49,6 +51,7 @@ from tierflow.hot.router import Tier
 from tierflow.hot.rows import HISTORY, WORKFLOWS, names
 from tierflow.tiering import sql_guard, sql_hot
 from tierflow.tiering.sql_guard import QueryTimeout
+from tierflow.tiering.sql_hot_cache import DEFAULT_MAX_BYTES, HotCache
 from tierflow.tiering.sql_snapshot import (
     TierSnapshot,
     ancestry,
@@ -182,6 +185,14 @@ class TierSQL:
         cold: Returns the cold tables (called only when cold data is needed).
         io: Runs blocking work off the event loop (``engine.io``).
         limits: Default bounds.
+        native_reads: Let DuckDB read local (``file://``) Parquet files itself,
+            allowed file by file; False reads them through Arrow datasets, as on
+            object stores (about 2x slower, see the module docstring).
+        hot_cache_bytes: Bound of the cache of finished hot instances' history
+            (0 turns it off).
+
+    Attributes:
+        hot_cache: Finished hot instances' history and results, kept between queries.
     """
 
     def __init__(
@@ -193,6 +204,9 @@ class TierSQL:
         cold: Callable[[], ColdTables],
         io: IO,
         limits: SqlLimits | None = None,
+        *,
+        native_reads: bool = True,
+        hot_cache_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.index = index
         self.instances_dir = instances_dir
@@ -202,6 +216,8 @@ class TierSQL:
         self._cold: ColdTables | None = None
         self.io = io
         self.limits = limits or SqlLimits()
+        self.native_reads = native_reads
+        self.hot_cache = HotCache(hot_cache_bytes)
         self._manifests: dict[str, BatchManifest] = {}
         self._plans: dict[tuple[str, int], list[str]] = {}
         self._lock = threading.Lock()
@@ -261,6 +277,8 @@ class TierSQL:
         stream: bool,
     ) -> SqlResult:
         t0 = time.perf_counter()
+        native = False
+        files: dict[tuple[str, str], list[str]] = {}
         con = sql_guard.sandbox(bounds.memory_limit)
         closed = threading.Event()
         timer: threading.Timer | None = None
@@ -274,8 +292,13 @@ class TierSQL:
 
         try:
             hot_rows = [] if moment is not None else cut.hot
+            files = self._files(cut, moment)
+            native = self._native(files)
             self._views(con, hot_rows)
-            sql_guard.lock(con)
+            if native:
+                self._register_native(con, files)
+            # After this, DuckDB opens no file but the cut's Parquet files (read natively).
+            sql_guard.lock(con, readable=[p for ps in files.values() for p in ps] if native else ())
             if timer is None and bounds.timeout is not None:
                 timer = threading.Timer(bounds.timeout, con.interrupt)
                 timer.daemon = True
@@ -283,7 +306,8 @@ class TierSQL:
             # Hot files first: they are the data that moves soonest after the index read.
             if hot_rows:
                 self._fill_hot(con, query, params, hot_rows)
-            self._register(con, cut, moment)
+            if not native:
+                self._register_datasets(con, files)
             rel = con.sql(query, params=params)
             if rel is None:  # not a SELECT after all: refused by check_statement already
                 raise InvalidArgument("SQL refused: the statement returns no rows")
@@ -302,6 +326,8 @@ class TierSQL:
             return result
         except BaseException as exc:
             close()
+            if native and _gone(files):  # a move committed since the cut deleted a file
+                raise _Retry("a Parquet file of the cut is gone") from None
             raise _translate(exc, bounds) from None
 
     def _guarded(
@@ -352,28 +378,63 @@ class TierSQL:
                 f"UNION ALL SELECT * FROM cold_{d}"
             )
 
-    def _register(
-        self, con: duckdb.DuckDBPyConnection, cut: TierSnapshot, moment: tuple[str, Any] | None
-    ) -> None:
-        """Register the warm files of the cut's batches and the cold snapshot's files."""
+    def _files(
+        self, cut: TierSnapshot, moment: tuple[str, Any] | None
+    ) -> dict[tuple[str, str], list[str]]:
+        """The Parquet files of the cut: ``(tier, dataset)`` to paths on the store's filesystem.
+
+        Warm: the files of the cut's batches (their manifests); cold: the data
+        files of the snapshot each table is read at.
+        """
         warm = [] if moment is not None else cut.warm
         cold = self._cold_files(cut, moment)
-        fs, root = self.store.fs, self.store.root
+        root = self.store.root
+        out: dict[tuple[str, str], list[str]] = {}
         for d in _DATASETS:
             keys = [k for bid, blob in warm for k in self._manifest(bid, blob).keys(d)]
             if keys:
-                paths = [full_path(root, k) for k in keys]
-                try:
-                    warm_data = warm_reader.analytic_dataset(fs, paths, schema_for(d))
-                except StorageError as exc:  # a batch compacted since the cut: files gone
-                    raise _Retry(str(exc)) from None
-                con.register(f"__tf_warm_{d}", warm_data)
-            paths = [fs_path(p) for p in cold.get(d, [])]
-            if paths:
-                con.register(
-                    f"__tf_cold_{d}",
-                    warm_reader.analytic_dataset(fs, paths, cold_tables.arrow_schema(d)),
-                )
+                out[(Tier.WARM.value, d)] = [full_path(root, k) for k in keys]
+            if cold.get(d):
+                out[(Tier.COLD.value, d)] = [fs_path(p) for p in cold[d]]
+        return out
+
+    def _native(self, files: dict[tuple[str, str], list[str]]) -> bool:
+        """Whether DuckDB reads the Parquet files itself (local files, plain names)."""
+        if not self.native_reads or self.store.settings.is_s3 or not files:
+            return False
+        # read_parquet expands glob characters; a path holding one is read through Arrow.
+        return not any(_GLOB.search(p) for ps in files.values() for p in ps)
+
+    def _register_native(
+        self, con: duckdb.DuckDBPyConnection, files: dict[tuple[str, str], list[str]]
+    ) -> None:
+        """Point the warm/cold stand-ins at DuckDB's own Parquet reader over the cut's files.
+
+        Raises:
+            _Retry: A file is gone (its batch was compacted since the cut).
+        """
+        for (tier, d), paths in files.items():
+            try:
+                rel = con.read_parquet(paths, hive_partitioning=False)
+            except duckdb.IOException as exc:
+                if _gone(files):
+                    raise _Retry(str(exc).splitlines()[0]) from None
+                raise
+            name = f"__tf_{tier}_{d}"
+            con.unregister(name)  # the empty stand-in (a temporary view, it would shadow ours)
+            rel.create_view(name)
+
+    def _register_datasets(
+        self, con: duckdb.DuckDBPyConnection, files: dict[tuple[str, str], list[str]]
+    ) -> None:
+        """Register the cut's files as Arrow datasets (object stores, or native reads off)."""
+        for (tier, d), paths in files.items():
+            schema = schema_for(d) if tier == Tier.WARM.value else cold_tables.arrow_schema(d)
+            try:
+                data = warm_reader.analytic_dataset(self.store.fs, paths, schema)
+            except StorageError as exc:  # a batch compacted since the cut: files gone
+                raise _Retry(str(exc)) from None
+            con.register(f"__tf_{tier}_{d}", data)
 
     def _fill_hot(
         self,
@@ -382,29 +443,70 @@ class TierSQL:
         params: Any,
         hot_rows: Sequence[tuple[Any, ...]],
     ) -> None:
-        """Open the instance files the query can touch and register their data."""
+        """Register the hot data the query can touch: cached, or read from instance files.
+
+        Finished instances come from :attr:`hot_cache` when it has them (their
+        files no longer change); live ones, and finished ones not seen before,
+        are read from their files, and the finished ones are cached.
+        """
         plan = con.sql(f"EXPLAIN (FORMAT json) {query}", params=params).fetchall()
         touched = sql_hot.touched(str(plan[0][1]))
         history_rows = touched.ids_for(hot_rows, touched.history)
         result_rows = touched.completed(touched.ids_for(hot_rows, touched.results))
-        wanted = {r[0]: r for r in (*history_rows, *result_rows)}
-        if not wanted:
+        if not history_rows and not result_rows:
             return
+        keys = sql_hot.finished(hot_rows)
+        cached: list[pa.Table] = []
+        fresh: set[str] = set()  # finished instances to read and cache
+        to_read: dict[str, tuple[Any, ...]] = {}
+        if history_rows:
+            everything = touched.history == sql_hot.Touched.ALL
+            wanted = None if everything else [r[0] for r in history_rows if r[0] in keys]
+            cached, missing = self.hot_cache.history(keys, wanted)
+            fresh.update(missing)
+            to_read.update((r[0], r) for r in history_rows if r[0] not in keys)
+        results: dict[str, str | None] = {}
+        if result_rows:
+            results, missing = self.hot_cache.results(keys, [r[0] for r in result_rows])
+            fresh.update(missing)
+        to_read.update((i, keys[i]) for i in fresh)
+        read = self._read_hot(list(to_read.values()))
+        if result_rows:
+            found = {
+                row["workflow_id"]: row.get("result")
+                for row, _ in read
+                if row["workflow_id"] in keys
+            }
+            self.hot_cache.add_results(found, keys)
+            results.update(found)
+            con.register("__tf_hot_workflows", sql_hot.hot_workflows(hot_rows, results))
+        if history_rows:
+            hist = {r[0] for r in history_rows}
+            done = [
+                it for it in read if it[0]["workflow_id"] in keys and it[0]["workflow_id"] in hist
+            ]
+            live = [it for it in read if it[0]["workflow_id"] not in keys]
+            tables = list(cached)
+            if done:
+                table = sql_hot.hot_history(done)
+                self.hot_cache.add(table, sql_hot.spans(done), keys)
+                tables.append(table)
+            if live:
+                tables.append(sql_hot.hot_history(live))
+            if tables:
+                con.register("__tf_hot_history", pa.concat_tables(tables))
+
+    def _read_hot(
+        self, rows: Sequence[tuple[Any, ...]]
+    ) -> list[tuple[dict[str, Any], list[tuple[Any, ...]]]]:
+        if not rows:
+            return []
         try:
-            read = sql_hot.read_instances(
-                self.instances_dir, list(wanted.values()), self.durability
-            )
+            return sql_hot.read_instances(self.instances_dir, rows, self.durability)
         except FileNotFoundError as exc:
             raise _Retry(f"instance file gone: {exc}") from None
         except CorruptInstance as exc:
             raise StorageError(f"SQL across tiers: {exc}") from None
-        hist_ids = {r[0] for r in history_rows}
-        if result_rows:
-            results = {row["workflow_id"]: row.get("result") for row, _ in read}
-            con.register("__tf_hot_workflows", sql_hot.hot_workflows(hot_rows, results))
-        if history_rows:
-            items = [it for it in read if it[0]["workflow_id"] in hist_ids]
-            con.register("__tf_hot_history", sql_hot.hot_history(items))
 
     def _manifest(self, batch_id: str, blob: bytes) -> BatchManifest:
         with self._lock:
@@ -477,6 +579,14 @@ class TierSQL:
         raise InvalidArgument(
             f"as_of: no cold snapshot {value} (expired, erased, or not a tierflow table's)"
         )
+
+
+_GLOB = re.compile(r"[*?\[\]{}]")
+
+
+def _gone(files: dict[tuple[str, str], list[str]]) -> bool:
+    """Whether a local file of the cut no longer exists."""
+    return any(not os.path.exists(p) for ps in files.values() for p in ps)
 
 
 def _as_of(value: AsOf | None) -> tuple[str, Any] | None:

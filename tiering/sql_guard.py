@@ -20,6 +20,7 @@ Row limits and timeouts are applied by :mod:`tierflow.tiering.sql`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import duckdb
@@ -90,8 +91,20 @@ def sandbox(memory_limit: str) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def lock(con: duckdb.DuckDBPyConnection) -> None:
-    """Turn off file and network access, then freeze the configuration (in this order)."""
+def lock(con: duckdb.DuckDBPyConnection, readable: Sequence[str] = ()) -> None:
+    """Turn off file and network access, then freeze the configuration (in this order).
+
+    Args:
+        con: A connection from :func:`sandbox`.
+        readable: Files DuckDB may still open (``allowed_paths``): the exact
+            Parquet files of the query's cut, never a directory. DuckDB does
+            not tell reading from writing here, so only fence 1 (no ``COPY``,
+            no ``EXPORT``: nothing that writes parses as a ``SELECT``) keeps
+            these files from being written.
+    """
+    if readable:
+        # Settable only while external access is on; a list, so no quoting of paths.
+        con.execute("SET allowed_paths = ?", [list(readable)])
     con.execute("SET enable_external_access=false")
     con.execute("SET lock_configuration=true")
 

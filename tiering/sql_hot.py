@@ -37,6 +37,7 @@ __all__ = [
     "HISTORY_PREFIX",
     "WORKFLOWS_PREFIX",
     "Touched",
+    "finished",
     "history_schema",
     "hot_history",
     "hot_workflows",
@@ -102,8 +103,31 @@ def hot_workflows(rows: Sequence[tuple[Any, ...]], results: dict[str, str | None
     return _table(cols, workflows_schema(), WORKFLOWS_PREFIX)
 
 
+def finished(rows: Sequence[tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
+    """The index rows of finished instances with a file, by workflow id.
+
+    Their files no longer change, so what was read from them can be reused
+    while the index row stays the same (:mod:`tierflow.tiering.sql_hot_cache`).
+    """
+    return {r[0]: r for r in rows if r[_STATUS] in TERMINAL_STATUSES and r[_FILE] is not None}
+
+
+def spans(
+    items: Sequence[tuple[dict[str, Any], list[tuple[Any, ...]]]],
+) -> dict[str, tuple[int, int]]:
+    """Where each instance's events are in :func:`hot_history` of ``items``: (offset, length)."""
+    out, offset = {}, 0
+    for row, events in items:
+        out[row["workflow_id"]] = (offset, len(events))
+        offset += len(events)
+    return out
+
+
 def hot_history(items: Iterable[tuple[dict[str, Any], list[tuple[Any, ...]]]]) -> pa.Table:
-    """The events of instances read from their files, as an Arrow table with prefixed names."""
+    """The events of instances read from their files, as an Arrow table with prefixed names.
+
+    Each instance's events are contiguous and in the order of ``items``.
+    """
     ev: dict[str, list[Any]] = {n: [] for n in names(HISTORY)}
     for row, events in items:
         n = len(events)
@@ -186,10 +210,10 @@ class Touched:
     def ids_for(
         self, rows: Sequence[tuple[Any, ...]], wanted: frozenset[str] | None
     ) -> list[tuple[Any, ...]]:
-        """The index rows among ``wanted``."""
+        """The index rows among ``wanted`` (queued instances without a file included)."""
         if wanted is None:
             return []
-        return [r for r in rows if r[_FILE] is not None and (wanted == self.ALL or r[0] in wanted)]
+        return [r for r in rows if wanted == self.ALL or r[0] in wanted]
 
     @staticmethod
     def completed(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

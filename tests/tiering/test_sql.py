@@ -234,6 +234,7 @@ async def test_workflow_id_filter_opens_only_those_hot_files(
     store = make_store()
     async with Tierflow(tmp_path / "d", ALL, warm_store=store) as tf:
         ids = await finished(tf, 0, 12)
+        live = await paused(tf, 2)  # waiting for a signal: their files still change
         opened: list[list[str]] = []
         real = sql_hot.read_instances
 
@@ -250,23 +251,34 @@ async def test_workflow_id_filter_opens_only_those_hot_files(
                 sorted([ids[1], ids[5]]),
             ),
             ("SELECT count(*) FROM workflows", None, None),
-            ("SELECT count(*) FROM history", None, sorted(ids)),
+            ("SELECT count(*) FROM history", None, sorted(ids + live)),
             (
                 "SELECT count(*) FROM history WHERE workflow_id = ? OR event_id = 1",
                 [ids[0]],
-                sorted(ids),
+                sorted(ids + live),
             ),
+            ("SELECT count(*) FROM history WHERE workflow_id = ?", [live[1]], [live[1]]),
         ]
         for query, params, expected in cases:
+            tf.sql_engine.hot_cache.clear()
             opened.clear()
-            await tf.sql(query, params)
+            first = (await tf.sql(query, params)).rows
             assert opened == ([] if expected is None else [expected]), query
+            # Again: finished instances come from the cache, live ones from their files.
+            opened.clear()
+            assert (await tf.sql(query, params)).rows == first, query
+            again = None if expected is None else [w for w in expected if w in live]
+            assert opened == ([] if not again else [again]), query
         # result is not in the index: read from the files of completed instances only.
+        tf.sql_engine.hot_cache.clear()
         opened.clear()
         rows = (await tf.sql("SELECT workflow_id, result FROM workflows ORDER BY 1")).rows
         completed = [w for w in ids if not w.startswith("gamma")]
         assert opened == [sorted(completed)]
         assert {w for w, r in rows if r is not None} == set(completed)
+        opened.clear()
+        assert (await tf.sql("SELECT workflow_id, result FROM workflows ORDER BY 1")).rows == rows
+        assert opened == []
 
 
 async def test_query_runs_again_when_warm_files_vanish_under_it(
@@ -317,7 +329,18 @@ async def test_hostile_statements_are_refused_or_cut(make_store, tmp_path: Path)
         await finished(tf, 9, 12)
         lake = data / "lake"
         outside = tmp_path / "outside"
+        # An archive file the query may read (DuckDB reads local ones itself, allowed file
+        # by file): nothing may write it.
+        archive = tmp_path / "none" if store.settings.is_s3 else Path(store.root)
+        parquet = sorted(p for p in archive.rglob("*.parquet") if "history" in str(p))
+        victim = parquet[0] if parquet else tmp_path / "victim.parquet"
+        assert parquet or store.settings.is_s3
+        copy_over = f"COPY (SELECT 1 AS x) TO '{victim}' (FORMAT parquet, USE_TMP_FILE false)"
+        quoted = copy_over.replace("'", "''")
         hostile = [
+            copy_over,
+            f"SELECT * FROM query('{quoted}')",
+            f"SELECT * FROM read_text('{victim.parent}/*')",
             "SELECT * FROM read_csv('/etc/passwd')",
             "SELECT * FROM '/etc/passwd'",
             "SELECT * FROM read_text('/etc/hostname')",
@@ -348,6 +371,7 @@ async def test_hostile_statements_are_refused_or_cut(make_store, tmp_path: Path)
             "",
         ]
         before = listing(tmp_path)
+        contents = {p: p.read_bytes() for p in archive.rglob("*") if p.is_file()}
         legit = "SELECT tier, count(*) FROM workflows GROUP BY 1 ORDER BY 1"
         expected = [("hot", 3), ("warm", 9)]
         for query in hostile:
@@ -365,6 +389,7 @@ async def test_hostile_statements_are_refused_or_cut(make_store, tmp_path: Path)
         assert len(cut.rows) == 100 and cut.truncated
         assert (await tf.sql(legit)).rows == expected
         assert listing(tmp_path) == before
+        assert {p: p.read_bytes() for p in archive.rglob("*") if p.is_file()} == contents
         assert not outside.with_suffix(".csv").exists()
 
 
