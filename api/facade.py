@@ -153,6 +153,8 @@ class Tierflow:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._periodic
         await self.engine.aclose()
+        if self._sql is not None:
+            self._sql.close()
         if self._cold is not None:
             self._cold.close()
 

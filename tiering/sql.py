@@ -218,9 +218,16 @@ class TierSQL:
         self.limits = limits or SqlLimits()
         self.native_reads = native_reads
         self.hot_cache = HotCache(hot_cache_bytes)
+        self._sandboxes = sql_guard.Sandboxes()
+        self._tables_seen = False
         self._manifests: dict[str, BatchManifest] = {}
         self._plans: dict[tuple[str, int], list[str]] = {}
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Release what the engine keeps between queries (the spare sandbox, the cache)."""
+        self._sandboxes.close()
+        self.hot_cache.clear()
 
     async def run(
         self,
@@ -279,7 +286,7 @@ class TierSQL:
         t0 = time.perf_counter()
         native = False
         files: dict[tuple[str, str], list[str]] = {}
-        con = sql_guard.sandbox(bounds.memory_limit)
+        con = self._sandboxes.take(bounds.memory_limit)
         closed = threading.Event()
         timer: threading.Timer | None = None
 
@@ -288,15 +295,13 @@ class TierSQL:
                 closed.set()
                 if timer is not None:
                     timer.cancel()
-                con.close()
+                self._sandboxes.release(con)
 
         try:
             hot_rows = [] if moment is not None else cut.hot
             files = self._files(cut, moment)
             native = self._native(files)
-            self._views(con, hot_rows)
-            if native:
-                self._register_native(con, files)
+            self._views(con, files if native else {})
             # After this, DuckDB opens no file but the cut's Parquet files (read natively).
             sql_guard.lock(con, readable=[p for ps in files.values() for p in ps] if native else ())
             if timer is None and bounds.timeout is not None:
@@ -352,13 +357,34 @@ class TierSQL:
         finally:
             close()
 
-    def _views(self, con: duckdb.DuckDBPyConnection, hot_rows: Sequence[tuple[Any, ...]]) -> None:
-        """Register the hot index rows and empty stand-ins for the rest; create the views."""
-        con.register("__tf_hot_workflows", sql_hot.hot_workflows(hot_rows, {}))
+    def _views(
+        self, con: duckdb.DuckDBPyConnection, native: dict[tuple[str, str], list[str]]
+    ) -> None:
+        """Create the views over every tier's data, and what they read.
+
+        Hot data gets empty stand-ins (:meth:`_fill_hot` registers what the plan
+        reads); warm/cold data read natively (``native``, by ``(tier, dataset)``)
+        is a ``read_parquet`` of its files; the rest gets empty stand-ins until
+        Arrow datasets are registered (:meth:`_register_datasets`).
+
+        Raises:
+            _Retry: A native file is gone (its batch was compacted since the cut).
+        """
+        con.register("__tf_hot_workflows", sql_hot.workflows_schema().empty_table())
         con.register("__tf_hot_history", sql_hot.history_schema().empty_table())
+        ddl = []
         for d in _DATASETS:
-            for tier in (Tier.WARM, Tier.COLD):
-                con.register(f"__tf_{tier.value}_{d}", cold_tables.arrow_schema(d).empty_table())
+            for tier in (Tier.WARM.value, Tier.COLD.value):
+                paths = native.get((tier, d))
+                if paths:
+                    # One statement binds once (a relation's create_view binds twice).
+                    files = ", ".join(_literal(p) for p in paths)
+                    ddl.append(
+                        f"CREATE VIEW __tf_{tier}_{d} AS SELECT * FROM "
+                        f"read_parquet([{files}], hive_partitioning = false)"
+                    )
+                else:
+                    con.register(f"__tf_{tier}_{d}", cold_tables.arrow_schema(d).empty_table())
         for d in _DATASETS:
             cols = _COLUMNS[d]
             hot = ", ".join(
@@ -366,17 +392,23 @@ class TierSQL:
             )
             if d == "history":
                 hot += f", '{Tier.HOT.value}' AS tier"
-            con.execute(f"CREATE VIEW hot_{d} AS SELECT {hot} FROM __tf_hot_{d}")
-            for tier in (Tier.WARM, Tier.COLD):
+            ddl.append(f"CREATE VIEW hot_{d} AS SELECT {hot} FROM __tf_hot_{d}")
+            for tier in (Tier.WARM.value, Tier.COLD.value):
                 body = ", ".join(c for c in cols if c != "tier")
-                con.execute(
-                    f"CREATE VIEW {tier.value}_{d} AS SELECT {body}, '{tier.value}' AS tier "
-                    f"FROM __tf_{tier.value}_{d}"
+                ddl.append(
+                    f"CREATE VIEW {tier}_{d} AS SELECT {body}, '{tier}' AS tier "
+                    f"FROM __tf_{tier}_{d}"
                 )
-            con.execute(
+            ddl.append(
                 f"CREATE VIEW {d} AS SELECT * FROM hot_{d} UNION ALL SELECT * FROM warm_{d} "
                 f"UNION ALL SELECT * FROM cold_{d}"
             )
+        try:
+            con.execute(";\n".join(ddl))
+        except duckdb.IOException as exc:
+            if _gone(native):
+                raise _Retry(str(exc).splitlines()[0]) from None
+            raise
 
     def _files(
         self, cut: TierSnapshot, moment: tuple[str, Any] | None
@@ -404,25 +436,6 @@ class TierSQL:
             return False
         # read_parquet expands glob characters; a path holding one is read through Arrow.
         return not any(_GLOB.search(p) for ps in files.values() for p in ps)
-
-    def _register_native(
-        self, con: duckdb.DuckDBPyConnection, files: dict[tuple[str, str], list[str]]
-    ) -> None:
-        """Point the warm/cold stand-ins at DuckDB's own Parquet reader over the cut's files.
-
-        Raises:
-            _Retry: A file is gone (its batch was compacted since the cut).
-        """
-        for (tier, d), paths in files.items():
-            try:
-                rel = con.read_parquet(paths, hive_partitioning=False)
-            except duckdb.IOException as exc:
-                if _gone(files):
-                    raise _Retry(str(exc).splitlines()[0]) from None
-                raise
-            name = f"__tf_{tier}_{d}"
-            con.unregister(name)  # the empty stand-in (a temporary view, it would shadow ours)
-            rel.create_view(name)
 
     def _register_datasets(
         self, con: duckdb.DuckDBPyConnection, files: dict[tuple[str, str], list[str]]
@@ -454,6 +467,8 @@ class TierSQL:
         history_rows = touched.ids_for(hot_rows, touched.history)
         result_rows = touched.completed(touched.ids_for(hot_rows, touched.results))
         if not history_rows and not result_rows:
+            if touched.workflows:
+                con.register("__tf_hot_workflows", sql_hot.hot_workflows(hot_rows, {}))
             return
         keys = sql_hot.finished(hot_rows)
         cached: list[pa.Table] = []
@@ -479,6 +494,7 @@ class TierSQL:
             }
             self.hot_cache.add_results(found, keys)
             results.update(found)
+        if touched.workflows:
             con.register("__tf_hot_workflows", sql_hot.hot_workflows(hot_rows, results))
         if history_rows:
             hist = {r[0] for r in history_rows}
@@ -531,10 +547,12 @@ class TierSQL:
         if moment is None and not cut.commits:
             return {}  # the index counts nothing as cold: no catalog I/O at all
         cold = self._cold_tables()
-        if not cold.exists():
-            if moment is not None and moment[0] == "snapshot":
-                raise InvalidArgument(f"as_of: no cold snapshot {moment[1]} (no cold tables)")
-            return {}
+        if not self._tables_seen:  # tables, once created, stay: look them up once
+            if not cold.exists():
+                if moment is not None and moment[0] == "snapshot":
+                    raise InvalidArgument(f"as_of: no cold snapshot {moment[1]} (no cold tables)")
+                return {}
+            self._tables_seen = True
         loaded = {d: cold.table(d, refresh=True) for d in _DATASETS}
         chains = {
             d: ancestry(t.current_snapshot(), t.metadata.snapshot_by_id) for d, t in loaded.items()
@@ -582,6 +600,11 @@ class TierSQL:
 
 
 _GLOB = re.compile(r"[*?\[\]{}]")
+
+
+def _literal(text: str) -> str:
+    """``text`` as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _gone(files: dict[tuple[str, str], list[str]]) -> bool:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ def history_schema(prefix: str = HISTORY_PREFIX) -> pa.Schema:
     return _schema(HISTORY, prefix)
 
 
-def _table(columns: dict[str, list[Any]], schema: pa.Schema, prefix: str) -> pa.Table:
+def _table(columns: Mapping[str, Sequence[Any]], schema: pa.Schema, prefix: str) -> pa.Table:
     arrays = []
     for f in schema:
         values = columns[f.name[len(prefix) :]]
@@ -90,16 +90,14 @@ def hot_workflows(rows: Sequence[tuple[Any, ...]], results: dict[str, str | None
         rows: Index rows, values of :data:`HOT_INDEX_COLUMNS`.
         results: ``result`` JSON text of the instances whose files were read.
     """
-    cols: dict[str, list[Any]] = {n: [] for n in names(WORKFLOWS)}
-    for row in rows:
-        for name, value in zip(HOT_INDEX_COLUMNS, row, strict=True):
-            if name in cols:
-                cols[name].append(value)
-        started, finished = cols["started_at"][-1], cols["finished_at"][-1]
-        ms = None if started is None or finished is None else (finished - started) / 1000.0
-        cols["duration_ms"].append(ms)
-        cols["result"].append(results.get(row[0]))
-        cols["tier"].append(Tier.HOT.value)
+    by_name = dict(zip(HOT_INDEX_COLUMNS, zip(*rows, strict=True), strict=True)) if rows else {}
+    cols: dict[str, Sequence[Any]] = {n: by_name.get(n, ()) for n in names(WORKFLOWS)}
+    cols["duration_ms"] = [
+        None if s is None or f is None else (f - s) / 1000.0
+        for s, f in zip(cols["started_at"], cols["finished_at"], strict=True)
+    ]
+    cols["result"] = [results.get(i) for i in cols["workflow_id"]]
+    cols["tier"] = [Tier.HOT.value] * len(rows)
     return _table(cols, workflows_schema(), WORKFLOWS_PREFIX)
 
 
@@ -206,6 +204,7 @@ class Touched:
     def __init__(self) -> None:
         self.history: frozenset[str] | None = None
         self.results: frozenset[str] | None = None
+        self.workflows = False
 
     def ids_for(
         self, rows: Sequence[tuple[Any, ...]], wanted: frozenset[str] | None
@@ -250,6 +249,7 @@ def _walk(node: dict[str, Any], parent: dict[str, Any] | None, out: Touched) -> 
             conjuncts = []
         if hist:
             out.history = _merge(out.history, _narrowed(conjuncts, HISTORY_PREFIX))
+        out.workflows = out.workflows or wf
         if wf and (f"{WORKFLOWS_PREFIX}result" in text or not info.get("Projections")):
             out.results = _merge(out.results, _narrowed(conjuncts, WORKFLOWS_PREFIX))
     for child in node.get("children") or []:
