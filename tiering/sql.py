@@ -113,7 +113,8 @@ class SqlResult:
         columns: Column names, in order.
         types: DuckDB type names, in order.
         truncated: True when the row limit cut the result.
-        elapsed: Seconds the query took (to the last row, when materialised).
+        elapsed: Seconds the whole call took, from the statement check to the
+            last row (0 for a streamed result).
     """
 
     def __init__(
@@ -170,6 +171,54 @@ class SqlResult:
         self._close()
 
 
+class _Run:
+    """One query's hold on its sandbox: the timeout, and where the connection goes after.
+
+    A connection goes back to the pool (:meth:`Sandboxes.keep`) only when the
+    query read its result to the end and the timeout never fired; any error,
+    cut or interrupt closes it.
+    """
+
+    def __init__(self, sandboxes: sql_guard.Sandboxes, key: Any) -> None:
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self.clean = False
+        self._sandboxes = sandboxes
+        self._key = key
+        self._lock = threading.Lock()
+        self._done = False
+        self._fired = False
+        self._timer: threading.Timer | None = None
+
+    def arm(self, timeout: float | None) -> None:
+        """Interrupt the query after ``timeout`` seconds (None: never)."""
+        if timeout is not None:
+            self._timer = threading.Timer(timeout, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:  # never interrupts a connection already handed back
+            if self._done or self.con is None:
+                return
+            self._fired = True
+            self.con.interrupt()
+
+    def close(self) -> None:
+        """Release the connection (idempotent)."""
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.con is None:
+            return
+        if self.clean and not self._fired:
+            self._sandboxes.keep(self._key, self.con)
+        else:
+            self._sandboxes.release(self.con)
+
+
 class _Retry(Exception):
     """The data moved under the query (a file of the cut is gone): read again."""
 
@@ -218,7 +267,7 @@ class TierSQL:
         self.limits = limits or SqlLimits()
         self.native_reads = native_reads
         self.hot_cache = HotCache(hot_cache_bytes)
-        self._sandboxes = sql_guard.Sandboxes()
+        self._sandboxes = sql_guard.Sandboxes(self.limits.memory_limit)
         self._tables_seen = False
         self._manifests: dict[str, BatchManifest] = {}
         self._plans: dict[tuple[str, int], list[str]] = {}
@@ -254,6 +303,7 @@ class TierSQL:
             QueryTimeout: The query ran past the timeout.
             StorageError: The index, the catalog or a file cannot be read.
         """
+        t0 = time.perf_counter()
         sql_guard.check_statement(query)
         moment = _as_of(as_of)
         bounds = limits or self.limits
@@ -263,6 +313,8 @@ class TierSQL:
                 result: SqlResult = await self.io(
                     self._execute, cut, query, params, moment, bounds, stream
                 )
+                if not stream:
+                    result.elapsed = time.perf_counter() - t0
                 return result
             except _Retry as exc:
                 await asyncio.sleep(_PAUSE * (attempt + 1))
@@ -283,31 +335,26 @@ class TierSQL:
         bounds: SqlLimits,
         stream: bool,
     ) -> SqlResult:
-        t0 = time.perf_counter()
-        native = False
-        files: dict[tuple[str, str], list[str]] = {}
-        con = self._sandboxes.take(bounds.memory_limit)
-        closed = threading.Event()
-        timer: threading.Timer | None = None
-
-        def close() -> None:
-            if not closed.is_set():
-                closed.set()
-                if timer is not None:
-                    timer.cancel()
-                self._sandboxes.release(con)
-
+        hot_rows = [] if moment is not None else cut.hot
+        files = self._files(cut, moment)
+        native = self._native(files)
+        # A sandbox is locked to its files, so one prepared for the same files and
+        # limit (views made, access off) serves again; see sql_guard.Sandboxes.
+        key = (native, bounds.memory_limit, tuple(sorted((k, tuple(v)) for k, v in files.items())))
+        run = _Run(self._sandboxes, key)
         try:
-            hot_rows = [] if moment is not None else cut.hot
-            files = self._files(cut, moment)
-            native = self._native(files)
-            self._views(con, files if native else {})
-            # After this, DuckDB opens no file but the cut's Parquet files (read natively).
-            sql_guard.lock(con, readable=[p for ps in files.values() for p in ps] if native else ())
-            if timer is None and bounds.timeout is not None:
-                timer = threading.Timer(bounds.timeout, con.interrupt)
-                timer.daemon = True
-                timer.start()
+            con = self._sandboxes.reuse(key)
+            if con is None:
+                con = self._sandboxes.take(bounds.memory_limit)
+                run.con = con
+                self._views(con, files if native else {})
+                # After this, DuckDB opens no file but the cut's Parquet files (read natively).
+                readable = [p for ps in files.values() for p in ps] if native else ()
+                sql_guard.lock(con, readable=readable)
+            else:
+                run.con = con
+                self._empty_hot(con)  # nothing of the previous query's hot data stays
+            run.arm(bounds.timeout)
             # Hot files first: they are the data that moves soonest after the index read.
             if hot_rows:
                 self._fill_hot(con, query, params, hot_rows)
@@ -322,21 +369,20 @@ class TierSQL:
                 [str(t) for t in rel.types],
                 iter(()),
                 reader.schema,
-                close,
+                run.close,
             )
-            result._batches = self._guarded(reader, result, bounds, close)
+            result._batches = self._guarded(reader, result, bounds, run)
             if not stream:
                 result.to_arrow()
-                result.elapsed = time.perf_counter() - t0
             return result
         except BaseException as exc:
-            close()
+            run.close()
             if native and _gone(files):  # a move committed since the cut deleted a file
                 raise _Retry("a Parquet file of the cut is gone") from None
             raise _translate(exc, bounds) from None
 
     def _guarded(
-        self, reader: Any, result: SqlResult, bounds: SqlLimits, close: Callable[[], None]
+        self, reader: Any, result: SqlResult, bounds: SqlLimits, run: _Run
     ) -> Iterator[pa.RecordBatch]:
         seen = 0
         limit = bounds.max_rows
@@ -345,6 +391,7 @@ class TierSQL:
                 try:
                     batch = reader.read_next_batch()
                 except StopIteration:
+                    run.clean = True  # read to the end: the connection may serve again
                     return
                 except BaseException as exc:
                     raise _translate(exc, bounds) from None
@@ -355,7 +402,12 @@ class TierSQL:
                 seen += batch.num_rows
                 yield batch
         finally:
-            close()
+            run.close()
+
+    @staticmethod
+    def _empty_hot(con: duckdb.DuckDBPyConnection) -> None:
+        con.register("__tf_hot_workflows", sql_hot.workflows_schema().empty_table())
+        con.register("__tf_hot_history", sql_hot.history_schema().empty_table())
 
     def _views(
         self, con: duckdb.DuckDBPyConnection, native: dict[tuple[str, str], list[str]]
@@ -370,8 +422,7 @@ class TierSQL:
         Raises:
             _Retry: A native file is gone (its batch was compacted since the cut).
         """
-        con.register("__tf_hot_workflows", sql_hot.workflows_schema().empty_table())
-        con.register("__tf_hot_history", sql_hot.history_schema().empty_table())
+        self._empty_hot(con)
         ddl = []
         for d in _DATASETS:
             for tier in (Tier.WARM.value, Tier.COLD.value):

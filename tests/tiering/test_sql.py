@@ -346,6 +346,8 @@ async def test_hostile_statements_are_refused_or_cut(make_store, tmp_path: Path)
             "SELECT * FROM read_text('/etc/hostname')",
             "SELECT * FROM glob('/*')",
             f"SELECT count(*) FROM read_parquet('{lake}/**/*.parquet')",
+            f"SELECT count(*) FROM read_parquet('{archive}/**/*.parquet')",
+            f"SELECT * FROM read_text('{archive}/**/*.json')",
             "SELECT * FROM read_json('http://127.0.0.1:9/x.json')",
             f"COPY (SELECT * FROM workflows) TO '{outside}.csv'",
             f"COPY workflows TO '{outside}.parquet' (FORMAT parquet)",
