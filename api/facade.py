@@ -530,6 +530,8 @@ class Tierflow:
                 self.store,
                 lambda: self.cold,
                 self.engine.io,
+                native_reads=self.settings.sql_native_reads,
+                hot_cache_bytes=self.settings.sql_hot_cache_mb * 2**20,
             )
         return self._sql
 

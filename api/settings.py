@@ -23,6 +23,23 @@ def _env_int(name: str, default: int) -> int:
         raise InvalidArgument(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    raw = (os.environ.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise InvalidArgument(f"{name} must be 1/0 (or true/false), got {raw!r}")
+
+
+def _nonnegative(name: str, value: int) -> int:
+    if value < 0:
+        raise InvalidArgument(f"{name} must be 0 or more, got {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved settings for one ``Tierflow``.
@@ -34,6 +51,10 @@ class Settings:
         max_recovery_attempts: ``TIERFLOW_MAX_RECOVERY_ATTEMPTS``; default 5.
         storage_url: ``TIERFLOW_STORAGE_URL``; default ``<data_dir>/lake`` (file://).
         s3_endpoint: ``TIERFLOW_S3_ENDPOINT``; default: AWS.
+        sql_native_reads: ``TIERFLOW_SQL_NATIVE_READS`` (``1``/``0``); default on: SQL
+            lets DuckDB read local archive files itself (README, "SQL across tiers").
+        sql_hot_cache_mb: ``TIERFLOW_SQL_HOT_CACHE_MB``; default 256 (0: off): memory
+            SQL may keep finished hot instances' history in.
     """
 
     data_dir: str = "./tierflow-data"
@@ -42,6 +63,8 @@ class Settings:
     max_recovery_attempts: int = 5
     storage_url: str | None = None
     s3_endpoint: str | None = None
+    sql_native_reads: bool = True
+    sql_hot_cache_mb: int = 256
 
     @classmethod
     def resolve(
@@ -72,4 +95,8 @@ class Settings:
             else _env_int("TIERFLOW_MAX_RECOVERY_ATTEMPTS", cls.max_recovery_attempts),
             storage_url=storage_url or os.environ.get("TIERFLOW_STORAGE_URL") or None,
             s3_endpoint=s3_endpoint or os.environ.get("TIERFLOW_S3_ENDPOINT") or None,
+            sql_native_reads=_env_bool("TIERFLOW_SQL_NATIVE_READS", cls.sql_native_reads),
+            sql_hot_cache_mb=_nonnegative(
+                "TIERFLOW_SQL_HOT_CACHE_MB", _env_int("TIERFLOW_SQL_HOT_CACHE_MB", 256)
+            ),
         )

@@ -94,6 +94,7 @@ def sandbox(memory_limit: str) -> duckdb.DuckDBPyConnection:
 
 
 _KEEP = 2  # locked sandboxes kept for reuse (distinct file sets: now, and as_of)
+_IDLE = 5.0  # seconds the worker thread waits for work before it ends
 
 
 class Sandboxes:
@@ -187,17 +188,24 @@ class Sandboxes:
                 con.close()
 
     def _submit(self, task: duckdb.DuckDBPyConnection | None) -> None:
-        with self._lock:
+        with self._lock:  # put under the lock: an idle worker exits only on an empty queue
+            self._tasks.put(task)
             if self._worker is None:
                 self._worker = threading.Thread(
                     target=self._work, name="tierflow-sql-sandboxes", daemon=True
                 )
                 self._worker.start()
-        self._tasks.put(task)
 
     def _work(self) -> None:
         while True:
-            task = self._tasks.get()
+            try:
+                task = self._tasks.get(timeout=_IDLE)
+            except queue.Empty:
+                with self._lock:
+                    if self._tasks.empty():
+                        self._worker = None
+                        return
+                continue
             if task is not None:
                 task.close()
                 continue

@@ -42,6 +42,8 @@ VARIABLES = (
     "TIERFLOW_S3_REGION",
     "TIERFLOW_S3_STORAGE_CLASS",
     "TIERFLOW_CATALOG_URL",
+    "TIERFLOW_SQL_NATIVE_READS",
+    "TIERFLOW_SQL_HOT_CACHE_MB",
 )
 # Passed through to the Iceberg catalog as properties (README: TIERFLOW_CATALOG_<NAME>).
 PASSTHROUGH = "TIERFLOW_CATALOG_"
@@ -83,6 +85,32 @@ async def test_catalog_url_from_the_environment(tmp_path: Path, monkeypatch):
         assert tf.cold.settings.properties == {"pool.size": "3"}
     async with Tierflow(tmp_path / "d", workflows=[adder], catalog_url="sqlite:////x.db") as tf:
         assert tf.cold.settings.url == "sqlite:////x.db"
+
+
+async def test_sql_reads_and_cache_from_the_environment(tmp_path: Path, monkeypatch, uid):
+    allowed = "SELECT value FROM duckdb_settings() WHERE name = 'allowed_paths'"
+    count = "SELECT tier, count(*) FROM history GROUP BY 1 ORDER BY 1"
+    wids = [uid() for _ in range(3)]
+    async with Tierflow(tmp_path / "d", workflows=[adder]) as tf:
+        for wid in wids:
+            await tf.run(adder, 2, workflow_id=wid)
+        await tf.tier(now=time.time() + 7200, to="warm")  # Parquet files on file://
+        await tf.run(adder, 2, workflow_id=uid())  # and one finished hot instance
+        expected = (await tf.sql(count)).rows
+        # Default: DuckDB reads the cut's local files itself, and finished hot ones are cached.
+        assert "parquet" in str((await tf.sql(allowed)).rows)
+        assert tf.sql_engine.hot_cache.nbytes > 0
+    monkeypatch.setenv("TIERFLOW_SQL_NATIVE_READS", "0")
+    monkeypatch.setenv("TIERFLOW_SQL_HOT_CACHE_MB", "0")
+    async with Tierflow(tmp_path / "d", workflows=[adder]) as tf:
+        assert (await tf.sql(count)).rows == expected
+        assert (await tf.sql(allowed)).rows == [("[]",)]  # no file allowed: Arrow reads them
+        assert tf.sql_engine.hot_cache.nbytes == 0
+    for name, bad in (("TIERFLOW_SQL_NATIVE_READS", "maybe"), ("TIERFLOW_SQL_HOT_CACHE_MB", "-1")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(InvalidArgument, match=name):
+            Tierflow(tmp_path / "d", workflows=[adder])
+        monkeypatch.delenv(name)
 
 
 # -- TIERFLOW_DATA_DIR ------------------------------------------------------------------------
