@@ -138,7 +138,10 @@ def hot_history(items: Iterable[tuple[dict[str, Any], list[tuple[Any, ...]]]]) -
 
 
 def read_instances(
-    base: Path, rows: Sequence[tuple[Any, ...]], durability: str
+    base: Path,
+    rows: Sequence[tuple[Any, ...]],
+    durability: str,
+    gone: list[str] | None = None,
 ) -> list[tuple[dict[str, Any], list[tuple[Any, ...]]]]:
     """Read the row and events of each instance (``rows``: index rows with a file).
 
@@ -146,9 +149,16 @@ def read_instances(
     (``read_for_archive``); a live one through a normal connection, which
     sees a consistent state while its engine writes.
 
+    Args:
+        base: The instance files' directory.
+        rows: Index rows (:data:`HOT_INDEX_COLUMNS`).
+        durability: The engine's durability (to open live files).
+        gone: If given, the ids of finished instances whose file is gone (tiering
+            moved them since the index was read) are appended here and the
+            others still read; else a gone file raises.
+
     Raises:
-        FileNotFoundError: A file is gone (tiering moved the instance since the
-            index was read: the caller retries with a fresh cut).
+        FileNotFoundError: A file is gone and ``gone`` is None.
         CorruptInstance: A file is unreadable.
     """
     out: list[tuple[dict[str, Any], list[tuple[Any, ...]]]] = []
@@ -158,7 +168,12 @@ def read_instances(
             continue
         path = base / row[_FILE]
         if row[_STATUS] in TERMINAL_STATUSES:
-            out.append(read_for_archive(path))
+            try:
+                out.append(read_for_archive(path))
+            except FileNotFoundError:
+                if gone is None:
+                    raise
+                gone.append(row[0])
             continue
         try:
             inst = InstanceFile.open(path, durability=durability)

@@ -182,7 +182,7 @@ async def test_each_workflow_once_while_another_process_tiers_and_compacts(
         ids = await finished(tf, 0, 240)
         waiting = await paused(tf, 60)
         truth_events = await events_of(tf, ids + waiting)
-    env = {**_env_for(store), "SQL_APP_BATCH": "60", "SQL_APP_COMMIT_EVENTS": "400"}
+    env = {**_env_for(store), "SQL_APP_BATCH": "5", "SQL_APP_COMMIT_EVENTS": "400"}
     env.pop("TIERFLOW_CRASH_AT", None)
     tf = Tierflow(data, ALL, warm_store=store)
     tf.open()
@@ -238,9 +238,9 @@ async def test_workflow_id_filter_opens_only_those_hot_files(
         opened: list[list[str]] = []
         real = sql_hot.read_instances
 
-        def spy(base: Path, rows: Any, durability: str) -> Any:
+        def spy(base: Path, rows: Any, durability: str, gone: Any = None) -> Any:
             opened.append(sorted(r[0] for r in rows))
-            return real(base, rows, durability)
+            return real(base, rows, durability, gone)
 
         monkeypatch.setattr(sql_hot, "read_instances", spy)
         cases = [

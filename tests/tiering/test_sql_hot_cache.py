@@ -9,7 +9,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from tierflow import Tierflow
-from tierflow.tiering.policy import TieringPolicy
+from tierflow.tiering import sql as sql_module
+from tierflow.tiering import sql_hot
+from tierflow.tiering.policy import TieringPolicy, TypePolicy
 from tierflow.tiering.sql_hot_cache import HotCache
 
 from tests.tiering.test_sql import ALL, events_of, finished, paused
@@ -106,3 +108,38 @@ async def test_queries_stay_exact_as_instances_finish_and_move(make_store, tmp_p
         assert sum(n for _, n in after) == total
         # Nothing hot is left, so nothing stays cached.
         assert engine.hot_cache.history({}, None) == ([], [])
+
+
+async def test_a_retry_reads_only_what_the_lost_attempt_could_not(
+    make_store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Files that moved under a query: what was read is kept, the next attempt reads the rest."""
+    store = make_store()
+    # alpha instances stay hot; the others move to warm.
+    policy = TieringPolicy(min_age=0, per_type={"alpha": TypePolicy(min_age="30d")})
+    async with Tierflow(tmp_path / "d", ALL, warm_store=store, tiering=policy) as tf:
+        ids = await finished(tf, 0, 12)
+        stale = sql_module.read_snapshot(tf.index)  # every instance hot
+        await tf.tier(now=time.time() + 60, to="warm")  # deletes the movers' files
+        stay = sorted(w for w in ids if w.startswith("alpha"))
+        cuts, opened = [], []
+        real_cut, real_read = sql_module.read_snapshot, sql_hot.read_instances
+
+        def cut(index: Any) -> Any:
+            cuts.append(1)
+            return stale if len(cuts) == 1 else real_cut(index)
+
+        def spy(base: Path, rows: Any, durability: str, gone: Any = None) -> Any:
+            opened.append(sorted(r[0] for r in rows))
+            return real_read(base, rows, durability, gone)
+
+        monkeypatch.setattr(sql_module, "read_snapshot", cut)
+        monkeypatch.setattr(sql_hot, "read_instances", spy)
+        rows = (
+            await tf.sql(
+                "SELECT tier, count(DISTINCT workflow_id) FROM history GROUP BY 1 ORDER BY 1"
+            )
+        ).rows
+        assert rows == [("hot", len(stay)), ("warm", len(ids) - len(stay))]
+        assert len(cuts) == 2  # the stale cut lost the race once
+        assert opened == [sorted(ids)]  # the second attempt found the stayers cached
