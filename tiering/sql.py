@@ -8,14 +8,21 @@ gets a ``tier`` column too):
 - ``warm_workflows``, ``warm_history``: the Parquet files of committed batches;
 - ``cold_workflows``, ``cold_history``: the Iceberg tables, one snapshot each.
 
-Stock DuckDB, no extensions: warm and cold are ``pyarrow.dataset`` objects
-built from exact file lists (batch manifests; ``plan_files()`` of the chosen
-snapshot) and registered, so filters and projections push down into the
-Parquet scans. Which files those are comes from one read transaction of the
-index (:mod:`tierflow.tiering.sql_snapshot`), so a query counts each workflow
-once even while another process tiers or compacts. A file deleted after that
-read (a move finished meanwhile) fails the query before any row is returned;
-the whole query then runs again on a fresh read (up to five attempts).
+Stock DuckDB, no extensions. Warm and cold are exact file lists (batch
+manifests; ``plan_files()`` of the chosen snapshot): on ``file://`` DuckDB
+reads them itself (``read_parquet``, each file allowed by name in the
+sandbox), on object stores they are registered ``pyarrow.dataset`` objects;
+either way filters and projections push down into the Parquet scans. Which
+files those are comes from one read transaction of the index
+(:mod:`tierflow.tiering.sql_snapshot`), so a query counts each workflow once
+even while another process tiers or compacts. A file deleted after that read
+(a move finished meanwhile) fails the query before any row is returned; the
+whole query then runs again on a fresh read (up to five attempts).
+
+Hot history of finished instances is cached between queries
+(:mod:`tierflow.tiering.sql_hot_cache`); sandboxes are opened ahead and a
+clean one is reused for the next query over the same files
+(:class:`tierflow.tiering.sql_guard.Sandboxes`).
 
 Time travel (``as_of``): a timestamp (aware ``datetime`` or ISO 8601 text) or
 a cold snapshot id reads the cold tables as they were then; ``hot_*`` and
@@ -337,13 +344,20 @@ class TierSQL:
         stream: bool,
     ) -> SqlResult:
         hot_rows = [] if moment is not None else cut.hot
-        files = self._files(cut, moment)
-        native = self._native(files)
-        # A sandbox is locked to its files, so one prepared for the same files and
-        # limit (views made, access off) serves again; see sql_guard.Sandboxes.
-        key = (native, bounds.memory_limit, tuple(sorted((k, tuple(v)) for k, v in files.items())))
-        run = _Run(self._sandboxes, key)
+        files: dict[tuple[str, str], list[str]] = {}
+        native = False
+        run: _Run | None = None
         try:
+            files = self._files(cut, moment)
+            native = self._native(files)
+            # A sandbox is locked to its files, so one prepared for the same files and
+            # limit (views made, access off) serves again; see sql_guard.Sandboxes.
+            key = (
+                native,
+                bounds.memory_limit,
+                tuple(sorted((k, tuple(v)) for k, v in files.items())),
+            )
+            run = _Run(self._sandboxes, key)
             con = self._sandboxes.reuse(key)
             if con is None:
                 con = self._sandboxes.take(bounds.memory_limit)
@@ -377,7 +391,8 @@ class TierSQL:
                 result.to_arrow()
             return result
         except BaseException as exc:
-            run.close()
+            if run is not None:
+                run.close()
             if native and _gone(files):  # a move committed since the cut deleted a file
                 raise _Retry("a Parquet file of the cut is gone") from None
             raise _translate(exc, bounds) from None

@@ -13,7 +13,11 @@ Two fences, because either alone leaks (STACK.md, "DuckDB 2.0"):
    ``glob``, ``read_text``) fails with a permission error, which is reported
    as a refusal too. Python replacement scans are off (a query cannot reach
    the caller's variables), spilling to disk is off (``temp_directory=''``:
-   a query leaves nothing on disk), and memory is capped.
+   a query leaves nothing on disk), and memory is capped. On ``file://`` the
+   cut's Parquet files, and only they, stay readable by name
+   (``allowed_paths``); DuckDB does not tell reading from writing there, so for
+   those files fence 1 alone stops a ``COPY ... TO`` (the tests check every
+   archive file byte for byte after the hostile statements).
 
 Row limits and timeouts are applied by :mod:`tierflow.tiering.sql`.
 """
