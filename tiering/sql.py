@@ -556,10 +556,8 @@ class TierSQL:
         read = self._read_hot(list(to_read.values()), gone)
         # Cache what was read before giving up on a gone file: the next attempt (a fresh
         # cut) then reads only what is still missing, so it loses the race less often.
-        found = {
-            row["workflow_id"]: row.get("result") for row, _ in read if row["workflow_id"] in keys
-        }
         if result_rows:
+            found = {r["workflow_id"]: r.get("result") for r, _ in read if r["workflow_id"] in keys}
             self.hot_cache.add_results(found, keys)
             results.update(found)
         hist = {r[0] for r in history_rows}

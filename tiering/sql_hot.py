@@ -320,32 +320,30 @@ def _strip(expr: str) -> str:
     return expr
 
 
-def _closes_at_end(expr: str) -> bool:
+def _levels(expr: str) -> list[int | None]:
+    """Parenthesis depth after each character of ``expr``; None inside a quoted string."""
+    out: list[int | None] = []
     depth, quoted = 0, False
-    for i, ch in enumerate(expr):
+    for ch in expr:
         if ch == "'":
             quoted = not quoted
-        elif not quoted and ch == "(":
-            depth += 1
-        elif not quoted and ch == ")":
-            depth -= 1
-            if depth == 0 and i != len(expr) - 1:
-                return False
-    return True
+        elif not quoted:
+            depth += (ch == "(") - (ch == ")")
+        out.append(None if quoted or ch == "'" else depth)
+    return out
+
+
+def _closes_at_end(expr: str) -> bool:
+    """Whether the parenthesis opening ``expr`` closes at its last character."""
+    return 0 not in _levels(expr)[:-1]
 
 
 def _split(expr: str, op: str) -> list[str]:
     """Split at ``op`` outside parentheses and quotes."""
-    parts, depth, quoted, start, i = [], 0, False, 0, 0
+    levels = _levels(expr)
+    parts, start, i = [], 0, 0
     while i < len(expr):
-        ch = expr[i]
-        if ch == "'":
-            quoted = not quoted
-        elif not quoted and ch == "(":
-            depth += 1
-        elif not quoted and ch == ")":
-            depth -= 1
-        elif not quoted and depth == 0 and expr.startswith(op, i):
+        if levels[i] == 0 and expr.startswith(op, i):
             parts.append(expr[start:i])
             i += len(op)
             start = i
