@@ -62,9 +62,16 @@ from tierflow.cold.catalog import CatalogSettings, ColdTables
 from tierflow.cold.reader import ColdReader, fs_path
 from tierflow.cold.writer import ColdWriter, sort_rows
 from tierflow.hot.index import INDEX_COLUMNS, IndexDB
+from tierflow.tiering.ledger import BatchState, Ledger
 from tierflow.warm import schema
 from tierflow.warm.storage import ObjectStore
-from tierflow.warm.writer import BatchManifest, BatchWriter, full_path
+from tierflow.warm.writer import (
+    BatchManifest,
+    BatchWriter,
+    full_path,
+    new_batch_id,
+    write_manifest,
+)
 
 from tests.bench.child import Failed, require, run_child
 
@@ -227,6 +234,23 @@ def synth_day(rng: random.Random, day: date, n: int, first_index: int) -> tuple[
         dict(zip(ids, finished, strict=True)),
     )
     return workflows, history
+
+
+def record_warm_batch(tf: Any, wf: pa.Table, ev: pa.Table) -> BatchManifest:
+    """One warm batch as a tiering pass leaves it: files, manifest, ledger row in state done.
+
+    Args:
+        tf: An open ``Tierflow`` (its store, index and clock).
+        wf: The batch's workflows rows; ev: its history rows.
+    """
+    ledger = Ledger(tf.index)
+    bid = new_batch_id()
+    ledger.begin(bid, tf.engine.now_us(), tf.store.url)
+    manifest = BatchWriter(tf.store, bid).write(wf, ev)
+    write_manifest(tf.store, manifest)
+    ledger.commit(bid, manifest.to_json(), [], wf.num_rows, ev.num_rows, tf.engine.now_us())
+    ledger.set_state(bid, BatchState.DONE)
+    return manifest
 
 
 def to_cold(table: pa.Table, dataset: str, batch_id: str) -> pa.Table:

@@ -37,15 +37,14 @@ from typing import Any
 import pyarrow as pa
 from tierflow import Tierflow, WorkflowContext, workflow
 from tierflow.hot.index import IndexDB
-from tierflow.tiering.ledger import BatchState, Ledger
 from tierflow.tiering.policy import TieringPolicy
-from tierflow.warm import writer
 
 from tests.bench.cold_bench import (
     EVENTS,
     FIRST_DAY,
     Sample,
     index_row,
+    record_warm_batch,
     split_days,
     synth_day,
     write_archive,
@@ -126,8 +125,6 @@ def sample_of(w: pa.Table, i: int, day: str) -> Sample:
 
 def write_warm_archive(tf: Tierflow, sizes: Sizes, rng: random.Random) -> list[Sample]:
     """Warm batches written directly (BatchWriter + ledger); index rows for the samples."""
-    store = tf.store
-    ledger = Ledger(tf.index)
     batches = max(1, sizes.archived // sizes.warm_batch)
     samples = split_days(sizes.sample, batches)
     picked: list[Sample] = []
@@ -136,12 +133,7 @@ def write_warm_archive(tf: Tierflow, sizes: Sizes, rng: random.Random) -> list[S
         day = FIRST_DAY + timedelta(days=100 + b)
         w, h = synth_day(rng, day, n, first)
         first += n
-        bid = writer.new_batch_id()
-        ledger.begin(bid, tf.engine.now_us(), store.url)
-        manifest = writer.BatchWriter(store, bid).write(w, h)
-        writer.write_manifest(store, manifest)
-        ledger.commit(bid, manifest.to_json(), [], w.num_rows, h.num_rows, tf.engine.now_us())
-        ledger.set_state(bid, BatchState.DONE)
+        bid = record_warm_batch(tf, w, h).batch_id
         for i in rng.sample(range(n), samples[b]):
             s = sample_of(w, i, day.isoformat())
             picked.append(s)

@@ -63,7 +63,15 @@ from tierflow.warm.reader import analytic_dataset
 from tierflow.warm.schema import schema_for
 
 from tests.bench.child import require, run_child
-from tests.bench.cold_bench import FIRST_DAY, Moto, Place, split_days, synth_day, write_archive
+from tests.bench.cold_bench import (
+    FIRST_DAY,
+    Moto,
+    Place,
+    record_warm_batch,
+    split_days,
+    synth_day,
+    write_archive,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -136,8 +144,6 @@ async def run_hot(tf: Tierflow, n: int) -> int:
 
 def write_warm(tf: Tierflow, workflows: int, batches: int, first_day: int) -> tuple[list[str], int]:
     """Warm batches (one finish date each) through BatchWriter + the ledger; history keys."""
-    store = tf.store
-    ledger = Ledger(tf.index)
     rng = random.Random(5)
     keys: list[str] = []
     events = 0
@@ -145,12 +151,7 @@ def write_warm(tf: Tierflow, workflows: int, batches: int, first_day: int) -> tu
     for b, n in enumerate(split_days(workflows, batches)):
         wf, ev = synth_day(rng, FIRST_DAY + timedelta(days=first_day + b), n, first)
         first += n
-        bid = writer.new_batch_id()
-        ledger.begin(bid, tf.engine.now_us(), store.url)
-        manifest = writer.BatchWriter(store, bid).write(wf, ev)
-        writer.write_manifest(store, manifest)
-        ledger.commit(bid, manifest.to_json(), [], wf.num_rows, ev.num_rows, tf.engine.now_us())
-        ledger.set_state(bid, BatchState.DONE)
+        manifest = record_warm_batch(tf, wf, ev)
         keys += manifest.keys("history")
         events += ev.num_rows
     return keys, events
