@@ -18,20 +18,11 @@ from tierflow import NonDeterminismError, Tierflow, WorkflowContext, workflow
 from tierflow.tiering.policy import TieringPolicy
 
 from tests.conftest import wait_status
+from tests.hot.test_replay import ran, work
 
 pytestmark = pytest.mark.timeout(300)
 
 WEEK = 8 * 86400.0
-calls: dict[str, int] = {}
-
-
-def work(key: str, step: str) -> str:
-    calls[f"{key}/{step}"] = calls.get(f"{key}/{step}", 0) + 1
-    return f"{step}:{key}"
-
-
-def ran(key: str) -> dict[str, int]:
-    return {k.split("/", 1)[1]: v for k, v in calls.items() if k.startswith(f"{key}/")}
 
 
 @workflow(name="shipment")
