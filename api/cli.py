@@ -543,7 +543,7 @@ def sql_cmd(
     ] = None,
 ) -> None:
     """Run one read-only SQL query across hot, warm and cold (views: workflows, history, ...)."""
-    from tierflow.tiering.sql_output import write_result
+    from tierflow.tiering.sql.output import write_result
 
     if fmt not in ("table", "json", "csv", "parquet"):
         raise typer.BadParameter("--format must be table, json, csv or parquet")

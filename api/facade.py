@@ -521,6 +521,7 @@ class Tierflow:
     def sql_engine(self) -> TierSQL:
         """The SQL-across-tiers engine (its ``limits`` are the defaults of ``sql``)."""
         if self._sql is None:
+            from tierflow.tiering.leases import ReadLeases
             from tierflow.tiering.sql import TierSQL
 
             self._sql = TierSQL(
@@ -532,6 +533,7 @@ class Tierflow:
                 self.engine.io,
                 native_reads=self.settings.sql_native_reads,
                 hot_cache_bytes=self.settings.sql_hot_cache_mb * 2**20,
+                leases=ReadLeases(self.engine.data_dir),
             )
         return self._sql
 

@@ -1,6 +1,34 @@
-"""What spans tiers: the tiering job, its ledger and policy, and reads of warm instances."""
+"""What spans tiers: the moves between tiers and their ledgers, reads across tiers, SQL.
 
-from tierflow.tiering.job import TieringJob, TieringReport
-from tierflow.tiering.policy import TieringPolicy, TypePolicy
+- hot → warm: :mod:`~tierflow.tiering.job` (``TieringJob``), its ledger and policy;
+- warm → cold: :mod:`~tierflow.tiering.compaction_job` and its ledger;
+- :mod:`~tierflow.tiering.source`: reads of archived instances for the router;
+- :mod:`~tierflow.tiering.sql`: SQL across all tiers (DuckDB, confined).
+
+Names are imported on first use, so a process that needs one module (the SQL
+worker) does not import them all.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tierflow.tiering.job import TieringJob, TieringReport
+    from tierflow.tiering.policy import TieringPolicy, TypePolicy
 
 __all__ = ["TieringJob", "TieringPolicy", "TieringReport", "TypePolicy"]
+
+_HOME = {
+    "TieringJob": "job",
+    "TieringReport": "job",
+    "TieringPolicy": "policy",
+    "TypePolicy": "policy",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)

@@ -10,7 +10,9 @@ which bounds memory, and a pass makes groups until no eligible batch is left):
    batch ids (``cold.compaction``); on ``file://`` everything is synced;
 3. **flip**: one index transaction marks the commit committed, the batches
    ``compacted`` and their instances ``cold`` — from here on reads go to cold;
-4. **delete** the warm data files and manifests of those batches.
+4. **delete** the warm data files and manifests of those batches — at once
+   when no SQL query holds a read lease, else in a later pass (see
+   :mod:`tierflow.tiering.leases`; the commit stays ``committed`` until then).
 
 A crash anywhere is repaired by the next pass before it selects anything:
 a commit still ``writing`` is rolled forward (a table that already holds the
@@ -43,6 +45,7 @@ from tierflow.hot.router import Tier
 from tierflow.tiering.cold_ledger import ColdCommit, ColdLedger, CommitState
 from tierflow.tiering.faults import crash_point
 from tierflow.tiering.job import Progress
+from tierflow.tiering.leases import GRACE_SECONDS, ReadLeases
 from tierflow.tiering.ledger import Ledger
 from tierflow.tiering.locks import exclusive_file
 from tierflow.tiering.policy import TieringPolicy
@@ -66,6 +69,8 @@ class CompactionReport:
     workflows_moved: int = 0
     events_moved: int = 0
     warm_objects_deleted: int = 0
+    deletions_deferred: list[str] = field(default_factory=list)
+    """Commits whose warm originals a running SQL query may still read (deleted later)."""
     recovered_commits: list[str] = field(default_factory=list)
     leftovers_deleted: int = 0
     seconds: float = 0.0
@@ -296,23 +301,51 @@ class CompactionJob:
         report.batches.extend(commit.batch_ids)
         report.workflows_moved += moved
         report.events_moved += events
-        await self._delete_warm(manifests, report)
-        self.ledger.set_state(commit.commit_id, CommitState.DONE)
+        await self._retire(commit.commit_id, manifests, None, report)
 
-    async def _delete_warm(self, manifests: list[BatchManifest], report: CompactionReport) -> None:
-        keys = [k for m in manifests for k in (*m.keys(), manifest_key(m.batch_id))]
-        await self.engine.io(self.store.delete_many, keys)
-        report.warm_objects_deleted += len(keys)
-        self.progress("delete warm originals", len(keys), len(keys))
+    async def _retire(
+        self,
+        commit_id: str,
+        manifests: list[BatchManifest],
+        committed_at: int | None,
+        report: CompactionReport,
+    ) -> bool:
+        """Delete a committed move's warm originals unless a SQL query may still read them.
+
+        They go at once when no query holds a read lease
+        (:mod:`tierflow.tiering.leases`), or when the commit is older than the
+        grace period; else the commit stays ``committed`` and a later pass
+        deletes them.
+        """
+        old = committed_at is not None and (
+            self.engine.now_us() - committed_at > GRACE_SECONDS * 1_000_000
+        )
+
+        def delete_unread() -> int | None:
+            with ReadLeases(self.engine.data_dir).exclusive() as unread:
+                if not (unread or old):
+                    return None
+                keys = [k for m in manifests for k in (*m.keys(), manifest_key(m.batch_id))]
+                self.store.delete_many(keys)
+                return len(keys)
+
+        deleted = await self.engine.io(delete_unread)
+        if deleted is None:
+            report.deletions_deferred.append(commit_id)
+            return False
+        report.warm_objects_deleted += deleted
+        self.progress("delete warm originals", deleted, deleted)
+        self.ledger.set_state(commit_id, CommitState.DONE)
+        return True
 
     # -- crash repair ----------------------------------------------------------------
 
     async def recover(self, report: CompactionReport) -> None:
         """Finish what a crash interrupted: delete warm originals, roll pending commits forward."""
         for commit in self.ledger.in_state(CommitState.COMMITTED):
-            await self._delete_warm(self._manifests(commit.batch_ids), report)
-            self.ledger.set_state(commit.commit_id, CommitState.DONE)
-            report.recovered_commits.append(commit.commit_id)
+            manifests = self._manifests(commit.batch_ids)
+            if await self._retire(commit.commit_id, manifests, commit.committed_at, report):
+                report.recovered_commits.append(commit.commit_id)
         for commit in self.ledger.in_state(CommitState.WRITING):
             report.leftovers_deleted += await self.engine.io(self._clean_leftovers, commit)
             log.info("rolling compaction commit %s forward", commit.commit_id)

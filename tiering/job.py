@@ -11,7 +11,9 @@ One pass, per batch:
 6. **commit**: one index transaction marks the batch committed and moves the
    instances to ``tier='warm'`` — from here on every read goes to warm;
 7. **publish** the batch manifest next to the data (external readers use it);
-8. **delete** the hot files.
+8. **delete** the hot files — at once when no SQL query holds a read lease,
+   else in a later pass (:mod:`tierflow.tiering.leases`; the index keeps
+   them listed until then).
 
 A crash anywhere is repaired by the next pass before it selects anything: a
 batch still ``writing`` is garbage-collected (its objects deleted, state
@@ -38,6 +40,7 @@ from tierflow.hot.router import Tier
 from tierflow.hot.rows import names
 from tierflow.hot.store import EVENT_COLUMNS, read_for_archive
 from tierflow.tiering.faults import crash_point
+from tierflow.tiering.leases import GRACE_SECONDS, ReadLeases
 from tierflow.tiering.ledger import BatchState, Ledger
 from tierflow.tiering.locks import exclusive_file
 from tierflow.tiering.policy import TieringPolicy
@@ -281,16 +284,37 @@ class TieringJob:
         """Publish the manifest and delete the hot files of a committed batch (idempotent)."""
         engine = self.engine
         await engine.io(writer.write_manifest, self.store, manifest)
-        pending = self.ledger.hot_files_of(batch_id)
+        self.ledger.set_state(batch_id, BatchState.DONE)
+        await self._delete_moved(self.ledger.hot_files_of(batch_id), old=False)
+
+    async def _delete_moved(self, pending: list[tuple[str, str]], old: bool) -> int:
+        """Delete hot files of moved instances unless a SQL query may still read them.
+
+        Args:
+            pending: ``(workflow_id, file)`` of moved instances with a hot file.
+            old: They moved longer than the grace period ago: delete anyway.
+
+        Returns:
+            How many were deleted (0 when a query holds a read lease).
+        """
+        engine = self.engine
         base = engine.instances_dir
         done: list[str] = []
         for start in range(0, len(pending), 512):
             chunk = pending[start : start + 512]
-            await engine.io(_delete_files, [base / f for _, f in chunk])
+
+            def delete(chunk: list[tuple[str, str]] = chunk) -> bool:
+                with ReadLeases(engine.data_dir).exclusive() as unread:
+                    if unread or old:
+                        _delete_files([base / f for _, f in chunk])
+                    return unread or old
+
+            if not await engine.io(delete):
+                break
             done.extend(w for w, _ in chunk)
             self.progress("delete", len(done), len(pending))
         self.ledger.forget_hot_files(done)
-        self.ledger.set_state(batch_id, BatchState.DONE)
+        return len(done)
 
     # -- crash repair ----------------------------------------------------------------
 
@@ -301,6 +325,11 @@ class TieringJob:
             manifest = writer.BatchManifest.from_json(batch.manifest)
             await self._finish(batch.batch_id, manifest)
             report.recovered_batches.append(batch.batch_id)
+        # Hot files a running query kept (or a crash left) after their batch was done.
+        grace_us = int(GRACE_SECONDS * 1_000_000)
+        for batch_id, committed_at in self.ledger.batches_with_hot_files():
+            old = committed_at is not None and self.engine.now_us() - committed_at > grace_us
+            await self._delete_moved(self.ledger.hot_files_of(batch_id), old)
         writing = self.ledger.in_state(BatchState.WRITING)
         if writing:
             # One listing for all of them: objects are found by the batch id in their keys.

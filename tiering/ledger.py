@@ -148,6 +148,19 @@ class Ledger:
         """``(workflow_id, file)`` of moved instances whose hot file is not yet deleted."""
         return self.index.files_of_batch(batch_id)
 
+    def batches_with_hot_files(self) -> list[tuple[str, int | None]]:
+        """``(batch_id, committed_at)`` of done batches whose moved instances still have a hot file.
+
+        Their deletion waited for SQL queries that held a read lease.
+        """
+        rows = self.index.execute(
+            "SELECT b.batch_id, b.committed_at FROM tier_batches b WHERE b.state IN (?, ?) "
+            "AND EXISTS (SELECT 1 FROM instances i WHERE i.batch_id = b.batch_id "
+            "AND i.file IS NOT NULL)",
+            (BatchState.DONE.value, BatchState.COMPACTED.value),
+        )
+        return [(r[0], r[1]) for r in rows]
+
     def forget_hot_files(self, workflow_ids: Sequence[str]) -> None:
         """Record that these instances' hot files are gone."""
         self.index.forget_files(workflow_ids)

@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 from tierflow import InvalidArgument, Tierflow, WorkflowContext, workflow
-from tierflow.tiering import sql as sql_module
-from tierflow.tiering import sql_hot
 from tierflow.tiering.policy import TieringPolicy
 from tierflow.tiering.sql import QueryTimeout
+from tierflow.tiering.sql import engine as sql_module
+from tierflow.tiering.sql import hot as sql_hot
 
 from tests.tiering.test_tiering import ROOT, _env_for
 from tests.tiering.tier_app import LATER, WORKFLOWS

@@ -9,10 +9,10 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from tierflow import Tierflow
-from tierflow.tiering import sql as sql_module
-from tierflow.tiering import sql_hot
 from tierflow.tiering.policy import TieringPolicy, TypePolicy
-from tierflow.tiering.sql_hot_cache import HotCache
+from tierflow.tiering.sql import engine as sql_module
+from tierflow.tiering.sql import hot as sql_hot
+from tierflow.tiering.sql.hot_cache import HotCache
 
 from tests.tiering.test_sql import ALL, events_of, finished, paused
 

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from rich.console import Console
 from rich.table import Table
-from tierflow.tiering.sql import SqlResult
+from tierflow.tiering.sql.result import SqlResult, pylist
 
 __all__ = ["write_result"]
 
@@ -39,7 +39,7 @@ def write_result(result: SqlResult, fmt: str, output: str | None, console: Conso
             table.add_row(*("" if v is None else str(v) for v in row))
         console.print(table)
         if result.truncated:
-            console.print("[yellow]result cut at the row limit (--limit)[/yellow]")
+            console.print("[yellow]result cut at the row or byte limit (--limit)[/yellow]")
         return
     if fmt == "parquet":
         import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
@@ -73,7 +73,7 @@ def _write_json(result: SqlResult, out: IO[str]) -> None:
     out.write('{"columns": ' + json.dumps(result.columns) + ', "rows": [')
     first = True
     for batch in result.batches():
-        cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+        cols = [pylist(batch.column(i)) for i in range(batch.num_columns)]
         for row in zip(*cols, strict=True):
             out.write(("" if first else ",\n") + json.dumps(list(row), default=_jsonable))
             first = False
@@ -86,7 +86,7 @@ def _write_csv(result: SqlResult, out: IO[str]) -> None:
     writer = csv.writer(out)
     writer.writerow(result.columns)
     for batch in result.batches():
-        cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+        cols = [pylist(batch.column(i)) for i in range(batch.num_columns)]
         for row in zip(*cols, strict=True):
             writer.writerow(
                 ["" if v is None else v.isoformat() if isinstance(v, datetime) else v for v in row]

@@ -1,0 +1,693 @@
+"""SQL across tiers: one read-only DuckDB query over hot, warm and cold.
+
+Views (each row has the ``rows.WORKFLOWS`` / ``rows.HISTORY`` columns; history
+gets a ``tier`` column too):
+
+- ``workflows``, ``history``: every tier (``UNION ALL`` of the ones below);
+- ``hot_workflows``, ``hot_history``: the index, and live instance files;
+- ``warm_workflows``, ``warm_history``: the Parquet files of committed batches;
+- ``cold_workflows``, ``cold_history``: the Iceberg tables, one snapshot each.
+
+Stock DuckDB, no extensions. Warm and cold are exact file lists (batch
+manifests; ``plan_files()`` of the chosen snapshot). Which files those are
+comes from one read transaction of the index
+(:mod:`tierflow.tiering.sql.cut`), so a query counts each workflow once even
+while another process tiers or compacts.
+
+Each query runs in a worker process (:mod:`tierflow.tiering.sql.worker`,
+lent by :mod:`tierflow.tiering.sql.pool`): the statement check, the plan,
+DuckDB and the result all happen there, under one deadline and an
+operating-system memory limit; past the deadline the worker is killed. This
+side reads the index, the catalog and the hot instance files (bounded by
+the data, not by the query's text) and sends the hot rows the plan touches.
+Where the worker runs under the kernel fence and the files are local,
+DuckDB reads them itself (each file allowed by name); elsewhere they are
+Arrow datasets. Either way filters and projections push down.
+
+One retry rule: only a proven "a file of the cut is gone" (a move finished
+after the index read) runs the query again, on a fresh cut, within the same
+deadline; every other failure surfaces once, as ``InvalidArgument``,
+``QueryTimeout`` or ``StorageError`` with DuckDB's message (absolute paths
+removed).
+
+Time travel (``as_of``): a timestamp (aware ``datetime`` or ISO 8601 text) or
+a cold snapshot id reads the cold tables as they were then; ``hot_*`` and
+``warm_*`` are empty, so ``workflows``/``history`` are the Iceberg archive
+as of that moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pickle
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
+from tierflow.cold import tables as cold_tables
+from tierflow.cold.catalog import ColdTables
+from tierflow.cold.reader import fs_path
+from tierflow.hot.errors import CorruptInstance, InvalidArgument, StorageError
+from tierflow.hot.index import IndexDB
+from tierflow.hot.router import Tier
+from tierflow.hot.rows import HISTORY, WORKFLOWS, names
+from tierflow.tiering.leases import Lease, ReadLeases
+from tierflow.tiering.sql import guard
+from tierflow.tiering.sql import hot as sql_hot
+from tierflow.tiering.sql.cut import (
+    TierSnapshot,
+    ancestry,
+    commit_of,
+    commit_times,
+    pick_snapshot,
+    read_snapshot,
+)
+from tierflow.tiering.sql.hot_cache import DEFAULT_MAX_BYTES, HotCache
+from tierflow.tiering.sql.plan import Touched
+from tierflow.tiering.sql.pool import Deadline, WorkerGone, WorkerProcess, Workers
+from tierflow.tiering.sql.result import SqlLimits, SqlResult, memory_bytes
+from tierflow.warm.schema import schema_for
+from tierflow.warm.writer import BatchManifest, full_path
+
+__all__ = ["AsOf", "QueryTimeout", "TierSQL"]
+
+AsOf = datetime | str | int
+"""A time-travel point: an aware ``datetime``, ISO 8601 text, or a cold snapshot id."""
+
+
+class QueryTimeout(InvalidArgument, TimeoutError):
+    """A query ran past its timeout; its worker process was stopped."""
+
+
+IO = Callable[..., Awaitable[Any]]
+
+_DATASETS = ("workflows", "history")
+# A query holds a read lease, so the files of its cut stay until it ends; only a query
+# that outlives the lease's grace period can find one gone. It then runs once more, on a
+# fresh cut, within the same deadline.
+_ATTEMPTS = 2
+_PAUSE = 0.05
+_COLUMNS = {"workflows": names(WORKFLOWS), "history": (*names(HISTORY), "tier")}
+_PARAM_TYPES = (type(None), bool, int, float, str, bytes, datetime, date, Decimal)
+
+
+class _Gone(Exception):
+    """A file of the cut is gone (proven): the query may run again on a fresh cut."""
+
+
+class _Run:
+    """One query's hold on a worker: gives it back when the result is read, else kills it."""
+
+    def __init__(
+        self, workers: Workers, worker: WorkerProcess, deadline: float | None, lease: Lease
+    ) -> None:
+        self.workers = workers
+        self.worker = worker
+        self.deadline = deadline
+        self.lease = lease
+        self._lock = threading.Lock()
+        self._done = False
+
+    def recv(self) -> tuple[str, Any]:
+        return self.worker.recv(self.deadline)
+
+    def finish(self, clean: bool) -> None:
+        """Give the worker back (it is between queries) or kill it (idempotent)."""
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self.lease.release()
+        if clean:
+            self.workers.give_back(self.worker)
+        else:
+            self.workers.discard(self.worker)
+
+
+class TierSQL:
+    """Runs SQL across the tiers of one data directory.
+
+    Args:
+        index: The instance index (read on the caller's, i.e. the event loop's, thread).
+        instances_dir: Where the hot instance files are.
+        durability: The engine's durability (to open live instance files).
+        store: The warm/cold object store.
+        cold: Returns the cold tables (called only when cold data is needed).
+        io: Runs blocking work off the event loop (``engine.io``).
+        limits: Default bounds.
+        native_reads: Let DuckDB read local (``file://``) Parquet files itself
+            where the worker runs under the kernel fence; False always reads
+            them through Arrow datasets, as on object stores (about 2x slower).
+        hot_cache_bytes: Bound of the cache of finished hot instances' history
+            (0 turns it off).
+        leases: The data directory's read leases (default: beside the instance files).
+        max_workers: Queries that run at once (one worker process each).
+
+    Attributes:
+        hot_cache: Finished hot instances' history and results, kept between queries.
+        retries: Queries run again because a file of their cut was gone (a count).
+    """
+
+    def __init__(
+        self,
+        index: IndexDB,
+        instances_dir: Path,
+        durability: str,
+        store: Any,
+        cold: Callable[[], ColdTables],
+        io: IO,
+        limits: SqlLimits | None = None,
+        *,
+        native_reads: bool = True,
+        hot_cache_bytes: int = DEFAULT_MAX_BYTES,
+        leases: ReadLeases | None = None,
+        max_workers: int = 4,
+    ) -> None:
+        self.index = index
+        self.instances_dir = instances_dir
+        self.durability = durability
+        self.store = store
+        self._cold_factory = cold
+        self._cold: ColdTables | None = None
+        self.io = io
+        self.limits = limits or SqlLimits()
+        self.native_reads = native_reads
+        self.hot_cache = HotCache(hot_cache_bytes)
+        self.workers = Workers(max_workers)
+        self.leases = leases or ReadLeases(instances_dir.parent)
+        self.retries = 0
+        self._tables_seen = False
+        self._manifests: dict[str, BatchManifest] = {}
+        self._plans: dict[tuple[str, int], list[str]] = {}
+        self._lock = threading.Lock()
+        self._schemas = _schemas()
+        self._roots = tuple(
+            r for r in {str(store.root), str(instances_dir.parent), str(instances_dir)} if r
+        )
+
+    def close(self) -> None:
+        """Stop the idle workers and drop the cache."""
+        self.workers.close()
+        self.hot_cache.clear()
+
+    async def run(
+        self,
+        query: str,
+        params: Sequence[Any] | Mapping[str, Any] | None = None,
+        as_of: AsOf | None = None,
+        *,
+        limits: SqlLimits | None = None,
+        stream: bool = False,
+    ) -> SqlResult:
+        """Run one confined query (see the module docstring).
+
+        Args:
+            query: One SELECT statement; ``?``/``$1`` or ``$name`` placeholders.
+            params: Values of the placeholders (a sequence or a mapping).
+            as_of: Read the cold archive as of this time or snapshot id.
+            limits: Bounds for this query (default: the engine's).
+            stream: Return before reading the rows; read them with
+                ``SqlResult.batches()`` (then ``close()`` if not exhausted).
+
+        Raises:
+            InvalidArgument: The statement is refused, malformed, or ``as_of``
+                names no snapshot.
+            QueryTimeout: The query ran past the timeout.
+            StorageError: The index, the catalog or a file cannot be read.
+        """
+        t0 = time.perf_counter()
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidArgument("SQL refused: empty query (expected one SELECT statement)")
+        params = _params(params)
+        moment = _as_of(as_of)
+        bounds = limits or self.limits
+        memory = memory_bytes(bounds.memory_limit)
+        deadline = None if bounds.timeout is None else time.monotonic() + bounds.timeout
+        for attempt in range(_ATTEMPTS):
+            # The lease keeps the files of the cut from being deleted while the query
+            # reads them (tierflow.tiering.leases); it is taken before the cut is read.
+            lease = await self.io(self.leases.hold, deadline)
+            if lease is None:
+                raise _timeout(bounds)
+            try:
+                cut = read_snapshot(self.index)  # on the loop thread: one transaction
+                result: SqlResult = await self.io(
+                    self._execute,
+                    cut,
+                    query,
+                    params,
+                    moment,
+                    bounds,
+                    memory,
+                    stream,
+                    deadline,
+                    lease,
+                )
+            except BaseException as exc:
+                lease.release()  # idempotent: the query's end released it already
+                if not isinstance(exc, _Gone):
+                    raise
+                if attempt == _ATTEMPTS - 1:
+                    raise StorageError(
+                        f"SQL across tiers: data moved under the query {_ATTEMPTS} times: {exc}"
+                    ) from None
+                self.retries += 1
+                await asyncio.sleep(_PAUSE * (attempt + 1))
+                continue
+            if not stream:
+                result.elapsed = time.perf_counter() - t0
+            return result
+        raise AssertionError("unreachable")
+
+    # -- on an I/O thread ------------------------------------------------------------
+
+    def _execute(
+        self,
+        cut: TierSnapshot,
+        query: str,
+        params: Any,
+        moment: tuple[str, Any] | None,
+        bounds: SqlLimits,
+        memory: int,
+        stream: bool,
+        deadline: float | None,
+        lease: Lease,
+    ) -> SqlResult:
+        hot_rows = [] if moment is not None else cut.hot
+        files = self._files(cut, moment)
+        try:
+            worker = self.workers.take(deadline)
+        except Deadline:
+            raise _timeout(bounds) from None
+        run = _Run(self.workers, worker, deadline, lease)
+        try:
+            native = self._native(files) and worker.fenced
+            worker.send(
+                {
+                    "op": "query",
+                    "query": query,
+                    "params": params,
+                    "files": files,
+                    "native": native,
+                    "fs": None if native or not files else self.store.fs,
+                    "schemas": self._schemas,
+                    "memory_bytes": memory,
+                    "max_rows": bounds.max_rows,
+                    "max_bytes": bounds.max_bytes,
+                    "batch_rows": bounds.batch_rows,
+                    "hot": bool(hot_rows),
+                    "roots": self._roots,
+                }
+            )
+            tag, msg = run.recv()
+            if tag == "J" and msg.get("t") == "touched":
+                tag, msg = self._send_hot(run, Touched.from_json(msg), hot_rows)
+            if tag == "J" and msg.get("t") == "error":
+                run.finish(clean=True)  # the worker caught it and is between queries
+                raise self._failure(msg, files)
+            if tag != "J" or msg.get("t") != "schema":
+                raise WorkerGone(f"unexpected message {tag!r} from the SQL worker")
+            tag, raw = run.recv()
+            if tag != "S":
+                raise WorkerGone("the SQL worker sent no schema")
+            schema = pa.ipc.read_schema(pa.py_buffer(raw))
+            result = SqlResult(
+                [str(c) for c in msg["columns"]],
+                [str(t) for t in msg["types"]],
+                iter(()),
+                schema,
+                lambda: run.finish(clean=False),
+            )
+            result._batches = self._batches(run, schema, result, files, bounds, retry=not stream)
+            if not stream:
+                result.to_arrow()
+            return result
+        except Deadline:
+            run.finish(clean=False)
+            raise _timeout(bounds) from None
+        except WorkerGone as exc:
+            run.finish(clean=False)
+            raise StorageError(f"SQL across tiers: the query stopped its worker: {exc}") from None
+        except BaseException:
+            run.finish(clean=False)  # no-op when the worker was already given back
+            raise
+
+    def _send_hot(
+        self, run: _Run, touched: Touched, hot_rows: Sequence[tuple[Any, ...]]
+    ) -> tuple[str, Any]:
+        """Read the hot data the worker's plan touches and send it; its next message."""
+        try:
+            tables = self._hot_tables(touched, hot_rows)
+        except _Gone:
+            run.worker.send({"op": "stop"})
+            tag, msg = run.recv()
+            run.finish(clean=tag == "J" and msg.get("t") == "stopped")
+            raise
+        if run.deadline is not None and time.monotonic() >= run.deadline:
+            raise Deadline()
+        run.worker.send({"op": "hot", **{k: _ipc(v) for k, v in tables.items()}})
+        return run.recv()
+
+    def _batches(
+        self,
+        run: _Run,
+        schema: pa.Schema,
+        result: SqlResult,
+        files: dict[tuple[str, str], list[str]],
+        bounds: SqlLimits,
+        retry: bool,
+    ) -> Iterator[pa.RecordBatch]:
+        """The result's batches as the worker sends them; the worker goes back at the end."""
+        try:
+            while True:
+                tag, msg = run.recv()
+                if tag == "B":
+                    yield pa.ipc.read_record_batch(pa.py_buffer(msg), schema)
+                    continue
+                if tag == "J" and msg.get("t") == "end":
+                    result.truncated = bool(msg.get("truncated"))
+                    run.finish(clean=True)
+                    return
+                if tag == "J" and msg.get("t") == "error":
+                    run.finish(clean=True)
+                    failure = self._failure(msg, files)
+                    if isinstance(failure, _Gone) and not retry:
+                        raise StorageError(f"SQL across tiers: {failure}") from None
+                    raise failure
+                raise WorkerGone(f"unexpected message {tag!r} from the SQL worker")
+        except Deadline:
+            run.finish(clean=False)
+            raise _timeout(bounds) from None
+        except WorkerGone as exc:
+            run.finish(clean=False)
+            raise StorageError(f"SQL across tiers: the query stopped its worker: {exc}") from None
+        finally:
+            run.finish(clean=False)  # abandoned mid-stream: only a kill stops it
+
+    def _failure(self, msg: dict[str, Any], files: dict[tuple[str, str], list[str]]) -> Exception:
+        """The error a worker's failure report stands for."""
+        kind, text = msg.get("kind"), str(msg.get("message") or "")
+        # A file deleted after the cut shows as an I/O error, or as a permission error when
+        # DuckDB, finding no such file, treats the name as a pattern: check the files.
+        checked = kind == "io" or (kind == "invalid" and not text.startswith("SQL "))
+        if checked and self._gone(files):
+            return _Gone("a Parquet file of the cut is gone")
+        if kind == "invalid":
+            if text.startswith("SQL refused") or text.startswith("SQL error"):
+                return InvalidArgument(text)
+            if "Permission Error" in text or "disabled by configuration" in text:
+                return InvalidArgument(
+                    f"SQL refused: file, network or configuration access: {text}"
+                )
+            return InvalidArgument(f"SQL error: {text}")
+        if kind == "memory":
+            return InvalidArgument(
+                f"SQL refused: the query needs more than the memory limit: {text}"
+            )
+        return StorageError(f"SQL across tiers failed: {text}")
+
+    def _scrub(self, text: str) -> str:
+        return guard.scrub(text, self._roots)
+
+    def _native(self, files: dict[tuple[str, str], list[str]]) -> bool:
+        """Whether DuckDB may read the Parquet files itself (local files, plain names)."""
+        if not self.native_reads or self.store.settings.is_s3 or not files:
+            return False
+        # read_parquet expands glob characters; a path holding one is read through Arrow.
+        return not any(_GLOB.search(p) for ps in files.values() for p in ps)
+
+    def _gone(self, files: dict[tuple[str, str], list[str]]) -> bool:
+        """Whether a file of the cut no longer exists (checked on the store)."""
+        paths = [p for ps in files.values() for p in ps]
+        if not paths:
+            return False
+        if not self.store.settings.is_s3:
+            return any(not os.path.exists(p) for p in paths)
+        try:
+            infos = self.store.fs.get_file_info(paths)
+        except (OSError, pa.ArrowException):
+            return False
+        return any(i.type == pa.fs.FileType.NotFound for i in infos)
+
+    def _files(
+        self, cut: TierSnapshot, moment: tuple[str, Any] | None
+    ) -> dict[tuple[str, str], list[str]]:
+        """The Parquet files of the cut: ``(tier, dataset)`` to paths on the store's filesystem.
+
+        Warm: the files of the cut's batches (their manifests); cold: the data
+        files of the snapshot each table is read at.
+        """
+        warm = [] if moment is not None else cut.warm
+        cold = self._cold_files(cut, moment)
+        root = self.store.root
+        out: dict[tuple[str, str], list[str]] = {}
+        for d in _DATASETS:
+            keys = [k for bid, blob in warm for k in self._manifest(bid, blob).keys(d)]
+            if keys:
+                out[(Tier.WARM.value, d)] = [full_path(root, k) for k in keys]
+            if cold.get(d):
+                out[(Tier.COLD.value, d)] = [fs_path(p) for p in cold[d]]
+        return out
+
+    def _manifest(self, batch_id: str, blob: bytes) -> BatchManifest:
+        with self._lock:
+            found = self._manifests.get(batch_id)
+        if found is None:
+            found = BatchManifest.from_json(blob)
+            with self._lock:
+                self._manifests[batch_id] = found
+        return found
+
+    def _cold_tables(self) -> ColdTables:
+        if self._cold is None:
+            shared = self._cold_factory()
+            # An own instance: refreshing tables here must not race the compaction job's.
+            self._cold = ColdTables(shared.settings, shared.store, shared.layout)
+        return self._cold
+
+    def _cold_files(
+        self, cut: TierSnapshot, moment: tuple[str, Any] | None
+    ) -> dict[str, list[str]]:
+        """The data files of the snapshot each cold table is read at."""
+        if moment is None and not cut.commits:
+            return {}  # the index counts nothing as cold: no catalog I/O at all
+        cold = self._cold_tables()
+        if not self._tables_seen:  # tables, once created, stay: look them up once
+            if not cold.exists():
+                if moment is not None and moment[0] == "snapshot":
+                    raise InvalidArgument(f"as_of: no cold snapshot {moment[1]} (no cold tables)")
+                return {}
+            self._tables_seen = True
+        loaded = {d: cold.table(d, refresh=True) for d in _DATASETS}
+        chains = {
+            d: ancestry(t.current_snapshot(), t.metadata.snapshot_by_id) for d, t in loaded.items()
+        }
+        times = commit_times(chains.values())
+        bound: int | None = None
+        if moment is not None:
+            bound = self._bound(moment, loaded, times)
+        ms = bound
+
+        def included(commit: str) -> bool:
+            if commit not in cut.commits:
+                return False
+            return ms is None or times.get(commit, ms + 1) <= ms
+
+        out: dict[str, list[str]] = {}
+        for d, table in loaded.items():
+            snap = pick_snapshot(chains[d], included, bound)
+            if snap is None:
+                continue
+            key = (d, snap.snapshot_id)
+            with self._lock:
+                paths = self._plans.get(key)
+            if paths is None:
+                paths = [t.file.file_path for t in table.scan(snapshot_id=key[1]).plan_files()]
+                with self._lock:
+                    self._plans[key] = paths
+            out[d] = paths
+        return out
+
+    @staticmethod
+    def _bound(moment: tuple[str, Any], loaded: dict[str, Any], times: dict[str, int]) -> int:
+        kind, value = moment
+        if kind == "time":
+            return int(value)
+        for table in loaded.values():
+            snap = table.metadata.snapshot_by_id(value)
+            if snap is not None:
+                commit = commit_of(snap)
+                stamp: int = snap.timestamp_ms
+                return times.get(commit, stamp) if commit else stamp
+        raise InvalidArgument(
+            f"as_of: no cold snapshot {value} (expired, erased, or not a tierflow table's)"
+        )
+
+    def _hot_tables(
+        self, touched: Touched, hot_rows: Sequence[tuple[Any, ...]]
+    ) -> dict[str, pa.Table]:
+        """The hot data the query can touch: cached, or read from instance files.
+
+        Finished instances come from :attr:`hot_cache` when it has them (their
+        files no longer change); live ones, and finished ones not seen before,
+        are read from their files, and the finished ones are cached.
+        """
+        out: dict[str, pa.Table] = {}
+        history_rows = touched.ids_for(hot_rows, touched.history)
+        result_rows = sql_hot.completed(touched.ids_for(hot_rows, touched.results))
+        if not history_rows and not result_rows:
+            if touched.workflows:
+                out["workflows"] = sql_hot.hot_workflows(hot_rows, {})
+            return out
+        keys = sql_hot.finished(hot_rows)
+        cached: list[pa.Table] = []
+        fresh: set[str] = set()  # finished instances to read and cache
+        to_read: dict[str, tuple[Any, ...]] = {}
+        if history_rows:
+            everything = touched.history == Touched.ALL
+            wanted = None if everything else [r[0] for r in history_rows if r[0] in keys]
+            cached, missing = self.hot_cache.history(keys, wanted)
+            fresh.update(missing)
+            to_read.update((r[0], r) for r in history_rows if r[0] not in keys)
+        results: dict[str, str | None] = {}
+        if result_rows:
+            results, missing = self.hot_cache.results(keys, [r[0] for r in result_rows])
+            fresh.update(missing)
+        to_read.update((i, keys[i]) for i in fresh)
+        gone: list[str] = []
+        read = self._read_hot(list(to_read.values()), gone)
+        # Cache what was read before giving up on a gone file: the next attempt (a fresh
+        # cut) then reads only what is still missing, so it loses the race less often.
+        if result_rows:
+            found = {r["workflow_id"]: r.get("result") for r, _ in read if r["workflow_id"] in keys}
+            self.hot_cache.add_results(found, keys)
+            results.update(found)
+        hist = {r[0] for r in history_rows}
+        done = [it for it in read if it[0]["workflow_id"] in keys and it[0]["workflow_id"] in hist]
+        if done:
+            table = sql_hot.hot_history(done)
+            self.hot_cache.add(table, sql_hot.spans(done), keys)
+            cached.append(table)
+        if gone:
+            raise _Gone(f"{len(gone)} hot instance files gone since the cut (moved to warm)")
+        if touched.workflows:
+            out["workflows"] = sql_hot.hot_workflows(hot_rows, results)
+        if history_rows:
+            live = [it for it in read if it[0]["workflow_id"] not in keys]
+            if live:
+                cached.append(sql_hot.hot_history(live))
+            if cached:
+                out["history"] = pa.concat_tables(cached)
+        return out
+
+    def _read_hot(
+        self, rows: Sequence[tuple[Any, ...]], gone: list[str]
+    ) -> list[tuple[dict[str, Any], list[tuple[Any, ...]]]]:
+        if not rows:
+            return []
+        try:
+            return sql_hot.read_instances(self.instances_dir, rows, self.durability, gone)
+        except FileNotFoundError:  # a live instance's file: not a move, but retry
+            raise _Gone("a live instance file is gone") from None
+        except CorruptInstance as exc:
+            raise StorageError(f"SQL across tiers: {self._scrub(str(exc))}") from None
+
+
+_GLOB = re.compile(r"[*?\[\]{}]")
+_MAX_SNAPSHOT = 2**63 - 1
+
+
+def _timeout(bounds: SqlLimits) -> QueryTimeout:
+    return QueryTimeout(f"SQL query stopped: it ran past the {bounds.timeout}s timeout")
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    out: bytes = sink.getvalue().to_pybytes()
+    return out
+
+
+def _schemas() -> dict[str, bytes]:
+    """What the worker needs to build the views: every source's Arrow schema, the columns."""
+    out = {
+        "hot_workflows": sql_hot.workflows_schema(),
+        "hot_history": sql_hot.history_schema(),
+        "warm_workflows": schema_for("workflows"),
+        "warm_history": schema_for("history"),
+        "cold_workflows": cold_tables.arrow_schema("workflows"),
+        "cold_history": cold_tables.arrow_schema("history"),
+    }
+    blobs = {k: bytes(v.serialize().to_pybytes()) for k, v in out.items()}
+    blobs["columns"] = json.dumps({d: list(c) for d, c in _COLUMNS.items()}).encode()
+    return blobs
+
+
+def _params(params: Any) -> Any:
+    """Check placeholder values: plain values only (they cross to the worker process)."""
+    if params is None:
+        return None
+    if isinstance(params, Mapping):
+        values = list(params.values())
+        if not all(isinstance(k, str) for k in params):
+            raise InvalidArgument("SQL params: a mapping's keys must be names")
+        out: Any = dict(params)
+    elif isinstance(params, Sequence) and not isinstance(params, str | bytes):
+        values = list(params)
+        out = list(params)
+    else:
+        raise InvalidArgument("SQL params must be a sequence or a mapping")
+    for v in values:
+        if isinstance(v, list | tuple):
+            if all(isinstance(x, _PARAM_TYPES) for x in v):
+                continue
+        elif isinstance(v, _PARAM_TYPES):
+            continue
+        raise InvalidArgument(f"SQL params: {type(v).__name__} is not a SQL value")
+    try:
+        pickle.dumps(out)
+    except Exception as exc:
+        raise InvalidArgument(f"SQL params cannot be sent: {exc}") from None
+    return out
+
+
+def _as_of(value: AsOf | None) -> tuple[str, Any] | None:
+    """Normalise ``as_of``: ``("time", epoch ms)`` or ``("snapshot", id)``."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidArgument("as_of must be a datetime, an ISO 8601 string or a snapshot id")
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            if len(text) > 19:
+                raise InvalidArgument("as_of: a snapshot id has at most 19 digits")
+            value = int(text)
+        else:
+            try:
+                value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                raise InvalidArgument(
+                    f"as_of {text[:40]!r}: not an ISO 8601 time or snapshot id"
+                ) from None
+    if isinstance(value, int):
+        if not 0 <= value <= _MAX_SNAPSHOT:
+            raise InvalidArgument("as_of: a snapshot id is a 64-bit number")
+        return ("snapshot", value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise InvalidArgument("as_of must be timezone-aware (e.g. ...+00:00)")
+        try:
+            return ("time", int(value.timestamp() * 1000))
+        except (OverflowError, OSError, ValueError):
+            raise InvalidArgument("as_of: the time is out of range") from None
+    raise InvalidArgument("as_of must be a datetime, an ISO 8601 string or a snapshot id")

@@ -1,0 +1,223 @@
+"""SQL worker processes, seen from the engine: start, talk, lend, kill.
+
+A worker (:mod:`tierflow.tiering.sql.worker`) runs one query at a time.
+:class:`Workers` keeps idle ones for the next query (starting one costs
+about a second: Python, DuckDB and Arrow are imported), starts more while
+several queries run at once (up to ``max_workers``; beyond that a query
+waits, within its deadline), and kills a worker whose query ran past its
+deadline or was abandoned mid-stream — the only way to stop a DuckDB call
+that does not react to an interrupt. A worker that dies is never reused.
+
+Workers inherit nothing but one end of a socket pair; the engine's end is
+closed when the engine closes, so a worker also exits when its engine's
+process dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from tierflow.hot.errors import StorageError
+
+__all__ = ["Deadline", "WorkerGone", "WorkerProcess", "Workers"]
+
+_START_LIMIT = 60.0  # seconds a worker may take to start when no deadline is set
+
+
+class Deadline(Exception):
+    """The query's deadline passed while waiting for a worker."""
+
+
+class WorkerGone(Exception):
+    """The worker process ended or broke the protocol."""
+
+
+class WorkerProcess:
+    """One worker process and the engine's end of its socket.
+
+    Attributes:
+        fenced: Whether the worker runs under the kernel fence (it then may
+            read local Parquet files natively).
+        pid: Its process id.
+    """
+
+    def __init__(self, deadline: float | None) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "tierflow.tiering.sql.worker", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                # Arrow's default allocator (mimalloc) maps a gigabyte up front, which the
+                # worker's RLIMIT_DATA would count; the system allocator maps what it uses.
+                env={**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"},
+            )
+        finally:
+            theirs.close()
+        self.pid = self._proc.pid
+        self._conn = Connection(ours.detach())
+        self.fenced = False
+        try:
+            tag, msg = self.recv(
+                deadline if deadline is not None else time.monotonic() + _START_LIMIT
+            )
+        except BaseException:
+            self.kill()
+            raise
+        if tag != "J" or msg.get("t") != "ready":
+            self.kill()
+            raise WorkerGone("the SQL worker did not start")
+        self.fenced = bool(msg.get("fenced"))
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self._proc.poll() is None
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send a request."""
+        try:
+            self._conn.send_bytes(pickle.dumps(message))
+        except (OSError, ValueError) as exc:
+            raise WorkerGone(f"the SQL worker went away ({exc})") from None
+
+    def recv(self, deadline: float | None) -> tuple[str, Any]:
+        """The next message: ``("J", dict)``, ``("S" or "B", bytes)``.
+
+        Raises:
+            Deadline: Nothing arrived before ``deadline`` (``time.monotonic()``).
+            WorkerGone: The worker ended.
+        """
+        try:
+            while True:
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if self._conn.poll(wait if wait is None else min(wait, 1.0)):
+                    data = self._conn.recv_bytes()
+                    break
+                if not self.alive:
+                    raise WorkerGone(self._death())
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Deadline()
+        except (EOFError, OSError) as exc:
+            raise WorkerGone(self._death() if not self.alive else str(exc)) from None
+        tag = data[:1].decode()
+        if tag == "J":
+            return tag, json.loads(data[1:])
+        return tag, memoryview(data)[1:]
+
+    def _death(self) -> str:
+        try:
+            code = self._proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            return "the SQL worker stopped answering"
+        if code < 0:
+            return f"the SQL worker was ended by signal {signal.Signals(-code).name}"
+        return f"the SQL worker exited with code {code}"
+
+    def kill(self) -> None:
+        """End the process now (SIGKILL) and reap it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        self._proc.wait()
+        self._conn.close()
+
+    def stop(self) -> None:
+        """Ask the process to exit; kill it if it does not within a second."""
+        with contextlib.suppress(OSError):
+            self._conn.send_bytes(pickle.dumps({"op": "exit"}))
+        self._conn.close()
+        try:
+            self._proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+class Workers:
+    """A pool of SQL worker processes.
+
+    Args:
+        max_workers: Workers at most at once (queries beyond wait).
+        keep: Idle workers kept for the next queries.
+    """
+
+    def __init__(self, max_workers: int = 4, keep: int = 2) -> None:
+        self.max_workers = max(1, max_workers)
+        self.keep = keep
+        self._idle: list[WorkerProcess] = []
+        self._busy = 0
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def take(self, deadline: float | None) -> WorkerProcess:
+        """An idle worker, or a new one.
+
+        Raises:
+            Deadline: None was free before ``deadline``.
+            StorageError: The pool is closed, or a worker could not start.
+        """
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise StorageError("SQL across tiers: the engine is closed")
+                while self._idle:
+                    worker = self._idle.pop()
+                    if worker.alive:
+                        self._busy += 1
+                        return worker
+                    worker.kill()
+                if self._busy < self.max_workers:
+                    self._busy += 1
+                    break
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    raise Deadline()
+                self._cond.wait(wait)
+        try:
+            return WorkerProcess(deadline)
+        except BaseException as exc:
+            with self._cond:
+                self._busy -= 1
+                self._cond.notify()
+            if isinstance(exc, Deadline):
+                raise
+            if isinstance(exc, WorkerGone | OSError):
+                raise StorageError(f"SQL across tiers: cannot start a SQL worker: {exc}") from None
+            raise
+
+    def give_back(self, worker: WorkerProcess) -> None:
+        """Return a worker whose query ended (it may serve the next one)."""
+        with self._cond:
+            self._busy -= 1
+            self._cond.notify()
+            if not self._closed and worker.alive and len(self._idle) < self.keep:
+                self._idle.append(worker)
+                return
+        worker.stop()
+
+    def discard(self, worker: WorkerProcess) -> None:
+        """Kill a worker (deadline passed, stream abandoned, protocol broken)."""
+        worker.kill()
+        with self._cond:
+            self._busy -= 1
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Stop the idle workers; busy ones are killed when their query lets go of them."""
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._cond.notify_all()
+        for worker in idle:
+            worker.stop()
