@@ -1,6 +1,7 @@
 """Cold tier: the Apache Iceberg tables ``tierflow.workflows`` and ``tierflow.history``.
 
-``cold.tables`` defines them (schema, partitioning, sort order, properties),
+``cold.schema`` has their Arrow schema, ``cold.tables`` defines them (schema,
+partitioning, sort order, properties),
 ``cold.catalog`` finds them through a pyiceberg catalog, ``cold.writer`` and
 ``cold.compaction`` write warm batches into them idempotently,
 ``cold.reader`` answers point reads, and ``cold.maintenance`` rewrites small
@@ -8,9 +9,31 @@ files, expires snapshots and removes orphan files (none of which pyiceberg
 0.12 does itself). Moving instances and the ledger belong to ``tiering``.
 """
 
-from tierflow.cold.catalog import CatalogSettings, ColdTables
-from tierflow.cold.reader import ColdReader
-from tierflow.cold.tables import ColdLayout
-from tierflow.cold.writer import ColdWriter
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tierflow.cold.catalog import CatalogSettings, ColdTables
+    from tierflow.cold.reader import ColdReader
+    from tierflow.cold.tables import ColdLayout
+    from tierflow.cold.writer import ColdWriter
 
 __all__ = ["CatalogSettings", "ColdLayout", "ColdReader", "ColdTables", "ColdWriter"]
+
+_HOME = {
+    "CatalogSettings": "catalog",
+    "ColdTables": "catalog",
+    "ColdReader": "reader",
+    "ColdLayout": "tables",
+    "ColdWriter": "writer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: pyiceberg takes a second to import, and a reader of the
+    # schema alone (cold.schema) needs none of it.
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)

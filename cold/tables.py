@@ -44,6 +44,7 @@ from pyiceberg.types import (
     StringType,
     TimestamptzType,
 )
+from tierflow.cold.schema import arrow_schema
 from tierflow.hot.errors import InvalidArgument
 from tierflow.warm.schema import DATASETS, JSON_COLUMNS
 
@@ -71,13 +72,6 @@ TIER = "cold"
 
 TABLE_FORMAT = "tierflow.cold.v1"
 """Table property ``tierflow.format``: the layout version of the tables."""
-
-_BATCH_ID = pa.field(
-    "batch_id",
-    pa.string(),
-    nullable=False,
-    metadata={b"doc": b"Warm batch that carried the row; the index's batch_id of the instance."},
-)
 
 _SORT_KEYS: Mapping[str, tuple[str, ...]] = {
     "workflows": ("workflow_id",),
@@ -127,13 +121,6 @@ def identifier(dataset: str) -> tuple[str, str]:
             f"unknown cold table {dataset!r} (expected one of {sorted(DATASETS)})"
         )
     return (NAMESPACE, dataset)
-
-
-def arrow_schema(dataset: str) -> pa.Schema:
-    """The Arrow schema of one cold table: the warm schema plus ``batch_id``."""
-    identifier(dataset)
-    warm = DATASETS[dataset]
-    return pa.schema([*warm, _BATCH_ID], metadata=warm.metadata)
 
 
 def iceberg_schema(dataset: str) -> Schema:

@@ -26,15 +26,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyiceberg.table.snapshots import Snapshot
-from tierflow.cold.writer import COMMIT_ID_PROPERTY, batches_of
 from tierflow.hot.index import IndexDB
 from tierflow.hot.router import Tier
 from tierflow.hot.rows import WORKFLOWS, names, without
 from tierflow.tiering.cold_ledger import ColdLedger, CommitState
 from tierflow.tiering.ledger import BatchState, Ledger
+
+if TYPE_CHECKING:  # pyiceberg is imported only where cold data is read
+    from pyiceberg.table.snapshots import Snapshot
 
 __all__ = ["HOT_INDEX_COLUMNS", "TierSnapshot", "pick_snapshot", "read_snapshot"]
 
@@ -102,6 +103,8 @@ def read_snapshot(index: IndexDB) -> TierSnapshot:
 
 def commit_of(snapshot: Snapshot) -> str | None:
     """The compaction commit id of a snapshot that added warm batches; None for others."""
+    from tierflow.cold.writer import COMMIT_ID_PROPERTY, batches_of
+
     if not batches_of(snapshot) or snapshot.summary is None:
         return None
     return snapshot.summary.additional_properties.get(COMMIT_ID_PROPERTY)

@@ -49,12 +49,10 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
-from tierflow.cold import tables as cold_tables
-from tierflow.cold.catalog import ColdTables
-from tierflow.cold.reader import fs_path
+from tierflow.cold.schema import arrow_schema as cold_schema
 from tierflow.hot.errors import CorruptInstance, InvalidArgument, StorageError
 from tierflow.hot.index import IndexDB
 from tierflow.hot.router import Tier
@@ -76,6 +74,9 @@ from tierflow.tiering.sql.pool import Deadline, WorkerGone, WorkerProcess, Worke
 from tierflow.tiering.sql.result import SqlLimits, SqlResult, memory_bytes
 from tierflow.warm.schema import schema_for
 from tierflow.warm.writer import BatchManifest, full_path
+
+if TYPE_CHECKING:  # pyiceberg is imported only when cold data is read
+    from tierflow.cold.catalog import ColdTables
 
 __all__ = ["AsOf", "QueryTimeout", "TierSQL"]
 
@@ -224,8 +225,7 @@ class TierSQL:
             StorageError: The index, the catalog or a file cannot be read.
         """
         t0 = time.perf_counter()
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidArgument("SQL refused: empty query (expected one SELECT statement)")
+        guard.check_kind(query)  # the statement type; the worker checks the whole tree
         params = _params(params)
         moment = _as_of(as_of)
         bounds = limits or self.limits
@@ -447,6 +447,8 @@ class TierSQL:
         """
         warm = [] if moment is not None else cut.warm
         cold = self._cold_files(cut, moment)
+        if cold:
+            from tierflow.cold.reader import fs_path
         root = self.store.root
         out: dict[tuple[str, str], list[str]] = {}
         for d in _DATASETS:
@@ -468,6 +470,8 @@ class TierSQL:
 
     def _cold_tables(self) -> ColdTables:
         if self._cold is None:
+            from tierflow.cold.catalog import ColdTables
+
             shared = self._cold_factory()
             # An own instance: refreshing tables here must not race the compaction job's.
             self._cold = ColdTables(shared.settings, shared.store, shared.layout)
@@ -624,8 +628,8 @@ def _schemas() -> dict[str, bytes]:
         "hot_history": sql_hot.history_schema(),
         "warm_workflows": schema_for("workflows"),
         "warm_history": schema_for("history"),
-        "cold_workflows": cold_tables.arrow_schema("workflows"),
-        "cold_history": cold_tables.arrow_schema("history"),
+        "cold_workflows": cold_schema("workflows"),
+        "cold_history": cold_schema("history"),
     }
     blobs = {k: bytes(v.serialize().to_pybytes()) for k, v in out.items()}
     blobs["columns"] = json.dumps({d: list(c) for d, c in _COLUMNS.items()}).encode()

@@ -36,6 +36,7 @@ __all__ = [
     "TABLE_FUNCTIONS",
     "VIEWS",
     "Checker",
+    "check_kind",
     "denied_function",
     "first_line",
     "scrub",
@@ -113,6 +114,21 @@ def statement_kind(query: str) -> str:
     return str(statements[0].type).rsplit(".", 1)[-1]
 
 
+def check_kind(query: str) -> None:
+    """Refuse a text that is not exactly one ``SELECT`` statement (parsed, never run).
+
+    The cheap first look: the engine uses it to refuse ``COPY``, ``SET`` ...
+    without starting a worker; the worker's :class:`Checker` reads the tree.
+
+    Raises:
+        InvalidArgument: The message names the statement type.
+    """
+    kind = statement_kind(query)
+    if kind != "SELECT":
+        what = _NAMES.get(kind, kind)
+        raise InvalidArgument(f"SQL refused: {what} is not allowed; only SELECT/WITH queries are")
+
+
 class Checker:
     """Checks statements against the allowlist; owns a parse-only DuckDB connection.
 
@@ -146,12 +162,7 @@ class Checker:
         Raises:
             InvalidArgument: The message names what was refused.
         """
-        kind = statement_kind(query)
-        if kind != "SELECT":
-            what = _NAMES.get(kind, kind)
-            raise InvalidArgument(
-                f"SQL refused: {what} is not allowed; only SELECT/WITH queries are"
-            )
+        check_kind(query)
         text = self._con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()
         try:
             tree = json.loads(text[0] if text else "null")

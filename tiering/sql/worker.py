@@ -43,7 +43,7 @@ import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 from tierflow.hot.errors import InvalidArgument
 from tierflow.tiering.sql import fence, guard, plan
 
-__all__ = ["SLACK", "classify", "main"]
+__all__ = ["SLACK", "classify", "lock", "main", "sandbox"]
 
 SLACK = 64 * 2**20
 """Bytes a query may map beyond its limit (hot data, result batches in flight)."""
@@ -131,10 +131,10 @@ class _Worker:
             )
             con = self.kept.pop(key, None)
             if con is None:
-                con = _sandbox(req["memory_bytes"])
+                con = sandbox(req["memory_bytes"])
                 _views(con, req["schemas"], files if native else {})
                 readable = [p for ps in files.values() for p in ps] if native else []
-                _lock(con, readable)
+                lock(con, readable)
             else:
                 _empty_hot(con, req["schemas"])
             self._memory(int(req["memory_bytes"]))
@@ -231,14 +231,14 @@ def _fit(batch: pa.RecordBatch, budget: int) -> pa.RecordBatch:
     return batch.slice(0, lo)
 
 
-def _sandbox(memory_bytes: int) -> duckdb.DuckDBPyConnection:
+def sandbox(memory_bytes: int) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
     con.execute("SET temp_directory=''")  # nothing spills to disk
     con.execute(f"SET memory_limit='{int(memory_bytes) // 2**20}MiB'")
     return con
 
 
-def _lock(con: duckdb.DuckDBPyConnection, readable: Sequence[str]) -> None:
+def lock(con: duckdb.DuckDBPyConnection, readable: Sequence[str]) -> None:
     """Turn off file and network access, then freeze the configuration (in this order)."""
     if readable:
         # Settable only while external access is on; a list, so no quoting of paths.
