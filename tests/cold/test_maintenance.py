@@ -321,6 +321,15 @@ def test_maintain_runs_all_three(cold: ColdTables) -> None:
     commit_small(writer, "history", 5)
     commit_small(writer, "workflows", 5)
     before = {d: all_rows(cold, d) for d in tables.DATASETS}
+    snapshots = {
+        d: sorted(s.snapshot_id for s in cold.table(d, refresh=True).metadata.snapshots)
+        for d in tables.DATASETS
+    }
+    keys_before = store_keys(cold)
+    data_files = {k for k in keys_before if "/data/" in k}
+    # commit_small's five commits per table: two files on DAYS[0], three on DAYS[1], two on
+    # DAYS[2]; each day is rewritten into one file.
+    assert len(data_files) == 2 * 7
     with pytest.raises(InvalidArgument):
         maintain(cold, writer, now=datetime(2026, 1, 1), expire_older_than=later())
 
@@ -329,11 +338,40 @@ def test_maintain_runs_all_three(cold: ColdTables) -> None:
         cold, writer, now=now, expire_older_than=now, keep_last=1, orphan_grace=timedelta(0)
     )
 
-    assert report.rewrite is not None and report.rewrite.partitions == 6
-    assert {d: len(v) for d, v in report.expired.items()} == {"history": 5, "workflows": 5}
-    assert report.orphans.deleted and not report.orphans.kept_young
-    json.dumps(report.to_dict())
-    assert store_keys(cold) == referenced_keys(cold)
+    rewrite = report.rewrite
+    assert rewrite is not None
+    assert (rewrite.partitions, rewrite.removed_files, rewrite.added_files) == (6, 14, 6)
+    assert rewrite.rows == sum(len(v) for v in before.values()) == 2 * 7 * 4
+    # Every snapshot but the rewrite's (the current one, kept by keep_last=1) expired.
+    assert set(rewrite.snapshots) == set(tables.DATASETS)
+    assert {d: sorted(v) for d, v in report.expired.items()} == snapshots
+    for d in tables.DATASETS:
+        table = cold.table(d, refresh=True)
+        assert [s.snapshot_id for s in table.metadata.snapshots] == [rewrite.snapshots[d]]
+    # Deleted: exactly what is gone from the store, the replaced data files among it.
+    deleted = set(report.orphans.deleted)
+    keys_after = store_keys(cold)
+    assert deleted == keys_before - keys_after
+    assert data_files <= deleted
+    assert (report.orphans.kept_young, report.orphans.missing) == ([], [])
+    assert not report.orphans.dry_run
+    assert json.loads(json.dumps(report.to_dict())) == {
+        "rewrite": {
+            "snapshots": rewrite.snapshots,
+            "partitions": 6,
+            "removed_files": 14,
+            "added_files": 6,
+            "rows": 56,
+        },
+        "expired": report.expired,
+        "orphans": {
+            "deleted": report.orphans.deleted,
+            "kept_young": [],
+            "missing": [],
+            "dry_run": False,
+        },
+    }
+    assert keys_after == referenced_keys(cold)
     for dataset in tables.DATASETS:
         assert all_rows(cold, dataset) == before[dataset]
         assert max(files_per_day(cold, dataset).values()) == 1

@@ -1,6 +1,10 @@
 """A tierflow program that the crash tests run as a real subprocess and kill.
 
 Usage: python -m tests.hot.crash_app MODE DATA_DIR [ARGS...]
+
+CRASH_SPY_SYNCS=1 appends ``fsync:SIZE:PATH`` or ``fdatasync:SIZE:PATH`` to the marks file
+after each ``os.fsync``/``os.fdatasync`` returns (SIZE: the file's size when the call was
+made, so its first SIZE bytes are durable), in one sequence with the steps' marks.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tierflow import HttpSink, RetryPolicy, Tierflow, WorkflowContext, WorkflowFailed, workflow
 
@@ -33,6 +38,20 @@ def blocks_here(text: str) -> bool:
         return False
     Path(str(marks_path()) + ".ready").touch()
     return True
+
+
+def spy_syncs() -> None:
+    """Log every ``os.fsync``/``os.fdatasync`` of this process to the marks file."""
+    for name in ("fsync", "fdatasync"):
+        real = getattr(os, name)
+
+        def sync(fd: int, real: Any = real, name: str = name) -> None:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            size = os.fstat(fd).st_size
+            real(fd)
+            mark(f"{name}:{size}:{path}")
+
+        setattr(os, name, sync)
 
 
 def step_two() -> str:
@@ -119,6 +138,11 @@ async def async_marks(ctx: WorkflowContext) -> list[str]:
 
 
 @workflow
+async def plain_marks(ctx: WorkflowContext) -> list[str]:
+    return [await ctx.step(n, sync_mark, n) for n in ("p1", "p2", "p3")]
+
+
+@workflow
 async def timed_marks(ctx: WorkflowContext) -> list[str]:
     return [await ctx.step(n, sync_mark, n, timeout=600) for n in ("t1", "t2", "t3")]
 
@@ -160,6 +184,7 @@ WORKFLOWS = [
     kid,
     fan_out,
     async_marks,
+    plain_marks,
     timed_marks,
     signal_taker,
     tagged,
@@ -184,6 +209,8 @@ def die_now() -> None:
 
 
 async def main(mode: str, data: str, args: list[str]) -> None:
+    if os.environ.get("CRASH_SPY_SYNCS") == "1":
+        spy_syncs()
     if mode == "run":
         async with Tierflow(data, WORKFLOWS) as tf:
             await tf.start(three_marks, workflow_id="crash-1")

@@ -190,3 +190,74 @@ def test_partial_spare_of_a_killed_owner_is_removed(tmp_path: Path):
     other.write_bytes(b"x" * 100_000)  # unreadable and large: not ours to judge
     assert remove_orphan_spares(tmp_path, "123-dead", set()) == 1
     assert not partial.exists() and other.exists()
+
+
+# -- power loss after an acknowledged step ------------------------------------------------
+#
+# A SIGKILL keeps every byte the process wrote (the page cache survives it), so a commit that
+# was written but never synced still reads back. Power loss keeps only what was synced. The
+# crash app logs each fsync/fdatasync (with the file's size when it was called) in one
+# sequence with the step marks; after killing it inside the second step, the test cuts the
+# instance's WAL to the bytes the process had synced, as a power cut would, and restarts.
+
+
+def _syncs(tokens: list[str], path: str) -> list[int]:
+    """Sizes of the syncs of ``path`` among ``tokens`` (``fsync:SIZE:PATH`` marks)."""
+    out = []
+    for token in tokens:
+        kind, _, rest = token.partition(":")
+        if kind in ("fsync", "fdatasync"):
+            size, _, synced = rest.partition(":")
+            if synced == path:
+                out.append(int(size))
+    return out
+
+
+def _lose_power(data: Path, wid: str, tokens: list[str]) -> tuple[str, int]:
+    """Cut ``wid``'s WAL to what was synced; return its path and the durable size."""
+    conn = sqlite3.connect(data / "hot" / "index.sqlite", timeout=10)
+    try:
+        [(name,)] = conn.execute("SELECT file FROM instances WHERE workflow_id = ?", (wid,))
+    finally:
+        conn.close()
+    wal = os.path.realpath(data / "hot" / "instances" / name) + "-wal"
+    durable = max(_syncs(tokens, wal), default=0)
+    assert os.path.getsize(wal) >= durable
+    os.truncate(wal, durable)
+    Path(wal[: -len("-wal")] + "-shm").unlink(missing_ok=True)  # rebuilt from the WAL
+    return wal, durable
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("workflow", "names"),
+    [
+        ("plain_marks", ["p1", "p2", "p3"]),
+        ("async_marks", ["a1", "a2", "a3"]),
+        ("timed_marks", ["t1", "t2", "t3"]),
+    ],
+    ids=["sync-step", "async-step", "timeout-step"],
+)
+def test_a_step_acknowledged_before_a_power_cut_does_not_run_again(
+    tmp_path: Path, workflow: str, names: list[str]
+):
+    from tests.hot.test_promises_crash import crashed, finished, runs
+
+    data, marks = tmp_path / "data", tmp_path / "marks.txt"
+    wid = f"power-{workflow}-{tmp_path.name}"
+    first, second, third = names
+    env = {"CRASH_MARKS": str(marks), "CRASH_SPY_SYNCS": "1"}
+    # The process kills itself once the second step's body runs: the first step's result
+    # is acknowledged (the workflow went on past it).
+    crashed("run-kill", data, workflow, wid, env={**env, "CRASH_BLOCK_AT": second})
+    tokens = marks.read_text().split()
+    assert [t for t in tokens if ":" not in t] == [first, second]
+    wal, durable = _lose_power(data, wid, tokens)
+    # The WAL was synced after the first step's body returned and before the second's ran.
+    between = tokens[tokens.index(first) + 1 : tokens.index(second)]
+    assert _syncs(between, wal), (wal, tokens)
+    assert durable > 0
+
+    # What the power cut left holds the first step's result: it is not run again.
+    assert finished(data, wid, {"CRASH_MARKS": str(marks)}) == names
+    assert [t for t in runs(marks) if ":" not in t] == [first, second, second, third]

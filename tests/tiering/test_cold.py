@@ -20,6 +20,7 @@ import pytest
 from tierflow import InvalidArgument, StorageError, Tierflow
 from tierflow.cold.writer import BATCHES_PROPERTY, COMMIT_ID_PROPERTY
 from tierflow.tiering.policy import TieringPolicy, TypePolicy
+from tierflow.warm.storage import ObjectStore
 
 from tests.tiering.test_tiering import ROOT, snapshot
 from tests.tiering.tier_app import LATER, WORKFLOWS, alpha, populate
@@ -214,11 +215,66 @@ def test_cli_tier_to_warm_then_cold_and_cold_status(store_url: str, tmp_path: Pa
     assert warm["workflows_moved"] == 9 and warm["cold"] is None
     cold = cli("tier", "--cold-after", "0", "--to", "cold")
     assert cold["workflows_moved"] == 0 and cold["cold"]["workflows_moved"] == 9
+    first = sorted(cold["cold"]["batches"])
+    assert len(cold["cold"]["commits"]) == 1
+
+    # A second, small cold commit (made in-process: quicker than three more CLI runs), so
+    # maintenance has small files to rewrite, snapshots to expire and files to delete.
+    async def second_commit() -> tuple[list[str], dict[str, Any], dict[str, list[int]]]:
+        policy = TieringPolicy(min_age=0, cold_after=0)
+        async with Tierflow(data, WORKFLOWS, tiering=policy) as tf:
+            for i in range(3):
+                await tf.run(WORKFLOWS[i], i, workflow_id=f"second-{tmp_path.name}-{i}")
+            report = await tf.tier(now=time.time() + 60)
+            assert report.workflows_moved == 3 and report.cold.workflows_moved == 3
+            rows = tf.index.execute(
+                "SELECT date(finished_at / 1000000, 'unixepoch'), batch_id FROM instances", ()
+            )
+            days: dict[str, list[int]] = {}
+            for day, batch in rows:  # per finished day: which commit (0, 1) holds workflows
+                days.setdefault(day, []).append(0 if batch in first else 1)
+            return report.cold.batches, await tf.cold_status(), days
+
+    second, status, days = asyncio.run(second_commit())
+    assert not set(second) & set(first)
+    for name in ("workflows", "history"):
+        assert status["tables"][name]["snapshots"] == 2
+    # Each commit writes one file per finished day per table; a day with two is rewritten
+    # (all of them but once in a run across midnight UTC).
+    files_per_day = {day: len(set(commits)) for day, commits in days.items()}
+    merged = [day for day, n in files_per_day.items() if n > 1]
+    assert sum(files_per_day.values()) == status["tables"]["workflows"]["data_files"]
+    store = ObjectStore.from_url(store_url)
+    keys_before = {k for k, _ in store.list("cold")}
+
     maintained = cli("cold", "maintain", "--retention", "0", "--keep", "1", "--orphan-grace", "0")
-    assert set(maintained) == {"rewrite", "expired", "orphans"}
-    status = cli("cold", "status")
-    assert status["tables"]["workflows"]["rows"] == 9
-    assert status["tables"]["history"]["data_files"] >= 1
+    rewrite = maintained["rewrite"]
+    assert set(rewrite["snapshots"]) == ({"workflows", "history"} if merged else set())
+    assert rewrite["partitions"] == 2 * len(merged)
+    assert rewrite["removed_files"] == 2 * sum(files_per_day[d] for d in merged)
+    assert rewrite["added_files"] == 2 * len(merged)
+    if len(days) == 1:  # every row was rewritten
+        total = sum(status["tables"][n]["rows"] for n in ("workflows", "history"))
+        assert rewrite["rows"] == total
+    # Every snapshot but the current one is expired (retention 0, keep 1).
+    per_table = 2 + (1 if merged else 0) - 1
+    assert {n: len(ids) for n, ids in maintained["expired"].items()} == {
+        "workflows": per_table,
+        "history": per_table,
+    }
+    orphans = maintained["orphans"]
+    keys_after = {k for k, _ in store.list("cold")}
+    assert orphans["deleted"] and set(orphans["deleted"]) == keys_before - keys_after
+    assert (orphans["kept_young"], orphans["missing"], orphans["dry_run"]) == ([], [], False)
+
+    after = cli("cold", "status")
+    for name in ("workflows", "history"):
+        table = after["tables"][name]
+        assert table["snapshots"] == 1
+        assert table["snapshot_id"] not in maintained["expired"][name]
+        assert table["data_files"] == len(days)
+        assert table["rows"] == status["tables"][name]["rows"]
+    assert after["tables"]["workflows"]["rows"] == 12
 
 
 def _env_for_url(store_url: str) -> dict[str, str]:
