@@ -549,6 +549,14 @@ def sql_cmd(
         raise typer.BadParameter("--format must be table, json, csv or parquet")
     if fmt == "parquet" and output is None:
         raise typer.BadParameter("--format parquet needs --output FILE")
+    if len(query) <= 16 * 2**10:
+        from tierflow.tiering.sql.guard import check_kind
+
+        try:  # a statement that is not a SELECT is refused before the data is opened
+            check_kind(query)
+        except TierflowError as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
 
     async def go(tf: Tierflow) -> None:
         result = await tf.sql(

@@ -482,6 +482,8 @@ class Tierflow:
         *,
         limit: int | EllipsisType | None = ...,
         timeout: float | EllipsisType | None = ...,
+        memory_limit: str | EllipsisType = ...,
+        max_bytes: int | EllipsisType | None = ...,
         stream: bool = False,
     ) -> SqlResult:
         """Run one read-only SQL query across every tier (DuckDB, confined).
@@ -498,8 +500,12 @@ class Tierflow:
                 the cold archive as of then (hot and warm views are empty).
             limit: Rows returned at most (the rest is cut: ``result.truncated``);
                 None for no limit; default 100,000.
-            timeout: Seconds before the query is interrupted; None for none;
-                default 60.
+            timeout: Seconds the whole query may take; past them its worker
+                process is killed (``QueryTimeout``); None for none; default 60.
+            memory_limit: Memory the query may use (``"1GB"``, the default):
+                DuckDB's limit and the OS limit of its worker process.
+            max_bytes: Result bytes returned at most (Arrow IPC size; the rest
+                is cut: ``result.truncated``); None for no limit; default 256 MiB.
             stream: Return at once and stream rows with ``result.batches()``.
 
         Returns:
@@ -514,7 +520,13 @@ class Tierflow:
         from tierflow.tiering.sql import replace_limits
 
         engine = self.sql_engine
-        limits = replace_limits(engine.limits, max_rows=limit, timeout=timeout)
+        limits = replace_limits(
+            engine.limits,
+            max_rows=limit,
+            timeout=timeout,
+            memory_limit=memory_limit,
+            max_bytes=max_bytes,
+        )
         return await engine.run(query, params, as_of, limits=limits, stream=stream)
 
     @property

@@ -96,6 +96,8 @@ _DATASETS = ("workflows", "history")
 # fresh cut, within the same deadline.
 _ATTEMPTS = 2
 _PAUSE = 0.05
+_MAX_TEXT = 16 * 2**20  # characters of SQL text
+_PRECHECK_TEXT = 16 * 2**10  # texts up to this long are parsed here too (about 10 ms)
 _COLUMNS = {"workflows": names(WORKFLOWS), "history": (*names(HISTORY), "tier")}
 _PARAM_TYPES = (type(None), bool, int, float, str, bytes, datetime, date, Decimal)
 
@@ -225,12 +227,19 @@ class TierSQL:
             StorageError: The index, the catalog or a file cannot be read.
         """
         t0 = time.perf_counter()
-        guard.check_kind(query)  # the statement type; the worker checks the whole tree
+        bounds = limits or self.limits
+        deadline = None if bounds.timeout is None else time.monotonic() + bounds.timeout
+        if not isinstance(query, str) or len(query) > _MAX_TEXT:
+            raise InvalidArgument(
+                f"SQL refused: the query must be text of at most {_MAX_TEXT} bytes"
+            )
+        if len(query) <= _PRECHECK_TEXT:
+            # The statement type, refused without a worker; a longer text takes long to
+            # parse, so it is checked only in the worker, under the deadline.
+            guard.check_kind(query)
         params = _params(params)
         moment = _as_of(as_of)
-        bounds = limits or self.limits
         memory = memory_bytes(bounds.memory_limit)
-        deadline = None if bounds.timeout is None else time.monotonic() + bounds.timeout
         for attempt in range(_ATTEMPTS):
             # The lease keeps the files of the cut from being deleted while the query
             # reads them (tierflow.tiering.leases); it is taken before the cut is read.

@@ -104,14 +104,18 @@ def statement_kind(query: str) -> str:
     try:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as exc:
-        raise InvalidArgument(f"SQL refused: cannot parse it: {first_line(exc)}") from None
-    except (ValueError, RuntimeError) as exc:  # e.g. UPDATE EXTENSIONS: an unknown type
+        raise InvalidArgument(f"SQL refused: cannot parse it: {scrub(first_line(exc))}") from None
+    except (ValueError, RuntimeError) as exc:
         raise InvalidArgument(f"SQL refused: unsupported statement ({first_line(exc)})") from None
     if len(statements) != 1:
         raise InvalidArgument(
             f"SQL refused: {len(statements)} statements; send exactly one SELECT statement"
         )
-    return str(statements[0].type).rsplit(".", 1)[-1]
+    try:
+        kind = statements[0].type
+    except ValueError as exc:  # e.g. UPDATE EXTENSIONS: a type the Python API cannot name
+        raise InvalidArgument(f"SQL refused: unsupported statement ({first_line(exc)})") from None
+    return str(kind).rsplit(".", 1)[-1]
 
 
 def check_kind(query: str) -> None:

@@ -50,6 +50,18 @@ SLACK = 64 * 2**20
 
 # The limits the worker started with: restored while a query is checked and prepared.
 _START = resource.getrlimit(resource.RLIMIT_DATA)
+_INVALID_PREFIXES = (
+    "Invalid Input Error",
+    "Binder Error",
+    "Parser Error",
+    "Catalog Error",
+    "Conversion Error",
+    "Out of Range Error",
+    "Not implemented Error",
+    "Constraint Error",
+    "Type Mismatch Error",
+    "Permission Error",
+)
 _KEEP = 2  # sandboxes kept for reuse (distinct file sets: now, and as_of)
 
 
@@ -59,6 +71,15 @@ def classify(exc: BaseException) -> str:
         return "invalid"
     if isinstance(exc, duckdb.OutOfMemoryException | MemoryError | pa.ArrowMemoryError):
         return "memory"
+    # Errors that reach Python through the Arrow stream lose their DuckDB class; DuckDB's
+    # message still starts with it.
+    text = str(exc).lstrip()
+    if "Out of Memory" in text or "bad_alloc" in text:
+        return "memory"
+    if text.startswith(_INVALID_PREFIXES):
+        return "invalid"
+    if text.startswith("IO Error"):
+        return "io"
     if isinstance(
         exc,
         duckdb.ParserException
@@ -232,6 +253,7 @@ def _fit(batch: pa.RecordBatch, budget: int) -> pa.RecordBatch:
 
 
 def sandbox(memory_bytes: int) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory DuckDB, not yet locked: nothing spills, memory capped."""
     con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
     con.execute("SET temp_directory=''")  # nothing spills to disk
     con.execute(f"SET memory_limit='{int(memory_bytes) // 2**20}MiB'")

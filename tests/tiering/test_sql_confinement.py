@@ -1,0 +1,433 @@
+"""SQL confinement against any SQL text (README, "SQL across tiers: confinement").
+
+Every attack runs against a real cut of warm and cold data (and hot instances),
+on file:// and moto: it is refused, every archive object keeps its sha256, no
+file appears, and a legal query answers the same before and after. The layers
+are also tested one by one: the statement check, the sandbox without the
+check, and the kernel fence without either. Time and memory limits are hard:
+the worker process is killed or bounded by the OS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import duckdb
+import pytest
+from tierflow import InvalidArgument, StorageError, Tierflow
+from tierflow.tiering.policy import TieringPolicy
+from tierflow.tiering.sql import QueryTimeout, fence, guard, worker
+
+from tests.tiering.test_sql import ALL, finished, paused
+from tests.tiering.test_tiering import ROOT
+
+pytestmark = pytest.mark.timeout(300)
+
+LEGIT = "SELECT tier, count(*) FROM workflows GROUP BY 1 ORDER BY 1"
+
+
+def archive(store) -> dict[str, str]:
+    """sha256 of every object of the store (warm and cold, data and metadata)."""
+    return {k: hashlib.sha256(store.get(k)).hexdigest() for k, _ in store.list("")}
+
+
+def statements_against(target: str) -> list[str]:
+    """Writes of ``target``, wrapped every way DuckDB's parser accepts (and some it does not)."""
+    copy = f"COPY (SELECT 42 AS x) TO '{target}' (FORMAT parquet, USE_TMP_FILE false)"
+    writes = [
+        copy,
+        f"COPY (SELECT 1) TO '{target}' (FORMAT csv)",
+        "INSERT INTO history SELECT * FROM history",
+        "UPDATE history SET payload = 'x'",
+        "DELETE FROM workflows",
+        f"ATTACH '{target}' AS x",
+        f"EXPORT DATABASE '{target}'",
+    ]
+    out = []
+    for w in writes:
+        quoted = w.replace("'", "''")
+        twice = quoted.replace("'", "''")
+        out += [
+            w,
+            f"WITH x AS ({w}) SELECT * FROM x",
+            f"WITH a AS (WITH b AS ({w}) SELECT * FROM b) SELECT * FROM a",
+            f"SELECT * FROM ({w})",
+            f"SELECT (SELECT count(*) FROM ({w}))",
+            f"SELECT * FROM json_execute_serialized_sql(json_serialize_sql('{quoted}'))",
+            f"SELECT json_execute_serialized_sql(json_serialize_sql('{quoted}'))",
+            f"SELECT * FROM query('{quoted}')",
+            f"SELECT * FROM query_table('{quoted}')",
+            "SELECT * FROM query('SELECT * FROM json_execute_serialized_sql("
+            f"json_serialize_sql(''{twice}''))')",
+            f"FROM workflows, (WITH x AS ({w}) SELECT * FROM x)",
+        ]
+    return out
+
+
+PROBES = [
+    "SELECT current_setting('allowed_paths')",
+    "SELECT * FROM duckdb_settings()",
+    "SELECT * FROM duckdb_views()",
+    "SELECT sql FROM duckdb_views",
+    "SELECT * FROM information_schema.tables",
+    "SELECT pg_get_viewdef('history')",
+    "SELECT * FROM test_all_types()",
+    "SELECT * FROM read_parquet('/etc/hostname')",
+    "SELECT * FROM '/etc/passwd'",
+    "SELECT * FROM glob('/*')",
+    "SELECT * FROM read_text('/etc/hostname')",
+    "SELECT getvariable('x')",
+    "SELECT * FROM main.history",
+    "SHOW TABLES",
+    "WITH duckdb_settings AS (SELECT 1) SELECT * FROM duckdb_settings",
+    "UPDATE EXTENSIONS",
+    "INSTALL httpfs",
+    "SET enable_external_access = true",
+    "PRAGMA threads=1",
+    "CALL pragma_version()",
+    "SELECT 1; SELECT 2",
+]
+
+
+async def _cut(tf: Tierflow) -> None:
+    """Cold, warm and hot data: 6 workflows cold, 6 warm, 3 finished and 2 paused hot."""
+    now = time.time() + 86400 * 30
+    await finished(tf, 0, 6)
+    await tf.tier(now=now)
+    await finished(tf, 6, 12)
+    await tf.tier(now=now, to="warm")
+    await finished(tf, 12, 15)
+    await paused(tf, 2)
+
+
+async def test_no_sql_text_changes_any_archive_file(make_store, tmp_path: Path):
+    store = make_store()
+    data = tmp_path / "d"
+    policy = TieringPolicy(min_age=0, cold_after=0)
+    async with Tierflow(data, ALL, warm_store=store, tiering=policy) as tf:
+        await _cut(tf)
+        expected = (await tf.sql(LEGIT)).rows
+        assert expected == [("cold", 6), ("hot", 5), ("warm", 6)]
+        before = archive(store)
+        assert any("metadata" in k for k in before) and any(k.endswith(".parquet") for k in before)
+        files_before = sorted(p for p in tmp_path.rglob("*") if "read.lease" not in str(p))
+        targets = [store.path(k) for k in before]
+        if store.settings.is_s3:
+            targets = [f"s3://{t}" for t in targets]
+        attacks = [*PROBES]
+        for target in targets:
+            attacks += [
+                f"WITH x AS (COPY (SELECT 1 AS x) TO '{target}' (FORMAT parquet, "
+                "USE_TMP_FILE false)) SELECT * FROM x",
+                "SELECT * FROM json_execute_serialized_sql(json_serialize_sql('WITH x AS "
+                f"(COPY (SELECT 1 AS x) TO ''{target}'' (FORMAT parquet)) SELECT * FROM x'))",
+            ]
+        attacks += statements_against(targets[0])
+        attacks += statements_against(str(tmp_path / "new.parquet"))
+        for i, query in enumerate(attacks):
+            with pytest.raises(InvalidArgument) as info:
+                await tf.sql(query, timeout=30)
+            message = str(info.value)
+            assert message.startswith(("SQL refused", "SQL error")), (query, message)
+            assert str(tmp_path) not in message and str(store.root) not in message, message
+            if i % 8 == 0:
+                assert (await tf.sql(LEGIT)).rows == expected, query
+        assert (await tf.sql(LEGIT)).rows == expected
+        assert tf.sql_engine.retries == 0
+    assert archive(store) == before
+    after = sorted(p for p in tmp_path.rglob("*") if "read.lease" not in str(p))
+    assert [p for p in after if p not in files_before] == []
+
+
+def test_the_check_allows_what_analysts_write():
+    checker = guard.Checker()
+    try:
+        for query in [
+            "SELECT * FROM history WHERE workflow_id = ? ORDER BY event_id",
+            "WITH t AS (SELECT workflow_type, count(*) n FROM workflows GROUP BY 1) "
+            "SELECT * FROM t WHERE n > 1",
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) "
+            "SELECT * FROM r",
+            "SELECT w.workflow_id, count(h.event_id) FROM workflows w JOIN history h "
+            "USING (workflow_id) GROUP BY ALL",
+            "SELECT workflow_id, row_number() OVER (PARTITION BY workflow_type ORDER BY "
+            "created_at) FROM workflows QUALIFY row_number() OVER () < 10",
+            "SELECT json_extract(payload, '$.result') FROM history LIMIT 3",
+            "SELECT * FROM range(3) t(i), unnest([1, 2]) u(j)",
+            "SELECT list_transform([1, 2], x -> x + 1), regexp_matches('a', 'a')",
+            "DESCRIBE history",
+            "SUMMARIZE SELECT * FROM workflows",
+            "VALUES (1, 'a'), (2, 'b')",
+            "FROM cold_history SELECT count(*)",
+            "SELECT * FROM hot_workflows UNION ALL SELECT * FROM warm_workflows",
+            "SELECT * FROM history TABLESAMPLE 10%",
+            "SELECT EXISTS (SELECT 1 FROM workflows WHERE status = 'failed')",
+        ]:
+            checker.check(query)
+        for query in [*PROBES, *statements_against("/tmp/x")]:
+            with pytest.raises(InvalidArgument, match=r"^SQL refused"):
+                checker.check(query)
+    finally:
+        checker.close()
+
+
+def test_the_sandbox_alone_opens_no_file_but_those_allowed(tmp_path: Path):
+    """Without the check: the locked sandbox refuses every file, and writes nothing."""
+    victim = tmp_path / "v.parquet"
+    duckdb.sql("COPY (SELECT 7 AS a) TO '" + str(victim) + "' (FORMAT parquet)")
+    digest = hashlib.sha256(victim.read_bytes()).hexdigest()
+    con = worker.sandbox(256 * 2**20)
+    worker.lock(con, [])  # how an unfenced worker locks: no file at all
+    for query in [
+        f"COPY (SELECT 1 AS a) TO '{victim}' (FORMAT parquet)",
+        f"WITH x AS (COPY (SELECT 1 AS a) TO '{victim}' (FORMAT parquet, USE_TMP_FILE false)) "
+        "SELECT * FROM x",
+        f"SELECT * FROM read_parquet('{victim}')",
+        f"COPY (SELECT 1) TO '{tmp_path / 'new.csv'}'",
+        "SET enable_external_access = true",
+    ]:
+        with pytest.raises(duckdb.Error):
+            con.execute(query).fetchall()
+    con.close()
+    assert hashlib.sha256(victim.read_bytes()).hexdigest() == digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.parquet"]
+
+
+@pytest.mark.skipif(not fence.supported(), reason="the kernel fence is Linux x86-64/arm64 only")
+def test_the_fence_alone_stops_every_write(tmp_path: Path):
+    """Without the check, with the file allowed by name: the fenced process cannot write it."""
+    victim = tmp_path / "v.parquet"
+    duckdb.sql("COPY (SELECT 7 AS a) TO '" + str(victim) + "' (FORMAT parquet)")
+    digest = hashlib.sha256(victim.read_bytes()).hexdigest()
+    script = textwrap.dedent(
+        f"""
+        import errno, os, sys
+        import duckdb
+        from tierflow.tiering.sql import fence, worker
+        victim = {str(victim)!r}
+        assert fence.install()
+        con = worker.sandbox(256 * 2**20)
+        worker.lock(con, [victim])
+        assert con.execute("SELECT a FROM read_parquet('" + victim + "')").fetchall() == [(7,)]
+        for q in [
+            "COPY (SELECT 1 AS a) TO '" + victim + "' (FORMAT parquet, USE_TMP_FILE false)",
+            "WITH x AS (COPY (SELECT 1 AS a) TO '" + victim + "' (FORMAT parquet, "
+            "USE_TMP_FILE false)) SELECT * FROM x",
+        ]:
+            try:
+                con.execute(q).fetchall()
+            except duckdb.Error:
+                continue
+            sys.exit("wrote: " + q)
+        for act in [
+            lambda: open(victim, "r+b"),
+            lambda: open(victim + ".new", "wb"),
+            lambda: os.unlink(victim),
+            lambda: os.rename(victim, victim + ".x"),
+            lambda: os.truncate(victim, 0),
+            lambda: os.mkdir(victim + ".d"),
+            lambda: os.chmod(victim, 0o777),
+            lambda: os.symlink(victim, victim + ".l"),
+        ]:
+            try:
+                act()
+            except PermissionError:
+                continue
+            sys.exit("not stopped")
+        print(open(victim, "rb").read(4).decode())
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "PAR1"
+    assert hashlib.sha256(victim.read_bytes()).hexdigest() == digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.parquet"]
+
+
+async def test_time_limits_hold_and_the_next_query_works(tmp_path: Path):
+    async with Tierflow(tmp_path / "d", ALL) as tf:
+        await finished(tf, 0, 4)
+        await paused(tf, 2)
+        expected = (await tf.sql(LEGIT)).rows
+        # A ~1 MB filter on hot history: the plan analysis runs in the worker, under the timer.
+        nested = "SELECT count(*) FROM hot_history WHERE " + " OR ".join(
+            f"(workflow_id = 'w{i:06d}' AND event_id = {i})" for i in range(24_000)
+        )
+        assert len(nested) > 900_000
+        for query, limit in [
+            (nested, "1GB"),
+            ("SELECT list_sum(range(400000000))", "1GB"),
+            ("SELECT length(repeat('x', 2000000000))", "1GB"),
+            # 1.2 GB in one list: DuckDB does not look at interrupts inside it.
+            ("SELECT list_sum(range(150000000))", "6GB"),
+            ("SELECT count(*) FROM range(10000000000000) t(a) WHERE a % 7 = 3", "1GB"),
+        ]:
+            t0 = time.monotonic()
+            with pytest.raises(InvalidArgument):  # QueryTimeout, or refused for its memory
+                await tf.sql(query, timeout=1.5, memory_limit=limit)
+            assert time.monotonic() - t0 < 2.5, query[:60]
+            assert (await tf.sql(LEGIT)).rows == expected
+        t0 = time.monotonic()
+        with pytest.raises(QueryTimeout):
+            await tf.sql("SELECT list_sum(range(150000000))", timeout=0.5, memory_limit="6GB")
+        assert time.monotonic() - t0 < 1.5
+
+
+MEMORY_APP = textwrap.dedent(
+    """
+    import asyncio, json, resource, sys
+    from tierflow import InvalidArgument, Tierflow
+
+    async def main():
+        async with Tierflow(sys.argv[1], []) as tf:
+            try:
+                r = await tf.sql(sys.argv[2], timeout=60, memory_limit="512MB")
+                out = {"rows": len(r.rows), "truncated": r.truncated,
+                       "bytes": r.to_arrow().nbytes}
+            except InvalidArgument as exc:
+                out = {"error": str(exc)[:200]}
+        out["peak_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        out["self_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(out))
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT list_sum(range(400000000))",
+        "SELECT length(repeat('x', 3000000000))",
+        "SELECT sum(length(s)) FROM (SELECT repeat('x', i % 1000 * 1000) s FROM range(3000000) "
+        "t(i) ORDER BY s)",
+        "SELECT repeat('x', 1000) AS s FROM range(1200000)",  # a 1.2 GB result
+    ],
+    ids=["list", "string", "sort", "result"],
+)
+def test_memory_limit_holds_in_a_subprocess(tmp_path: Path, query: str):
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_APP, str(tmp_path / "d"), query],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    # The worker may grow by the limit (512 MB) from its own ~150 MB, plus 64 MB of slack.
+    assert out["peak_mb"] < 512 + 320, out
+    if "error" in out:
+        assert "memory limit" in out["error"], out
+    else:  # the result: cut at the byte limit, never whole in this process
+        assert out["truncated"] and out["bytes"] <= 256 * 2**20, out
+        assert out["self_mb"] < 256 + 400, out
+
+
+async def test_a_failing_query_runs_once(make_store, tmp_path: Path):
+    store = make_store()
+    policy = TieringPolicy(min_age=0)
+    async with Tierflow(tmp_path / "d", ALL, warm_store=store, tiering=policy) as tf:
+        await finished(tf, 0, 6)
+        await tf.tier(now=time.time() + 60, to="warm")
+        fails = (
+            "SELECT CASE WHEN i < 150000 THEN i ELSE error('boom') END AS v FROM range(200000) t(i)"
+        )
+        for stream in (False, True):
+            t0 = time.monotonic()
+            with pytest.raises(InvalidArgument, match="boom"):
+                result = await tf.sql(fails, stream=stream, timeout=10)
+                for _ in result.batches():
+                    pass
+            assert time.monotonic() - t0 < 5
+        # A corrupt archive file is not "data moved": one StorageError, no retry.
+        key = next(k for k, _ in store.list("") if k.endswith(".parquet") and "history" in k)
+        good = store.get(key)
+        store.put(key, b"PAR1" + b"\0" * 64 + b"PAR1")
+        try:
+            for stream in (False, True):
+                t0 = time.monotonic()
+                with pytest.raises((StorageError, InvalidArgument)) as info:
+                    result = await tf.sql("SELECT count(*) FROM warm_history", stream=stream)
+                    for _ in result.batches():
+                        pass
+                assert "moved" not in str(info.value)
+                assert time.monotonic() - t0 < 5
+        finally:
+            store.put(key, good)
+        assert tf.sql_engine.retries == 0
+        assert (await tf.sql("SELECT count(*) FROM warm_workflows")).rows == [(6,)]
+
+
+async def test_values_python_cannot_hold_come_back_as_text(tmp_path: Path):
+    async with Tierflow(tmp_path / "d", ALL) as tf:
+        (row,) = (
+            await tf.sql(
+                "SELECT 'infinity'::TIMESTAMP AS t, "
+                "170141183460469231731687303715884105727::HUGEINT AS h, DATE '294247-01-10' AS d"
+            )
+        ).rows
+        assert row[0] == "infinity" or isinstance(row[0], str)
+        assert int(row[1]) == 170141183460469231731687303715884105727
+        for bad in ["9" * 5000, 2**70, "-1", "not a time"]:
+            with pytest.raises(InvalidArgument, match="as_of"):
+                await tf.sql("SELECT 1", as_of=bad)
+        with pytest.raises(InvalidArgument):
+            await tf.sql("SELECT ?", [object()])
+
+
+def test_the_cli_never_aborts(tmp_path: Path):
+    """100 refused queries, each its own `tierflow sql` process: exit code 2 every time."""
+    data = tmp_path / "d"
+    # One in ten is refused by the worker (the engine opens, starts it and stops it at
+    # exit); the rest by their statement type, before the data directory is opened.
+    queries = [
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "DROP VIEW workflows",
+        f"COPY (SELECT 1) TO '{tmp_path / 'x.csv'}'",
+        "UPDATE EXTENSIONS",
+        "SET threads = 1",
+        "ATTACH 'x.db'",
+        "INSTALL httpfs",
+        "SELECT 1; SELECT 2",
+        f"EXPORT DATABASE '{tmp_path}'",
+        "CREATE TABLE t (a INT)",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def one(i: int) -> tuple[int, str]:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tierflow.cli",
+                "sql",
+                queries[i % len(queries)],
+                "--data-dir",
+                str(data),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=ROOT,
+        )
+        return done.returncode, done.stderr
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(one, range(100)))
+    assert [rc for rc, _ in results] == [2] * 100, [r for r in results if r[0] != 2][:3]
+    assert all("refused" in err for _, err in results)
+    assert not (tmp_path / "x.csv").exists()
