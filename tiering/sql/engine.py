@@ -412,7 +412,11 @@ class TierSQL:
         if kind == "invalid":
             if text.startswith("SQL refused") or text.startswith("SQL error"):
                 return InvalidArgument(text)
-            if "Permission Error" in text or "disabled by configuration" in text:
+            if (
+                "Permission Error" in text
+                or "disabled by configuration" in text
+                or "Operation not permitted" in text
+            ):
                 return InvalidArgument(
                     f"SQL refused: file, network or configuration access: {text}"
                 )

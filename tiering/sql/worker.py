@@ -76,8 +76,8 @@ def classify(exc: BaseException) -> str:
     text = str(exc).lstrip()
     if "Out of Memory" in text or "bad_alloc" in text:
         return "memory"
-    if text.startswith(_INVALID_PREFIXES):
-        return "invalid"
+    if text.startswith(_INVALID_PREFIXES) or "Operation not permitted" in text:
+        return "invalid"  # the last: the kernel fence stopped a write
     if text.startswith("IO Error"):
         return "io"
     if isinstance(
