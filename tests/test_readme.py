@@ -63,12 +63,21 @@ def test_cli_commands_in_readme_exist():
 def test_layout_map_names_modules_that_exist():
     section = README.split("## Layout", 1)[1].split("```", 2)[1]
     package = None
+    sub = None  # a sub-package (``  sql/``), whose modules are indented deeper
     named = []
     for line in section.splitlines():
         top = re.match(r"^(\w+)/", line)
         if top:
-            package = top.group(1)
-        named += [(package, m) for m in re.findall(r"\b(\w+)\.py\b", line)]
+            package, sub = top.group(1), None
+        inner = re.match(r"^  (\w+)/\s", line)
+        if inner:
+            sub = f"{package}/{inner.group(1)}"
+            assert (ROOT / sub / "__init__.py").exists(), sub
+            continue
+        if sub is not None and not line.startswith("    "):
+            sub = None
+        where = sub if sub is not None and line.startswith("    ") else package
+        named += [(where, m) for m in re.findall(r"\b(\w+)\.py\b", line)]
     assert len(named) >= 15
     for package, module in named:
         assert (ROOT / str(package) / f"{module}.py").exists(), f"{package}/{module}.py"
