@@ -143,3 +143,31 @@ async def test_a_retry_reads_only_what_the_lost_attempt_could_not(
         assert rows == [("hot", len(stay)), ("warm", len(ids) - len(stay))]
         assert len(cuts) == 2  # the stale cut lost the race once
         assert opened == [sorted(ids)]  # the second attempt found the stayers cached
+
+
+async def test_a_worker_is_sent_unchanged_hot_tables_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Finished instances' tables go to the worker once; a change sends them again."""
+    sent: list[int] = []
+    real = sql_module._ipc
+
+    def spy(table: pa.Table) -> bytes:
+        sent.append(table.num_rows)
+        return real(table)
+
+    monkeypatch.setattr(sql_module, "_ipc", spy)
+    async with Tierflow(tmp_path / "d", ALL) as tf:
+        done = await finished(tf, 0, 6)
+        query = "SELECT workflow_id, count(*) FROM hot_history GROUP BY 1 ORDER BY 1"
+        first = (await tf.sql(query)).rows
+        assert len(first) == 6 and sent
+        sent.clear()
+        assert (await tf.sql(query)).rows == first
+        assert sent == []  # the same finished instances: the worker kept them
+        waiting = await paused(tf, 1)  # a live instance: its events are sent every time
+        rows = (await tf.sql(query)).rows
+        assert [r[0] for r in rows] == sorted(done + waiting) and sent
+        sent.clear()
+        await tf.sql(query)
+        assert sent  # never named: a live instance's file may have changed

@@ -318,7 +318,8 @@ class TierSQL:
             )
             tag, msg = run.recv()
             if tag == "J" and msg.get("t") == "touched":
-                tag, msg = self._send_hot(run, Touched.from_json(msg), hot_rows)
+                have = msg.get("have") if isinstance(msg.get("have"), dict) else {}
+                tag, msg = self._send_hot(run, Touched.from_json(msg), hot_rows, have)
             if tag == "J" and msg.get("t") == "error":
                 run.finish(clean=True)  # the worker caught it and is between queries
                 raise self._failure(msg, files)
@@ -350,11 +351,15 @@ class TierSQL:
             raise
 
     def _send_hot(
-        self, run: _Run, touched: Touched, hot_rows: Sequence[tuple[Any, ...]]
+        self,
+        run: _Run,
+        touched: Touched,
+        hot_rows: Sequence[tuple[Any, ...]],
+        have: dict[str, Any],
     ) -> tuple[str, Any]:
         """Read the hot data the worker's plan touches and send it; its next message."""
         try:
-            tables = self._hot_tables(touched, hot_rows)
+            tables, tokens = self._hot_tables(touched, hot_rows)
         except _Gone:
             run.worker.send({"op": "stop"})
             tag, msg = run.recv()
@@ -362,7 +367,15 @@ class TierSQL:
             raise
         if run.deadline is not None and time.monotonic() >= run.deadline:
             raise Deadline()
-        run.worker.send({"op": "hot", **{k: _ipc(v) for k, v in tables.items()}})
+        reply: dict[str, Any] = {"op": "hot"}
+        for name, table in tables.items():
+            token = tokens.get(name)
+            if token is not None and have.get(name) == token:
+                reply[name] = "same"  # the worker registered this very table last time
+            else:
+                reply[name] = _ipc(table)
+                reply[f"{name}_token"] = token
+        run.worker.send(reply)
         return run.recv()
 
     def _batches(
@@ -550,20 +563,28 @@ class TierSQL:
 
     def _hot_tables(
         self, touched: Touched, hot_rows: Sequence[tuple[Any, ...]]
-    ) -> dict[str, pa.Table]:
+    ) -> tuple[dict[str, pa.Table], dict[str, str | None]]:
         """The hot data the query can touch: cached, or read from instance files.
 
         Finished instances come from :attr:`hot_cache` when it has them (their
         files no longer change); live ones, and finished ones not seen before,
         are read from their files, and the finished ones are cached.
+
+        Returns:
+            The tables, and for each a token that names its content when that
+            content follows from index rows alone (the workflows; the history
+            of finished instances), else None: a worker that holds a table
+            with the same token is not sent it again.
         """
         out: dict[str, pa.Table] = {}
+        tokens: dict[str, str | None] = {}
         history_rows = touched.ids_for(hot_rows, touched.history)
         result_rows = sql_hot.completed(touched.ids_for(hot_rows, touched.results))
         if not history_rows and not result_rows:
             if touched.workflows:
                 out["workflows"] = sql_hot.hot_workflows(hot_rows, {})
-            return out
+                tokens["workflows"] = _token("w", hot_rows, ())
+            return out, tokens
         keys = sql_hot.finished(hot_rows)
         cached: list[pa.Table] = []
         fresh: set[str] = set()  # finished instances to read and cache
@@ -597,13 +618,17 @@ class TierSQL:
             raise _Gone(f"{len(gone)} hot instance files gone since the cut (moved to warm)")
         if touched.workflows:
             out["workflows"] = sql_hot.hot_workflows(hot_rows, results)
+            tokens["workflows"] = _token("w", hot_rows, sorted(results.items()))
         if history_rows:
             live = [it for it in read if it[0]["workflow_id"] not in keys]
             if live:
                 cached.append(sql_hot.hot_history(live))
             if cached:
                 out["history"] = pa.concat_tables(cached)
-        return out
+                # Finished instances' events follow from their index rows (the cache's key).
+                finished_only = all(r[0] in keys for r in history_rows)
+                tokens["history"] = _token("h", history_rows, ()) if finished_only else None
+        return out, tokens
 
     def _read_hot(
         self, rows: Sequence[tuple[Any, ...]], gone: list[str]
@@ -624,6 +649,11 @@ _MAX_SNAPSHOT = 2**63 - 1
 
 def _timeout(bounds: SqlLimits) -> QueryTimeout:
     return QueryTimeout(f"SQL query stopped: it ran past the {bounds.timeout}s timeout")
+
+
+def _token(kind: str, rows: Sequence[tuple[Any, ...]], extra: Sequence[Any]) -> str:
+    """A name for hot data built from these index rows (and results)."""
+    return f"{kind}:{len(rows)}:{hash((tuple(rows), tuple(extra)))}"
 
 
 def _ipc(table: pa.Table) -> bytes:

@@ -30,6 +30,7 @@ batches (``B``), so a compromised worker cannot make the engine run code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import resource
@@ -110,6 +111,9 @@ class _Worker:
         self.fenced = fenced
         self.checker = guard.Checker()
         self.kept: dict[Any, duckdb.DuckDBPyConnection] = {}
+        # The last hot tables the engine sent that it can name (token, table): a query over
+        # the same finished instances is not sent them again.
+        self.hot: dict[str, tuple[str, pa.Table]] = {}
 
     def send(self, msg: dict[str, Any]) -> None:
         self.conn.send_bytes(b"J" + json.dumps(msg).encode())
@@ -135,13 +139,15 @@ class _Worker:
         _, hard = resource.getrlimit(resource.RLIMIT_DATA)
         if hard != resource.RLIM_INFINITY:
             soft = min(soft, hard)
-        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+        with contextlib.suppress(OSError, ValueError):  # where the OS has no such limit
+            resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
 
     def query(self, req: dict[str, Any]) -> None:
         con: duckdb.DuckDBPyConnection | None = None
         roots = tuple(req.get("roots") or ())
         try:
-            resource.setrlimit(resource.RLIMIT_DATA, _START)
+            with contextlib.suppress(OSError, ValueError):
+                resource.setrlimit(resource.RLIMIT_DATA, _START)
             self.checker.check(req["query"])
             native = bool(req["native"]) and self.fenced
             files: dict[tuple[str, str], list[str]] = req["files"]
@@ -182,15 +188,26 @@ class _Worker:
     def _hot(self, con: duckdb.DuckDBPyConnection, req: dict[str, Any]) -> bool:
         """Ask the engine for the hot data the plan touches; False if it says stop."""
         text = con.sql(f"EXPLAIN (FORMAT json) {req['query']}", params=req["params"]).fetchall()
-        self.send({"t": "touched", **plan.touched(str(text[0][1])).to_json()})
+        have = {name: token for name, (token, _) in self.hot.items()}
+        self.send({"t": "touched", "have": have, **plan.touched(str(text[0][1])).to_json()})
         reply = pickle.loads(self.conn.recv_bytes())
         if reply.get("op") != "hot":
             self.send({"t": "stopped"})
             return False
         for name in ("workflows", "history"):
             data = reply.get(name)
-            if data is not None:
-                con.register(f"__tf_hot_{name}", pa.ipc.open_stream(data).read_all())
+            if data is None:
+                continue
+            if data == "same":  # the engine's table is the one this worker holds
+                table = self.hot[name][1]
+            else:
+                table = pa.ipc.open_stream(data).read_all()
+                token = reply.get(f"{name}_token")
+                if token is not None:
+                    self.hot[name] = (token, table)
+                else:
+                    self.hot.pop(name, None)
+            con.register(f"__tf_hot_{name}", table)
         return True
 
     def _run(self, con: duckdb.DuckDBPyConnection, req: dict[str, Any]) -> None:
