@@ -185,6 +185,9 @@ class TierSQL:
         self.native_reads = native_reads
         self.hot_cache = HotCache(hot_cache_bytes)
         self.workers = Workers(max_workers)
+        # The first query needs a worker, which imports for about a second: start it now, so
+        # that it gets ready while this side reads the index, the catalog and hot files.
+        self.workers.prestart()
         self.leases = leases or ReadLeases(instances_dir.parent)
         self.retries = 0
         self._tables_seen = False

@@ -174,6 +174,10 @@ class Checker:
             raise InvalidArgument("SQL refused: the query is nested too deeply") from None
         if not isinstance(tree, dict) or tree.get("error"):
             why = tree.get("error_message") if isinstance(tree, dict) else None
+            if why and ("allocat" in why or "Out of Memory" in why):
+                raise InvalidArgument(
+                    f"SQL refused: the query needs more than the memory limit to parse: {why}"
+                )
             raise InvalidArgument(f"SQL refused: not a plain SELECT ({why or 'unreadable'})")
         statements = tree.get("statements") or []
         if len(statements) != 1:

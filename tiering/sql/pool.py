@@ -52,7 +52,7 @@ class WorkerProcess:
         pid: Its process id.
     """
 
-    def __init__(self, deadline: float | None) -> None:
+    def __init__(self) -> None:
         ours, theirs = socket.socketpair()
         try:
             self._proc = subprocess.Popen(
@@ -69,6 +69,17 @@ class WorkerProcess:
         self.pid = self._proc.pid
         self._conn = Connection(ours.detach())
         self.fenced = False
+        self._ready = False
+
+    def ready(self, deadline: float | None) -> None:
+        """Wait for the worker to say it is ready (once; it imports for about a second).
+
+        Raises:
+            Deadline: It was not ready by ``deadline`` (it is killed).
+            WorkerGone: It failed to start (it is killed).
+        """
+        if self._ready:
+            return
         try:
             tag, msg = self.recv(
                 deadline if deadline is not None else time.monotonic() + _START_LIMIT
@@ -80,6 +91,7 @@ class WorkerProcess:
             self.kill()
             raise WorkerGone("the SQL worker did not start")
         self.fenced = bool(msg.get("fenced"))
+        self._ready = True
 
     @property
     def alive(self) -> bool:
@@ -161,23 +173,24 @@ class Workers:
         self._closed = False
 
     def take(self, deadline: float | None) -> WorkerProcess:
-        """An idle worker, or a new one.
+        """An idle worker, or a new one, ready for a query.
 
         Raises:
-            Deadline: None was free before ``deadline``.
+            Deadline: None was free (or ready) before ``deadline``.
             StorageError: The pool is closed, or a worker could not start.
         """
         with self._cond:
             while True:
                 if self._closed:
                     raise StorageError("SQL across tiers: the engine is closed")
+                worker: WorkerProcess | None = None
                 while self._idle:
-                    worker = self._idle.pop()
-                    if worker.alive:
-                        self._busy += 1
-                        return worker
-                    worker.kill()
-                if self._busy < self.max_workers:
+                    candidate = self._idle.pop()
+                    if candidate.alive:
+                        worker = candidate
+                        break
+                    candidate.kill()
+                if worker is not None or self._busy < self.max_workers:
                     self._busy += 1
                     break
                 wait = None if deadline is None else deadline - time.monotonic()
@@ -185,7 +198,10 @@ class Workers:
                     raise Deadline()
                 self._cond.wait(wait)
         try:
-            return WorkerProcess(deadline)
+            if worker is None:
+                worker = WorkerProcess()
+            worker.ready(deadline)
+            return worker
         except BaseException as exc:
             with self._cond:
                 self._busy -= 1
@@ -195,6 +211,13 @@ class Workers:
             if isinstance(exc, WorkerGone | OSError):
                 raise StorageError(f"SQL across tiers: cannot start a SQL worker: {exc}") from None
             raise
+
+    def prestart(self) -> None:
+        """Start one worker now, without waiting for it, for the first query to take."""
+        with self._cond:
+            if self._closed or self._idle or self._busy:
+                return
+            self._idle.append(WorkerProcess())
 
     def give_back(self, worker: WorkerProcess) -> None:
         """Return a worker whose query ended (it may serve the next one)."""

@@ -148,6 +148,7 @@ class _Worker:
         try:
             with contextlib.suppress(OSError, ValueError):
                 resource.setrlimit(resource.RLIMIT_DATA, _START)
+            self._memory(int(req["memory_bytes"]))  # the check's tree is bounded too
             self.checker.check(req["query"])
             native = bool(req["native"]) and self.fenced
             files: dict[tuple[str, str], list[str]] = req["files"]
