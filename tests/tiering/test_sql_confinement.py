@@ -438,3 +438,22 @@ def test_the_cli_never_aborts(tmp_path: Path):
     assert [rc for rc, _ in results] == [2] * 100, [r for r in results if r[0] != 2][:3]
     assert all("refused" in err for _, err in results)
     assert not (tmp_path / "x.csv").exists()
+
+
+async def test_an_abandoned_stream_frees_its_worker_and_lease(tmp_path: Path):
+    from tierflow.tiering.leases import ReadLeases
+
+    data = tmp_path / "d"
+    async with Tierflow(data, ALL) as tf:
+        await finished(tf, 0, 3)
+        expected = (await tf.sql(LEGIT)).rows
+        result = await tf.sql("SELECT * FROM range(50000000) t(i)", stream=True, limit=None)
+        batches = result.batches()
+        assert next(batches).num_rows > 0
+        with ReadLeases(data).exclusive() as free:
+            assert not free  # the stream still reads its cut
+        result.close()  # stops the worker mid-stream
+        with ReadLeases(data).exclusive() as free:
+            assert free
+        assert (await tf.sql(LEGIT)).rows == expected
+        assert (await tf.sql("SELECT count(*) FROM range(1000)")).rows == [(1000,)]

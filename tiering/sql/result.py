@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -163,5 +164,13 @@ class SqlResult:
         return list(zip(*cols, strict=True)) if cols else []
 
     def close(self) -> None:
-        """Release the query's worker (idempotent); an unfinished stream is stopped."""
+        """Release the query's worker and read lease (idempotent); an unfinished stream stops.
+
+        A streamed result holds both until it is read to the end or closed: close
+        one you stop reading early (a result that is garbage-collected is closed too).
+        """
         self._close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._close()
