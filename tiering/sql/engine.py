@@ -322,7 +322,7 @@ class TierSQL:
             tag, msg = run.recv()
             if tag == "J" and msg.get("t") == "touched":
                 have = msg.get("have") if isinstance(msg.get("have"), dict) else {}
-                tag, msg = self._send_hot(run, Touched.from_json(msg), hot_rows, have)
+                tag, msg = self._send_hot(run, _touched(msg), hot_rows, have)
             if tag == "J" and msg.get("t") == "error":
                 run.finish(clean=True)  # the worker caught it and is between queries
                 raise self._failure(msg, files)
@@ -331,10 +331,14 @@ class TierSQL:
             tag, raw = run.recv()
             if tag != "S":
                 raise WorkerGone("the SQL worker sent no schema")
-            schema = pa.ipc.read_schema(pa.py_buffer(raw))
+            try:
+                schema = pa.ipc.read_schema(pa.py_buffer(raw))
+                columns, types = list(msg["columns"]), list(msg["types"])
+            except (KeyError, TypeError, pa.ArrowException) as exc:
+                raise WorkerGone(f"the SQL worker sent a bad schema ({exc})") from None
             result = SqlResult(
-                [str(c) for c in msg["columns"]],
-                [str(t) for t in msg["types"]],
+                [str(c) for c in columns],
+                [str(t) for t in types],
                 iter(()),
                 schema,
                 lambda: run.finish(clean=False),
@@ -395,7 +399,11 @@ class TierSQL:
             while True:
                 tag, msg = run.recv()
                 if tag == "B":
-                    yield pa.ipc.read_record_batch(pa.py_buffer(msg), schema)
+                    try:
+                        batch = pa.ipc.read_record_batch(pa.py_buffer(msg), schema)
+                    except pa.ArrowException as exc:
+                        raise WorkerGone(f"the SQL worker sent a bad batch ({exc})") from None
+                    yield batch
                     continue
                 if tag == "J" and msg.get("t") == "end":
                     result.truncated = bool(msg.get("truncated"))
@@ -652,6 +660,13 @@ _MAX_SNAPSHOT = 2**63 - 1
 
 def _timeout(bounds: SqlLimits) -> QueryTimeout:
     return QueryTimeout(f"SQL query stopped: it ran past the {bounds.timeout}s timeout")
+
+
+def _touched(msg: dict[str, Any]) -> Touched:
+    try:
+        return Touched.from_json(msg)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise WorkerGone(f"the SQL worker sent a bad plan summary ({exc})") from None
 
 
 def _token(kind: str, rows: Sequence[tuple[Any, ...]], extra: Sequence[Any]) -> str:
