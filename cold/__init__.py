@@ -11,8 +11,9 @@ files, expires snapshots and removes orphan files (none of which pyiceberg
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tierflow.hot.lazy import lazy_names
 
 if TYPE_CHECKING:
     from tierflow.cold.catalog import CatalogSettings, ColdTables
@@ -30,10 +31,6 @@ _HOME = {
     "ColdWriter": "writer",
 }
 
-
-def __getattr__(name: str) -> Any:
-    # Imported on first use: pyiceberg takes a second to import, and a reader of the
-    # schema alone (cold.schema) needs none of it.
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+# Imported on first use: pyiceberg takes a second to import, and a reader of the schema
+# alone (cold.schema) needs none of it.
+__getattr__ = lazy_names(__name__, _HOME)

@@ -20,8 +20,9 @@ needs none of the engine's (pyiceberg among them).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tierflow.hot.lazy import lazy_names
 
 if TYPE_CHECKING:
     from tierflow.tiering.sql.engine import AsOf, QueryTimeout, TierSQL
@@ -41,7 +42,4 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+__getattr__ = lazy_names(__name__, _HOME)

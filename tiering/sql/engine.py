@@ -39,6 +39,7 @@ as of that moment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pickle
@@ -121,6 +122,26 @@ class _Run:
 
     def recv(self) -> tuple[str, Any]:
         return self.worker.recv(self.deadline)
+
+    @contextlib.contextmanager
+    def guarded(self, bounds: SqlLimits) -> Iterator[None]:
+        """Kill the worker when anything goes wrong; translate a deadline or a stopped worker.
+
+        A worker already given back (its query ended) is not touched again; one
+        still busy, e.g. a stream abandoned mid-way (``GeneratorExit``), can only
+        be stopped by a kill.
+        """
+        try:
+            yield
+        except BaseException as exc:
+            self.finish(clean=False)
+            if isinstance(exc, Deadline):
+                raise _timeout(bounds) from None
+            if isinstance(exc, WorkerGone):
+                raise StorageError(
+                    f"SQL across tiers: the query stopped its worker: {exc}"
+                ) from None
+            raise
 
     def finish(self, clean: bool) -> None:
         """Give the worker back (it is between queries) or kill it (idempotent)."""
@@ -300,7 +321,7 @@ class TierSQL:
         except Deadline:
             raise _timeout(bounds) from None
         run = _Run(self.workers, worker, deadline, lease)
-        try:
+        with run.guarded(bounds):
             native = self._native(files) and worker.fenced
             worker.send(
                 {
@@ -347,15 +368,6 @@ class TierSQL:
             if not stream:
                 result.to_arrow()
             return result
-        except Deadline:
-            run.finish(clean=False)
-            raise _timeout(bounds) from None
-        except WorkerGone as exc:
-            run.finish(clean=False)
-            raise StorageError(f"SQL across tiers: the query stopped its worker: {exc}") from None
-        except BaseException:
-            run.finish(clean=False)  # no-op when the worker was already given back
-            raise
 
     def _send_hot(
         self,
@@ -395,7 +407,7 @@ class TierSQL:
         retry: bool,
     ) -> Iterator[pa.RecordBatch]:
         """The result's batches as the worker sends them; the worker goes back at the end."""
-        try:
+        with run.guarded(bounds):
             while True:
                 tag, msg = run.recv()
                 if tag == "B":
@@ -416,14 +428,6 @@ class TierSQL:
                         raise StorageError(f"SQL across tiers: {failure}") from None
                     raise failure
                 raise WorkerGone(f"unexpected message {tag!r} from the SQL worker")
-        except Deadline:
-            run.finish(clean=False)
-            raise _timeout(bounds) from None
-        except WorkerGone as exc:
-            run.finish(clean=False)
-            raise StorageError(f"SQL across tiers: the query stopped its worker: {exc}") from None
-        finally:
-            run.finish(clean=False)  # abandoned mid-stream: only a kill stops it
 
     def _failure(self, msg: dict[str, Any], files: dict[tuple[str, str], list[str]]) -> Exception:
         """The error a worker's failure report stands for."""
