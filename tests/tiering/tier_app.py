@@ -69,10 +69,10 @@ async def populate(tf: Tierflow, n: int) -> list[str]:
 def kill_in_put(n: int) -> None:
     """SIGKILL this process while it writes the ``n``-th Parquet object to the store."""
     from tierflow.hot.durable_fs import DurableFile
-    from tierflow.warm.storage import ObjectStore
+    from tierflow.warm.storage.s3 import _S3Backend
 
     seen = itertools.count(1)
-    real_write, real_put_s3 = DurableFile.write, ObjectStore._put_s3
+    real_write, real_put_s3 = DurableFile.write, _S3Backend.put
 
     def write(self: DurableFile, data: bytes | memoryview) -> int:
         if self.path.suffix == ".parquet" and next(seen) == n:
@@ -82,13 +82,13 @@ def kill_in_put(n: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return real_write(self, data)
 
-    def put_s3(self: ObjectStore, key: str, data: bytes | memoryview, **kw: Any) -> None:
+    def put_s3(self: _S3Backend, key: str, data: bytes | memoryview, **kw: Any) -> None:
         if key.endswith(".parquet") and next(seen) == n:
             os.kill(os.getpid(), signal.SIGKILL)
         real_put_s3(self, key, data, **kw)
 
     DurableFile.write = write  # type: ignore[method-assign]
-    ObjectStore._put_s3 = put_s3  # type: ignore[method-assign]
+    _S3Backend.put = put_s3  # type: ignore[method-assign]
 
 
 async def main(mode: str, data: str, args: list[str]) -> None:
