@@ -31,8 +31,10 @@ $(BENCH_STAMP): $(STAMP)
 demo: $(LINKS)
 	$(BIN)/tierflow demo
 
+# One pytest worker per core (pytest-xdist); worksteal keeps both busy to the end when a
+# few tests are long. Every test isolates itself (own tmp dir, own moto server per worker).
 test: $(LINKS)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist worksteal
 
 lint: $(LINKS)
 	$(BIN)/ruff format --check hot warm cold tiering api tests

@@ -23,6 +23,8 @@ from tierflow import (
 from tierflow.hot.fork import FORKED_AT_EVENT, FORKED_FROM, fork_boundaries
 from tierflow.hot.replay import Matcher, recorded_operations
 
+from tests.conftest import wait_closed
+
 calls: dict[str, int] = {}
 
 
@@ -102,6 +104,8 @@ async def test_replay_returns_the_result_and_runs_and_writes_nothing(tmp_path, u
         h = await tf.run(order_v1, key, workflow_id=wid)
         expected = await h.result(timeout=10)
         path = tf.engine.instance_path(wid)
+        # The runner closes the finished file (its last write) after run() returns.
+        await wait_closed(path)
         before = (len(await tf.history(wid)), os.stat(path).st_mtime_ns, ran(key))
         r = await tf.replay(wid)
         assert (r.workflow_id, r.tier, r.status, r.result) == (wid, "hot", "completed", expected)

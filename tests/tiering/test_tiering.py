@@ -233,8 +233,8 @@ async def test_kill_at_each_point_then_rerun(make_store, tmp_path: Path, point: 
     store = make_store()
     data = tmp_path / "data"
     env = _env_for(store)
-    assert _run("populate", data, env, "60").returncode == 0
     async with Tierflow(data, WORKFLOWS, warm_store=store) as tf:
+        await populate(tf, 60)  # in this process: only the tiering passes need their own
         ids = [i.workflow_id for i in (await tf.list(limit=100)).items]
         before = await readable(tf, ids)
     killed = _run("tier", data, {**env, "TIERFLOW_CRASH_AT": point})
