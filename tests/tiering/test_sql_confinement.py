@@ -398,11 +398,20 @@ async def test_values_python_cannot_hold_come_back_as_text(tmp_path: Path):
 def test_the_cli_never_aborts(tmp_path: Path):
     """100 refused queries, each its own `tierflow sql` process: exit code 2 every time."""
     data = tmp_path / "d"
-    # One in ten is refused by the worker (the engine opens, starts it and stops it at
+    # One in twenty is refused by the worker (the engine opens, starts it and stops it at
     # exit); the rest by their statement type, before the data directory is opened.
     queries = [
         "SELECT * FROM read_csv('/etc/passwd')",
         "DROP VIEW workflows",
+        "DELETE FROM history",
+        "UPDATE workflows SET status = 'x'",
+        "INSERT INTO history SELECT * FROM history",
+        "DETACH memory",
+        "LOAD httpfs",
+        "PRAGMA version",
+        "CALL pragma_version()",
+        "CHECKPOINT",
+        "EXPLAIN SELECT 1",
         f"COPY (SELECT 1) TO '{tmp_path / 'x.csv'}'",
         "UPDATE EXTENSIONS",
         "SET threads = 1",
