@@ -543,8 +543,6 @@ def sql_cmd(
     ] = None,
 ) -> None:
     """Run one read-only SQL query across hot, warm and cold (views: workflows, history, ...)."""
-    from tierflow.tiering.sql.output import write_result
-
     if fmt not in ("table", "json", "csv", "parquet"):
         raise typer.BadParameter("--format must be table, json, csv or parquet")
     if fmt == "parquet" and output is None:
@@ -559,6 +557,8 @@ def sql_cmd(
             raise typer.Exit(2) from None
 
     async def go(tf: Tierflow) -> None:
+        from tierflow.tiering.sql.output import write_result
+
         result = await tf.sql(
             query,
             list(param) if param else None,

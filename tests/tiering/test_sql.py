@@ -183,7 +183,7 @@ async def test_each_workflow_once_while_another_process_tiers_and_compacts(
         ids = await finished(tf, 0, 120)
         waiting = await paused(tf, 30)
         truth_events = await events_of(tf, ids + waiting)
-    env = {**_env_for(store), "SQL_APP_BATCH": "10", "SQL_APP_COMMIT_EVENTS": "600"}
+    env = {**_env_for(store), "SQL_APP_BATCH": "5", "SQL_APP_COMMIT_EVENTS": "400"}
     env.pop("TIERFLOW_CRASH_AT", None)
     tf = Tierflow(data, ALL, warm_store=store)
     tf.open()
