@@ -39,6 +39,7 @@ from tierflow.hot.rows import (
 __all__ = [
     "EVENT_COLUMNS",
     "INSTANCE_COLUMNS",
+    "INSTANCE_FILE_SUFFIXES",
     "INSTANCE_STATE",
     "SCHEMA_VERSION",
     "EventRow",
@@ -54,6 +55,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+
+# An instance file and the two files SQLite keeps beside it in WAL mode.
+INSTANCE_FILE_SUFFIXES = ("", "-wal", "-shm")
 
 INSTANCE_STATE: tuple[Column, ...] = (
     Column(
@@ -360,8 +364,7 @@ class SparePool:
         with self._lock:
             for inst in self._ready:
                 inst.close()
-                for suffix in ("", "-wal", "-shm"):
-                    Path(str(inst.path) + suffix).unlink(missing_ok=True)
+                delete_instance_file(inst.path)
             self._ready.clear()
 
 
@@ -390,8 +393,7 @@ def remove_orphan_spares(instances_dir: Path, owner_id: str, referenced: set[str
                 continue
             used = 0
         if used == 0:
-            for suffix in ("", "-wal", "-shm"):
-                Path(str(path) + suffix).unlink(missing_ok=True)
+            delete_instance_file(path)
             removed += 1
     return removed
 
@@ -729,7 +731,7 @@ def quarantine(path: Path, quarantine_dir: Path) -> Path:
     quarantine_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     target = quarantine_dir / f"{path.name}.{stamp}.{os.getpid()}"
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in INSTANCE_FILE_SUFFIXES:
         src = Path(str(path) + suffix)
         if src.exists():
             os.replace(src, Path(str(target) + suffix))
@@ -773,7 +775,12 @@ def read_for_archive(path: Path) -> tuple[dict[str, Any], list[tuple[Any, ...]]]
         conn.close()
 
 
-def delete_instance_file(path: Path) -> None:
-    """Remove an instance file and its WAL/SHM (missing files are fine)."""
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
+def delete_instance_file(path: Path | str) -> None:
+    """Remove an instance file and its WAL/SHM (missing files are fine).
+
+    Plain ``os.unlink``: tiering calls this once per archived file.
+    """
+    base = str(path)
+    for suffix in INSTANCE_FILE_SUFFIXES:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(base + suffix)
