@@ -30,9 +30,9 @@ from tierflow.hot.errors import (
 )
 from tierflow.hot.executor import Execution
 from tierflow.hot.ids import validate_workflow_id
-from tierflow.hot.models import EventType, from_micros, to_micros
+from tierflow.hot.models import EventType, Status, from_micros, to_micros
 from tierflow.hot.retry import RetryPolicy, parse_duration
-from tierflow.hot.store import EventRow, OpRecord
+from tierflow.hot.store import EventRow, OpKind, OpRecord, OpStatus
 
 __all__ = ["ChildHandle", "WorkflowContext"]
 
@@ -100,25 +100,25 @@ class WorkflowContext:
         policy = retry or _NO_RETRY
         limit = None if timeout is None else parse_duration(timeout)
         seq = ex.next_seq()
-        rec = ex.record_for(seq, "step", name)
+        rec = ex.record_for(seq, OpKind.STEP, name)
         attempt = 1
         if rec is not None:
-            if rec.status == "completed":
+            if rec.status == OpStatus.COMPLETED:
                 return serde.decode(rec.result)
-            if rec.status == "failed":
+            if rec.status == OpStatus.FAILED:
                 raise _rebuild_step_error(ex.workflow_id, name, rec)
-            if rec.status == "cancelled":
+            if rec.status == OpStatus.CANCELLED:
                 raise WorkflowCancelled(ex.cancel_reason)
-            if rec.status == "retrying":
+            if rec.status == OpStatus.RETRYING:
                 wake = rec.wake_at or 0
                 if ex.now_us() < wake:
-                    ex.check_cancel(seq, "step", name)
+                    ex.check_cancel(seq, OpKind.STEP, name)
                     if (wake - ex.now_us()) / 1e6 > ex.env.inline_sleep_threshold:
                         raise ex.suspend(wake, "retry")
                     await ex.env.clock.sleep_until(wake / 1_000_000)
                     ex.check_alive()
                 attempt = rec.attempt + 1
-        ex.check_cancel(seq, "step", name)
+        ex.check_cancel(seq, OpKind.STEP, name)
         while True:
             await ex.flush_values()
             started = ex.now_us()
@@ -160,7 +160,7 @@ class WorkflowContext:
                 raise ex.suspend(wake, "retry")
             await ex.env.clock.sleep_until(wake / 1_000_000)
             ex.check_alive()
-            ex.check_cancel(seq, "step", name)
+            ex.check_cancel(seq, OpKind.STEP, name)
             attempt += 1
 
     async def _fail_step(
@@ -203,7 +203,14 @@ class WorkflowContext:
                 )
             )
             op = OpRecord(
-                seq, "step", name, "retrying", attempt, None, serde.encode(info, what="error"), wake
+                seq,
+                OpKind.STEP,
+                name,
+                OpStatus.RETRYING,
+                attempt,
+                None,
+                serde.encode(info, what="error"),
+                wake,
             )
             await ex.commit(events=events, ops=[op])
             return wake
@@ -221,7 +228,9 @@ class WorkflowContext:
         info["attempts"] = attempt
         info["exhausted"] = exhausted
         info["timeout"] = isinstance(exc, StepTimeout)
-        op = OpRecord(seq, "step", name, "failed", attempt, None, serde.encode(info, what="error"))
+        op = OpRecord(
+            seq, OpKind.STEP, name, OpStatus.FAILED, attempt, None, serde.encode(info, what="error")
+        )
         await ex.commit(events=events, ops=[op])
         raise _rebuild_step_error(ex.workflow_id, name, op) from exc
 
@@ -245,12 +254,12 @@ class WorkflowContext:
     async def _timer(self, wake_live: int, seconds: float | None) -> None:
         ex = self._ex
         seq = ex.next_seq()
-        rec = ex.record_for(seq, "timer", "sleep")
+        rec = ex.record_for(seq, OpKind.TIMER, "sleep")
         pending: asyncio.Task[None] | None = None
         if rec is None:
-            ex.check_cancel(seq, "timer", "sleep")
+            ex.check_cancel(seq, OpKind.TIMER, "sleep")
             now = ex.now_us()
-            rec = OpRecord(seq, "timer", "sleep", "waiting", wake_at=wake_live)
+            rec = OpRecord(seq, OpKind.TIMER, "sleep", OpStatus.WAITING, wake_at=wake_live)
             started = ex.event(
                 EventType.TIMER_STARTED,
                 payload={
@@ -267,15 +276,15 @@ class WorkflowContext:
             # Short wait: make the timer durable while the wait runs. If the process
             # dies before that commit lands, a replay simply starts the timer again.
             pending = asyncio.ensure_future(ex.commit(events=[started], ops=[rec]))
-        if rec.status == "completed":
+        if rec.status == OpStatus.COMPLETED:
             return
-        if rec.status == "cancelled":
+        if rec.status == OpStatus.CANCELLED:
             raise WorkflowCancelled(ex.cancel_reason)
         wake = rec.wake_at or 0
         try:
             if ex.now_us() < wake:
                 if pending is None:
-                    ex.check_cancel(seq, "timer", "sleep")
+                    ex.check_cancel(seq, OpKind.TIMER, "sleep")
                     if (wake - ex.now_us()) / 1e6 > ex.env.inline_sleep_threshold:
                         raise ex.suspend(wake, "timer")
                 await ex.env.clock.sleep_until(wake / 1_000_000)
@@ -285,7 +294,7 @@ class WorkflowContext:
                 await pending
         ex.buffer(
             events=[ex.event(EventType.TIMER_FIRED, payload={"seq": seq})],
-            ops=[OpRecord(seq, "timer", "sleep", "completed", wake_at=wake)],
+            ops=[OpRecord(seq, OpKind.TIMER, "sleep", OpStatus.COMPLETED, wake_at=wake)],
         )
 
     # -- signals -----------------------------------------------------------------
@@ -313,15 +322,15 @@ class WorkflowContext:
             raise InvalidArgument("signal name must be a non-empty string")
         seconds = None if timeout is None else parse_duration(timeout)
         seq = ex.next_seq()
-        rec = ex.record_for(seq, "signal", name)
-        if rec is not None and rec.status == "completed":
+        rec = ex.record_for(seq, OpKind.SIGNAL, name)
+        if rec is not None and rec.status == OpStatus.COMPLETED:
             return self._signal_result(name, rec, default)
-        if rec is not None and rec.status == "cancelled":
+        if rec is not None and rec.status == OpStatus.CANCELLED:
             raise WorkflowCancelled(ex.cancel_reason)
         if rec is None:
-            ex.check_cancel(seq, "signal", name)
+            ex.check_cancel(seq, OpKind.SIGNAL, name)
             wake = None if seconds is None else ex.now_us() + to_micros(seconds)
-            rec = OpRecord(seq, "signal", name, "waiting", wake_at=wake)
+            rec = OpRecord(seq, OpKind.SIGNAL, name, OpStatus.WAITING, wake_at=wake)
             ex.buffer(ops=[rec])  # written with the pause, or with the delivery
         taken = ex.consuming()  # taken by an earlier wait, not yet committed
         waiting = [w for w in await ex.read_signals(name) if w[0] not in taken]
@@ -333,7 +342,7 @@ class WorkflowContext:
         if rec.wake_at is not None and ex.now_us() >= rec.wake_at:
             done = self._settle_signal(seq, name, {"timeout": True}, [])
             return self._signal_result(name, done, default)
-        ex.check_cancel(seq, "signal", name)
+        ex.check_cancel(seq, OpKind.SIGNAL, name)
         raise ex.suspend(rec.wake_at, "signal")
 
     def _settle_signal(
@@ -348,7 +357,11 @@ class WorkflowContext:
         """
         ex = self._ex
         done = OpRecord(
-            seq, "signal", name, "completed", result=serde.encode(outcome, what="signal")
+            seq,
+            OpKind.SIGNAL,
+            name,
+            OpStatus.COMPLETED,
+            result=serde.encode(outcome, what="signal"),
         )
         event = ex.event(
             EventType.VALUE_RECORDED, step=f"signal:{name}", payload={"seq": seq, "value": outcome}
@@ -382,16 +395,16 @@ class WorkflowContext:
         ex = self._ex
         type_name = ex.env.workflow_type_name(wf)
         seq = ex.next_seq()
-        rec = ex.record_for(seq, "child", type_name)
+        rec = ex.record_for(seq, OpKind.CHILD, type_name)
         if rec is not None:
-            if rec.status == "cancelled":
+            if rec.status == OpStatus.CANCELLED:
                 raise WorkflowCancelled(ex.cancel_reason)
             child_id = serde.decode(rec.result)["workflow_id"]
             if not ex.query_mode:
                 # Idempotent: the child exists unless we died between the two writes.
                 await ex.env.start_child(type_name, input, child_id, self.workflow_id)
             return ChildHandle(self, child_id, type_name)
-        ex.check_cancel(seq, "child", type_name)
+        ex.check_cancel(seq, OpKind.CHILD, type_name)
         child_id = workflow_id or f"{self.workflow_id[:200]}:child-{seq.replace(':', '-')}"
         validate_workflow_id(child_id)
         # Values the workflow has seen (a signal, now(), uuid()) may be in the
@@ -401,9 +414,9 @@ class WorkflowContext:
         await ex.env.start_child(type_name, input, child_id, self.workflow_id)
         op = OpRecord(
             seq,
-            "child",
+            OpKind.CHILD,
             type_name,
-            "started",
+            OpStatus.STARTED,
             result=serde.encode({"workflow_id": child_id}, what="child"),
         )
         await ex.commit(
@@ -430,21 +443,21 @@ class WorkflowContext:
     async def _child_result(self, child_id: str, type_name: str) -> Any:
         ex = self._ex
         seq = ex.next_seq()
-        rec = ex.record_for(seq, "child-result", child_id)
-        if rec is None or rec.status == "waiting":
-            ex.check_cancel(seq, "child-result", child_id)
+        rec = ex.record_for(seq, OpKind.CHILD_RESULT, child_id)
+        if rec is None or rec.status == OpStatus.WAITING:
+            ex.check_cancel(seq, OpKind.CHILD_RESULT, child_id)
             outcome = await ex.env.child_outcome(child_id)
             if outcome is None:
                 if rec is None:
-                    ex.buffer(ops=[OpRecord(seq, "child-result", child_id, "waiting")])
+                    ex.buffer(ops=[OpRecord(seq, OpKind.CHILD_RESULT, child_id, OpStatus.WAITING)])
                 raise ex.suspend(None, "child")
             status, result, error = outcome
-            ok = status == "completed"
+            ok = status == Status.COMPLETED
             rec = OpRecord(
                 seq,
-                "child-result",
+                OpKind.CHILD_RESULT,
                 child_id,
-                "completed" if ok else "failed",
+                OpStatus.COMPLETED if ok else OpStatus.FAILED,
                 result=serde.encode(result, what="child result") if ok else None,
                 error=None
                 if ok
@@ -454,9 +467,9 @@ class WorkflowContext:
             payload: dict[str, Any] = {"seq": seq, "workflow_id": child_id}
             payload.update({"result": result} if ok else {"status": status, "error": error})
             await ex.commit(ops=[rec], events=[ex.event(etype, step=type_name, payload=payload)])
-        if rec.status == "cancelled":
+        if rec.status == OpStatus.CANCELLED:
             raise WorkflowCancelled(ex.cancel_reason)
-        if rec.status == "completed":
+        if rec.status == OpStatus.COMPLETED:
             return serde.decode(rec.result)
         err = serde.decode(rec.error) or {}
         raise ChildWorkflowFailed(
@@ -472,13 +485,13 @@ class WorkflowContext:
     def _value(self, name: str, make: Callable[[], Any]) -> Any:
         ex = self._ex
         seq = ex.next_seq()
-        rec = ex.record_for(seq, "value", name)
+        rec = ex.record_for(seq, OpKind.VALUE, name)
         if rec is not None:
             return serde.decode(rec.result)
         value = make()
         text = serde.encode(value, what=name)
         ex.buffer(
-            ops=[OpRecord(seq, "value", name, "completed", result=text)],
+            ops=[OpRecord(seq, OpKind.VALUE, name, OpStatus.COMPLETED, result=text)],
             events=[
                 ex.event(EventType.VALUE_RECORDED, step=name, payload={"seq": seq, "value": value})
             ],
@@ -537,7 +550,7 @@ def _completed(
             payload={"seq": seq, "result": serde.decode(text)},
         ),
     ]
-    return events, OpRecord(seq, "step", name, "completed", attempt, text)
+    return events, OpRecord(seq, OpKind.STEP, name, OpStatus.COMPLETED, attempt, text)
 
 
 def _call_sync(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -45,10 +45,13 @@ from tierflow.hot.errors import (
     error_info,
 )
 from tierflow.hot.models import EventType, Status, to_micros
-from tierflow.hot.store import EventRow, InstanceFile, InstanceState, OpRecord
+from tierflow.hot.store import EventRow, InstanceFile, InstanceState, OpKind, OpRecord, OpStatus
 
 __all__ = ["Execution", "ExecutionEnv", "Outcome", "Suspend", "Terminated"]
 
+
+# Statuses of a record a query replay may return (a settled outcome, or a started child).
+_SETTLED = (OpStatus.COMPLETED, OpStatus.FAILED, OpStatus.CANCELLED, OpStatus.STARTED)
 
 # (execution token, branch name) of the running task; inherited by the tasks it creates.
 _BRANCH: ContextVar[tuple[object, str] | None] = ContextVar("tierflow_branch", default=None)
@@ -237,7 +240,7 @@ class Execution:
         self.pending = _Pending()
         self.cancel_requested = bool(state.row["cancel_requested"])
         self.cancel_reason: str | None = state.row["cancel_reason"]
-        self.cancel_delivered = any(op.status == "cancelled" for op in self.ops.values())
+        self.cancel_delivered = any(op.status == OpStatus.CANCELLED for op in self.ops.values())
         self.terminated = False
         self.suspending: Suspend | None = None
         self.attributes: dict[str, Any] = serde.decode(state.row["attributes"]) or {}
@@ -316,7 +319,7 @@ class Execution:
             self._branch_of[task] = "0"
         _BRANCH.set((self._token, "0"))
 
-    def record_for(self, seq: str, kind: str, name: str) -> OpRecord | None:
+    def record_for(self, seq: str, kind: OpKind, name: str) -> OpRecord | None:
         """Return the record at ``seq`` after checking it matches, or None if live.
 
         Raises:
@@ -328,7 +331,7 @@ class Execution:
             if self.query_mode:
                 raise QueryStop()
             return None
-        if self.query_mode and rec.status not in ("completed", "failed", "cancelled", "started"):
+        if self.query_mode and rec.status not in _SETTLED:
             raise QueryStop()
         self.replayed += 1
         if rec.kind != kind or rec.name != name:
@@ -531,11 +534,11 @@ class Execution:
 
     # -- cancellation ----------------------------------------------------------
 
-    def check_cancel(self, seq: str, kind: str, name: str) -> None:
+    def check_cancel(self, seq: str, kind: OpKind, name: str) -> None:
         """Deliver a pending cancellation at this live operation, recording where."""
         if self.cancel_requested and not self.cancel_delivered:
             self.cancel_delivered = True
-            self.buffer(ops=[OpRecord(seq, kind, name, "cancelled")])
+            self.buffer(ops=[OpRecord(seq, kind, name, OpStatus.CANCELLED)])
             raise WorkflowCancelled(self.cancel_reason)
 
     # -- running ---------------------------------------------------------------

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,9 @@ __all__ = [
     "IncompleteInstance",
     "InstanceFile",
     "InstanceState",
+    "OpKind",
     "OpRecord",
+    "OpStatus",
     "SparePool",
     "delete_instance_file",
     "quarantine",
@@ -169,15 +172,38 @@ class EventRow:
     payload: str | None = None
 
 
+class OpKind(StrEnum):
+    """What a durable operation is (``operations.kind``)."""
+
+    STEP = "step"
+    TIMER = "timer"
+    VALUE = "value"
+    SIGNAL = "signal"
+    CHILD = "child"
+    CHILD_RESULT = "child-result"
+
+
+class OpStatus(StrEnum):
+    """Where a durable operation stands (``operations.status``)."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    STARTED = "started"  # a child that was started
+    WAITING = "waiting"
+    RETRYING = "retrying"
+
+
 @dataclass
 class OpRecord:
     """The replay record of one durable operation, keyed by its position ``seq``.
 
     Attributes:
         seq: Key of the operation: ``"<branch>:<n>"`` (see ``Execution.next_seq``).
-        kind: ``step``, ``timer``, ``value``, ``signal``, ``child``.
+        kind: An :class:`OpKind` value. Records read from a file hold the plain
+            text, which compares equal to the enum member.
         name: Step name, signal name, value kind, ...; checked on replay.
-        status: ``completed``, ``failed``, ``retrying``, ``waiting``, ``cancelled``.
+        status: An :class:`OpStatus` value (plain text when read from a file).
         attempt: Attempts made so far (steps).
         result: JSON text of the result.
         error: JSON text describing the failure.
