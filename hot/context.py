@@ -12,7 +12,7 @@ import asyncio
 import functools
 import inspect
 import uuid as _uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -113,10 +113,7 @@ class WorkflowContext:
                 wake = rec.wake_at or 0
                 if ex.now_us() < wake:
                     ex.check_cancel(seq, OpKind.STEP, name)
-                    if (wake - ex.now_us()) / 1e6 > ex.env.inline_sleep_threshold:
-                        raise ex.suspend(wake, "retry")
-                    await ex.env.clock.sleep_until(wake / 1_000_000)
-                    ex.check_alive()
+                    await ex.wait_until(wake, "retry")
                 attempt = rec.attempt + 1
         ex.check_cancel(seq, OpKind.STEP, name)
         while True:
@@ -126,11 +123,11 @@ class WorkflowContext:
                 # Fast path: one hop on the I/O pool commits what is buffered, then
                 # runs the body; the result is written by the next commit.
                 records = functools.partial(_completed, ex, seq, name, attempt, started)
-                ex.step_count += 1
+                ex.count_step()
                 ok, out = await ex.run_step_deferred(lambda: _call_sync(fn, args, kwargs), records)
                 if ok:
                     return serde.decode(out.result)
-                ex.step_count -= 1
+                ex.uncount_step()
                 exc = out
             else:
                 if ex.has_pending():  # earlier results must be durable before this side effect
@@ -145,7 +142,7 @@ class WorkflowContext:
                 else:
                     # Like the fast path: written by the next commit, before any
                     # later side effect.
-                    ex.step_count += 1
+                    ex.count_step()
                     ex.buffer(events=events, ops=[op])
                     return serde.decode(op.result)
             # A result that cannot be recorded is a bug in the step, not a transient
@@ -156,10 +153,7 @@ class WorkflowContext:
             )
             # Retry scheduled and durable. A long backoff unloads the instance; a
             # short one waits here, exactly as a resumed replay would.
-            if (wake - ex.now_us()) / 1e6 > ex.env.inline_sleep_threshold:
-                raise ex.suspend(wake, "retry")
-            await ex.env.clock.sleep_until(wake / 1_000_000)
-            ex.check_alive()
+            await ex.wait_until(wake, "retry")
             ex.check_cancel(seq, OpKind.STEP, name)
             attempt += 1
 
@@ -269,7 +263,7 @@ class WorkflowContext:
                 },
                 at=now,
             )
-            if (wake_live - now) / 1e6 > ex.env.inline_sleep_threshold:
+            if ex.is_long_wait(wake_live, now):
                 # Long wait: the timer is written with workflow.paused, one commit.
                 ex.buffer(events=[started], ops=[rec])
                 raise ex.suspend(wake_live, "timer")
@@ -285,10 +279,9 @@ class WorkflowContext:
             if ex.now_us() < wake:
                 if pending is None:
                     ex.check_cancel(seq, OpKind.TIMER, "sleep")
-                    if (wake - ex.now_us()) / 1e6 > ex.env.inline_sleep_threshold:
-                        raise ex.suspend(wake, "timer")
-                await ex.env.clock.sleep_until(wake / 1_000_000)
-                ex.check_alive()
+                    await ex.wait_until(wake, "timer")
+                else:  # a short wait whose timer is being committed
+                    await ex.sleep_until(wake)
         finally:
             if pending is not None:
                 await pending
@@ -520,18 +513,22 @@ class WorkflowContext:
         They are stored in the instance and in the index, so
         ``list(attributes={...})`` finds the instance without opening its file.
         """
-        for key, value in attributes.items():
-            if not isinstance(value, _ATTR_TYPES):
-                raise InvalidArgument(
-                    f"attribute {key!r} has type {type(value).__name__}; "
-                    "use str, int, float, bool or datetime"
-                )
-            self._ex.attributes[key] = value.isoformat() if isinstance(value, datetime) else value
-        self._ex.attributes_dirty = True
+        self._ex.set_attributes(_checked_attributes(attributes))
 
     def set_query_handler(self, name: str, fn: Callable[..., Any]) -> None:
         """Answer queries named ``name`` with ``fn(*args)`` (must not block or mutate)."""
-        self._ex.query_handlers[name] = fn
+        self._ex.set_query_handler(name, fn)
+
+
+def _checked_attributes(attributes: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """Yield ``(name, stored value)``; raise at the first value of a type not allowed."""
+    for key, value in attributes.items():
+        if not isinstance(value, _ATTR_TYPES):
+            raise InvalidArgument(
+                f"attribute {key!r} has type {type(value).__name__}; "
+                "use str, int, float, bool or datetime"
+            )
+        yield key, value.isoformat() if isinstance(value, datetime) else value
 
 
 def _completed(

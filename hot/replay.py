@@ -365,7 +365,7 @@ class _ReplayExecution(Execution):
         if rec is None:
             # A BaseException: user code's ``except Exception`` cannot swallow it.
             raise QueryStop()
-        self.replayed += 1
+        self.count_replayed()
         return rec
 
 
