@@ -13,7 +13,7 @@ from typing import Any
 
 from tierflow.hot import serde
 from tierflow.hot.models import EventType, HistoryEvent, WorkflowInfo
-from tierflow.hot.store import InstanceState, OpRecord
+from tierflow.hot.store import InstanceState, OpKind, OpRecord, OpStatus
 
 __all__ = ["ops_from_history", "state_from_history"]
 
@@ -31,9 +31,9 @@ def ops_from_history(events: list[HistoryEvent]) -> dict[str, OpRecord]:
         if t == EventType.STEP_COMPLETED:
             ops[seq] = OpRecord(
                 seq,
-                "step",
+                OpKind.STEP,
                 e.step_name or "",
-                "completed",
+                OpStatus.COMPLETED,
                 e.attempt or 1,
                 serde.encode(p.get("result"), what="result"),
             )
@@ -49,9 +49,9 @@ def ops_from_history(events: list[HistoryEvent]) -> dict[str, OpRecord]:
             # A later retry.scheduled / step.started supersedes this record.
             ops[seq] = OpRecord(
                 seq,
-                "step",
+                OpKind.STEP,
                 e.step_name or "",
-                "failed",
+                OpStatus.FAILED,
                 e.attempt or 1,
                 None,
                 serde.encode(err, what="error"),
@@ -59,54 +59,54 @@ def ops_from_history(events: list[HistoryEvent]) -> dict[str, OpRecord]:
         elif t == EventType.RETRY_SCHEDULED:
             ops.pop(seq, None)
         elif t == EventType.TIMER_FIRED:
-            ops[seq] = OpRecord(seq, "timer", "sleep", "completed")
+            ops[seq] = OpRecord(seq, OpKind.TIMER, "sleep", OpStatus.COMPLETED)
         elif t == EventType.VALUE_RECORDED:
             name = e.step_name or ""
             if name.startswith("signal:"):
                 ops[seq] = OpRecord(
                     seq,
-                    "signal",
+                    OpKind.SIGNAL,
                     name[len("signal:") :],
-                    "completed",
+                    OpStatus.COMPLETED,
                     result=serde.encode(p.get("value"), what="signal"),
                 )
             else:
                 ops[seq] = OpRecord(
                     seq,
-                    "value",
+                    OpKind.VALUE,
                     name,
-                    "completed",
+                    OpStatus.COMPLETED,
                     result=serde.encode(p.get("value"), what="value"),
                 )
         elif t == EventType.CHILD_STARTED:
             ops[seq] = OpRecord(
                 seq,
-                "child",
+                OpKind.CHILD,
                 e.step_name or "",
-                "started",
+                OpStatus.STARTED,
                 result=serde.encode({"workflow_id": p.get("workflow_id")}, what="child"),
             )
         elif t == EventType.CHILD_COMPLETED:
             ops[seq] = OpRecord(
                 seq,
-                "child-result",
+                OpKind.CHILD_RESULT,
                 str(p.get("workflow_id")),
-                "completed",
+                OpStatus.COMPLETED,
                 result=serde.encode(p.get("result"), what="child result"),
             )
         elif t == EventType.CHILD_FAILED:
             err = {"status": p.get("status"), **(p.get("error") or {})}
             ops[seq] = OpRecord(
                 seq,
-                "child-result",
+                OpKind.CHILD_RESULT,
                 str(p.get("workflow_id")),
-                "failed",
+                OpStatus.FAILED,
                 error=serde.encode(err, what="child error"),
             )
     # Retry exhaustion is recorded after the last failure: fold it in.
     for seq in exhausted:
         rec = ops.get(seq)
-        if rec is not None and rec.status == "failed" and rec.error:
+        if rec is not None and rec.status == OpStatus.FAILED and rec.error:
             info = serde.decode(rec.error)
             info["exhausted"] = True
             rec.error = serde.encode(info, what="error")

@@ -12,7 +12,7 @@ import asyncio
 import functools
 import inspect
 import uuid as _uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -30,9 +30,9 @@ from tierflow.hot.errors import (
 )
 from tierflow.hot.executor import Execution
 from tierflow.hot.ids import validate_workflow_id
-from tierflow.hot.models import EventType, from_micros, to_micros
+from tierflow.hot.models import EventType, Status, from_micros, to_micros
 from tierflow.hot.retry import RetryPolicy, parse_duration
-from tierflow.hot.store import EventRow, OpRecord
+from tierflow.hot.store import EventRow, OpKind, OpRecord, OpStatus
 
 __all__ = ["ChildHandle", "WorkflowContext"]
 
@@ -100,25 +100,22 @@ class WorkflowContext:
         policy = retry or _NO_RETRY
         limit = None if timeout is None else parse_duration(timeout)
         seq = ex.next_seq()
-        rec = ex.record_for(seq, "step", name)
+        rec = ex.record_for(seq, OpKind.STEP, name)
         attempt = 1
         if rec is not None:
-            if rec.status == "completed":
+            if rec.status == OpStatus.COMPLETED:
                 return serde.decode(rec.result)
-            if rec.status == "failed":
+            if rec.status == OpStatus.FAILED:
                 raise _rebuild_step_error(ex.workflow_id, name, rec)
-            if rec.status == "cancelled":
+            if rec.status == OpStatus.CANCELLED:
                 raise WorkflowCancelled(ex.cancel_reason)
-            if rec.status == "retrying":
+            if rec.status == OpStatus.RETRYING:
                 wake = rec.wake_at or 0
                 if ex.now_us() < wake:
-                    ex.check_cancel(seq, "step", name)
-                    if (wake - ex.now_us()) / 1e6 > ex.env.inline_sleep_threshold:
-                        raise ex.suspend(wake, "retry")
-                    await ex.env.clock.sleep_until(wake / 1_000_000)
-                    ex.check_alive()
+                    ex.check_cancel(seq, OpKind.STEP, name)
+                    await ex.wait_until(wake, "retry")
                 attempt = rec.attempt + 1
-        ex.check_cancel(seq, "step", name)
+        ex.check_cancel(seq, OpKind.STEP, name)
         while True:
             await ex.flush_values()
             started = ex.now_us()
@@ -126,11 +123,11 @@ class WorkflowContext:
                 # Fast path: one hop on the I/O pool commits what is buffered, then
                 # runs the body; the result is written by the next commit.
                 records = functools.partial(_completed, ex, seq, name, attempt, started)
-                ex.step_count += 1
+                ex.count_step()
                 ok, out = await ex.run_step_deferred(lambda: _call_sync(fn, args, kwargs), records)
                 if ok:
                     return serde.decode(out.result)
-                ex.step_count -= 1
+                ex.uncount_step()
                 exc = out
             else:
                 if ex.has_pending():  # earlier results must be durable before this side effect
@@ -145,7 +142,7 @@ class WorkflowContext:
                 else:
                     # Like the fast path: written by the next commit, before any
                     # later side effect.
-                    ex.step_count += 1
+                    ex.count_step()
                     ex.buffer(events=events, ops=[op])
                     return serde.decode(op.result)
             # A result that cannot be recorded is a bug in the step, not a transient
@@ -156,11 +153,8 @@ class WorkflowContext:
             )
             # Retry scheduled and durable. A long backoff unloads the instance; a
             # short one waits here, exactly as a resumed replay would.
-            if (wake - ex.now_us()) / 1e6 > ex.env.inline_sleep_threshold:
-                raise ex.suspend(wake, "retry")
-            await ex.env.clock.sleep_until(wake / 1_000_000)
-            ex.check_alive()
-            ex.check_cancel(seq, "step", name)
+            await ex.wait_until(wake, "retry")
+            ex.check_cancel(seq, OpKind.STEP, name)
             attempt += 1
 
     async def _fail_step(
@@ -203,7 +197,14 @@ class WorkflowContext:
                 )
             )
             op = OpRecord(
-                seq, "step", name, "retrying", attempt, None, serde.encode(info, what="error"), wake
+                seq,
+                OpKind.STEP,
+                name,
+                OpStatus.RETRYING,
+                attempt,
+                None,
+                serde.encode(info, what="error"),
+                wake,
             )
             await ex.commit(events=events, ops=[op])
             return wake
@@ -221,7 +222,9 @@ class WorkflowContext:
         info["attempts"] = attempt
         info["exhausted"] = exhausted
         info["timeout"] = isinstance(exc, StepTimeout)
-        op = OpRecord(seq, "step", name, "failed", attempt, None, serde.encode(info, what="error"))
+        op = OpRecord(
+            seq, OpKind.STEP, name, OpStatus.FAILED, attempt, None, serde.encode(info, what="error")
+        )
         await ex.commit(events=events, ops=[op])
         raise _rebuild_step_error(ex.workflow_id, name, op) from exc
 
@@ -245,12 +248,12 @@ class WorkflowContext:
     async def _timer(self, wake_live: int, seconds: float | None) -> None:
         ex = self._ex
         seq = ex.next_seq()
-        rec = ex.record_for(seq, "timer", "sleep")
+        rec = ex.record_for(seq, OpKind.TIMER, "sleep")
         pending: asyncio.Task[None] | None = None
         if rec is None:
-            ex.check_cancel(seq, "timer", "sleep")
+            ex.check_cancel(seq, OpKind.TIMER, "sleep")
             now = ex.now_us()
-            rec = OpRecord(seq, "timer", "sleep", "waiting", wake_at=wake_live)
+            rec = OpRecord(seq, OpKind.TIMER, "sleep", OpStatus.WAITING, wake_at=wake_live)
             started = ex.event(
                 EventType.TIMER_STARTED,
                 payload={
@@ -260,32 +263,31 @@ class WorkflowContext:
                 },
                 at=now,
             )
-            if (wake_live - now) / 1e6 > ex.env.inline_sleep_threshold:
+            if ex.is_long_wait(wake_live, now):
                 # Long wait: the timer is written with workflow.paused, one commit.
                 ex.buffer(events=[started], ops=[rec])
                 raise ex.suspend(wake_live, "timer")
             # Short wait: make the timer durable while the wait runs. If the process
             # dies before that commit lands, a replay simply starts the timer again.
             pending = asyncio.ensure_future(ex.commit(events=[started], ops=[rec]))
-        if rec.status == "completed":
+        if rec.status == OpStatus.COMPLETED:
             return
-        if rec.status == "cancelled":
+        if rec.status == OpStatus.CANCELLED:
             raise WorkflowCancelled(ex.cancel_reason)
         wake = rec.wake_at or 0
         try:
             if ex.now_us() < wake:
                 if pending is None:
-                    ex.check_cancel(seq, "timer", "sleep")
-                    if (wake - ex.now_us()) / 1e6 > ex.env.inline_sleep_threshold:
-                        raise ex.suspend(wake, "timer")
-                await ex.env.clock.sleep_until(wake / 1_000_000)
-                ex.check_alive()
+                    ex.check_cancel(seq, OpKind.TIMER, "sleep")
+                    await ex.wait_until(wake, "timer")
+                else:  # a short wait whose timer is being committed
+                    await ex.sleep_until(wake)
         finally:
             if pending is not None:
                 await pending
         ex.buffer(
             events=[ex.event(EventType.TIMER_FIRED, payload={"seq": seq})],
-            ops=[OpRecord(seq, "timer", "sleep", "completed", wake_at=wake)],
+            ops=[OpRecord(seq, OpKind.TIMER, "sleep", OpStatus.COMPLETED, wake_at=wake)],
         )
 
     # -- signals -----------------------------------------------------------------
@@ -313,15 +315,15 @@ class WorkflowContext:
             raise InvalidArgument("signal name must be a non-empty string")
         seconds = None if timeout is None else parse_duration(timeout)
         seq = ex.next_seq()
-        rec = ex.record_for(seq, "signal", name)
-        if rec is not None and rec.status == "completed":
+        rec = ex.record_for(seq, OpKind.SIGNAL, name)
+        if rec is not None and rec.status == OpStatus.COMPLETED:
             return self._signal_result(name, rec, default)
-        if rec is not None and rec.status == "cancelled":
+        if rec is not None and rec.status == OpStatus.CANCELLED:
             raise WorkflowCancelled(ex.cancel_reason)
         if rec is None:
-            ex.check_cancel(seq, "signal", name)
+            ex.check_cancel(seq, OpKind.SIGNAL, name)
             wake = None if seconds is None else ex.now_us() + to_micros(seconds)
-            rec = OpRecord(seq, "signal", name, "waiting", wake_at=wake)
+            rec = OpRecord(seq, OpKind.SIGNAL, name, OpStatus.WAITING, wake_at=wake)
             ex.buffer(ops=[rec])  # written with the pause, or with the delivery
         taken = ex.consuming()  # taken by an earlier wait, not yet committed
         waiting = [w for w in await ex.read_signals(name) if w[0] not in taken]
@@ -333,7 +335,7 @@ class WorkflowContext:
         if rec.wake_at is not None and ex.now_us() >= rec.wake_at:
             done = self._settle_signal(seq, name, {"timeout": True}, [])
             return self._signal_result(name, done, default)
-        ex.check_cancel(seq, "signal", name)
+        ex.check_cancel(seq, OpKind.SIGNAL, name)
         raise ex.suspend(rec.wake_at, "signal")
 
     def _settle_signal(
@@ -348,7 +350,11 @@ class WorkflowContext:
         """
         ex = self._ex
         done = OpRecord(
-            seq, "signal", name, "completed", result=serde.encode(outcome, what="signal")
+            seq,
+            OpKind.SIGNAL,
+            name,
+            OpStatus.COMPLETED,
+            result=serde.encode(outcome, what="signal"),
         )
         event = ex.event(
             EventType.VALUE_RECORDED, step=f"signal:{name}", payload={"seq": seq, "value": outcome}
@@ -382,16 +388,16 @@ class WorkflowContext:
         ex = self._ex
         type_name = ex.env.workflow_type_name(wf)
         seq = ex.next_seq()
-        rec = ex.record_for(seq, "child", type_name)
+        rec = ex.record_for(seq, OpKind.CHILD, type_name)
         if rec is not None:
-            if rec.status == "cancelled":
+            if rec.status == OpStatus.CANCELLED:
                 raise WorkflowCancelled(ex.cancel_reason)
             child_id = serde.decode(rec.result)["workflow_id"]
             if not ex.query_mode:
                 # Idempotent: the child exists unless we died between the two writes.
                 await ex.env.start_child(type_name, input, child_id, self.workflow_id)
             return ChildHandle(self, child_id, type_name)
-        ex.check_cancel(seq, "child", type_name)
+        ex.check_cancel(seq, OpKind.CHILD, type_name)
         child_id = workflow_id or f"{self.workflow_id[:200]}:child-{seq.replace(':', '-')}"
         validate_workflow_id(child_id)
         # Values the workflow has seen (a signal, now(), uuid()) may be in the
@@ -401,9 +407,9 @@ class WorkflowContext:
         await ex.env.start_child(type_name, input, child_id, self.workflow_id)
         op = OpRecord(
             seq,
-            "child",
+            OpKind.CHILD,
             type_name,
-            "started",
+            OpStatus.STARTED,
             result=serde.encode({"workflow_id": child_id}, what="child"),
         )
         await ex.commit(
@@ -430,21 +436,21 @@ class WorkflowContext:
     async def _child_result(self, child_id: str, type_name: str) -> Any:
         ex = self._ex
         seq = ex.next_seq()
-        rec = ex.record_for(seq, "child-result", child_id)
-        if rec is None or rec.status == "waiting":
-            ex.check_cancel(seq, "child-result", child_id)
+        rec = ex.record_for(seq, OpKind.CHILD_RESULT, child_id)
+        if rec is None or rec.status == OpStatus.WAITING:
+            ex.check_cancel(seq, OpKind.CHILD_RESULT, child_id)
             outcome = await ex.env.child_outcome(child_id)
             if outcome is None:
                 if rec is None:
-                    ex.buffer(ops=[OpRecord(seq, "child-result", child_id, "waiting")])
+                    ex.buffer(ops=[OpRecord(seq, OpKind.CHILD_RESULT, child_id, OpStatus.WAITING)])
                 raise ex.suspend(None, "child")
             status, result, error = outcome
-            ok = status == "completed"
+            ok = status == Status.COMPLETED
             rec = OpRecord(
                 seq,
-                "child-result",
+                OpKind.CHILD_RESULT,
                 child_id,
-                "completed" if ok else "failed",
+                OpStatus.COMPLETED if ok else OpStatus.FAILED,
                 result=serde.encode(result, what="child result") if ok else None,
                 error=None
                 if ok
@@ -454,9 +460,9 @@ class WorkflowContext:
             payload: dict[str, Any] = {"seq": seq, "workflow_id": child_id}
             payload.update({"result": result} if ok else {"status": status, "error": error})
             await ex.commit(ops=[rec], events=[ex.event(etype, step=type_name, payload=payload)])
-        if rec.status == "cancelled":
+        if rec.status == OpStatus.CANCELLED:
             raise WorkflowCancelled(ex.cancel_reason)
-        if rec.status == "completed":
+        if rec.status == OpStatus.COMPLETED:
             return serde.decode(rec.result)
         err = serde.decode(rec.error) or {}
         raise ChildWorkflowFailed(
@@ -472,13 +478,13 @@ class WorkflowContext:
     def _value(self, name: str, make: Callable[[], Any]) -> Any:
         ex = self._ex
         seq = ex.next_seq()
-        rec = ex.record_for(seq, "value", name)
+        rec = ex.record_for(seq, OpKind.VALUE, name)
         if rec is not None:
             return serde.decode(rec.result)
         value = make()
         text = serde.encode(value, what=name)
         ex.buffer(
-            ops=[OpRecord(seq, "value", name, "completed", result=text)],
+            ops=[OpRecord(seq, OpKind.VALUE, name, OpStatus.COMPLETED, result=text)],
             events=[
                 ex.event(EventType.VALUE_RECORDED, step=name, payload={"seq": seq, "value": value})
             ],
@@ -507,18 +513,22 @@ class WorkflowContext:
         They are stored in the instance and in the index, so
         ``list(attributes={...})`` finds the instance without opening its file.
         """
-        for key, value in attributes.items():
-            if not isinstance(value, _ATTR_TYPES):
-                raise InvalidArgument(
-                    f"attribute {key!r} has type {type(value).__name__}; "
-                    "use str, int, float, bool or datetime"
-                )
-            self._ex.attributes[key] = value.isoformat() if isinstance(value, datetime) else value
-        self._ex.attributes_dirty = True
+        self._ex.set_attributes(_checked_attributes(attributes))
 
     def set_query_handler(self, name: str, fn: Callable[..., Any]) -> None:
         """Answer queries named ``name`` with ``fn(*args)`` (must not block or mutate)."""
-        self._ex.query_handlers[name] = fn
+        self._ex.set_query_handler(name, fn)
+
+
+def _checked_attributes(attributes: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """Yield ``(name, stored value)``; raise at the first value of a type not allowed."""
+    for key, value in attributes.items():
+        if not isinstance(value, _ATTR_TYPES):
+            raise InvalidArgument(
+                f"attribute {key!r} has type {type(value).__name__}; "
+                "use str, int, float, bool or datetime"
+            )
+        yield key, value.isoformat() if isinstance(value, datetime) else value
 
 
 def _completed(
@@ -537,7 +547,7 @@ def _completed(
             payload={"seq": seq, "result": serde.decode(text)},
         ),
     ]
-    return events, OpRecord(seq, "step", name, "completed", attempt, text)
+    return events, OpRecord(seq, OpKind.STEP, name, OpStatus.COMPLETED, attempt, text)
 
 
 def _call_sync(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -155,7 +155,7 @@ class Control:
         await rt.index.write(flag_and_announce)
         ex = self.instances.active.get(workflow_id)
         if ex is not None:
-            ex.cancel_requested, ex.cancel_reason = True, reason
+            ex.request_cancel(reason)
         # Children after the parent's own flag: a child's end wakes the parent,
         # which must then see its cancellation rather than the child's failure.
         await self._cancel_children(workflow_id, reason)
@@ -231,9 +231,7 @@ class Control:
         )
         ex = self.instances.active.get(workflow_id)
         if ex is not None:
-            ex.terminated = True
-            if ex.task is not None:
-                ex.task.cancel()
+            ex.terminate()
         mirror = IndexDB.update_fn(
             workflow_id,
             {**ended, "lease_owner": None, "input": None, "events_upto": last_event},

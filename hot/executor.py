@@ -29,7 +29,7 @@ import asyncio
 import random
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -45,10 +45,13 @@ from tierflow.hot.errors import (
     error_info,
 )
 from tierflow.hot.models import EventType, Status, to_micros
-from tierflow.hot.store import EventRow, InstanceFile, InstanceState, OpRecord
+from tierflow.hot.store import EventRow, InstanceFile, InstanceState, OpKind, OpRecord, OpStatus
 
 __all__ = ["Execution", "ExecutionEnv", "Outcome", "Suspend", "Terminated"]
 
+
+# Statuses of a record a query replay may return (a settled outcome, or a started child).
+_SETTLED = (OpStatus.COMPLETED, OpStatus.FAILED, OpStatus.CANCELLED, OpStatus.STARTED)
 
 # (execution token, branch name) of the running task; inherited by the tasks it creates.
 _BRANCH: ContextVar[tuple[object, str] | None] = ContextVar("tierflow_branch", default=None)
@@ -237,7 +240,7 @@ class Execution:
         self.pending = _Pending()
         self.cancel_requested = bool(state.row["cancel_requested"])
         self.cancel_reason: str | None = state.row["cancel_reason"]
-        self.cancel_delivered = any(op.status == "cancelled" for op in self.ops.values())
+        self.cancel_delivered = any(op.status == OpStatus.CANCELLED for op in self.ops.values())
         self.terminated = False
         self.suspending: Suspend | None = None
         self.attributes: dict[str, Any] = serde.decode(state.row["attributes"]) or {}
@@ -316,7 +319,7 @@ class Execution:
             self._branch_of[task] = "0"
         _BRANCH.set((self._token, "0"))
 
-    def record_for(self, seq: str, kind: str, name: str) -> OpRecord | None:
+    def record_for(self, seq: str, kind: OpKind, name: str) -> OpRecord | None:
         """Return the record at ``seq`` after checking it matches, or None if live.
 
         Raises:
@@ -328,9 +331,9 @@ class Execution:
             if self.query_mode:
                 raise QueryStop()
             return None
-        if self.query_mode and rec.status not in ("completed", "failed", "cancelled", "started"):
+        if self.query_mode and rec.status not in _SETTLED:
             raise QueryStop()
-        self.replayed += 1
+        self.count_replayed()
         if rec.kind != kind or rec.name != name:
             raise NonDeterminismError(
                 f"workflow {self.workflow_id!r} diverged from its history at operation {seq}: "
@@ -341,6 +344,10 @@ class Execution:
                 actual=f"{kind}:{name}",
             )
         return rec
+
+    def count_replayed(self) -> None:
+        """Count an operation answered from its record (see ``WorkflowContext.is_replaying``)."""
+        self.replayed += 1
 
     # -- event helpers ---------------------------------------------------------
 
@@ -531,12 +538,80 @@ class Execution:
 
     # -- cancellation ----------------------------------------------------------
 
-    def check_cancel(self, seq: str, kind: str, name: str) -> None:
+    def check_cancel(self, seq: str, kind: OpKind, name: str) -> None:
         """Deliver a pending cancellation at this live operation, recording where."""
         if self.cancel_requested and not self.cancel_delivered:
             self.cancel_delivered = True
-            self.buffer(ops=[OpRecord(seq, kind, name, "cancelled")])
+            self.buffer(ops=[OpRecord(seq, kind, name, OpStatus.CANCELLED)])
             raise WorkflowCancelled(self.cancel_reason)
+
+    def request_cancel(self, reason: str | None) -> None:
+        """Mark the instance cancelled; the next live durable operation raises.
+
+        The request itself is made durable by whoever asks (the instance row's
+        ``cancel_requested``); this only tells the running code.
+        """
+        self.cancel_requested = True
+        self.cancel_reason = reason
+
+    def terminate(self) -> None:
+        """Stop the running code now: no further durable operation or commit happens.
+
+        The terminated status is written by whoever terminates; a step running
+        on a thread cannot be interrupted and its result is discarded.
+        """
+        self.terminated = True
+        if self.task is not None:
+            self.task.cancel()
+
+    # -- steps and waits -------------------------------------------------------
+
+    def count_step(self) -> None:
+        """Count a step as completed (written with the next commit's row update)."""
+        self.step_count += 1
+
+    def uncount_step(self) -> None:
+        """Take back :meth:`count_step` for a step whose body failed."""
+        self.step_count -= 1
+
+    def is_long_wait(self, wake_at: int, now: int | None = None) -> bool:
+        """True if waiting until ``wake_at`` (µs) should suspend the instance.
+
+        Waits up to the engine's ``inline_sleep_threshold`` stay in memory.
+        """
+        start = self.now_us() if now is None else now
+        return (wake_at - start) / 1e6 > self.env.inline_sleep_threshold
+
+    async def sleep_until(self, wake_at: int) -> None:
+        """Sleep in memory until ``wake_at`` (µs), then check the instance is alive."""
+        await self.env.clock.sleep_until(wake_at / 1_000_000)
+        self.check_alive()
+
+    async def wait_until(self, wake_at: int, reason: str) -> None:
+        """Wait for ``wake_at`` (µs): suspend the instance if the wait is long, else sleep.
+
+        Raises:
+            Suspend: The wait is long; the instance unloads and resumes at ``wake_at``.
+        """
+        if self.is_long_wait(wake_at):
+            raise self.suspend(wake_at, reason)
+        await self.sleep_until(wake_at)
+
+    # -- attributes and queries ------------------------------------------------
+
+    def set_attributes(self, values: Iterable[tuple[str, Any]]) -> None:
+        """Set searchable attributes ``(name, value)``; written with the next commit.
+
+        Values are stored as they come; if ``values`` raises part way, the
+        ones before stay set but nothing is marked for writing.
+        """
+        for key, value in values:
+            self.attributes[key] = value
+        self.attributes_dirty = True
+
+    def set_query_handler(self, name: str, fn: Callable[..., Any]) -> None:
+        """Answer queries named ``name`` with ``fn``."""
+        self.query_handlers[name] = fn
 
     # -- running ---------------------------------------------------------------
 
@@ -548,6 +623,13 @@ class Execution:
             return await fut
         finally:
             self.inflight.discard(fut)
+
+    def start(self, ctx: Any, *, resumed: bool, recovered: bool) -> asyncio.Task[Outcome]:
+        """Run :meth:`run` as this execution's task (which :meth:`terminate` cancels)."""
+        self.task = asyncio.get_running_loop().create_task(
+            self.run(ctx, resumed=resumed, recovered=recovered)
+        )
+        return self.task
 
     async def run(self, ctx: Any, *, resumed: bool, recovered: bool) -> Outcome:
         """Run the workflow function to completion or suspension; commit the outcome.

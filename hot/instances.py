@@ -173,11 +173,9 @@ class Instances:
                     if not ex.file.closed and ex.file.deferred is not None:
                         self._publish(wid, ex.file, ex.row["run_id"], ex.row["workflow_type"])
             if kind == ChangeKind.TERMINATE:
-                ex.terminated = True
-                if ex.task is not None:
-                    ex.task.cancel()
+                ex.terminate()
             elif kind == ChangeKind.CANCEL:
-                ex.cancel_requested, ex.cancel_reason = True, change.detail
+                ex.request_cancel(change.detail)
             elif kind == ChangeKind.WAKE:
                 self._wake_pending.add(wid)
             return
@@ -402,19 +400,17 @@ class Instances:
         try:
             if file.deferred is not None and self.rt.others_alive:
                 self._publish(wid, file, state.row["run_id"], state.row["workflow_type"])
-            ex.task = asyncio.get_running_loop().create_task(
-                ex.run(
-                    ctx,
-                    resumed=resumed or status == Status.PAUSED,
-                    recovered=recovered and status != Status.QUEUED,
-                )
+            task = ex.start(
+                ctx,
+                resumed=resumed or status == Status.PAUSED,
+                recovered=recovered and status != Status.QUEUED,
             )
             try:
-                outcome = await asyncio.shield(ex.task)
+                outcome = await asyncio.shield(task)
             except asyncio.CancelledError:
                 # Our caller was cancelled, not the instance: let it finish in the
                 # background rather than leave a half-run execution behind.
-                if not ex.task.done():
+                if not task.done():
                     self._spawn(self._finish_detached(wid, ex))
                     file = None
                 raise

@@ -47,7 +47,7 @@ from tierflow.hot.errors import (
 )
 from tierflow.hot.executor import Execution, QueryStop, Suspend
 from tierflow.hot.models import EventType, HistoryEvent, Status
-from tierflow.hot.store import EventRow, InstanceState, OpRecord
+from tierflow.hot.store import EventRow, InstanceState, OpKind, OpRecord
 
 __all__ = [
     "Matcher",
@@ -111,17 +111,20 @@ class RecordedOp:
     record: OpRecord
 
 
+_OP_WORDS: dict[str, str] = {
+    OpKind.STEP: "step",
+    OpKind.TIMER: "timer",
+    OpKind.VALUE: "recorded value",
+    OpKind.SIGNAL: "wait for signal",
+    OpKind.CHILD: "child workflow",
+    OpKind.CHILD_RESULT: "result of child",
+}
+
+
 def describe_op(kind: str, name: str) -> str:
     """A short human description of an operation (``step 'charge'``)."""
-    what = {
-        "step": "step",
-        "timer": "timer",
-        "value": "recorded value",
-        "signal": "wait for signal",
-        "child": "child workflow",
-        "child-result": "result of child",
-    }.get(kind, kind)
-    return what if kind == "timer" else f"{what} {name!r}"
+    what = _OP_WORDS.get(kind, kind)
+    return what if kind == OpKind.TIMER else f"{what} {name!r}"
 
 
 def recorded_operations(events: Sequence[HistoryEvent]) -> dict[str, RecordedOp]:
@@ -207,7 +210,7 @@ class Matcher:
                 event_id=event_id,
             )
 
-    def match(self, seq: str, kind: str, name: str) -> OpRecord | None:
+    def match(self, seq: str, kind: OpKind, name: str) -> OpRecord | None:
         """The record at ``seq`` if it is the operation asked for.
 
         Returns None at the live edge of an unfinished history, and also on a
@@ -227,9 +230,10 @@ class Matcher:
             return None
         r = rec.record
         if (r.kind, r.name) != (kind, name):
-            why = "different step name" if r.kind == kind == "step" else "different operation"
-            if r.kind == kind == "step" and any(
-                o.record.kind == "step" and o.record.name == name and o.seq not in self.used
+            step = r.kind == kind == OpKind.STEP
+            why = "different step name" if step else "different operation"
+            if step and any(
+                o.record.kind == OpKind.STEP and o.record.name == name and o.seq not in self.used
                 for o in self.ops.values()
             ):
                 why = "steps in a different order"
@@ -356,12 +360,12 @@ class _ReplayExecution(Execution):
         super().__init__(env, None, state, definition, query_mode=True)
         self.matcher = m
 
-    def record_for(self, seq: str, kind: str, name: str) -> OpRecord | None:
+    def record_for(self, seq: str, kind: OpKind, name: str) -> OpRecord | None:
         rec = None if self.matcher.error is not None else self.matcher.match(seq, kind, name)
         if rec is None:
             # A BaseException: user code's ``except Exception`` cannot swallow it.
             raise QueryStop()
-        self.replayed += 1
+        self.count_replayed()
         return rec
 
 

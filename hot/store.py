@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +40,16 @@ from tierflow.hot.rows import (
 __all__ = [
     "EVENT_COLUMNS",
     "INSTANCE_COLUMNS",
+    "INSTANCE_FILE_SUFFIXES",
     "INSTANCE_STATE",
     "SCHEMA_VERSION",
     "EventRow",
     "IncompleteInstance",
     "InstanceFile",
     "InstanceState",
+    "OpKind",
     "OpRecord",
+    "OpStatus",
     "SparePool",
     "delete_instance_file",
     "quarantine",
@@ -54,6 +58,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+
+# An instance file and the two files SQLite keeps beside it in WAL mode.
+INSTANCE_FILE_SUFFIXES = ("", "-wal", "-shm")
 
 INSTANCE_STATE: tuple[Column, ...] = (
     Column(
@@ -165,15 +172,38 @@ class EventRow:
     payload: str | None = None
 
 
+class OpKind(StrEnum):
+    """What a durable operation is (``operations.kind``)."""
+
+    STEP = "step"
+    TIMER = "timer"
+    VALUE = "value"
+    SIGNAL = "signal"
+    CHILD = "child"
+    CHILD_RESULT = "child-result"
+
+
+class OpStatus(StrEnum):
+    """Where a durable operation stands (``operations.status``)."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    STARTED = "started"  # a child that was started
+    WAITING = "waiting"
+    RETRYING = "retrying"
+
+
 @dataclass
 class OpRecord:
     """The replay record of one durable operation, keyed by its position ``seq``.
 
     Attributes:
         seq: Key of the operation: ``"<branch>:<n>"`` (see ``Execution.next_seq``).
-        kind: ``step``, ``timer``, ``value``, ``signal``, ``child``.
+        kind: An :class:`OpKind` value. Records read from a file hold the plain
+            text, which compares equal to the enum member.
         name: Step name, signal name, value kind, ...; checked on replay.
-        status: ``completed``, ``failed``, ``retrying``, ``waiting``, ``cancelled``.
+        status: An :class:`OpStatus` value (plain text when read from a file).
         attempt: Attempts made so far (steps).
         result: JSON text of the result.
         error: JSON text describing the failure.
@@ -360,8 +390,7 @@ class SparePool:
         with self._lock:
             for inst in self._ready:
                 inst.close()
-                for suffix in ("", "-wal", "-shm"):
-                    Path(str(inst.path) + suffix).unlink(missing_ok=True)
+                delete_instance_file(inst.path)
             self._ready.clear()
 
 
@@ -390,8 +419,7 @@ def remove_orphan_spares(instances_dir: Path, owner_id: str, referenced: set[str
                 continue
             used = 0
         if used == 0:
-            for suffix in ("", "-wal", "-shm"):
-                Path(str(path) + suffix).unlink(missing_ok=True)
+            delete_instance_file(path)
             removed += 1
     return removed
 
@@ -729,7 +757,7 @@ def quarantine(path: Path, quarantine_dir: Path) -> Path:
     quarantine_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     target = quarantine_dir / f"{path.name}.{stamp}.{os.getpid()}"
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in INSTANCE_FILE_SUFFIXES:
         src = Path(str(path) + suffix)
         if src.exists():
             os.replace(src, Path(str(target) + suffix))
@@ -773,7 +801,12 @@ def read_for_archive(path: Path) -> tuple[dict[str, Any], list[tuple[Any, ...]]]
         conn.close()
 
 
-def delete_instance_file(path: Path) -> None:
-    """Remove an instance file and its WAL/SHM (missing files are fine)."""
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
+def delete_instance_file(path: Path | str) -> None:
+    """Remove an instance file and its WAL/SHM (missing files are fine).
+
+    Plain ``os.unlink``: tiering calls this once per archived file.
+    """
+    base = str(path)
+    for suffix in INSTANCE_FILE_SUFFIXES:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(base + suffix)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from tierflow.hot.errors import CorruptInstance
 from tierflow.hot.models import to_micros
 from tierflow.hot.router import Tier
 from tierflow.hot.rows import names
-from tierflow.hot.store import EVENT_COLUMNS, read_for_archive
+from tierflow.hot.store import EVENT_COLUMNS, delete_instance_file, read_for_archive
 from tierflow.tiering.faults import crash_point
 from tierflow.tiering.leases import GRACE_SECONDS, ReadLeases
 from tierflow.tiering.ledger import BatchState, Ledger
@@ -306,7 +305,8 @@ class TieringJob:
             def delete(chunk: list[tuple[str, str]] = chunk) -> bool:
                 with ReadLeases(engine.data_dir).exclusive() as unread:
                     if unread or old:
-                        _delete_files([base / f for _, f in chunk])
+                        for _, f in chunk:
+                            delete_instance_file(base / f)
                     return unread or old
 
             if not await engine.io(delete):
@@ -358,15 +358,6 @@ def _read_chunk(
         except (CorruptInstance, OSError) as exc:
             out.append(exc)
     return out
-
-
-def _delete_files(paths: list[Any]) -> None:
-    for p in paths:
-        base = str(p)
-        for suffix in ("", "-wal", "-shm"):
-            # Plain os.unlink: this loop runs once per archived file.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(base + suffix)
 
 
 def _sizes(paths: list[Any]) -> int:
