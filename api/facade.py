@@ -29,6 +29,7 @@ from tierflow.hot.errors import InvalidArgument
 from tierflow.hot.handle import WorkflowHandle
 from tierflow.hot.index import IndexDB, IndexRow
 from tierflow.hot.models import HistoryEvent, WorkflowInfo
+from tierflow.hot.options import EngineOptions
 from tierflow.hot.reads import Page, WorkflowRef
 from tierflow.hot.replay import ReplayResult
 from tierflow.hot.router import Tier
@@ -68,14 +69,14 @@ class Tierflow:
             ``sqlite:///...``, ``postgresql+psycopg://...`` or ``http(s)://...`` (REST);
             default ``<data_dir>/catalog.sqlite``.
         s3_endpoint: S3-compatible endpoint (``TIERFLOW_S3_ENDPOINT``), e.g. MinIO.
-        durability: ``"full"`` (fsync per commit, default) or ``"normal"``
-            (``TIERFLOW_DURABILITY``).
+        options: How the engine runs (``EngineOptions``: durability, concurrency,
+            recovery attempts, inline waits, payload size). Taken whole when given;
+            without it ``TIERFLOW_DURABILITY``, ``TIERFLOW_MAX_CONCURRENCY`` and
+            ``TIERFLOW_MAX_RECOVERY_ATTEMPTS`` apply (``engine_options_from_env``).
         tiering: When instances move to warm (``TieringPolicy``).
         warm_store: A ready ``warm.storage.ObjectStore`` instead of ``storage_url``.
         clock: Inject a ``ManualClock`` to drive timers in tests.
-        **options: Further ``Engine`` options (``max_concurrency``,
-            ``max_recovery_attempts``, ``inline_sleep_threshold``,
-            ``max_payload_bytes``, ``event_sinks``).
+        event_sinks: Subscribers of the event stream (``HttpSink``, ...).
 
     Attributes:
         engine: The hot engine this facade drives.
@@ -90,29 +91,22 @@ class Tierflow:
         storage_url: str | None = None,
         s3_endpoint: str | None = None,
         catalog_url: str | None = None,
-        durability: Literal["full", "normal"] | None = None,
+        options: EngineOptions | None = None,
         tiering: TieringPolicy | None = None,
         warm_store: ObjectStore | None = None,
         clock: Clock | None = None,
-        **options: Any,
+        event_sinks: Sequence[Subscriber] = (),
     ) -> None:
         settings = Settings.resolve(
-            data_dir=data_dir,
-            durability=durability,
-            max_concurrency=options.pop("max_concurrency", None),
-            max_recovery_attempts=options.pop("max_recovery_attempts", None),
-            storage_url=storage_url,
-            s3_endpoint=s3_endpoint,
+            data_dir=data_dir, options=options, storage_url=storage_url, s3_endpoint=s3_endpoint
         )
         self.settings = settings
         self.engine = Engine(
             settings.data_dir,
             workflows,
-            durability=settings.durability,  # type: ignore[arg-type]
+            options=settings.engine,
             clock=clock,
-            max_concurrency=settings.max_concurrency,
-            max_recovery_attempts=settings.max_recovery_attempts,
-            **options,
+            event_sinks=event_sinks,
         )
         self._policy = tiering
         self._store: ObjectStore | None = warm_store
@@ -539,7 +533,7 @@ class Tierflow:
             self._sql = TierSQL(
                 self.index,
                 self.engine.instances_dir,
-                self.settings.durability,
+                self.settings.engine.durability,
                 self.store,
                 lambda: self.cold,
                 self.engine.io,
