@@ -38,8 +38,11 @@ from tierflow.settings import Settings
 
 if TYPE_CHECKING:
     from tierflow.cold.catalog import ColdTables
+    from tierflow.cold.maintenance import MaintenanceReport
+    from tierflow.cold.status import ColdStatus
     from tierflow.tiering.compaction_job import CompactionJob, CompactionReport
     from tierflow.tiering.job import Progress, TieringJob, TieringReport
+    from tierflow.tiering.ledger import TieringStatus
     from tierflow.tiering.policy import TieringPolicy
     from tierflow.tiering.sql import AsOf, SqlResult, TierSQL
     from tierflow.warm.storage import ObjectStore
@@ -386,25 +389,11 @@ class Tierflow:
         job.progress = progress or (lambda stage, done, total: None)
         return await job.run(now)
 
-    async def tiering_status(self, limit: int = 20) -> dict[str, Any]:
-        """The ledger: recent batches, and how many instances each tier holds."""
+    async def tiering_status(self, limit: int = 20) -> TieringStatus:
+        """The ledger: how many instances each tier holds, and the ``limit`` newest batches."""
         from tierflow.tiering.ledger import Ledger
 
-        ledger = Ledger(self.index)
-        counts = self.index.count_by_tier()
-        return {
-            "storage_url": self.store.url,
-            "instances": counts,
-            "batches": [
-                {
-                    "batch_id": b.batch_id,
-                    "state": b.state,
-                    "workflows": b.workflow_count,
-                    "events": b.event_count,
-                }
-                for b in ledger.all(limit)
-            ],
-        }
+        return Ledger(self.index).status(self.store.url, limit)
 
     async def maintain_cold(
         self,
@@ -414,7 +403,7 @@ class Tierflow:
         snapshot_retention: float | str | None = None,
         keep_snapshots: int | None = None,
         orphan_grace: float | str | None = None,
-    ) -> dict[str, Any]:
+    ) -> MaintenanceReport:
         """Maintain the cold tables (see ``CompactionJob.maintain``); returns what was done.
 
         Rewrites small files into large sorted ones, expires snapshots older
@@ -425,48 +414,24 @@ class Tierflow:
         Raises:
             StorageError: The catalog or the store failed.
         """
-        report = await self.compaction_job.maintain(
+        return await self.compaction_job.maintain(
             now,
             rewrite=rewrite,
             snapshot_retention=snapshot_retention,
             keep_snapshots=keep_snapshots,
             orphan_grace=orphan_grace,
         )
-        return report.to_dict()
 
-    async def cold_status(self) -> dict[str, Any]:
+    async def cold_status(self) -> ColdStatus:
         """The cold tables as the catalog sees them now: snapshot, files, rows, bytes.
 
         Raises:
             StorageError: The catalog or the store cannot be reached.
         """
-        from tierflow.cold.catalog import warehouse
-        from tierflow.cold.reader import ColdReader
+        from tierflow.cold.status import cold_status
 
         cold = self.cold
-
-        def collect() -> dict[str, Any]:
-            out: dict[str, Any] = {}
-            if not cold.exists():
-                return out
-            reader = ColdReader(cold)
-            reader.refresh()
-            for name in ("workflows", "history"):
-                table = cold.table(name)
-                snap = table.current_snapshot()
-                files = reader.files(name)
-                out[name] = {
-                    "snapshot_id": None if snap is None else snap.snapshot_id,
-                    "snapshots": len(table.metadata.snapshots),
-                    "data_files": len(files),
-                    "rows": sum(f.rows for f in files),
-                    "bytes": sum(f.bytes for f in files),
-                    "metadata_location": table.metadata_location,
-                }
-            return out
-
-        tables = await self.engine.io(collect)
-        return {"catalog": cold.where, "warehouse": warehouse(self.store), "tables": tables}
+        return await self.engine.io(lambda: cold_status(cold))
 
     async def sql(
         self,
