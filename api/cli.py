@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
-from tierflow.facade import Tierflow
+from tierflow.facade import Tierflow, TierTarget
 from tierflow.hot.authoring import WorkflowDefinition
 from tierflow.hot.errors import NonDeterminismError, TierflowError
 
@@ -386,6 +386,7 @@ def tier(
 
     if to not in (None, "warm", "cold"):
         raise typer.BadParameter("--to must be 'warm' or 'cold'")
+    target: TierTarget | None = None if to is None else "warm" if to == "warm" else "cold"
 
     async def go(tf: Tierflow) -> None:
         with _progress_bar(as_json) as bar:
@@ -396,7 +397,7 @@ def tier(
                     tasks[stage] = bar.add_task(stage, total=total)
                 bar.update(tasks[stage], completed=done, total=total)
 
-            report = await tf.tier(progress=progress, to=to)  # type: ignore[arg-type]
+            report = await tf.tier(progress=progress, to=target)
         if as_json:
             print(json.dumps(report.to_dict()))
             return
@@ -462,16 +463,18 @@ def cold_maintain(
             orphan_grace=orphan_grace,
         )
         if as_json:
-            print(json.dumps(report))
+            print(json.dumps(report.to_dict()))
             return
-        rewrite = report.get("rewrite") or {}
-        orphans = report.get("orphans") or {}
-        expired = report.get("expired") or {}
+        rewrite = report.rewrite
+        rewritten = (
+            "skipped"
+            if rewrite is None
+            else f"{rewrite.removed_files} small files → {rewrite.added_files}"
+        )
         console.print(
-            f"rewrite: {rewrite.get('removed_files', 0)} small files → "
-            f"{rewrite.get('added_files', 0)}; expired "
-            f"{sum(len(v) for v in expired.values())} snapshots; deleted "
-            f"{len(orphans.get('deleted', []))} orphan files"
+            f"rewrite: {rewritten}; expired "
+            f"{sum(len(v) for v in report.expired.values())} snapshots; deleted "
+            f"{len(report.orphans.deleted)} orphan files"
         )
 
     _run(
@@ -494,20 +497,18 @@ def cold_status(
     async def go(tf: Tierflow) -> None:
         status = await tf.cold_status()
         if as_json:
-            print(json.dumps(status))
+            print(json.dumps(status.to_dict()))
             return
-        from rich.table import Table
-
-        console.print(f"catalog {status['catalog']}, warehouse {status['warehouse']}")
+        console.print(f"catalog {status.catalog}, warehouse {status.warehouse}")
         table = Table("table", "snapshot", "snapshots", "data files", "rows", "bytes")
-        for name, t in status["tables"].items():
+        for name, t in status.tables.items():
             table.add_row(
                 name,
-                str(t["snapshot_id"]),
-                str(t["snapshots"]),
-                str(t["data_files"]),
-                str(t["rows"]),
-                str(t["bytes"]),
+                str(t.snapshot_id),
+                str(t.snapshots),
+                str(t.data_files),
+                str(t.rows),
+                str(t.bytes),
             )
         console.print(table)
 

@@ -29,6 +29,7 @@ from tierflow.hot.errors import InvalidArgument
 from tierflow.hot.handle import WorkflowHandle
 from tierflow.hot.index import IndexDB, IndexRow
 from tierflow.hot.models import HistoryEvent, WorkflowInfo
+from tierflow.hot.options import EngineOptions
 from tierflow.hot.reads import Page, WorkflowRef
 from tierflow.hot.replay import ReplayResult
 from tierflow.hot.router import Tier
@@ -37,8 +38,11 @@ from tierflow.settings import Settings
 
 if TYPE_CHECKING:
     from tierflow.cold.catalog import ColdTables
+    from tierflow.cold.maintenance import MaintenanceReport
+    from tierflow.cold.status import ColdStatus
     from tierflow.tiering.compaction_job import CompactionJob, CompactionReport
     from tierflow.tiering.job import Progress, TieringJob, TieringReport
+    from tierflow.tiering.ledger import TieringStatus
     from tierflow.tiering.policy import TieringPolicy
     from tierflow.tiering.sql import AsOf, SqlResult, TierSQL
     from tierflow.warm.storage import ObjectStore
@@ -68,14 +72,14 @@ class Tierflow:
             ``sqlite:///...``, ``postgresql+psycopg://...`` or ``http(s)://...`` (REST);
             default ``<data_dir>/catalog.sqlite``.
         s3_endpoint: S3-compatible endpoint (``TIERFLOW_S3_ENDPOINT``), e.g. MinIO.
-        durability: ``"full"`` (fsync per commit, default) or ``"normal"``
-            (``TIERFLOW_DURABILITY``).
+        options: How the engine runs (``EngineOptions``: durability, concurrency,
+            recovery attempts, inline waits, payload size). Taken whole when given;
+            without it ``TIERFLOW_DURABILITY``, ``TIERFLOW_MAX_CONCURRENCY`` and
+            ``TIERFLOW_MAX_RECOVERY_ATTEMPTS`` apply (``engine_options_from_env``).
         tiering: When instances move to warm (``TieringPolicy``).
         warm_store: A ready ``warm.storage.ObjectStore`` instead of ``storage_url``.
         clock: Inject a ``ManualClock`` to drive timers in tests.
-        **options: Further ``Engine`` options (``max_concurrency``,
-            ``max_recovery_attempts``, ``inline_sleep_threshold``,
-            ``max_payload_bytes``, ``event_sinks``).
+        event_sinks: Subscribers of the event stream (``HttpSink``, ...).
 
     Attributes:
         engine: The hot engine this facade drives.
@@ -90,29 +94,22 @@ class Tierflow:
         storage_url: str | None = None,
         s3_endpoint: str | None = None,
         catalog_url: str | None = None,
-        durability: Literal["full", "normal"] | None = None,
+        options: EngineOptions | None = None,
         tiering: TieringPolicy | None = None,
         warm_store: ObjectStore | None = None,
         clock: Clock | None = None,
-        **options: Any,
+        event_sinks: Sequence[Subscriber] = (),
     ) -> None:
         settings = Settings.resolve(
-            data_dir=data_dir,
-            durability=durability,
-            max_concurrency=options.pop("max_concurrency", None),
-            max_recovery_attempts=options.pop("max_recovery_attempts", None),
-            storage_url=storage_url,
-            s3_endpoint=s3_endpoint,
+            data_dir=data_dir, options=options, storage_url=storage_url, s3_endpoint=s3_endpoint
         )
         self.settings = settings
         self.engine = Engine(
             settings.data_dir,
             workflows,
-            durability=settings.durability,  # type: ignore[arg-type]
+            options=settings.engine,
             clock=clock,
-            max_concurrency=settings.max_concurrency,
-            max_recovery_attempts=settings.max_recovery_attempts,
-            **options,
+            event_sinks=event_sinks,
         )
         self._policy = tiering
         self._store: ObjectStore | None = warm_store
@@ -392,25 +389,11 @@ class Tierflow:
         job.progress = progress or (lambda stage, done, total: None)
         return await job.run(now)
 
-    async def tiering_status(self, limit: int = 20) -> dict[str, Any]:
-        """The ledger: recent batches, and how many instances each tier holds."""
+    async def tiering_status(self, limit: int = 20) -> TieringStatus:
+        """The ledger: how many instances each tier holds, and the ``limit`` newest batches."""
         from tierflow.tiering.ledger import Ledger
 
-        ledger = Ledger(self.index)
-        counts = self.index.count_by_tier()
-        return {
-            "storage_url": self.store.url,
-            "instances": counts,
-            "batches": [
-                {
-                    "batch_id": b.batch_id,
-                    "state": b.state,
-                    "workflows": b.workflow_count,
-                    "events": b.event_count,
-                }
-                for b in ledger.all(limit)
-            ],
-        }
+        return Ledger(self.index).status(self.store.url, limit)
 
     async def maintain_cold(
         self,
@@ -420,7 +403,7 @@ class Tierflow:
         snapshot_retention: float | str | None = None,
         keep_snapshots: int | None = None,
         orphan_grace: float | str | None = None,
-    ) -> dict[str, Any]:
+    ) -> MaintenanceReport:
         """Maintain the cold tables (see ``CompactionJob.maintain``); returns what was done.
 
         Rewrites small files into large sorted ones, expires snapshots older
@@ -431,48 +414,24 @@ class Tierflow:
         Raises:
             StorageError: The catalog or the store failed.
         """
-        report = await self.compaction_job.maintain(
+        return await self.compaction_job.maintain(
             now,
             rewrite=rewrite,
             snapshot_retention=snapshot_retention,
             keep_snapshots=keep_snapshots,
             orphan_grace=orphan_grace,
         )
-        return report.to_dict()
 
-    async def cold_status(self) -> dict[str, Any]:
+    async def cold_status(self) -> ColdStatus:
         """The cold tables as the catalog sees them now: snapshot, files, rows, bytes.
 
         Raises:
             StorageError: The catalog or the store cannot be reached.
         """
-        from tierflow.cold.catalog import warehouse
-        from tierflow.cold.reader import ColdReader
+        from tierflow.cold.status import cold_status
 
         cold = self.cold
-
-        def collect() -> dict[str, Any]:
-            out: dict[str, Any] = {}
-            if not cold.exists():
-                return out
-            reader = ColdReader(cold)
-            reader.refresh()
-            for name in ("workflows", "history"):
-                table = cold.table(name)
-                snap = table.current_snapshot()
-                files = reader.files(name)
-                out[name] = {
-                    "snapshot_id": None if snap is None else snap.snapshot_id,
-                    "snapshots": len(table.metadata.snapshots),
-                    "data_files": len(files),
-                    "rows": sum(f.rows for f in files),
-                    "bytes": sum(f.bytes for f in files),
-                    "metadata_location": table.metadata_location,
-                }
-            return out
-
-        tables = await self.engine.io(collect)
-        return {"catalog": cold.where, "warehouse": warehouse(self.store), "tables": tables}
+        return await self.engine.io(lambda: cold_status(cold))
 
     async def sql(
         self,
@@ -539,7 +498,7 @@ class Tierflow:
             self._sql = TierSQL(
                 self.index,
                 self.engine.instances_dir,
-                self.settings.durability,
+                self.settings.engine.durability,
                 self.store,
                 lambda: self.cold,
                 self.engine.io,

@@ -6,11 +6,12 @@ An explicit argument wins over the environment, which wins over the default.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tierflow.hot.errors import InvalidArgument
+from tierflow.hot.options import EngineOptions
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "engine_options_from_env"]
 
 
 def _env_int(name: str, default: int) -> int:
@@ -40,15 +41,39 @@ def _nonnegative(name: str, value: int) -> int:
     return value
 
 
+def engine_options_from_env() -> EngineOptions:
+    """The engine options the environment sets, the defaults for the rest.
+
+    Reads ``TIERFLOW_DURABILITY``, ``TIERFLOW_MAX_CONCURRENCY`` and
+    ``TIERFLOW_MAX_RECOVERY_ATTEMPTS``. To change one option and keep the
+    environment's others: ``dataclasses.replace(engine_options_from_env(), ...)``.
+
+    Raises:
+        InvalidArgument: A variable holds a value the engine cannot take.
+    """
+    default = EngineOptions()
+    raw = os.environ.get("TIERFLOW_DURABILITY") or default.durability
+    if raw not in ("full", "normal"):
+        raise InvalidArgument(
+            f"durability (TIERFLOW_DURABILITY) must be 'full' or 'normal', got {raw!r}"
+        )
+    return EngineOptions(
+        durability="normal" if raw == "normal" else "full",
+        max_concurrency=_env_int("TIERFLOW_MAX_CONCURRENCY", default.max_concurrency),
+        max_recovery_attempts=_env_int(
+            "TIERFLOW_MAX_RECOVERY_ATTEMPTS", default.max_recovery_attempts
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved settings for one ``Tierflow``.
 
     Attributes:
         data_dir: ``TIERFLOW_DATA_DIR``; default ``./tierflow-data``.
-        durability: ``TIERFLOW_DURABILITY``: ``full`` (default) or ``normal``.
-        max_concurrency: ``TIERFLOW_MAX_CONCURRENCY``; default 100.
-        max_recovery_attempts: ``TIERFLOW_MAX_RECOVERY_ATTEMPTS``; default 5.
+        engine: The engine's options: as given to ``Tierflow(options=...)``, else
+            from the environment (:func:`engine_options_from_env`).
         storage_url: ``TIERFLOW_STORAGE_URL``; default ``<data_dir>/lake`` (file://).
         s3_endpoint: ``TIERFLOW_S3_ENDPOINT``; default: AWS.
         sql_native_reads: ``TIERFLOW_SQL_NATIVE_READS`` (``1``/``0``); default on: SQL
@@ -58,9 +83,7 @@ class Settings:
     """
 
     data_dir: str = "./tierflow-data"
-    durability: str = "full"
-    max_concurrency: int = 100
-    max_recovery_attempts: int = 5
+    engine: EngineOptions = field(default_factory=EngineOptions)
     storage_url: str | None = None
     s3_endpoint: str | None = None
     sql_native_reads: bool = True
@@ -70,29 +93,20 @@ class Settings:
     def resolve(
         cls,
         data_dir: str | os.PathLike[str] | None = None,
-        durability: str | None = None,
-        max_concurrency: int | None = None,
-        max_recovery_attempts: int | None = None,
+        options: EngineOptions | None = None,
         storage_url: str | None = None,
         s3_endpoint: str | None = None,
     ) -> Settings:
-        """Merge explicit arguments with the environment and the defaults."""
-        d = durability or os.environ.get("TIERFLOW_DURABILITY") or cls.durability
-        if d not in ("full", "normal"):
-            raise InvalidArgument(
-                f"durability (TIERFLOW_DURABILITY) must be 'full' or 'normal', got {d!r}"
-            )
+        """Merge explicit arguments with the environment and the defaults.
+
+        Engine options given are taken whole; without them the environment's
+        apply (:func:`engine_options_from_env`).
+        """
         return cls(
             data_dir=os.fspath(data_dir)
             if data_dir is not None
             else os.environ.get("TIERFLOW_DATA_DIR") or cls.data_dir,
-            durability=d,
-            max_concurrency=max_concurrency
-            if max_concurrency is not None
-            else _env_int("TIERFLOW_MAX_CONCURRENCY", cls.max_concurrency),
-            max_recovery_attempts=max_recovery_attempts
-            if max_recovery_attempts is not None
-            else _env_int("TIERFLOW_MAX_RECOVERY_ATTEMPTS", cls.max_recovery_attempts),
+            engine=options if options is not None else engine_options_from_env(),
             storage_url=storage_url or os.environ.get("TIERFLOW_STORAGE_URL") or None,
             s3_endpoint=s3_endpoint or os.environ.get("TIERFLOW_S3_ENDPOINT") or None,
             sql_native_reads=_env_bool("TIERFLOW_SQL_NATIVE_READS", cls.sql_native_reads),

@@ -4,7 +4,8 @@
 partitioning, sort order, properties),
 ``cold.catalog`` finds them through a pyiceberg catalog, ``cold.writer`` and
 ``cold.compaction`` write warm batches into them idempotently,
-``cold.reader`` answers point reads, and ``cold.maintenance`` rewrites small
+``cold.reader`` answers point reads, ``cold.status`` reports what the tables
+hold now, and ``cold.maintenance`` rewrites small
 files, expires snapshots and removes orphan files (none of which pyiceberg
 0.12 does itself). Moving instances and the ledger belong to ``tiering``.
 """
@@ -18,15 +19,24 @@ from tierflow.hot.lazy import lazy_names
 if TYPE_CHECKING:
     from tierflow.cold.catalog import CatalogSettings, ColdTables
     from tierflow.cold.reader import ColdReader
+    from tierflow.cold.status import ColdStatus
     from tierflow.cold.tables import ColdLayout
     from tierflow.cold.writer import ColdWriter
 
-__all__ = ["CatalogSettings", "ColdLayout", "ColdReader", "ColdTables", "ColdWriter"]
+__all__ = [
+    "CatalogSettings",
+    "ColdLayout",
+    "ColdReader",
+    "ColdStatus",
+    "ColdTables",
+    "ColdWriter",
+]
 
 _HOME = {
     "CatalogSettings": "catalog",
     "ColdTables": "catalog",
     "ColdReader": "reader",
+    "ColdStatus": "status",
     "ColdLayout": "tables",
     "ColdWriter": "writer",
 }

@@ -99,9 +99,9 @@ def _aware(when: datetime, name: str) -> datetime:
 # Rewrite of small files
 
 
-@dataclass
+@dataclass(frozen=True)
 class RewriteResult:
-    """What :func:`rewrite_small_files` did, summed over the tables.
+    """What :func:`rewrite_small_files` did, summed over the tables (a value: never changed).
 
     Attributes:
         snapshots: Snapshot id of the rewrite, per table that had something to rewrite.
@@ -297,7 +297,8 @@ def rewrite_small_files(
     target = cold.layout.target_file_bytes if target_file_bytes is None else target_file_bytes
     if target < 1:
         raise InvalidArgument("target_file_bytes must be positive")
-    result = RewriteResult()
+    snapshots: dict[str, int] = {}
+    partitions = removed = added = rows = 0
     for ds in _datasets(dataset):
         try:
             done = _rewrite_table(cold, writer, ds, target, commit_id)
@@ -307,13 +308,12 @@ def rewrite_small_files(
             raise StorageError(f"rewriting cold {ds} files failed: {exc}") from exc
         if done is None:
             continue
-        snap, partitions, removed, added, rows = done
-        result.snapshots[ds] = snap
-        result.partitions += partitions
-        result.removed_files += removed
-        result.added_files += added
-        result.rows += rows
-    return result
+        snapshots[ds] = done[0]
+        partitions += done[1]
+        removed += done[2]
+        added += done[3]
+        rows += done[4]
+    return RewriteResult(snapshots, partitions, removed, added, rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,7 +386,7 @@ def expire_snapshots(
 # Orphan files
 
 
-@dataclass
+@dataclass(frozen=True)
 class OrphanResult:
     """What :func:`remove_orphan_files` found, as store keys.
 
@@ -437,12 +437,13 @@ def referenced_files(table: Table) -> set[str]:
 
 
 def _orphans_of_table(
-    cold: ColdTables, dataset: str, older_than: datetime, dry_run: bool, result: OrphanResult
-) -> None:
+    cold: ColdTables, dataset: str, older_than: datetime, dry_run: bool
+) -> tuple[list[str], list[str], list[str]]:
+    """``(deleted, kept young, missing)`` keys of one table."""
     store = cold.store
     table = _existing(cold, dataset)
     if table is None:
-        return
+        return [], [], []
     prefix = store_key(store.url, table.location())
     if prefix is None:
         raise StorageError(
@@ -466,24 +467,23 @@ def _orphans_of_table(
             f"cold {dataset}: current metadata {table.metadata_location} is not in the "
             f"listing of {store.url}/{prefix}; refusing to remove orphan files"
         )
-    result.missing.extend(
-        sorted(k for k in keys if k.startswith(prefix + "/") and k not in listed_set)
-    )
+    missing = sorted(k for k in keys if k.startswith(prefix + "/") and k not in listed_set)
     candidates = [k for k in listed if k not in keys and k.rsplit("/", 1)[-1] != _VERSION_HINT]
     if not candidates:
-        return
+        return [], [], missing
     infos = store.fs.get_file_info([store.path(k) for k in candidates])
     old: list[str] = []
+    young: list[str] = []
     for key, info in zip(candidates, infos, strict=True):
         if info.type != pafs.FileType.File:
             continue  # gone meanwhile
         if info.mtime is None or info.mtime >= older_than:
-            result.kept_young.append(key)
+            young.append(key)
         else:
             old.append(key)
     if not dry_run and old:
         store.delete_many(old)
-    result.deleted.extend(old)
+    return old, young, missing
 
 
 def remove_orphan_files(
@@ -518,22 +518,27 @@ def remove_orphan_files(
             metadata does not match the listing (nothing is deleted then).
     """
     _aware(older_than, "older_than")
-    result = OrphanResult(dry_run=dry_run)
+    deleted: list[str] = []
+    kept_young: list[str] = []
+    missing: list[str] = []
     for ds in _datasets(dataset):
         try:
-            _orphans_of_table(cold, ds, older_than, dry_run, result)
+            old, young, gone = _orphans_of_table(cold, ds, older_than, dry_run)
         except StorageError:
             raise
         except Exception as exc:  # pyiceberg and pyarrow errors alike
             raise StorageError(f"removing orphan files of cold {ds} failed: {exc}") from exc
-    return result
+        deleted += old
+        kept_young += young
+        missing += gone
+    return OrphanResult(deleted, kept_young, missing, dry_run)
 
 
 # --------------------------------------------------------------------------------------------
 # All of it
 
 
-@dataclass
+@dataclass(frozen=True)
 class MaintenanceReport:
     """What :func:`maintain` did.
 

@@ -34,6 +34,7 @@ from tierflow.hot.errors import (
 )
 from tierflow.hot.handle import WorkflowHandle
 from tierflow.hot.models import EventType, HistoryEvent, Status, WorkflowInfo
+from tierflow.hot.options import EngineOptions
 from tierflow.hot.reads import Page
 from tierflow.hot.retry import RetryPolicy, parse_duration
 from tierflow.hot.stream import CallbackSubscriber, HttpSink, Subscriber
@@ -44,6 +45,7 @@ __all__ = [
     "Clock",
     "CorruptInstance",
     "Engine",
+    "EngineOptions",
     "EventType",
     "HistoryEvent",
     "HttpSink",

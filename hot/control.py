@@ -52,7 +52,7 @@ class Control:
         text = serde.encode(
             payload,
             what=f"payload of signal {name!r}",
-            max_bytes=rt.max_payload_bytes,
+            max_bytes=rt.options.max_payload_bytes,
             workflow_id=workflow_id,
         )
         now = rt.now_us()

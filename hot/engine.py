@@ -42,10 +42,11 @@ from tierflow.hot.index import IndexDB
 from tierflow.hot.instances import Instances
 from tierflow.hot.models import HistoryEvent, Status, WorkflowInfo
 from tierflow.hot.notify import ChangeKind
+from tierflow.hot.options import Durability, EngineOptions
 from tierflow.hot.reads import HotReader, Page, Reads, WorkflowRef
 from tierflow.hot.replay import ReplayEnv, ReplayResult, replay_events
 from tierflow.hot.router import Tier, TierRouter
-from tierflow.hot.runtime import Durability, Runtime
+from tierflow.hot.runtime import Runtime
 from tierflow.hot.scheduler import Scheduler
 from tierflow.hot.store import EventRow
 from tierflow.hot.stream import CallbackSubscriber, EventStream, Subscriber
@@ -62,16 +63,9 @@ class Engine:
     Args:
         data_dir: Root of everything tierflow stores; ``hot/`` lives inside.
         workflows: The workflow definitions this process can run.
-        durability: ``"full"`` fsyncs every commit (default); ``"normal"``
-            survives process crashes but may lose the last commits on power loss.
+        options: How the engine runs (durability, concurrency, recovery, waits,
+            payload size); see :class:`~tierflow.hot.options.EngineOptions`.
         clock: Time source for timers and timestamps (inject ``ManualClock`` in tests).
-        max_concurrency: Instances the scheduler runs at once.
-        max_recovery_attempts: Recoveries after which an instance whose runner
-            keeps dying is failed.
-        inline_sleep_threshold: Timers and retry waits up to this many seconds
-            are awaited in memory (still recorded durably); longer ones unload
-            the instance.
-        max_payload_bytes: Largest JSON input, result, or signal accepted.
         event_sinks: Subscribers of the event stream (``HttpSink``, ...).
     """
 
@@ -80,25 +74,12 @@ class Engine:
         data_dir: str | os.PathLike[str] = "./tierflow-data",
         workflows: Sequence[WorkflowDefinition | WorkflowFn] = (),
         *,
-        durability: Durability = "full",
+        options: EngineOptions | None = None,
         clock: Clock | None = None,
-        max_concurrency: int = 100,
-        max_recovery_attempts: int = 5,
-        inline_sleep_threshold: float = 0.25,
-        max_payload_bytes: int = serde.DEFAULT_MAX_PAYLOAD_BYTES,
         event_sinks: Sequence[Subscriber] = (),
     ) -> None:
         self.registry = Registry(workflows)
-        self.runtime = Runtime(
-            data_dir,
-            self.registry,
-            durability=durability,
-            clock=clock,
-            max_concurrency=max_concurrency,
-            max_recovery_attempts=max_recovery_attempts,
-            inline_sleep_threshold=inline_sleep_threshold,
-            max_payload_bytes=max_payload_bytes,
-        )
+        self.runtime = Runtime(data_dir, self.registry, options or EngineOptions(), clock=clock)
         rt = self.runtime
         self.instances = Instances(rt, self)
         self.control = Control(rt, self.instances)
@@ -142,19 +123,24 @@ class Engine:
         return self.runtime.io_pool
 
     @property
+    def options(self) -> EngineOptions:
+        """The options this engine runs with."""
+        return self.runtime.options
+
+    @property
     def max_payload_bytes(self) -> int:
         """Largest JSON input, result or signal accepted."""
-        return self.runtime.max_payload_bytes
+        return self.runtime.options.max_payload_bytes
 
     @property
     def inline_sleep_threshold(self) -> float:
         """Waits up to this many seconds stay in memory."""
-        return self.runtime.inline_sleep_threshold
+        return self.runtime.options.inline_sleep_threshold
 
     @property
     def max_concurrency(self) -> int:
         """Instances the scheduler runs at once."""
-        return self.runtime.max_concurrency
+        return self.runtime.options.max_concurrency
 
     @property
     def owner_id(self) -> str:

@@ -7,7 +7,8 @@ grouped by what a caller can do about them::
     ├── InvalidArgument (also ValueError)        fix the input and call again
     │   ├── InvalidWorkflowId
     │   ├── PayloadError                         not JSON, or too large
-    │   └── UnknownQuery
+    │   ├── UnknownQuery
+    │   └── QueryTimeout (also TimeoutError)     tf.sql() ran past its timeout
     ├── WorkflowNotFound (also LookupError)      unknown id, or unknown type
     ├── WorkflowAlreadyExists                    start(..., on_conflict="fail")
     ├── WorkflowAlreadyFinished                  signal/cancel of a finished run
@@ -22,11 +23,27 @@ grouped by what a caller can do about them::
     ├── SignalTimeout
     ├── ResultTimeout (also TimeoutError)        handle.result(timeout) expired
     └── StorageError                             disk, SQLite or object store
-        └── CorruptInstance                      an instance file is unreadable
+        ├── CorruptInstance                      an instance file is unreadable
+        └── ObjectNotFound (also LookupError)    no object at that key in the store
+
+    BaseException
+    └── WorkflowCancelled                        raised inside a cancelled workflow
 
 Cancellation delivered *inside* a workflow (:class:`WorkflowCancelled`) derives
 from ``BaseException`` so that ``except Exception`` in user code does not
 swallow it; ``finally`` blocks still run.
+
+Names: an exception class's name ends in ``Error``. The names above that do
+not (``InvalidArgument``, ``WorkflowNotFound``, ``StepTimeout``,
+``WorkflowCancelled``, ...) predate the rule and stay, because applications
+catch them by name; this tree is where each of them is documented. A new
+exception ends in ``Error`` and is added to the tree; a test checks that
+every exception ``tierflow`` exports appears here. ``QueryTimeout`` lives in
+``tierflow.tiering.sql`` and ``ObjectNotFound`` in ``tierflow.warm.storage``;
+every other one is defined in this module. Exceptions the engine raises and
+catches itself (``IncompleteInstance``, the signals that suspend or stop a
+running workflow, a SQL worker's deadline) never reach a caller and are not
+part of the tree.
 """
 
 from __future__ import annotations

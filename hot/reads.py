@@ -316,7 +316,7 @@ class Reads:
                 workflow_id=workflow_id,
                 known_types=known,
             )
-        serde.encode(list(args), what="query arguments", max_bytes=rt.max_payload_bytes)
+        serde.encode(list(args), what="query arguments", max_bytes=rt.options.max_payload_bytes)
         state = await self.replay_state(row)
         ex = Execution(self.env, None, state, definition, query_mode=True)
         ctx = WorkflowContext(ex)

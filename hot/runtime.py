@@ -17,13 +17,12 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from tierflow.hot import notify, serde
+from tierflow.hot import notify
 from tierflow.hot.authoring import Registry
 from tierflow.hot.clock import Clock, SystemClock
 from tierflow.hot.errors import (
-    InvalidArgument,
     StorageError,
     TierflowError,
     WorkflowAlreadyFinished,
@@ -32,12 +31,12 @@ from tierflow.hot.errors import (
 from tierflow.hot.ids import validate_workflow_id
 from tierflow.hot.index import IndexDB, IndexRow
 from tierflow.hot.models import TERMINAL_STATUSES, to_micros
+from tierflow.hot.options import Durability, EngineOptions
 from tierflow.hot.recovery import OwnerLock, other_owners
 from tierflow.hot.store import InstanceFile, SparePool
 
 __all__ = ["Durability", "Runtime"]
 
-Durability = Literal["full", "normal"]
 _T = TypeVar("_T")
 
 # Threads for SQLite work: fsyncs on different instance files overlap.
@@ -50,47 +49,27 @@ class Runtime:
     Args:
         data_dir: Root of everything tierflow stores; ``hot/`` lives inside.
         registry: The workflow types this process can run.
-        durability: ``"full"`` or ``"normal"`` (see ``Engine``).
+        options: How the engine runs (validated when made).
         clock: Time source.
-        max_concurrency: Instances the scheduler runs at once.
-        max_recovery_attempts: Recoveries before an instance is failed.
-        inline_sleep_threshold: Waits up to this many seconds stay in memory.
-        max_payload_bytes: Largest JSON input, result or signal accepted.
     """
 
     def __init__(
         self,
         data_dir: str | os.PathLike[str],
         registry: Registry,
+        options: EngineOptions,
         *,
-        durability: Durability = "full",
         clock: Clock | None = None,
-        max_concurrency: int = 100,
-        max_recovery_attempts: int = 5,
-        inline_sleep_threshold: float = 0.25,
-        max_payload_bytes: int = serde.DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
-        if durability not in ("full", "normal"):
-            raise InvalidArgument("durability must be 'full' or 'normal'")
-        if max_concurrency < 1:
-            raise InvalidArgument("max_concurrency must be >= 1")
-        if max_recovery_attempts < 0:
-            raise InvalidArgument(
-                "max_recovery_attempts must be >= 0 (0: never recover), "
-                f"got {max_recovery_attempts}"
-            )
         self.data_dir = Path(data_dir)
         self.hot_dir = self.data_dir / "hot"
         self.instances_dir = self.hot_dir / "instances"
         self.quarantine_dir = self.hot_dir / "quarantine"
         self.owners_dir = self.hot_dir / "owners"
         self.registry = registry
-        self.durability: Durability = durability
+        self.options = options
+        self.durability: Durability = options.durability
         self.clock: Clock = clock or SystemClock()
-        self.max_concurrency = max_concurrency
-        self.max_recovery_attempts = max_recovery_attempts
-        self.inline_sleep_threshold = inline_sleep_threshold
-        self.max_payload_bytes = max_payload_bytes
         self.io_pool: Executor = ThreadPoolExecutor(
             max_workers=_IO_THREADS, thread_name_prefix="tierflow-io"
         )

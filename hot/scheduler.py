@@ -98,7 +98,7 @@ class Scheduler:
         self._ready: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._timers: list[tuple[int, str]] = []
         self._timer_changed = asyncio.Event()
-        self._sem = asyncio.Semaphore(rt.max_concurrency)
+        self._sem = asyncio.Semaphore(rt.options.max_concurrency)
         self._loops: list[asyncio.Task[Any]] = []
         self._runs: set[asyncio.Task[Any]] = set()
         self._feed: ChangeFeed | None = None
@@ -293,7 +293,7 @@ class Scheduler:
                 continue  # a process that knows the type recovers it
             count += 1
             attempts = row.recovery_count + 1
-            if attempts > rt.max_recovery_attempts:
+            if attempts > rt.options.max_recovery_attempts:
                 await self._fail_unrecoverable(row.workflow_id, attempts - 1)
                 continue
             # Durable: if recovering crashes the process again, the count must stick.
@@ -316,7 +316,7 @@ class Scheduler:
         rt = self.rt
         reason = (
             f"the process running this workflow died {attempts} times; "
-            f"giving up after max_recovery_attempts={rt.max_recovery_attempts}"
+            f"giving up after max_recovery_attempts={rt.options.max_recovery_attempts}"
         )
         now = rt.now_us()
         error = serde.encode({"type": "RecoveryExhausted", "message": reason}, what="error")

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
+from typing import Any
 
 from tierflow.hot.index import IndexDB
 from tierflow.hot.router import Tier
 
-__all__ = ["Batch", "BatchState", "Ledger"]
+__all__ = ["Batch", "BatchState", "BatchSummary", "Ledger", "TieringStatus"]
 
 
 class BatchState(StrEnum):
@@ -59,6 +60,51 @@ class Batch:
     event_count: int | None
     manifest: bytes | None
     store_url: str | None
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """One batch as ``tiering_status`` reports it.
+
+    Attributes:
+        batch_id: The batch.
+        state: How far its move got.
+        workflows: Instances it holds (None until committed).
+        events: History events it holds (None until committed).
+    """
+
+    batch_id: str
+    state: BatchState
+    workflows: int | None
+    events: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``state`` as its text."""
+        return {**asdict(self), "state": self.state.value}
+
+
+@dataclass(frozen=True)
+class TieringStatus:
+    """The ledger now: how many instances each tier holds, and the recent batches.
+
+    Attributes:
+        storage_url: The warm store batches go to.
+        instances: Instance count per tier (``hot``, ``warm``, ``cold``; a tier
+            holding none is absent).
+        batches: The most recent batches, newest first.
+    """
+
+    storage_url: str
+    instances: dict[str, int]
+    batches: tuple[BatchSummary, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``{"storage_url", "instances", "batches": [...]}``."""
+        return {
+            "storage_url": self.storage_url,
+            "instances": dict(self.instances),
+            "batches": [b.to_dict() for b in self.batches],
+        }
 
 
 class Ledger:
@@ -143,6 +189,17 @@ class Ledger:
             "SELECT * FROM tier_batches ORDER BY created_at DESC LIMIT ?", (limit,)
         )
         return [Batch(*r) for r in rows]
+
+    def status(self, storage_url: str, limit: int = 20) -> TieringStatus:
+        """Instances per tier and the ``limit`` most recent batches."""
+        return TieringStatus(
+            storage_url=storage_url,
+            instances=self.index.count_by_tier(),
+            batches=tuple(
+                BatchSummary(b.batch_id, BatchState(b.state), b.workflow_count, b.event_count)
+                for b in self.all(limit)
+            ),
+        )
 
     def hot_files_of(self, batch_id: str) -> list[tuple[str, str]]:
         """``(workflow_id, file)`` of moved instances whose hot file is not yet deleted."""

@@ -33,6 +33,7 @@ from tierflow.hot.authoring import workflow
 from tierflow.hot.clock import ManualClock
 from tierflow.hot.context import WorkflowContext
 from tierflow.hot.errors import WorkflowFailed
+from tierflow.hot.options import EngineOptions
 from tierflow.hot.retry import RetryPolicy
 from tierflow.tiering.policy import TieringPolicy
 from tierflow.warm.storage import ObjectStore, StorageSettings
@@ -104,7 +105,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         warm_store=store,
         catalog_url=f"sqlite:///{work / 'catalog.sqlite'}",
         clock=clock,
-        durability="normal",
+        options=EngineOptions(durability="normal"),
         tiering=TieringPolicy(min_age="1h", cold_after="1h"),
     ) as tf:
         for day in range(args.days):

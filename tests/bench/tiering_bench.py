@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tierflow import Tierflow, WorkflowContext, workflow
+from tierflow import EngineOptions, Tierflow, WorkflowContext, workflow
 from tierflow.hot.store import read_for_archive
 from tierflow.warm import schema, writer
 from tierflow.warm.storage import ObjectStore
@@ -39,7 +39,7 @@ async def twenty_events(ctx: WorkflowContext, n: int) -> str:
 
 async def populate(data: Path, n: int) -> None:
     # Population is not what is measured: relax fsync to build the backlog faster.
-    async with Tierflow(data, [twenty_events], durability="normal") as tf:
+    async with Tierflow(data, [twenty_events], options=EngineOptions(durability="normal")) as tf:
 
         async def caller(k: int) -> None:
             for i in range(k, n, 8):

@@ -18,7 +18,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tierflow import HttpSink, RetryPolicy, Tierflow, WorkflowContext, WorkflowFailed, workflow
+from tierflow import (
+    EngineOptions,
+    HttpSink,
+    RetryPolicy,
+    Tierflow,
+    WorkflowContext,
+    WorkflowFailed,
+    workflow,
+)
 
 
 def marks_path() -> Path:
@@ -257,7 +265,7 @@ async def main(mode: str, data: str, args: list[str]) -> None:
             results = [await tf.get_handle(f"sleeper-{i}").result(timeout=120) for i in range(n)]
         print(json.dumps({"sum": sum(results), "n": len(results)}), flush=True)
     elif mode == "doomed":
-        async with Tierflow(data, WORKFLOWS, max_recovery_attempts=2) as tf:
+        async with Tierflow(data, WORKFLOWS, options=EngineOptions(max_recovery_attempts=2)) as tf:
             await tf.start(doomed, workflow_id="doomed-1")
             try:
                 await tf.get_handle("doomed-1").result(timeout=60)

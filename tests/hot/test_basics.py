@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from tierflow import (
+    EngineOptions,
     InvalidArgument,
     InvalidWorkflowId,
     PayloadError,
@@ -182,7 +183,7 @@ async def test_unknown_workflow_type(make_tf, uid):
 
 
 async def test_input_must_be_json_and_bounded(make_tf, uid):
-    tf = await make_tf([double], max_payload_bytes=1000)
+    tf = await make_tf([double], options=EngineOptions(max_payload_bytes=1000))
     with pytest.raises(PayloadError, match="not JSON"):
         await tf.run(double, {"value": object()}, workflow_id=uid())
     with pytest.raises(PayloadError, match="1000-byte"):

@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 import pytest
-from tierflow import WorkflowContext, workflow
+from tierflow import EngineOptions, WorkflowContext, workflow
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -79,7 +79,7 @@ async def test_step_result_synced_before_the_next_step_runs(
 
     _log.clear()
     monkeypatch.setattr(os, "fdatasync", fdatasync)
-    tf = await make_tf([wf], durability="full")
+    tf = await make_tf([wf], options=EngineOptions(durability="full"))
     wid = uid()
     handle = await tf.run(wf, tag, workflow_id=wid)
     assert await handle.result(timeout=30) == f"STEP-ONE-RESULT-{tag.upper()}"

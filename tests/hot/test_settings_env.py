@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from tierflow import (
+    EngineOptions,
     InvalidArgument,
     StorageError,
     Tierflow,
@@ -179,7 +180,7 @@ async def test_durability_from_the_environment(
 
 async def test_durability_argument_wins_over_the_environment(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("TIERFLOW_DURABILITY", "normal")
-    assert Tierflow(tmp_path / "d", [adder], durability="full").engine.durability == "full"
+    assert Tierflow(tmp_path / "d", [adder], options=EngineOptions()).engine.durability == "full"
 
 
 def test_bad_durability_in_the_environment_is_refused(tmp_path: Path, monkeypatch):
@@ -243,7 +244,7 @@ async def test_max_concurrency_bounds_instances_running_at_once(make_tf, uid, mo
         tf = await make_tf([held])
     else:
         monkeypatch.setenv("TIERFLOW_MAX_CONCURRENCY", "1")  # the argument wins
-        tf = await make_tf([held], max_concurrency=3)
+        tf = await make_tf([held], options=EngineOptions(max_concurrency=3))
     assert tf.engine.max_concurrency == 3
     assert await run_held(tf, uid("k"), 8, uid) == 3
 

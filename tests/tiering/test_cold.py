@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from tierflow import InvalidArgument, StorageError, Tierflow
+from tierflow.cold.status import ColdStatus
 from tierflow.cold.writer import BATCHES_PROPERTY, COMMIT_ID_PROPERTY
 from tierflow.tiering.policy import TieringPolicy, TypePolicy
 from tierflow.warm.storage import ObjectStore
@@ -225,7 +226,7 @@ def test_cli_tier_to_warm_then_cold_and_cold_status(store_url: str, tmp_path: Pa
 
     # A second, small cold commit (made in-process: quicker than three more CLI runs), so
     # maintenance has small files to rewrite, snapshots to expire and files to delete.
-    async def second_commit() -> tuple[list[str], dict[str, Any], dict[str, list[int]]]:
+    async def second_commit() -> tuple[list[str], ColdStatus, dict[str, list[int]]]:
         policy = TieringPolicy(min_age=0, cold_after=0)
         async with Tierflow(data, WORKFLOWS, tiering=policy) as tf:
             for i in range(3):
@@ -243,12 +244,16 @@ def test_cli_tier_to_warm_then_cold_and_cold_status(store_url: str, tmp_path: Pa
     second, status, days = asyncio.run(second_commit())
     assert not set(second) & set(first)
     for name in ("workflows", "history"):
-        assert status["tables"][name]["snapshots"] == 2
+        assert status.tables[name].snapshots == 2
+    assert status.tables["workflows"].rows == 12
+    assert status.warehouse == f"{store_url.rstrip('/')}/cold"
+    # The CLI prints the same status, as JSON.
+    assert cli("cold", "status") == status.to_dict()
     # Each commit writes one file per finished day per table; a day with two is rewritten
     # (all of them but once in a run across midnight UTC).
     files_per_day = {day: len(set(commits)) for day, commits in days.items()}
     merged = [day for day, n in files_per_day.items() if n > 1]
-    assert sum(files_per_day.values()) == status["tables"]["workflows"]["data_files"]
+    assert sum(files_per_day.values()) == status.tables["workflows"].data_files
     store = ObjectStore.from_url(store_url)
     keys_before = {k for k, _ in store.list("cold")}
 
@@ -259,7 +264,7 @@ def test_cli_tier_to_warm_then_cold_and_cold_status(store_url: str, tmp_path: Pa
     assert rewrite["removed_files"] == 2 * sum(files_per_day[d] for d in merged)
     assert rewrite["added_files"] == 2 * len(merged)
     if len(days) == 1:  # every row was rewritten
-        total = sum(status["tables"][n]["rows"] for n in ("workflows", "history"))
+        total = sum(status.tables[n].rows for n in ("workflows", "history"))
         assert rewrite["rows"] == total
     # Every snapshot but the current one is expired (retention 0, keep 1).
     per_table = 2 + (1 if merged else 0) - 1
@@ -278,7 +283,7 @@ def test_cli_tier_to_warm_then_cold_and_cold_status(store_url: str, tmp_path: Pa
         assert table["snapshots"] == 1
         assert table["snapshot_id"] not in maintained["expired"][name]
         assert table["data_files"] == len(days)
-        assert table["rows"] == status["tables"][name]["rows"]
+        assert table["rows"] == status.tables[name].rows
     assert after["tables"]["workflows"]["rows"] == 12
 
 
@@ -314,7 +319,12 @@ async def test_maintenance_after_many_small_compactions(make_store, tmp_path: Pa
         done = await tf.maintain_cold(
             now=time.time() + 1, snapshot_retention=0, keep_snapshots=1, orphan_grace=0
         )
-        assert done["rewrite"]["removed_files"] >= 12
+        assert done.rewrite is not None and done.rewrite.removed_files >= 12
+        # One new file per partition (finished day) and table, from six small ones each.
+        assert done.rewrite.added_files == done.rewrite.partitions >= 2
+        assert set(done.rewrite.snapshots) == {"workflows", "history"}
+        assert {n: len(v) for n, v in done.expired.items()} == {"workflows": 6, "history": 6}
+        assert done.orphans.deleted and (done.orphans.kept_young, done.orphans.missing) == ([], [])
         assert await read_all(tf, ids) == before
         for dataset in ("workflows", "history"):
             table = tf.cold.table(dataset, refresh=True)

@@ -87,6 +87,7 @@ async def test_history_spread_over_several_cold_files_reads_whole(
     async with Tierflow(data, WORKFLOWS, warm_store=store, tiering=POLICY) as tf:
         assert await reads(tf, ids) == before  # a fresh reader, same spread files
         done = await tf.maintain_cold(now=time.time() + 1)
-        assert done["rewrite"]["rows"] == sum(len(r["history"]) + 1 for r in before.values()), done
+        assert done.rewrite is not None
+        assert done.rewrite.rows == sum(len(r["history"]) + 1 for r in before.values()), done
         assert history_files(tf, ids) == dict.fromkeys(ids, 1)
         assert await reads(tf, ids) == before

@@ -242,25 +242,28 @@ async def test_kill_at_each_point_then_rerun(make_store, tmp_path: Path, point: 
     # Between the kill and the repair: every workflow readable, once, as before.
     async with Tierflow(data, WORKFLOWS, warm_store=store) as tf:
         per_tier = await assert_readable_exactly_once(tf, ids, before)
-        [batch] = (await tf.tiering_status())["batches"]
+        [batch] = (await tf.tiering_status()).batches
     committed = point == "after-commit"
     assert per_tier == {"warm" if committed else "hot": len(ids)}
-    assert batch["state"] == ("committed" if committed else "writing")
+    assert batch.state == ("committed" if committed else "writing")
     # Readers only see committed batches: the manifest is published after the commit.
     assert store.list("warm/manifests") == []
     rerun = _run("tier", data, env)
     assert rerun.returncode == 0, rerun.stderr
     report = json.loads(rerun.stdout.splitlines()[-1])
-    assert batch["batch_id"] in report["recovered_batches"]
+    assert batch.batch_id in report["recovered_batches"]
     async with Tierflow(data, WORKFLOWS, warm_store=store) as tf:
         assert await assert_readable_exactly_once(tf, ids, before) == {"warm": len(ids)}
         status = await tf.tiering_status()
     assert hot_files(data) == []
     # No orphans: every data object belongs to a batch the ledger says is done.
-    done = {b["batch_id"] for b in status["batches"] if b["state"] == "done"}
+    done = {b.batch_id for b in status.batches if b.state == "done"}
+    assert status.instances == {"warm": len(ids)}
+    assert sum(b.workflows or 0 for b in status.batches if b.state == "done") == len(ids)
+    assert all(b.events for b in status.batches if b.state == "done")
     for key, _ in store.list("warm", unfinished=True):
         name = key.rsplit("/", 1)[-1]
         assert any(bid in name for bid in done), (key, point, report)
     # The rerun finished the committed batch (published its manifest) or wrote a new one.
-    assert done == ({batch["batch_id"]} if committed else set(report["batches"]))
+    assert done == ({batch.batch_id} if committed else set(report["batches"]))
     assert_manifests_list_the_files(store, done)

@@ -101,19 +101,28 @@ async def test_corrupt_file_aborts_the_pass_before_the_commit(make_store, tmp_pa
         # Hot untouched: every instance hot, its file in place, reads as before.
         assert await assert_readable_exactly_once(tf, ids, before) == {"hot": len(ids)}
         assert all(tf.engine.instance_path(w).exists() for w in ids)
-        [failed] = (await tf.tiering_status())["batches"]
-        assert failed["state"] == "writing"
+        status = await tf.tiering_status()
+        [failed] = status.batches
+        assert (failed.state, failed.workflows, failed.events) == ("writing", None, None)
+        assert status.instances == {"hot": len(ids)} and status.storage_url == store.url
+        assert json.loads(json.dumps(status.to_dict())) == {
+            "storage_url": store.url,
+            "instances": {"hot": len(ids)},
+            "batches": [
+                {"batch_id": failed.batch_id, "state": "writing", "workflows": None, "events": None}
+            ],
+        }
         assert store.list("warm/manifests") == []
 
         store.armed = False
         report = await tf.tier(now=time.time() + LATER)
-        assert report.recovered_batches == [failed["batch_id"]]
+        assert report.recovered_batches == [failed.batch_id]
         assert report.garbage_collected == len(store.written) >= 2
         assert report.workflows_moved == len(ids) and report.skipped == []
         assert await assert_readable_exactly_once(tf, ids, before) == {"warm": len(ids)}
         assert (await tf.tier(now=time.time() + LATER)).workflows_moved == 0
-        states = {b["batch_id"]: b["state"] for b in (await tf.tiering_status())["batches"]}
-    assert states == {failed["batch_id"]: "aborted", report.batches[0]: "done"}
+        states = {b.batch_id: b.state for b in (await tf.tiering_status()).batches}
+    assert states == {failed.batch_id: "aborted", report.batches[0]: "done"}
     assert hot_files(data) == []
     # Exactly once in storage too: the aborted batch's objects are gone.
     assert sorted(r["workflow_id"] for r in warm_rows(store, "workflows")) == sorted(ids)
@@ -273,14 +282,14 @@ async def test_kill_inside_an_object_write_then_rerun(make_store, tmp_path: Path
         assert partial == []  # an interrupted PUT stores nothing
     async with Tierflow(data, WORKFLOWS, warm_store=store) as tf:
         assert await assert_readable_exactly_once(tf, ids, before) == {"hot": len(ids)}
-        [batch] = (await tf.tiering_status())["batches"]
-    assert batch["state"] == "writing"
+        [batch] = (await tf.tiering_status()).batches
+    assert batch.state == "writing"
     assert store.list("warm/manifests") == []
 
     rerun = _run("tier", data, env)
     assert rerun.returncode == 0, rerun.stderr
     report = json.loads(rerun.stdout.splitlines()[-1])
-    assert report["recovered_batches"] == [batch["batch_id"]]
+    assert report["recovered_batches"] == [batch.batch_id]
     assert report["garbage_collected"] == len(left)
     async with Tierflow(data, WORKFLOWS, warm_store=store) as tf:
         assert await assert_readable_exactly_once(tf, ids, before) == {"warm": len(ids)}
