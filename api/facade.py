@@ -40,9 +40,9 @@ if TYPE_CHECKING:
     from tierflow.cold.catalog import ColdTables
     from tierflow.cold.maintenance import MaintenanceReport
     from tierflow.cold.status import ColdStatus
-    from tierflow.tiering.compaction_job import CompactionJob, CompactionReport
-    from tierflow.tiering.job import Progress, TieringJob, TieringReport
-    from tierflow.tiering.ledger import TieringStatus
+    from tierflow.tiering.to_cold import ColdMove, ColdMoveReport
+    from tierflow.tiering.to_warm import Progress, WarmMove, TieringReport
+    from tierflow.tiering.warm_ledger import TieringStatus
     from tierflow.tiering.policy import TieringPolicy
     from tierflow.tiering.sql import AsOf, SqlResult, TierSQL
     from tierflow.warm.storage import ObjectStore
@@ -114,9 +114,9 @@ class Tierflow:
         self._policy = tiering
         self._store: ObjectStore | None = warm_store
         self._catalog_url = catalog_url
-        self._job: TieringJob | None = None
+        self._job: WarmMove | None = None
         self._cold: ColdTables | None = None
-        self._compaction: CompactionJob | None = None
+        self._compaction: ColdMove | None = None
         self._periodic: asyncio.Task[None] | None = None
         self._sql: TierSQL | None = None
         self.engine.router.register(Tier.WARM, _LazySource(self, Tier.WARM))
@@ -309,12 +309,12 @@ class Tierflow:
         return self._store
 
     @property
-    def tiering_job(self) -> TieringJob:
+    def warm_move(self) -> WarmMove:
         """The tiering job bound to this engine and store."""
         if self._job is None:
-            from tierflow.tiering.job import TieringJob
+            from tierflow.tiering.to_warm import WarmMove
 
-            self._job = TieringJob(self.engine, self.store, self.tiering_policy)
+            self._job = WarmMove(self.engine, self.store, self.tiering_policy)
         return self._job
 
     @property
@@ -328,12 +328,12 @@ class Tierflow:
         return self._cold
 
     @property
-    def compaction_job(self) -> CompactionJob:
+    def cold_move(self) -> ColdMove:
         """The warm → cold compaction job."""
         if self._compaction is None:
-            from tierflow.tiering.compaction_job import CompactionJob
+            from tierflow.tiering.to_cold import ColdMove
 
-            self._compaction = CompactionJob(
+            self._compaction = ColdMove(
                 self.engine, self.store, self.cold, self.tiering_policy
             )
         return self._compaction
@@ -361,39 +361,39 @@ class Tierflow:
             StorageError: The store or the catalog is unusable; nothing moved.
             InvalidArgument: ``to`` is not "warm" or "cold".
         """
-        from tierflow.tiering.job import TieringReport
+        from tierflow.tiering.to_warm import TieringReport
 
         if to not in (None, "warm", "cold"):
             raise InvalidArgument(f"to must be 'warm' or 'cold', got {to!r}")
         callback = progress or (lambda stage, done, total: None)
         report = TieringReport()
         if to != "cold":
-            job = self.tiering_job
+            job = self.warm_move
             job.progress = callback
             report = await job.run(now)
         if to != "warm" and self.tiering_policy.cold_after is not None:
-            compaction = self.compaction_job
+            compaction = self.cold_move
             compaction.progress = callback
             report.cold = await compaction.run(now)
         return report
 
     async def compact(
         self, now: float | None = None, progress: Progress | None = None
-    ) -> CompactionReport:
+    ) -> ColdMoveReport:
         """Run one warm → cold compaction pass (``tier(to="cold")`` without the wrapper).
 
         Raises:
             StorageError: The store or the catalog is unusable; nothing moved.
         """
-        job = self.compaction_job
+        job = self.cold_move
         job.progress = progress or (lambda stage, done, total: None)
         return await job.run(now)
 
     async def tiering_status(self, limit: int = 20) -> TieringStatus:
         """The ledger: how many instances each tier holds, and the ``limit`` newest batches."""
-        from tierflow.tiering.ledger import Ledger
+        from tierflow.tiering.warm_ledger import WarmLedger
 
-        return Ledger(self.index).status(self.store.url, limit)
+        return WarmLedger(self.index).status(self.store.url, limit)
 
     async def maintain_cold(
         self,
@@ -404,7 +404,7 @@ class Tierflow:
         keep_snapshots: int | None = None,
         orphan_grace: float | str | None = None,
     ) -> MaintenanceReport:
-        """Maintain the cold tables (see ``CompactionJob.maintain``); returns what was done.
+        """Maintain the cold tables (see ``ColdMove.maintain``); returns what was done.
 
         Rewrites small files into large sorted ones, expires snapshots older
         than the retention (keeping the newest ``keep_snapshots``), and deletes
@@ -414,7 +414,7 @@ class Tierflow:
         Raises:
             StorageError: The catalog or the store failed.
         """
-        return await self.compaction_job.maintain(
+        return await self.cold_move.maintain(
             now,
             rewrite=rewrite,
             snapshot_retention=snapshot_retention,
@@ -537,10 +537,10 @@ class _LazySource:
     def _get(self) -> Any:
         if self._source is None:
             if self.tier == Tier.WARM:
-                from tierflow.tiering.ledger import Ledger
+                from tierflow.tiering.warm_ledger import WarmLedger
                 from tierflow.tiering.source import WarmSource
 
-                self._source = WarmSource(self.tf.store, Ledger(self.tf.index), self.tf.engine.io)
+                self._source = WarmSource(self.tf.store, WarmLedger(self.tf.index), self.tf.engine.io)
             else:
                 from tierflow.cold.reader import ColdReader
                 from tierflow.tiering.source import ColdSource

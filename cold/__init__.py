@@ -3,7 +3,7 @@
 ``cold.schema`` has their Arrow schema, ``cold.tables`` defines them (schema,
 partitioning, sort order, properties),
 ``cold.catalog`` finds them through a pyiceberg catalog, ``cold.writer`` and
-``cold.compaction`` write warm batches into them idempotently,
+``cold.load`` loads warm batches into them idempotently,
 ``cold.reader`` answers point reads, ``cold.status`` reports what the tables
 hold now, and ``cold.maintenance`` rewrites small
 files, expires snapshots and removes orphan files (none of which pyiceberg

@@ -1,7 +1,7 @@
 """What spans tiers: the moves between tiers and their ledgers, reads across tiers, SQL.
 
-- hot → warm: :mod:`~tierflow.tiering.job` (``TieringJob``), its ledger and policy;
-- warm → cold: :mod:`~tierflow.tiering.compaction_job` and its ledger;
+- hot → warm: :mod:`~tierflow.tiering.to_warm` (``WarmMove``), its ledger and policy;
+- warm → cold: :mod:`~tierflow.tiering.to_cold` and its ledger;
 - :mod:`~tierflow.tiering.source`: reads of archived instances for the router;
 - :mod:`~tierflow.tiering.sql`: SQL across all tiers (DuckDB, confined).
 
@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING
 from tierflow.hot.lazy import lazy_names
 
 if TYPE_CHECKING:
-    from tierflow.tiering.job import TieringJob, TieringReport
+    from tierflow.tiering.to_warm import WarmMove, TieringReport
     from tierflow.tiering.policy import TieringPolicy, TypePolicy
 
-__all__ = ["TieringJob", "TieringPolicy", "TieringReport", "TypePolicy"]
+__all__ = ["WarmMove", "TieringPolicy", "TieringReport", "TypePolicy"]
 
 _HOME = {
-    "TieringJob": "job",
-    "TieringReport": "job",
+    "WarmMove": "to_warm",
+    "TieringReport": "to_warm",
     "TieringPolicy": "policy",
     "TypePolicy": "policy",
 }

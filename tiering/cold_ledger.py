@@ -22,7 +22,7 @@ from enum import StrEnum
 
 from tierflow.hot.index import IndexDB
 from tierflow.hot.router import Tier
-from tierflow.tiering.ledger import BatchState
+from tierflow.tiering.warm_ledger import BatchState
 
 __all__ = ["ColdCommit", "ColdLedger", "CommitState"]
 

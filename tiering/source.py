@@ -13,7 +13,7 @@ from tierflow.hot import serde
 from tierflow.hot.errors import StorageError
 from tierflow.hot.index import IndexRow
 from tierflow.hot.models import HistoryEvent, WorkflowInfo, from_micros
-from tierflow.tiering.ledger import Ledger
+from tierflow.tiering.warm_ledger import WarmLedger
 from tierflow.warm import writer
 from tierflow.warm.lookup import PointReader, as_rows
 from tierflow.warm.schema import schema_for
@@ -38,7 +38,7 @@ class WarmSource:
         io: Runs blocking work off the event loop.
     """
 
-    def __init__(self, store: ObjectStore, ledger: Ledger, io: IO) -> None:
+    def __init__(self, store: ObjectStore, ledger: WarmLedger, io: IO) -> None:
         self.store = store
         self.ledger = ledger
         self._io = io

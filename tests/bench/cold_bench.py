@@ -2,7 +2,7 @@
 
 python -m tests.bench.cold_bench [--quick] [--out DIR]   (also a phase of ``make bench``)
 
-1. Compaction throughput of ``cold.compaction.compact`` over warm batches of 20-event
+1. Compaction throughput of ``cold.load.load`` over warm batches of 20-event
    workflows, on ``file://`` and on a moto S3 server (127.0.0.1), beside its floor: pyarrow
    alone reading the same warm files and writing the same sorted Parquet (same sort keys,
    zstd, same row-group size), measured in the same run. Every pass runs in a subprocess,
@@ -55,14 +55,14 @@ import pyarrow.parquet as pq
 from pyiceberg.expressions import And, EqualTo
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.transforms import BucketTransform, IdentityTransform
-from tierflow.cold import compaction as cold_compaction
+from tierflow.cold import load as cold_load
 from tierflow.cold import tables
 from tierflow.cold import writer as cold_writer
 from tierflow.cold.catalog import CatalogSettings, ColdTables
 from tierflow.cold.reader import ColdReader, fs_path
 from tierflow.cold.writer import ColdWriter, sort_rows
 from tierflow.hot.index import INDEX_COLUMNS, IndexDB
-from tierflow.tiering.ledger import BatchState, Ledger
+from tierflow.tiering.warm_ledger import BatchState, WarmLedger
 from tierflow.warm import schema
 from tierflow.warm.storage import ObjectStore
 from tierflow.warm.writer import (
@@ -243,7 +243,7 @@ def record_warm_batch(tf: Any, wf: pa.Table, ev: pa.Table) -> BatchManifest:
         tf: An open ``Tierflow`` (its store, index and clock).
         wf: The batch's workflows rows; ev: its history rows.
     """
-    ledger = Ledger(tf.index)
+    ledger = WarmLedger(tf.index)
     bid = new_batch_id()
     ledger.begin(bid, tf.engine.now_us(), tf.store.url)
     manifest = BatchWriter(tf.store, bid).write(wf, ev)
@@ -409,7 +409,7 @@ def child_compact(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     if profiler:
         profiler.enable()
-    result = cold_compaction.compact(writer, warm, f"bench-{uuid.uuid4().hex[:8]}", manifests)
+    result = cold_load.load(writer, warm, f"bench-{uuid.uuid4().hex[:8]}", manifests)
     if profiler:
         profiler.disable()
     seconds = time.perf_counter() - t0
@@ -462,7 +462,7 @@ def child_floor(spec: dict[str, Any]) -> dict[str, Any]:
     base = out_store.root.rstrip("/") + "/floor"
     if out_store.url.startswith("file://"):
         out_store.fs.create_dir(base, recursive=True)
-    for dataset in cold_compaction.ORDER:
+    for dataset in cold_load.ORDER:
         by_day: dict[str, list[tuple[str, str]]] = {}
         for m in manifests:
             for f in m.files:
@@ -631,7 +631,7 @@ def write_archive(
                 if layout in ("ours", "bucket_sorted"):
                     t = sort_rows(t, dataset)
                 group[dataset].append(t)
-        for dataset in cold_compaction.ORDER:
+        for dataset in cold_load.ORDER:
             if layout in ("ours", "unsorted"):
                 writer.commit(dataset, f"archive-{g}", batch_ids, iter(group[dataset]))
             else:

@@ -57,7 +57,7 @@ from tierflow.cold import tables as cold_tables
 from tierflow.cold.reader import fs_path
 from tierflow.cold.writer import BATCHES_PROPERTY, COMMIT_ID_PROPERTY
 from tierflow.tiering.cold_ledger import ColdLedger, CommitState
-from tierflow.tiering.ledger import BatchState, Ledger
+from tierflow.tiering.warm_ledger import BatchState, WarmLedger
 from tierflow.warm import writer
 from tierflow.warm.reader import analytic_dataset
 from tierflow.warm.schema import schema_for
@@ -164,7 +164,7 @@ def record_cold_commits(tf: Tierflow) -> int:
     ``cold_batches`` and the ``compacted`` ledger rows are what compaction also leaves.
     """
     ColdLedger(tf.index)
-    Ledger(tf.index)
+    WarmLedger(tf.index)
     commits: dict[str, dict[str, Any]] = {}
     for dataset in ("workflows", "history"):
         table = tf.cold.table(dataset, refresh=True)

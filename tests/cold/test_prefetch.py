@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from tierflow.cold.compaction import prefetched
+from tierflow.cold.load import prefetched
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from tierflow import StorageError, Tierflow
-from tierflow.tiering.ledger import Ledger
+from tierflow.tiering.warm_ledger import WarmLedger
 from tierflow.warm.storage import ObjectStore, StorageSettings, WriteBatch
 from tierflow.warm.writer import manifest_key
 
@@ -322,15 +322,15 @@ async def test_s3_objects_stored_before_the_commit_and_manifest_after(
     s3_server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     log: list[tuple[str, str]] = []
-    real_commit = Ledger.commit
+    real_commit = WarmLedger.commit
 
-    def commit(self: Ledger, batch_id: str, *args: Any, **kw: Any) -> int:
+    def commit(self: WarmLedger, batch_id: str, *args: Any, **kw: Any) -> int:
         log.append(("commit", batch_id))
         moved = real_commit(self, batch_id, *args, **kw)
         log.append(("committed", batch_id))
         return moved
 
-    monkeypatch.setattr(Ledger, "commit", commit)
+    monkeypatch.setattr(WarmLedger, "commit", commit)
     store = RecordingStore(
         StorageSettings(
             url=f"s3://{s3_bucket}/lake",
@@ -346,7 +346,7 @@ async def test_s3_objects_stored_before_the_commit_and_manifest_after(
         report = await tf.tier(now=time.time() + LATER)
         assert report.workflows_moved == len(ids)
         [batch_id] = report.batches
-        ledger_manifest = Ledger(tf.index).get(batch_id).manifest  # type: ignore[union-attr]
+        ledger_manifest = WarmLedger(tf.index).get(batch_id).manifest  # type: ignore[union-attr]
     start, end = log.index(("commit", batch_id)), log.index(("committed", batch_id))
     parquet = [k for k, _ in store.list("warm") if k.endswith(".parquet")]
     assert len(parquet) == report.files_written >= 2

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from tierflow import Tierflow
-from tierflow.tiering.ledger import Ledger
+from tierflow.tiering.warm_ledger import WarmLedger
 from tierflow.warm.storage import ObjectStore, StorageSettings
 
 from tests.tiering.tier_app import LATER, WORKFLOWS, populate
@@ -63,16 +63,16 @@ async def test_tiered_objects_carry_the_storage_class(
 async def test_tiered_files_are_durable_before_the_commit(
     tmp_path: Path, fs_ops: FsOps, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_commit = Ledger.commit
+    real_commit = WarmLedger.commit
 
-    def commit(self: Ledger, batch_id: str, *args: Any, **kw: Any) -> int:
+    def commit(self: WarmLedger, batch_id: str, *args: Any, **kw: Any) -> int:
         # The ledger commit (one fsync'd index transaction), logged among the file operations.
         fs_ops.events.append(("mark", "commit"))
         moved = real_commit(self, batch_id, *args, **kw)
         fs_ops.events.append(("mark", "committed"))
         return moved
 
-    monkeypatch.setattr(Ledger, "commit", commit)
+    monkeypatch.setattr(WarmLedger, "commit", commit)
     lake = tmp_path / "lake"  # created by the pass: its new directories must be synced too
     store = ObjectStore.from_url(lake.as_uri())
     async with Tierflow(tmp_path / "data", WORKFLOWS, warm_store=store) as tf:
@@ -81,7 +81,7 @@ async def test_tiered_files_are_durable_before_the_commit(
         report = await tf.tier(now=time.time() + LATER)
         assert report.workflows_moved == len(ids)
         [batch_id] = report.batches
-        batch = Ledger(tf.index).get(batch_id)
+        batch = WarmLedger(tf.index).get(batch_id)
     commit = fs_ops.index("mark", "commit")
     committed = fs_ops.index("mark", "committed")
     assert fs_ops.events.count(("mark", "commit")) == 1

@@ -32,7 +32,7 @@ from tierflow.hot.index import IndexDB
 from tierflow.hot.router import Tier
 from tierflow.hot.rows import WORKFLOWS, names, without
 from tierflow.tiering.cold_ledger import ColdLedger, CommitState
-from tierflow.tiering.ledger import BatchState, Ledger
+from tierflow.tiering.warm_ledger import BatchState, WarmLedger
 
 if TYPE_CHECKING:  # pyiceberg is imported only where cold data is read
     from pyiceberg.table.snapshots import Snapshot
@@ -75,7 +75,7 @@ def read_snapshot(index: IndexDB) -> TierSnapshot:
         StorageError: The index cannot be read.
     """
     # The ledgers' tables exist once their constructors ran (idempotent DDL).
-    Ledger(index)
+    WarmLedger(index)
     ColdLedger(index)
     warm_states = (BatchState.COMMITTED.value, BatchState.DONE.value)
     cold_states = (CommitState.COMMITTED.value, CommitState.DONE.value)

@@ -21,7 +21,7 @@ from typing import Any
 from tierflow.hot.index import IndexDB
 from tierflow.hot.router import Tier
 
-__all__ = ["Batch", "BatchState", "BatchSummary", "Ledger", "TieringStatus"]
+__all__ = ["Batch", "BatchState", "BatchSummary", "WarmLedger", "TieringStatus"]
 
 
 class BatchState(StrEnum):
@@ -107,7 +107,7 @@ class TieringStatus:
         }
 
 
-class Ledger:
+class WarmLedger:
     """Reads and writes ``tier_batches`` through the index connection."""
 
     def __init__(self, index: IndexDB) -> None:

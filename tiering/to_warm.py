@@ -40,7 +40,7 @@ from tierflow.hot.rows import names
 from tierflow.hot.store import EVENT_COLUMNS, delete_instance_file, read_for_archive
 from tierflow.tiering.faults import crash_point
 from tierflow.tiering.leases import GRACE_SECONDS, ReadLeases
-from tierflow.tiering.ledger import BatchState, Ledger
+from tierflow.tiering.warm_ledger import BatchState, WarmLedger
 from tierflow.tiering.locks import exclusive_file
 from tierflow.tiering.policy import TieringPolicy
 from tierflow.warm import reader, schema, writer
@@ -49,7 +49,7 @@ from tierflow.warm.storage import ObjectStore
 if TYPE_CHECKING:
     from tierflow.hot.engine import Engine
 
-__all__ = ["Progress", "TieringJob", "TieringReport", "encode_report"]
+__all__ = ["Progress", "WarmMove", "TieringReport", "encode_report"]
 
 log = logging.getLogger("tierflow.tiering")
 
@@ -81,7 +81,7 @@ class TieringReport:
     hot_bytes: int = 0
     seconds: float = 0.0
     cold: Any = None
-    """The warm → cold pass (``CompactionReport``) when ``Tierflow.tier`` ran one."""
+    """The warm → cold pass (``ColdMoveReport``) when ``Tierflow.tier`` ran one."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``cold`` as its own dict, or None)."""
@@ -90,7 +90,7 @@ class TieringReport:
         return out
 
 
-class TieringJob:
+class WarmMove:
     """Runs tiering passes for one engine and one object store.
 
     Args:
@@ -111,7 +111,7 @@ class TieringJob:
         self.store = store
         self.policy = policy
         self.progress = progress or (lambda stage, done, total: None)
-        self.ledger = Ledger(engine.index)
+        self.ledger = WarmLedger(engine.index)
         self._lock = asyncio.Lock()
 
     @property

@@ -7,7 +7,7 @@ which bounds memory, and a pass makes groups until no eligible batch is left):
 1. **claim** the batches in the compaction ledger (fsync'd) before writing;
 2. **write** their rows, sorted, to ``history`` then ``workflows``: one
    Iceberg commit per table whose snapshot summary names the commit and the
-   batch ids (``cold.compaction``); on ``file://`` everything is synced;
+   batch ids (``cold.load``); on ``file://`` everything is synced;
 3. **flip**: one index transaction marks the commit committed, the batches
    ``compacted`` and their instances ``cold`` — from here on reads go to cold;
 4. **delete** the warm data files and manifests of those batches — at once
@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tierflow.cold import compaction, maintenance
+from tierflow.cold import load, maintenance
 from tierflow.cold.catalog import ColdTables
 from tierflow.cold.writer import ColdWriter, find_commit
 from tierflow.hot.errors import StorageError
@@ -44,9 +44,9 @@ from tierflow.hot.retry import parse_duration
 from tierflow.hot.router import Tier
 from tierflow.tiering.cold_ledger import ColdCommit, ColdLedger, CommitState
 from tierflow.tiering.faults import crash_point
-from tierflow.tiering.job import Progress
+from tierflow.tiering.to_warm import Progress
 from tierflow.tiering.leases import GRACE_SECONDS, ReadLeases
-from tierflow.tiering.ledger import Ledger
+from tierflow.tiering.warm_ledger import WarmLedger
 from tierflow.tiering.locks import exclusive_file
 from tierflow.tiering.policy import TieringPolicy
 from tierflow.warm.storage import ObjectStore
@@ -55,13 +55,13 @@ from tierflow.warm.writer import BatchManifest, manifest_key, new_batch_id
 if TYPE_CHECKING:
     from tierflow.hot.engine import Engine
 
-__all__ = ["CompactionJob", "CompactionReport"]
+__all__ = ["ColdMove", "ColdMoveReport"]
 
 log = logging.getLogger("tierflow.tiering")
 
 
 @dataclass
-class CompactionReport:
+class ColdMoveReport:
     """What one compaction pass did (warm → cold)."""
 
     commits: list[str] = field(default_factory=list)
@@ -80,7 +80,7 @@ class CompactionReport:
         return asdict(self)
 
 
-class CompactionJob:
+class ColdMove:
     """Runs compaction passes for one engine, its warm store and the cold tables.
 
     Args:
@@ -104,7 +104,7 @@ class CompactionJob:
         self.cold = cold
         self.policy = policy
         self.progress = progress or (lambda stage, done, total: None)
-        self.warm = Ledger(engine.index)
+        self.warm = WarmLedger(engine.index)
         self.ledger = ColdLedger(engine.index)
         self.writer = ColdWriter(cold)
         self._lock = asyncio.Lock()
@@ -120,7 +120,7 @@ class CompactionJob:
         async with exclusive_file(self.lock_path, self.engine.io, self._lock):
             yield
 
-    async def run(self, now: float | None = None) -> CompactionReport:
+    async def run(self, now: float | None = None) -> ColdMoveReport:
         """Run one pass: repair what a crash left, then compact every eligible batch.
 
         Args:
@@ -131,7 +131,7 @@ class CompactionJob:
         """
         async with self.exclusive():
             t0 = time.perf_counter()
-            report = CompactionReport()
+            report = ColdMoveReport()
             cutoff_now = self.engine.clock.now() if now is None else now
             pending = self.ledger.in_state(CommitState.WRITING, CommitState.COMMITTED)
             eligible = self.eligible(cutoff_now)
@@ -181,7 +181,7 @@ class CompactionJob:
         grace = parse_duration(policy.orphan_grace if orphan_grace is None else orphan_grace)
         async with self.exclusive():
             await self.engine.io(self.check)
-            await self.recover(CompactionReport())
+            await self.recover(ColdMoveReport())
             return await self.engine.io(
                 lambda: maintenance.maintain(
                     self.cold,
@@ -259,7 +259,7 @@ class CompactionJob:
             out.append(BatchManifest.from_json(batch.manifest))
         return out
 
-    async def _move(self, batch_ids: list[str], report: CompactionReport) -> None:
+    async def _move(self, batch_ids: list[str], report: ColdMoveReport) -> None:
         commit_id = f"cold-{new_batch_id()}"
         taken = self.ledger.claim(commit_id, batch_ids, self.engine.now_us())
         if not taken:
@@ -268,7 +268,7 @@ class CompactionJob:
         commit = self.ledger.get_or_fail(commit_id)
         await self._write_and_flip(commit, report)
 
-    async def _write_and_flip(self, commit: ColdCommit, report: CompactionReport) -> None:
+    async def _write_and_flip(self, commit: ColdCommit, report: ColdMoveReport) -> None:
         manifests = self._manifests(commit.batch_ids)
         total = sum(m.event_count + m.workflow_count for m in manifests)
         done = 0
@@ -282,7 +282,7 @@ class CompactionJob:
             crash_point(f"cold-after-{dataset}")
 
         result = await self.engine.io(
-            lambda: compaction.compact(
+            lambda: load.load(
                 self.writer,
                 self.store,
                 commit.commit_id,
@@ -308,7 +308,7 @@ class CompactionJob:
         commit_id: str,
         manifests: list[BatchManifest],
         committed_at: int | None,
-        report: CompactionReport,
+        report: ColdMoveReport,
     ) -> bool:
         """Delete a committed move's warm originals unless a SQL query may still read them.
 
@@ -340,7 +340,7 @@ class CompactionJob:
 
     # -- crash repair ----------------------------------------------------------------
 
-    async def recover(self, report: CompactionReport) -> None:
+    async def recover(self, report: ColdMoveReport) -> None:
         """Finish what a crash interrupted: delete warm originals, roll pending commits forward."""
         for commit in self.ledger.in_state(CommitState.COMMITTED):
             manifests = self._manifests(commit.batch_ids)
@@ -355,7 +355,7 @@ class CompactionJob:
     def _clean_leftovers(self, commit: ColdCommit) -> int:
         """Delete data files a killed write of ``commit`` left, in tables it never reached."""
         deleted = 0
-        for dataset in compaction.ORDER:
+        for dataset in load.ORDER:
             table = self.cold.table(dataset, create=True, refresh=True)
             if find_commit(table, commit.commit_id) is not None:
                 continue  # its files are live: never touch them

@@ -157,7 +157,7 @@ def prefetched(items: Iterator[_T]) -> Iterator[_T]:
         thread.join(timeout=60)
 
 
-def compact(
+def load(
     writer: ColdWriter,
     store: ObjectStore,
     commit_id: str,
