@@ -40,11 +40,11 @@ if TYPE_CHECKING:
     from tierflow.cold.catalog import ColdTables
     from tierflow.cold.maintenance import MaintenanceReport
     from tierflow.cold.status import ColdStatus
-    from tierflow.tiering.to_cold import ColdMove, ColdMoveReport
-    from tierflow.tiering.to_warm import Progress, WarmMove, TieringReport
-    from tierflow.tiering.warm_ledger import TieringStatus
     from tierflow.tiering.policy import TieringPolicy
     from tierflow.tiering.sql import AsOf, SqlResult, TierSQL
+    from tierflow.tiering.to_cold import ColdMove, ColdMoveReport
+    from tierflow.tiering.to_warm import Progress, TieringReport, WarmMove
+    from tierflow.tiering.warm_ledger import TieringStatus
     from tierflow.warm.storage import ObjectStore
 
 __all__ = ["TierTarget", "Tierflow"]
@@ -333,9 +333,7 @@ class Tierflow:
         if self._compaction is None:
             from tierflow.tiering.to_cold import ColdMove
 
-            self._compaction = ColdMove(
-                self.engine, self.store, self.cold, self.tiering_policy
-            )
+            self._compaction = ColdMove(self.engine, self.store, self.cold, self.tiering_policy)
         return self._compaction
 
     async def tier(
@@ -537,10 +535,12 @@ class _LazySource:
     def _get(self) -> Any:
         if self._source is None:
             if self.tier == Tier.WARM:
-                from tierflow.tiering.warm_ledger import WarmLedger
                 from tierflow.tiering.source import WarmSource
+                from tierflow.tiering.warm_ledger import WarmLedger
 
-                self._source = WarmSource(self.tf.store, WarmLedger(self.tf.index), self.tf.engine.io)
+                self._source = WarmSource(
+                    self.tf.store, WarmLedger(self.tf.index), self.tf.engine.io
+                )
             else:
                 from tierflow.cold.reader import ColdReader
                 from tierflow.tiering.source import ColdSource

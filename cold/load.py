@@ -1,6 +1,6 @@
-"""Compaction: the rows of many warm batches become sorted cold files in one commit per table.
+"""The warm -> cold load: the rows of many warm batches become sorted cold files.
 
-:func:`compact` reads the warm files a group of committed batches lists in
+One commit per table. :func:`load` reads the warm files a group of committed batches lists in
 their manifests, one ``finished_date`` at a time (so memory is one day of the
 group, never the whole backlog), adds each row's ``batch_id``, marks
 workflows ``tier = "cold"``, sorts, and hands the partitions to
@@ -9,7 +9,8 @@ the batch ids in the snapshot summary. ``history`` is committed before
 ``workflows``; the caller flips the index only after both.
 
 This module moves data only. Which batches to take, the ledger, the index flip
-and deleting the warm originals belong to the tiering job.
+and deleting the warm originals belong to :mod:`tierflow.tiering.to_cold`.
+("Compaction" in tierflow means only rewriting small cold files: ``cold.maintenance``.)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from tierflow.hot.errors import StorageError
 from tierflow.warm.storage import ObjectStore
 from tierflow.warm.writer import BatchManifest, full_path
 
-__all__ = ["CompactionResult", "compact", "prefetched", "read_partitions"]
+__all__ = ["LoadResult", "load", "prefetched", "read_partitions"]
 
 _T = TypeVar("_T")
 _DONE = object()
@@ -42,8 +43,8 @@ ORDER = ("history", "workflows")
 
 
 @dataclass(frozen=True)
-class CompactionResult:
-    """What one compaction commit wrote.
+class LoadResult:
+    """What one warm -> cold load commit wrote.
 
     Attributes:
         snapshots: Snapshot id per table ("workflows", "history").
@@ -140,7 +141,7 @@ def prefetched(items: Iterator[_T]) -> Iterator[_T]:
         except BaseException as exc:  # handed to the consumer
             box.put(exc)
 
-    thread = threading.Thread(target=produce, name="tierflow-compaction-read", daemon=True)
+    thread = threading.Thread(target=produce, name="tierflow-cold-load-read", daemon=True)
     thread.start()
     try:
         while True:
@@ -165,7 +166,7 @@ def load(
     *,
     on_partition: Callable[[str, int], None] | None = None,
     between: Callable[[str], None] | None = None,
-) -> CompactionResult:
+) -> LoadResult:
     """Write the rows of ``manifests``' batches to both cold tables, once.
 
     Idempotent by ``commit_id``: a table that already holds the commit is
@@ -199,4 +200,4 @@ def load(
         snapshots[dataset] = snap.snapshot_id
         if between is not None:
             between(dataset)
-    return CompactionResult(snapshots, counts["workflows"], counts["history"])
+    return LoadResult(snapshots, counts["workflows"], counts["history"])

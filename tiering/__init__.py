@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 from tierflow.hot.lazy import lazy_names
 
 if TYPE_CHECKING:
-    from tierflow.tiering.to_warm import WarmMove, TieringReport
     from tierflow.tiering.policy import TieringPolicy, TypePolicy
+    from tierflow.tiering.to_warm import TieringReport, WarmMove
 
-__all__ = ["WarmMove", "TieringPolicy", "TieringReport", "TypePolicy"]
+__all__ = ["TieringPolicy", "TieringReport", "TypePolicy", "WarmMove"]
 
 _HOME = {
     "WarmMove": "to_warm",

@@ -44,11 +44,11 @@ from tierflow.hot.retry import parse_duration
 from tierflow.hot.router import Tier
 from tierflow.tiering.cold_ledger import ColdCommit, ColdLedger, CommitState
 from tierflow.tiering.faults import crash_point
-from tierflow.tiering.to_warm import Progress
 from tierflow.tiering.leases import GRACE_SECONDS, ReadLeases
-from tierflow.tiering.warm_ledger import WarmLedger
 from tierflow.tiering.locks import exclusive_file
 from tierflow.tiering.policy import TieringPolicy
+from tierflow.tiering.to_warm import Progress
+from tierflow.tiering.warm_ledger import WarmLedger
 from tierflow.warm.storage import ObjectStore
 from tierflow.warm.writer import BatchManifest, manifest_key, new_batch_id
 

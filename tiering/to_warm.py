@@ -40,16 +40,16 @@ from tierflow.hot.rows import names
 from tierflow.hot.store import EVENT_COLUMNS, delete_instance_file, read_for_archive
 from tierflow.tiering.faults import crash_point
 from tierflow.tiering.leases import GRACE_SECONDS, ReadLeases
-from tierflow.tiering.warm_ledger import BatchState, WarmLedger
 from tierflow.tiering.locks import exclusive_file
 from tierflow.tiering.policy import TieringPolicy
+from tierflow.tiering.warm_ledger import BatchState, WarmLedger
 from tierflow.warm import reader, schema, writer
 from tierflow.warm.storage import ObjectStore
 
 if TYPE_CHECKING:
     from tierflow.hot.engine import Engine
 
-__all__ = ["Progress", "WarmMove", "TieringReport", "encode_report"]
+__all__ = ["Progress", "TieringReport", "WarmMove", "encode_report"]
 
 log = logging.getLogger("tierflow.tiering")
 

@@ -21,7 +21,7 @@ from typing import Any
 from tierflow.hot.index import IndexDB
 from tierflow.hot.router import Tier
 
-__all__ = ["Batch", "BatchState", "BatchSummary", "WarmLedger", "TieringStatus"]
+__all__ = ["Batch", "BatchState", "BatchSummary", "TieringStatus", "WarmLedger"]
 
 
 class BatchState(StrEnum):

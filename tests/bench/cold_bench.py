@@ -401,8 +401,8 @@ def child_compact(spec: dict[str, Any]) -> dict[str, Any]:
     # Stages, nested as they run: read_partitions (its next() = read + prep + sort) holds
     # pq.read_table and sort_rows; write_file's iterator waits for pyiceberg's writer threads.
     split.wrap(pq, "read_table", "read")
-    split.wrap(cold_compaction, "sort_rows", "sort")
-    split.wrap(cold_compaction, "read_partitions", "read_partitions", generator=True)
+    split.wrap(cold_load, "sort_rows", "sort")
+    split.wrap(cold_load, "read_partitions", "read_partitions", generator=True)
     split.wrap(cold_writer, "write_file", "write", generator=True)
     split.wrap(ColdWriter, "commit_files", "commit")
     profiler = cProfile.Profile() if spec.get("cprofile") else None
