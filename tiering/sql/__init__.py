@@ -3,6 +3,8 @@
 - :mod:`~tierflow.tiering.sql.engine` — :class:`TierSQL`: the cut, the files,
   the hot rows, the one retry rule;
 - :mod:`~tierflow.tiering.sql.cut` — what one query reads, as of one index read;
+  :mod:`~tierflow.tiering.sql.files` — the Parquet files of that cut;
+  :mod:`~tierflow.tiering.sql.inputs` — placeholder values and ``as_of``;
 - :mod:`~tierflow.tiering.sql.hot`, :mod:`~tierflow.tiering.sql.hot_cache` —
   hot instances as Arrow, and the cache of finished ones;
 - :mod:`~tierflow.tiering.sql.plan` — which hot instances a query's plan touches;
@@ -25,14 +27,15 @@ from typing import TYPE_CHECKING
 from tierflow.hot.lazy import lazy_names
 
 if TYPE_CHECKING:
-    from tierflow.tiering.sql.engine import AsOf, QueryTimeout, TierSQL
+    from tierflow.tiering.sql.engine import QueryTimeout, TierSQL
     from tierflow.tiering.sql.guard import VIEWS
+    from tierflow.tiering.sql.inputs import AsOf
     from tierflow.tiering.sql.result import SqlLimits, SqlResult, replace_limits
 
 __all__ = ["VIEWS", "AsOf", "QueryTimeout", "SqlLimits", "SqlResult", "TierSQL", "replace_limits"]
 
 _HOME = {
-    "AsOf": "engine",
+    "AsOf": "inputs",
     "QueryTimeout": "engine",
     "TierSQL": "engine",
     "VIEWS": "guard",

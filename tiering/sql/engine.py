@@ -41,14 +41,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import pickle
-import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from datetime import date, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,33 +51,23 @@ import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 from tierflow.cold.schema import arrow_schema as cold_schema
 from tierflow.hot.errors import CorruptInstance, InvalidArgument, StorageError
 from tierflow.hot.index import IndexDB
-from tierflow.hot.router import Tier
 from tierflow.hot.rows import HISTORY, WORKFLOWS, names
 from tierflow.tiering.leases import Lease, ReadLeases
 from tierflow.tiering.sql import guard
 from tierflow.tiering.sql import hot as sql_hot
-from tierflow.tiering.sql.cut import (
-    TierSnapshot,
-    ancestry,
-    commit_of,
-    commit_times,
-    pick_snapshot,
-    read_snapshot,
-)
+from tierflow.tiering.sql.cut import TierSnapshot, read_snapshot
+from tierflow.tiering.sql.files import CutFiles
 from tierflow.tiering.sql.hot_cache import DEFAULT_MAX_BYTES, HotCache
+from tierflow.tiering.sql.inputs import AsOf, as_of_point, checked_params
 from tierflow.tiering.sql.plan import Touched
 from tierflow.tiering.sql.pool import Deadline, WorkerGone, WorkerProcess, Workers
 from tierflow.tiering.sql.result import SqlLimits, SqlResult, memory_bytes
 from tierflow.warm.schema import schema_for
-from tierflow.warm.writer import BatchManifest, full_path
 
 if TYPE_CHECKING:  # pyiceberg is imported only when cold data is read
     from tierflow.cold.catalog import ColdTables
 
-__all__ = ["AsOf", "QueryTimeout", "TierSQL"]
-
-AsOf = datetime | str | int
-"""A time-travel point: an aware ``datetime``, ISO 8601 text, or a cold snapshot id."""
+__all__ = ["QueryTimeout", "TierSQL"]
 
 
 class QueryTimeout(InvalidArgument, TimeoutError):
@@ -91,7 +76,6 @@ class QueryTimeout(InvalidArgument, TimeoutError):
 
 IO = Callable[..., Awaitable[Any]]
 
-_DATASETS = ("workflows", "history")
 # A query holds a read lease, so the files of its cut stay until it ends; only a query
 # that outlives the lease's grace period can find one gone. It then runs once more, on a
 # fresh cut, within the same deadline.
@@ -100,7 +84,6 @@ _PAUSE = 0.05
 _MAX_TEXT = 16 * 2**20  # characters of SQL text
 _PRECHECK_TEXT = 16 * 2**10  # texts up to this long are parsed here too (about 10 ms)
 _COLUMNS = {"workflows": names(WORKFLOWS), "history": (*names(HISTORY), "tier")}
-_PARAM_TYPES = (type(None), bool, int, float, str, bytes, datetime, date, Decimal)
 
 
 class _Gone(Exception):
@@ -199,11 +182,9 @@ class TierSQL:
         self.instances_dir = instances_dir
         self.durability = durability
         self.store = store
-        self._cold_factory = cold
-        self._cold: ColdTables | None = None
         self.io = io
         self.limits = limits or SqlLimits()
-        self.native_reads = native_reads
+        self.cut_files = CutFiles(store, cold, native_reads)
         self.hot_cache = HotCache(hot_cache_bytes)
         self.workers = Workers(max_workers)
         # The first query needs a worker, which imports for about a second: start it now, so
@@ -211,14 +192,15 @@ class TierSQL:
         self.workers.prestart()
         self.leases = leases or ReadLeases(instances_dir.parent)
         self.retries = 0
-        self._tables_seen = False
-        self._manifests: dict[str, BatchManifest] = {}
-        self._plans: dict[tuple[str, int], list[str]] = {}
-        self._lock = threading.Lock()
         self._schemas = _schemas()
         self._roots = tuple(
             r for r in {str(store.root), str(instances_dir.parent), str(instances_dir)} if r
         )
+
+    @property
+    def native_reads(self) -> bool:
+        """Whether DuckDB may read local Parquet files itself (in a fenced worker)."""
+        return self.cut_files.native_reads
 
     def close(self) -> None:
         """Stop the idle workers and drop the cache."""
@@ -261,8 +243,8 @@ class TierSQL:
             # The statement type, refused without a worker; a longer text takes long to
             # parse, so it is checked only in the worker, under the deadline.
             guard.check_kind(query)
-        params = _params(params)
-        moment = _as_of(as_of)
+        params = checked_params(params)
+        moment = as_of_point(as_of)
         memory = memory_bytes(bounds.memory_limit)
         for attempt in range(_ATTEMPTS):
             # The lease keeps the files of the cut from being deleted while the query
@@ -315,14 +297,14 @@ class TierSQL:
         lease: Lease,
     ) -> SqlResult:
         hot_rows = [] if moment is not None else cut.hot
-        files = self._files(cut, moment)
+        files = self.cut_files.files(cut, moment)
         try:
             worker = self.workers.take(deadline)
         except Deadline:
             raise _timeout(bounds) from None
         run = _Run(self.workers, worker, deadline, lease)
         with run.guarded(bounds):
-            native = self._native(files) and worker.fenced
+            native = self.cut_files.native(files) and worker.fenced
             worker.send(
                 {
                     "op": "query",
@@ -435,7 +417,7 @@ class TierSQL:
         # A file deleted after the cut shows as an I/O error, or as a permission error when
         # DuckDB, finding no such file, treats the name as a pattern: check the files.
         checked = kind == "io" or (kind == "invalid" and not text.startswith("SQL "))
-        if checked and self._gone(files):
+        if checked and self.cut_files.gone(files):
             return _Gone("a Parquet file of the cut is gone")
         if kind == "invalid":
             if text.startswith("SQL refused") or text.startswith("SQL error"):
@@ -457,124 +439,6 @@ class TierSQL:
 
     def _scrub(self, text: str) -> str:
         return guard.scrub(text, self._roots)
-
-    def _native(self, files: dict[tuple[str, str], list[str]]) -> bool:
-        """Whether DuckDB may read the Parquet files itself (local files, plain names)."""
-        if not self.native_reads or self.store.settings.is_s3 or not files:
-            return False
-        # read_parquet expands glob characters; a path holding one is read through Arrow.
-        return not any(_GLOB.search(p) for ps in files.values() for p in ps)
-
-    def _gone(self, files: dict[tuple[str, str], list[str]]) -> bool:
-        """Whether a file of the cut no longer exists (checked on the store)."""
-        paths = [p for ps in files.values() for p in ps]
-        if not paths:
-            return False
-        if not self.store.settings.is_s3:
-            return any(not os.path.exists(p) for p in paths)
-        try:
-            infos = self.store.fs.get_file_info(paths)
-        except (OSError, pa.ArrowException):
-            return False
-        return any(i.type == pa.fs.FileType.NotFound for i in infos)
-
-    def _files(
-        self, cut: TierSnapshot, moment: tuple[str, Any] | None
-    ) -> dict[tuple[str, str], list[str]]:
-        """The Parquet files of the cut: ``(tier, dataset)`` to paths on the store's filesystem.
-
-        Warm: the files of the cut's batches (their manifests); cold: the data
-        files of the snapshot each table is read at.
-        """
-        warm = [] if moment is not None else cut.warm
-        cold = self._cold_files(cut, moment)
-        if cold:
-            from tierflow.cold.reader import fs_path
-        root = self.store.root
-        out: dict[tuple[str, str], list[str]] = {}
-        for d in _DATASETS:
-            keys = [k for bid, blob in warm for k in self._manifest(bid, blob).keys(d)]
-            if keys:
-                out[(Tier.WARM.value, d)] = [full_path(root, k) for k in keys]
-            if cold.get(d):
-                out[(Tier.COLD.value, d)] = [fs_path(p) for p in cold[d]]
-        return out
-
-    def _manifest(self, batch_id: str, blob: bytes) -> BatchManifest:
-        with self._lock:
-            found = self._manifests.get(batch_id)
-        if found is None:
-            found = BatchManifest.from_json(blob)
-            with self._lock:
-                self._manifests[batch_id] = found
-        return found
-
-    def _cold_tables(self) -> ColdTables:
-        if self._cold is None:
-            from tierflow.cold.catalog import ColdTables
-
-            shared = self._cold_factory()
-            # An own instance: refreshing tables here must not race the compaction job's.
-            self._cold = ColdTables(shared.settings, shared.store, shared.layout)
-        return self._cold
-
-    def _cold_files(
-        self, cut: TierSnapshot, moment: tuple[str, Any] | None
-    ) -> dict[str, list[str]]:
-        """The data files of the snapshot each cold table is read at."""
-        if moment is None and not cut.commits:
-            return {}  # the index counts nothing as cold: no catalog I/O at all
-        cold = self._cold_tables()
-        if not self._tables_seen:  # tables, once created, stay: look them up once
-            if not cold.exists():
-                if moment is not None and moment[0] == "snapshot":
-                    raise InvalidArgument(f"as_of: no cold snapshot {moment[1]} (no cold tables)")
-                return {}
-            self._tables_seen = True
-        loaded = {d: cold.table(d, refresh=True) for d in _DATASETS}
-        chains = {
-            d: ancestry(t.current_snapshot(), t.metadata.snapshot_by_id) for d, t in loaded.items()
-        }
-        times = commit_times(chains.values())
-        bound: int | None = None
-        if moment is not None:
-            bound = self._bound(moment, loaded, times)
-        ms = bound
-
-        def included(commit: str) -> bool:
-            if commit not in cut.commits:
-                return False
-            return ms is None or times.get(commit, ms + 1) <= ms
-
-        out: dict[str, list[str]] = {}
-        for d, table in loaded.items():
-            snap = pick_snapshot(chains[d], included, bound)
-            if snap is None:
-                continue
-            key = (d, snap.snapshot_id)
-            with self._lock:
-                paths = self._plans.get(key)
-            if paths is None:
-                paths = [t.file.file_path for t in table.scan(snapshot_id=key[1]).plan_files()]
-                with self._lock:
-                    self._plans[key] = paths
-            out[d] = paths
-        return out
-
-    @staticmethod
-    def _bound(moment: tuple[str, Any], loaded: dict[str, Any], times: dict[str, int]) -> int:
-        kind, value = moment
-        if kind == "time":
-            return int(value)
-        for table in loaded.values():
-            snap = table.metadata.snapshot_by_id(value)
-            if snap is not None:
-                commit = commit_of(snap)
-                stamp: int = snap.timestamp_ms
-                return times.get(commit, stamp) if commit else stamp
-        raise InvalidArgument(
-            f"as_of: no cold snapshot {value} (expired, erased, or not a tierflow table's)"
-        )
 
     def _hot_tables(
         self, touched: Touched, hot_rows: Sequence[tuple[Any, ...]]
@@ -658,10 +522,6 @@ class TierSQL:
             raise StorageError(f"SQL across tiers: {self._scrub(str(exc))}") from None
 
 
-_GLOB = re.compile(r"[*?\[\]{}]")
-_MAX_SNAPSHOT = 2**63 - 1
-
-
 def _timeout(bounds: SqlLimits) -> QueryTimeout:
     return QueryTimeout(f"SQL query stopped: it ran past the {bounds.timeout}s timeout")
 
@@ -699,64 +559,3 @@ def _schemas() -> dict[str, bytes]:
     blobs = {k: bytes(v.serialize().to_pybytes()) for k, v in out.items()}
     blobs["columns"] = json.dumps({d: list(c) for d, c in _COLUMNS.items()}).encode()
     return blobs
-
-
-def _params(params: Any) -> Any:
-    """Check placeholder values: plain values only (they cross to the worker process)."""
-    if params is None:
-        return None
-    if isinstance(params, Mapping):
-        values = list(params.values())
-        if not all(isinstance(k, str) for k in params):
-            raise InvalidArgument("SQL params: a mapping's keys must be names")
-        out: Any = dict(params)
-    elif isinstance(params, Sequence) and not isinstance(params, str | bytes):
-        values = list(params)
-        out = list(params)
-    else:
-        raise InvalidArgument("SQL params must be a sequence or a mapping")
-    for v in values:
-        if isinstance(v, list | tuple):
-            if all(isinstance(x, _PARAM_TYPES) for x in v):
-                continue
-        elif isinstance(v, _PARAM_TYPES):
-            continue
-        raise InvalidArgument(f"SQL params: {type(v).__name__} is not a SQL value")
-    try:
-        pickle.dumps(out)
-    except Exception as exc:
-        raise InvalidArgument(f"SQL params cannot be sent: {exc}") from None
-    return out
-
-
-def _as_of(value: AsOf | None) -> tuple[str, Any] | None:
-    """Normalise ``as_of``: ``("time", epoch ms)`` or ``("snapshot", id)``."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise InvalidArgument("as_of must be a datetime, an ISO 8601 string or a snapshot id")
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isdigit():
-            if len(text) > 19:
-                raise InvalidArgument("as_of: a snapshot id has at most 19 digits")
-            value = int(text)
-        else:
-            try:
-                value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            except ValueError:
-                raise InvalidArgument(
-                    f"as_of {text[:40]!r}: not an ISO 8601 time or snapshot id"
-                ) from None
-    if isinstance(value, int):
-        if not 0 <= value <= _MAX_SNAPSHOT:
-            raise InvalidArgument("as_of: a snapshot id is a 64-bit number")
-        return ("snapshot", value)
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise InvalidArgument("as_of must be timezone-aware (e.g. ...+00:00)")
-        try:
-            return ("time", int(value.timestamp() * 1000))
-        except (OverflowError, OSError, ValueError):
-            raise InvalidArgument("as_of: the time is out of range") from None
-    raise InvalidArgument("as_of must be a datetime, an ISO 8601 string or a snapshot id")
