@@ -64,6 +64,9 @@ class WorkerProcess:
                 # worker's RLIMIT_DATA would count; the system allocator maps what it uses.
                 env={**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"},
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         self.pid = self._proc.pid

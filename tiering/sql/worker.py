@@ -167,7 +167,7 @@ class _Worker:
                 _empty_hot(con, req["schemas"])
             self._memory(int(req["memory_bytes"]))
             if req["hot"] and not self._hot(con, req):
-                self.kept[key] = con  # the engine stopped: the data moved; nothing ran
+                self._keep(key, con)  # the engine stopped: the data moved; nothing ran
                 return
             if not native and files:
                 _datasets(con, req["fs"], files, req["schemas"])
