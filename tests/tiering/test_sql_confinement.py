@@ -174,6 +174,7 @@ def test_the_check_allows_what_analysts_write():
             "SELECT * FROM hot_workflows UNION ALL SELECT * FROM warm_workflows",
             "SELECT * FROM history TABLESAMPLE 10%",
             "SELECT EXISTS (SELECT 1 FROM workflows WHERE status = 'failed')",
+            "SELECT lag(event_type) OVER (PARTITION BY workflow_id ORDER BY event_id) FROM history",
         ]:
             checker.check(query)
         for query in [*PROBES, *statements_against("/tmp/x")]:

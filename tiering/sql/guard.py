@@ -208,7 +208,7 @@ class Checker:
                 )
             kind = item.get("type")
             if "class" in item:
-                if item["class"] == "FUNCTION":
+                if item["class"] in ("FUNCTION", "WINDOW"):
                     self._function(item)
             elif isinstance(kind, str) and kind.endswith("_NODE"):
                 if kind not in _NODES:
