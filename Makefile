@@ -8,7 +8,7 @@ LINKS  := $(VENV)/.linked
 # The folders install as one namespace, `tierflow` (pyproject's package-dir).
 # A strict editable install links each module into build/, where both imports
 # and mypy find it; a module added later needs relinking, hence the sources
-# as prerequisites (STACK.md, "Packaging").
+# as prerequisites (mypy finds a package-dir package only through such a link tree).
 SOURCES := $(shell find hot warm cold tiering api -name '*.py' 2>/dev/null)
 INSTALL := $(BIN)/python -m pip install --quiet -e . --config-settings editable_mode=strict --no-build-isolation
 

@@ -1,8 +1,8 @@
 """Statuses, event types, and the row shapes shared by every tier.
 
 ``WorkflowInfo`` is one row of the logical ``workflows`` table and
-``HistoryEvent`` one row of ``history`` (see DESIGN.md, "Data that crosses
-tiers"); their fields are the columns :mod:`tierflow.hot.rows` declares, in
+``HistoryEvent`` one row of ``history`` (the same in every
+tier); their fields are the columns :mod:`tierflow.hot.rows` declares, in
 that order (a test pins them). Timestamps are UTC datetimes with microsecond
 precision; in SQLite they are stored as integer microseconds since the epoch.
 """

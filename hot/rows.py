@@ -1,9 +1,8 @@
 """The rows that cross tiers, declared once: ``workflows`` and ``history``.
 
-DESIGN.md ("Data that crosses tiers") gives every tier the same two logical
-tables. This module is their single definition: each column's name, logical
-type, nullability, whether it may hold personal data, and its description.
-Everything else derives from it:
+Every tier holds the same two logical tables. This module is their single
+definition: each column's name, logical type, nullability, whether it may
+hold personal data, and its description. Everything else derives from it:
 
 - hot: the SQLite DDL of the instance files and the index
   (:func:`sqlite_columns`), their column lists, and the row dataclasses

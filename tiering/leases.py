@@ -25,15 +25,22 @@ import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
-__all__ = ["GRACE_SECONDS", "Lease", "ReadLeases"]
+__all__ = ["GRACE_SECONDS", "Lease", "ReadLeases", "past_grace"]
 
 GRACE_SECONDS = 300.0
 """How long replaced files may wait for readers before they are deleted anyway."""
 
 _POLL = 0.01
+T = TypeVar("T")
+
+
+def past_grace(committed_at_us: int | None, now_us: int) -> bool:
+    """Whether files replaced by a move committed at ``committed_at_us`` may go despite leases."""
+    return committed_at_us is not None and now_us - committed_at_us > GRACE_SECONDS * 1_000_000
 
 
 class Lease:
@@ -114,3 +121,15 @@ class ReadLeases:
             yield held
         finally:
             os.close(fd)
+
+    def delete_unread(self, delete: Callable[[], T], old: bool) -> T | None:
+        """Run ``delete`` unless a query holds a lease; None when it must wait for a later pass.
+
+        Args:
+            delete: Deletes files a move replaced; runs under the exclusive lease,
+                so no query can take a cut meanwhile.
+            old: The move is past the grace period (:func:`past_grace`): delete
+                even while a query holds a lease.
+        """
+        with self.exclusive() as unread:
+            return delete() if unread or old else None

@@ -44,7 +44,7 @@ from tierflow.hot.retry import parse_duration
 from tierflow.hot.router import Tier
 from tierflow.tiering.cold_ledger import ColdCommit, ColdLedger, CommitState
 from tierflow.tiering.faults import crash_point
-from tierflow.tiering.leases import GRACE_SECONDS, ReadLeases
+from tierflow.tiering.leases import ReadLeases, past_grace
 from tierflow.tiering.locks import exclusive_file
 from tierflow.tiering.policy import TieringPolicy
 from tierflow.tiering.to_warm import Progress
@@ -317,19 +317,15 @@ class ColdMove:
         grace period; else the commit stays ``committed`` and a later pass
         deletes them.
         """
-        old = committed_at is not None and (
-            self.engine.now_us() - committed_at > GRACE_SECONDS * 1_000_000
-        )
+        old = past_grace(committed_at, self.engine.now_us())
+        keys = [k for m in manifests for k in (*m.keys(), manifest_key(m.batch_id))]
 
-        def delete_unread() -> int | None:
-            with ReadLeases(self.engine.data_dir).exclusive() as unread:
-                if not (unread or old):
-                    return None
-                keys = [k for m in manifests for k in (*m.keys(), manifest_key(m.batch_id))]
-                self.store.delete_many(keys)
-                return len(keys)
+        def delete() -> int:
+            self.store.delete_many(keys)
+            return len(keys)
 
-        deleted = await self.engine.io(delete_unread)
+        leases = ReadLeases(self.engine.data_dir)
+        deleted = await self.engine.io(leases.delete_unread, delete, old)
         if deleted is None:
             report.deletions_deferred.append(commit_id)
             return False

@@ -39,7 +39,7 @@ from tierflow.hot.router import Tier
 from tierflow.hot.rows import names
 from tierflow.hot.store import EVENT_COLUMNS, delete_instance_file, read_for_archive
 from tierflow.tiering.faults import crash_point
-from tierflow.tiering.leases import GRACE_SECONDS, ReadLeases
+from tierflow.tiering.leases import ReadLeases, past_grace
 from tierflow.tiering.locks import exclusive_file
 from tierflow.tiering.policy import TieringPolicy
 from tierflow.tiering.warm_ledger import BatchState, WarmLedger
@@ -298,18 +298,17 @@ class WarmMove:
         """
         engine = self.engine
         base = engine.instances_dir
+        leases = ReadLeases(engine.data_dir)
         done: list[str] = []
         for start in range(0, len(pending), 512):
             chunk = pending[start : start + 512]
 
             def delete(chunk: list[tuple[str, str]] = chunk) -> bool:
-                with ReadLeases(engine.data_dir).exclusive() as unread:
-                    if unread or old:
-                        for _, f in chunk:
-                            delete_instance_file(base / f)
-                    return unread or old
+                for _, f in chunk:
+                    delete_instance_file(base / f)
+                return True
 
-            if not await engine.io(delete):
+            if not await engine.io(leases.delete_unread, delete, old):
                 break
             done.extend(w for w, _ in chunk)
             self.progress("delete", len(done), len(pending))
@@ -326,9 +325,8 @@ class WarmMove:
             await self._finish(batch.batch_id, manifest)
             report.recovered_batches.append(batch.batch_id)
         # Hot files a running query kept (or a crash left) after their batch was done.
-        grace_us = int(GRACE_SECONDS * 1_000_000)
         for batch_id, committed_at in self.ledger.batches_with_hot_files():
-            old = committed_at is not None and self.engine.now_us() - committed_at > grace_us
+            old = past_grace(committed_at, self.engine.now_us())
             await self._delete_moved(self.ledger.hot_files_of(batch_id), old)
         writing = self.ledger.in_state(BatchState.WRITING)
         if writing:

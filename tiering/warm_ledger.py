@@ -210,10 +210,12 @@ class WarmLedger:
 
         Their deletion waited for SQL queries that held a read lease.
         """
+        # Through the index's partial index on files (moved instances with a file are few),
+        # not a look at every batch ever made.
         rows = self.index.execute(
             "SELECT b.batch_id, b.committed_at FROM tier_batches b WHERE b.state IN (?, ?) "
-            "AND EXISTS (SELECT 1 FROM instances i WHERE i.batch_id = b.batch_id "
-            "AND i.file IS NOT NULL)",
+            "AND b.batch_id IN (SELECT batch_id FROM instances WHERE file IS NOT NULL "
+            "AND batch_id IS NOT NULL)",
             (BatchState.DONE.value, BatchState.COMPACTED.value),
         )
         return [(r[0], r[1]) for r in rows]

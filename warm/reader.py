@@ -4,7 +4,7 @@ Every function takes the object keys to read (from committed manifests), never
 lists storage: which batches are committed is the tiering ledger's business,
 and reading only listed keys keeps half-written batches invisible.
 
-Rows come back as dicts with the columns of DESIGN.md (``finished_date``, a
+Rows come back as dicts with the columns every tier shares (``finished_date``, a
 storage detail, is left out), and timestamps as integer microseconds since
 the epoch (UTC) — exactly what :mod:`warm.schema`'s builders take, so a round
 trip is the identity; ``hot.models.from_micros`` turns them into aware

@@ -1,7 +1,7 @@
 """The warm-tier columns: explicit Arrow schemas and fast table builders.
 
-Two datasets hold finished workflows, with the columns DESIGN.md lists for
-every tier, as :mod:`tierflow.hot.rows` declares them (names, order, types,
+Two datasets hold finished workflows, with the columns every tier shares
+(README, "Archive format"), as :mod:`tierflow.hot.rows` declares them (names, order, types,
 nullability and docs all derive from there):
 
 - ``workflows``: one row per instance (:data:`WORKFLOWS_SCHEMA`).

@@ -60,7 +60,7 @@ def main() -> int:
     # Connect to the running cluster as a driver (not Ray Client), on loopback only.
     ray.init(address=args.ray_address, _node_ip_address="127.0.0.1", logging_level="warning")
     daft.set_runner_ray(address=args.ray_address, noop_if_initialized=True)
-    # Without this a low-cardinality group-by on 2 cores takes ~15x longer (STACK.md).
+    # Without this a low-cardinality group-by on 2 cores takes ~15x longer (measured).
     daft.set_execution_config(shuffle_aggregation_default_partitions=2)
     nodes = [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]]
     t_connect = time.perf_counter() - t0

@@ -3,7 +3,7 @@
 Opens both tables through tierflow's ``ColdTables`` (the same catalog.sqlite and
 S3 settings that wrote them), lists the live data files with pyiceberg's
 ``plan_files()``, and counts over a ``pyarrow.dataset`` of exactly those files
-(tierflow's own read path: STACK.md, "pyiceberg 0.12", Reading). It also checks
+(tierflow's own read path, the fastest one measured). It also checks
 that these counts agree with the snapshot summaries (``total-records``) and
 with what tier() reported moving to warm and to cold (``populate.json``), and
 writes ``<work>/expected.json``.
