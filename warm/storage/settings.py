@@ -189,7 +189,8 @@ class StorageSettings:
         MinIO and moto need); for endpoints that are not AWS, checksums are calculated and
         validated only when an operation requires them (several such stores do not decode
         AWS's chunked encoding with a trailing checksum and store corrupted objects) and
-        DeleteObjects also carries ``Content-MD5``, which such stores require. Retries use the SDK's standard mode. Explicit credentials are used if set,
+        DeleteObjects also carries ``Content-MD5``, which such stores require. Retries use
+        the SDK's standard mode. Explicit credentials are used if set,
         else the SDK's own chain (environment, ``~/.aws``, instance metadata); debug logs of
         the SDK have the credentials replaced by ``***``.
 
