@@ -394,6 +394,17 @@ async def test_values_python_cannot_hold_come_back_as_text(tmp_path: Path):
                 await tf.sql("SELECT 1", as_of=bad)
         with pytest.raises(InvalidArgument):
             await tf.sql("SELECT ?", [object()])
+        for bad in [
+            {"limit": -1},
+            {"max_bytes": 0},
+            {"timeout": 0},
+            {"timeout": float("nan")},
+            {"memory_limit": "lots"},
+            {"memory_limit": "1KB"},
+        ]:
+            with pytest.raises(InvalidArgument):
+                await tf.sql("SELECT 1", **bad)
+        assert (await tf.sql("SELECT 1", limit=None, max_bytes=None, timeout=None)).rows == [(1,)]
 
 
 def test_the_cli_never_aborts(tmp_path: Path):

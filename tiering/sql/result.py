@@ -39,6 +39,21 @@ class SqlLimits:
     memory_limit: str = "1GB"
     batch_rows: int = 65_536
 
+    def __post_init__(self) -> None:
+        for name in ("max_rows", "max_bytes", "batch_rows"):
+            value = getattr(self, name)
+            if value is None and name != "batch_rows":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgument(f"SQL {name} must be a positive integer, not {value!r}")
+        if self.timeout is not None and (
+            isinstance(self.timeout, bool)
+            or not isinstance(self.timeout, int | float)
+            or not 0 < self.timeout < float("inf")
+        ):
+            raise InvalidArgument(f"SQL timeout must be positive seconds, not {self.timeout!r}")
+        memory_bytes(self.memory_limit)  # raises for a malformed limit
+
 
 def replace_limits(limits: SqlLimits, **changes: Any) -> SqlLimits:
     """``limits`` with some bounds changed (``...`` keeps a bound)."""
