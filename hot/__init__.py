@@ -12,6 +12,7 @@ from tierflow.hot.engine import Engine
 from tierflow.hot.errors import (
     ChildWorkflowFailed,
     CorruptInstance,
+    ExportVerificationError,
     InvalidArgument,
     InvalidWorkflowId,
     NonDeterminismError,
@@ -47,6 +48,7 @@ __all__ = [
     "Engine",
     "EngineOptions",
     "EventType",
+    "ExportVerificationError",
     "HistoryEvent",
     "HttpSink",
     "InvalidArgument",

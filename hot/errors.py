@@ -22,6 +22,7 @@ grouped by what a caller can do about them::
     │   └── RetryExhausted
     ├── SignalTimeout
     ├── ResultTimeout (also TimeoutError)        handle.result(timeout) expired
+    ├── ExportVerificationError                  an export's files or events differ
     └── StorageError                             disk, SQLite or object store
         ├── CorruptInstance                      an instance file is unreadable
         └── ObjectNotFound (also LookupError)    no object at that key in the store
@@ -53,6 +54,7 @@ from typing import Any
 __all__ = [
     "ChildWorkflowFailed",
     "CorruptInstance",
+    "ExportVerificationError",
     "InvalidArgument",
     "InvalidWorkflowId",
     "NonDeterminismError",
@@ -254,6 +256,34 @@ class SignalTimeout(TierflowError, TimeoutError):
 
 class ResultTimeout(TierflowError, TimeoutError):
     """``handle.result(timeout=...)`` expired before the instance finished."""
+
+
+class ExportVerificationError(TierflowError):
+    """A compliance export does not verify: a file changed, is missing or was added.
+
+    Also raised when its events differ from the archive's. The message names
+    every file concerned and what is wrong with it.
+
+    Attributes:
+        directory: The export's directory.
+        files: The names of the files concerned, in the order found (the
+            directory itself when it is missing).
+        problems: One line per problem, each starting with the file's name.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        workflow_id: str | None = None,
+        directory: str | None = None,
+        files: tuple[str, ...] = (),
+        problems: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, workflow_id=workflow_id)
+        self.directory = directory
+        self.files = files
+        self.problems = problems
 
 
 class StorageError(TierflowError):
