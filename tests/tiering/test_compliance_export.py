@@ -156,17 +156,36 @@ async def test_export_from_hot_warm_and_cold_holds_the_workflow_and_verifies(
         assert verify_export(tmp_path / "exports" / "warm", tf).tier == "warm"
 
 
+def one_byte_changes(src: Path) -> list[tuple[str, str, bytes, bytes]]:
+    """(what, file, old, new): each replaces one byte and leaves the file valid JSON."""
+    manifest = json.loads((src / MANIFEST_FILE).read_text())
+    digest = next(f["sha256"] for f in manifest["files"] if f["name"] == EVENTS_FILE)
+    flipped = ("0" if digest[0] != "0" else "1") + digest[1:]
+    return [
+        ("a letter of the input", WORKFLOW_FILE, b"marker-", b"markex-"),
+        ("a letter of a step's payload", EVENTS_FILE, b"marker-", b"markex-"),
+        # Without the manifest's own checksum this would be blamed on events.jsonl.
+        ("a digit of a listed checksum", MANIFEST_FILE, digest.encode(), flipped.encode()),
+        # Same content, another form: only the byte form check sees it.
+        ("a space of the indentation", MANIFEST_FILE, b'\n  "', b'\n \t"'),
+    ]
+
+
 def tamper_cases(src: Path, work: Path) -> list[tuple[str, Path, str]]:
     """Copies of ``src``, each with one change: (what, directory, the file to be named)."""
     cases = []
-    for name in (WORKFLOW_FILE, EVENTS_FILE, MANIFEST_FILE):
-        d = work / f"byte-{name}"
+    for n, (what, name, old, new) in enumerate(one_byte_changes(src)):
+        d = work / f"byte-{n}"
         shutil.copytree(src, d)
-        data = bytearray((d / name).read_bytes())
-        i = len(data) // 2
-        data[i] = ord("0") if data[i] != ord("0") else ord("1")  # one byte, same size
-        (d / name).write_bytes(bytes(data))
-        cases.append((f"a byte of {name} changed", d, name))
+        data = (d / name).read_bytes()
+        assert old in data and len(old) == len(new)
+        assert sum(a != b for a, b in zip(old, new, strict=True)) == 1
+        (d / name).write_bytes(data.replace(old, new, 1))
+        text = (d / name).read_text()  # still JSON: a parse error does not give it away
+        for doc in text.splitlines() if name == EVENTS_FILE else [text]:
+            json.loads(doc)
+        cases.append((f"{what} in {name}", d, name))
+    for name in (WORKFLOW_FILE, EVENTS_FILE, MANIFEST_FILE):
         d = work / f"gone-{name}"
         shutil.copytree(src, d)
         (d / name).unlink()
