@@ -25,12 +25,13 @@ finds the change.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -172,9 +173,12 @@ class ExportManifest:
         return _render({**content, "manifest_sha256": _sha256(_canonical(content))})
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _canonical(obj: Any) -> bytes:
     """The one byte form of ``obj`` that checksums are taken over."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 def _render(manifest: dict[str, Any]) -> bytes:
@@ -186,10 +190,26 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_FIELDS = {kind: tuple(f.name for f in fields(kind)) for kind in (HistoryEvent, WorkflowInfo)}
+
+
+def _plain(row: HistoryEvent | WorkflowInfo) -> dict[str, Any]:
+    """``row.to_dict()`` without its deep copy (a tenth of an export's time otherwise).
+
+    Shallow is safe here: the dict is serialised at once and never kept.
+    """
+    out = {}
+    for name in _FIELDS[type(row)]:
+        value = getattr(row, name)
+        out[name] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
 def _event_line(event: HistoryEvent) -> bytes:
-    return _canonical(event.to_dict()) + b"\n"
+    return _canonical(_plain(event)) + b"\n"
 
 
+@functools.cache
 def tierflow_version() -> str:
     """The installed tierflow's version ("unknown" when it runs from an uninstalled tree)."""
     try:
@@ -235,26 +255,10 @@ async def export_workflow(
     """
     directory = Path(out_dir)
     _check_empty(directory)
+    exported_at = _when(now, tf.engine)
     info, events, snapshots = await _read(tf, workflow_id)
-    row = _canonical(info.to_dict()) + b"\n"
-    lines = b"".join(_event_line(e) for e in events)
-    manifest = ExportManifest(
-        directory=directory,
-        workflow_id=workflow_id,
-        status=info.status,
-        tier=info.tier,
-        cold_snapshot_id=snapshots.get("history"),
-        cold_snapshots=snapshots,
-        events=len(events),
-        tierflow_version=tierflow_version(),
-        exported_at=_when(now, tf.engine),
-        files=(
-            ExportedFile(WORKFLOW_FILE, _sha256(row), len(row)),
-            ExportedFile(EVENTS_FILE, _sha256(lines), len(lines)),
-        ),
-    )
-    await tf.engine.io(_write, directory, row, lines, manifest.to_json())
-    return manifest
+    # Serialising 1,000 events takes ~10 ms of CPU: off the event loop, with the writes.
+    return await tf.engine.io(_write, directory, info, events, snapshots, exported_at)
 
 
 def _check_empty(directory: Path) -> None:
@@ -307,13 +311,37 @@ def _cold_snapshots(cold: ColdTables) -> dict[str, int | None]:
     return out
 
 
-def _write(directory: Path, row: bytes, lines: bytes, manifest: bytes) -> None:
+def _write(
+    directory: Path,
+    info: WorkflowInfo,
+    events: list[HistoryEvent],
+    snapshots: dict[str, int | None],
+    exported_at: datetime,
+) -> ExportManifest:
+    row = _canonical(_plain(info)) + b"\n"
+    lines = b"".join(_event_line(e) for e in events)
+    manifest = ExportManifest(
+        directory=directory,
+        workflow_id=info.workflow_id,
+        status=info.status,
+        tier=info.tier,
+        cold_snapshot_id=snapshots.get("history"),
+        cold_snapshots=snapshots,
+        events=len(events),
+        tierflow_version=tierflow_version(),
+        exported_at=exported_at,
+        files=(
+            ExportedFile(WORKFLOW_FILE, _sha256(row), len(row)),
+            ExportedFile(EVENTS_FILE, _sha256(lines), len(lines)),
+        ),
+    )
     files = DurableFiles()
     files.put(directory / WORKFLOW_FILE, row)
     files.put(directory / EVENTS_FILE, lines)
     files.sync()  # both data files are durable before the manifest that vouches for them
-    files.put(directory / MANIFEST_FILE, manifest)
+    files.put(directory / MANIFEST_FILE, manifest.to_json())
     files.sync()
+    return manifest
 
 
 # -- verification ------------------------------------------------------------------------
@@ -486,8 +514,9 @@ async def _check_archive(root: Path, manifest: ExportManifest, tf: ExportSource)
     except WorkflowNotFound:
         return [(EVENTS_FILE, f"the archive holds no workflow {wid!r} (erased or expired?)")]
     problems: Problems = []
-    exported = _read_events(root)
-    now = [json.loads(_event_line(e)) for e in archived]
+    # Both sides in the one byte form events.jsonl is written in (its checksum held).
+    exported = (root / EVENTS_FILE).read_bytes().splitlines(keepends=True)
+    now = [_event_line(e) for e in archived]
     finished = manifest.status in TERMINAL_STATUSES
     if finished and len(now) != len(exported):
         problems.append((EVENTS_FILE, f"holds {len(exported)} events, the archive {len(now)} now"))
@@ -497,11 +526,11 @@ async def _check_archive(root: Path, manifest: ExportManifest, tf: ExportSource)
         )
     first = next((i for i, (a, b) in enumerate(zip(exported, now, strict=False)) if a != b), None)
     if first is not None:
-        event_id = exported[first].get("event_id", first + 1)
+        event_id = json.loads(exported[first]).get("event_id", first + 1)
         problems.append((EVENTS_FILE, f"event {event_id} differs from the archive's"))
     if finished:
         row = json.loads((root / WORKFLOW_FILE).read_bytes())
-        current = json.loads(_canonical(info.to_dict()))
+        current = json.loads(_canonical(_plain(info)))
         row.pop("tier", None)  # the workflow may have moved to another tier since
         current.pop("tier", None)
         if row != current:
