@@ -37,6 +37,7 @@ from tests.bench import (
     authoring,
     cold_bench,
     cross_process,
+    export_bench,
     hot_engine,
     replay_bench,
     sql_bench,
@@ -362,6 +363,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     rp = replay_bench.measure(args.quick)
     replay_bench.report(console, rp, judged)
 
+    console.print("[bold]verified export[/bold] (a 1,001-event cold workflow) ...")
+    ex = export_bench.measure(args.quick)
+    export_bench.report(console, ex, judged)
+
     console.print("[bold]SQL across tiers[/bold] (GROUP BY event_type over hot, warm and cold) ...")
     sql_fig = sql_bench.measure(args.quick, console)
     sql_bench.report(console, sql_fig, judged)
@@ -440,6 +445,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             "cross_process": xp,
             "replay": rp,
             "sql": sql_fig,
+            "export": ex,
         },
         "dbos": {
             label: {k: v for k, v in pr.items() if k != "checks"} for label, pr in peers.items()

@@ -29,7 +29,8 @@ import random
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, time as dtime
+from datetime import UTC, datetime
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
