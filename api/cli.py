@@ -11,12 +11,23 @@ import asyncio
 import importlib
 import json
 import signal
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from tierflow.cli_common import (
+    AsJson,
+    CatalogUrl,
+    DataDir,
+    S3Endpoint,
+    StorageUrl,
+    console,
+    err_console,
+)
+from tierflow.cli_common import run_command as _run
+from tierflow.cli_common import with_tf as _with_tf
+from tierflow.cli_compliance import compliance_app
 from tierflow.facade import Tierflow, TierTarget
 from tierflow.hot.authoring import WorkflowDefinition
 from tierflow.hot.errors import NonDeterminismError, TierflowError
@@ -28,21 +39,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-T = TypeVar("T")
-
-DataDir = Annotated[
-    str | None,
-    typer.Option(
-        "--data-dir",
-        "-d",
-        envvar="TIERFLOW_DATA_DIR",
-        help="Data directory [default: ./tierflow-data]",
-    ),
-]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 AppOpt = Annotated[
     str, typer.Option("--app", "-a", help="Module defining the workflows, e.g. mypkg.flows")
 ]
@@ -58,32 +54,6 @@ def load_workflows(module_name: str) -> list[WorkflowDefinition]:
     if not found:
         raise typer.BadParameter(f"module {module_name!r} defines no @workflow functions")
     return found
-
-
-def _run(make: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return asyncio.run(make())  # type: ignore[arg-type]
-    except TierflowError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
-async def _with_tf(
-    data_dir: str | None,
-    fn: Callable[[Tierflow], Awaitable[T]],
-    workflows: Sequence[WorkflowDefinition] = (),
-    scheduler: bool = False,
-    **options: Any,
-) -> T:
-    tf = Tierflow(data_dir, workflows, **options)
-    try:
-        if scheduler:
-            await tf.start_scheduler()
-        else:
-            tf.open()
-        return await fn(tf)
-    finally:
-        await tf.aclose()
 
 
 @app.command("list")
@@ -335,23 +305,6 @@ def worker(app_module: AppOpt, data_dir: DataDir = None) -> None:
     _run(lambda: _with_tf(data_dir, go, wfs, scheduler=True))
 
 
-StorageUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--storage-url", envvar="TIERFLOW_STORAGE_URL", help="s3://bucket/prefix or file:///path"
-    ),
-]
-S3Endpoint = Annotated[str | None, typer.Option("--s3-endpoint", envvar="TIERFLOW_S3_ENDPOINT")]
-CatalogUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--catalog-url",
-        envvar="TIERFLOW_CATALOG_URL",
-        help="Iceberg catalog: sqlite:///..., postgresql+psycopg://..., http(s)://... (REST)",
-    ),
-]
-
-
 def _progress_bar(disable: bool) -> Any:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -433,6 +386,7 @@ def tier(
 
 cold_app = typer.Typer(help="The cold tier: Iceberg tables of old workflows.", no_args_is_help=True)
 app.add_typer(cold_app, name="cold")
+app.add_typer(compliance_app, name="compliance")
 
 
 @cold_app.command("maintain")
