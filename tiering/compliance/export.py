@@ -256,7 +256,7 @@ async def export_workflow(
     directory = Path(out_dir)
     _check_empty(directory)
     exported_at = _when(now, tf.engine)
-    info, events, snapshots = await _read(tf, workflow_id)
+    info, events, snapshots = await _read_row_and_events(tf, workflow_id)
     # Serialising 1,000 events takes ~10 ms of CPU: off the event loop, with the writes.
     return await tf.engine.io(_write, directory, info, events, snapshots, exported_at)
 
@@ -280,7 +280,7 @@ def _when(now: float | datetime | None, engine: Engine) -> datetime:
     return datetime.fromtimestamp(now, UTC)
 
 
-async def _read(
+async def _read_row_and_events(
     tf: ExportSource, workflow_id: str
 ) -> tuple[WorkflowInfo, list[HistoryEvent], dict[str, int | None]]:
     for _ in range(_READ_ATTEMPTS):
