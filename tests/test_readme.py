@@ -55,6 +55,7 @@ def test_cli_commands_in_readme_exist():
             group = groups[cmd]
             assert group is not None
             subs = {c.name or c.callback.__name__ for c in group.registered_commands}  # type: ignore[union-attr]
+            subs |= {g.name for g in group.registered_groups}  # tierflow compliance retention
             assert sub in subs, f"tierflow {cmd} {sub}"
             continue
         assert cmd in names | {"list"}, cmd

@@ -287,8 +287,8 @@ async def _read_row_and_events(
         before = tf.index.get(workflow_id)
         if before is None:
             raise WorkflowNotFound(f"no workflow {workflow_id!r}", workflow_id=workflow_id)
-        info = await tf.describe(workflow_id)
-        events = await tf.history(workflow_id)
+        # Two reads of two tables (two files on S3): at once.
+        info, events = await asyncio.gather(tf.describe(workflow_id), tf.history(workflow_id))
         snapshots: dict[str, int | None] = {}
         if info.tier == Tier.COLD:
             snapshots = await tf.engine.io(_cold_snapshots, tf.cold)
@@ -509,8 +509,7 @@ def _check_contents(root: Path, manifest: ExportManifest) -> Problems:
 async def _check_archive(root: Path, manifest: ExportManifest, tf: ExportSource) -> Problems:
     wid = manifest.workflow_id
     try:
-        info = await tf.describe(wid)
-        archived = await tf.history(wid)
+        info, archived = await asyncio.gather(tf.describe(wid), tf.history(wid))
     except WorkflowNotFound:
         return [(EVENTS_FILE, f"the archive holds no workflow {wid!r} (erased or expired?)")]
     problems: Problems = []
