@@ -117,17 +117,23 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _show(result: Any, as_json: bool, title: str | None = None) -> None:
-    """Print one result (key/value rows) or a list of them (one row each)."""
+def _show(
+    result: Any, as_json: bool, title: str | None = None, columns: tuple[str, ...] = ()
+) -> None:
+    """Print one result (key/value rows) or a list of them (one row each).
+
+    ``columns`` picks the columns of a list's table (``--json`` prints every field).
+    """
     data = _plain(result)
     if as_json:
         print(json.dumps(data, ensure_ascii=False))
         return
     if isinstance(data, list):
-        columns = list(dict.fromkeys(k for row in data for k in row))
-        table = Table(*columns, title=title)
+        found = list(dict.fromkeys(k for row in data for k in row))
+        picked = [c for c in columns if c in found] or found
+        table = Table(*picked, title=title)
         for row in data:
-            table.add_row(*(_cell(row.get(c)) for c in columns))
+            table.add_row(*(_cell(row.get(c)) for c in picked))
         if not data:
             console.print(f"{title}: none" if title else "none")
             return
@@ -140,6 +146,12 @@ def _show(result: Any, as_json: bool, title: str | None = None) -> None:
         console.print(table)
         return
     console.print(_cell(data))
+
+
+# What a table shows of each kind of row (``--json`` has every field).
+_POLICY_COLUMNS = ("workflow_type", "status", "keep", "start_or_finish", "actor", "reason")
+_HOLD_COLUMNS = ("hold_id", "workflow_id", "attribute", "reason", "actor", "created_at")
+_AUDIT_COLUMNS = ("seq", "at", "operation", "actor", "reason", "subject", "counts")
 
 
 def _go(
@@ -207,7 +219,8 @@ def retention_list(
     """List the retention policies."""
 
     async def go(tf: Tierflow) -> None:
-        _show(await tf.compliance.retention_policies(), as_json, "retention policies")
+        policies = await tf.compliance.retention_policies()
+        _show(policies, as_json, "retention policies", _POLICY_COLUMNS)
 
     _go(data_dir, storage_url, s3_endpoint, catalog_url, go)
 
@@ -332,7 +345,7 @@ def holds_cmd(
     """List the active legal holds."""
 
     async def go(tf: Tierflow) -> None:
-        _show(await tf.compliance.holds(workflow_id), as_json, "legal holds")
+        _show(await tf.compliance.holds(workflow_id), as_json, "legal holds", _HOLD_COLUMNS)
 
     _go(data_dir, storage_url, s3_endpoint, catalog_url, go)
 
@@ -427,7 +440,12 @@ def audit_cmd(
         records = await tf.compliance.audit_log(
             workflow_id=workflow_id, operation=operation, since=when, limit=limit
         )
-        _show(records, as_json, "audit log")
+        rows = _plain(records)
+        if not as_json:
+            for row in rows:  # an erased workflow is named by its keyed hash only
+                digest = row.get("subject_hash")
+                row["subject"] = row.get("workflow_id") or (digest and f"hash {digest[:16]}")
+        _show(rows, as_json, "audit log", _AUDIT_COLUMNS)
 
     _go(data_dir, storage_url, s3_endpoint, catalog_url, go)
 
