@@ -445,6 +445,9 @@ def audit_cmd(
             for row in rows:  # an erased workflow is named by its keyed hash only
                 digest = row.get("subject_hash")
                 row["subject"] = row.get("workflow_id") or (digest and f"hash {digest[:16]}")
+                row["at"] = str(row.get("at", ""))[:19]
+                counts = row.get("counts") or {}
+                row["counts"] = " ".join(f"{k} {v}" for k, v in counts.items() if v) or None
         _show(rows, as_json, "audit log", _AUDIT_COLUMNS)
 
     _go(data_dir, storage_url, s3_endpoint, catalog_url, go)
