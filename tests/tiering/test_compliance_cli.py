@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +161,33 @@ def test_retention_hold_erase_and_audit_commands(cli: Cli, uid):
     text, _ = cli("compliance", "audit")
     assert "erase" in text and "retention" in text and "hold" in text
     cli.json("compliance", "retention", "remove", "export_*")
+
+
+def readme_example() -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Compliance", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+
+
+def test_the_readme_compliance_example_runs_as_written(tmp_path: Path):
+    script = tmp_path / "example.py"
+    script.write_text(readme_example())
+    root = Path(__file__).resolve().parents[2]
+    env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "TIERFLOW_AUDIT_KEY": "k" * 32}
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("refused:") and "hold-" in line for line in lines), lines
+    assert any(line.startswith("hot [('workflow.json'") for line in lines), lines
+    erased = [line for line in lines if line.startswith("erase dpo GDPR art. 17")]
+    assert len(erased) == 1, lines  # refund-1's record, found by its keyed hash
+    assert "refund-1" not in (
+        tmp_path / "compliance-data" / "hot" / "index.sqlite"
+    ).read_bytes().decode("latin-1")
