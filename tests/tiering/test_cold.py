@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from tierflow.cold.writer import BATCHES_PROPERTY, COMMIT_ID_PROPERTY
 from tierflow.tiering.policy import TieringPolicy, TypePolicy
 from tierflow.warm.storage import ObjectStore
 
+from tests import procs
 from tests.tiering.test_tiering import ROOT, snapshot
 from tests.tiering.tier_app import LATER, WORKFLOWS, alpha, populate
 
@@ -196,24 +195,12 @@ def test_cli_tier_to_warm_then_cold_and_cold_status(store_url: str, tmp_path: Pa
     monkeypatch.setenv("TIERFLOW_STORAGE_URL", store_url)
     env = _env_for_url(store_url)
     app = "tests.tiering.tier_app"
-    subprocess.run(
-        [sys.executable, "-m", app, "populate", str(data), "9"],
-        check=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-    )
+    populated = procs.run(app, "populate", str(data), "9", env=env)
+    assert populated.returncode == 0, populated.stderr
 
     def cli(*args: str) -> dict[str, Any]:
-        out = subprocess.run(
-            [sys.executable, "-m", "tierflow.cli", *args, "--data-dir", str(data), "--json"],
-            check=True,
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        out = procs.run("tierflow.cli", *args, "--data-dir", str(data), "--json", env=env)
+        assert out.returncode == 0, out.stderr
         parsed: dict[str, Any] = json.loads(out.stdout)
         return parsed
 

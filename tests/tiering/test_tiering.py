@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from tierflow import StorageError, Tierflow, TierflowError, WorkflowContext, wor
 from tierflow.tiering.faults import POINTS
 from tierflow.tiering.policy import TieringPolicy, TypePolicy
 
+from tests import procs
 from tests.tiering.tier_app import LATER, WORKFLOWS, populate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,14 +172,7 @@ def _env_for(store: Any) -> dict[str, str]:
 def _run(
     mode: str, data: Path, env: dict[str, str], *args: str
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tests.tiering.tier_app", mode, str(data), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return procs.run("tests.tiering.tier_app", mode, str(data), *args, env=env, timeout=180)
 
 
 async def outcome(tf: Tierflow, workflow_id: str) -> tuple[Any, ...]:
