@@ -46,19 +46,19 @@ def _used(p: Path) -> bool:
 
 
 @pytest.mark.timeout(300)
-async def test_500_workflows_move_in_one_pass(make_store, tmp_path: Path):
+async def test_150_workflows_move_in_one_pass(make_store, tmp_path: Path):
     store = make_store()
     data = tmp_path / "data"
     async with Tierflow(data, WORKFLOWS, warm_store=store) as tf:
-        ids = await populate(tf, 500)
+        ids = await populate(tf, 150)
         before = await snapshot(tf, ids)
         report = await tf.tier(now=time.time() + LATER)
-        assert report.workflows_moved == 500
+        assert report.workflows_moved == 150
         assert report.skipped == []
         assert report.files_written <= 6  # 2 datasets x a few finish dates, not one per workflow
         assert report.objects_put == report.files_written + 1
         page = await tf.list(tier="warm", limit=1000)
-        assert len(page.items) == 500
+        assert len(page.items) == 150
         assert await snapshot(tf, ids) == before
         assert all(i.tier == "warm" for i in page.items)
         assert (await tf.describe(ids[0])).tier == "warm"
