@@ -12,7 +12,7 @@ import importlib
 import json
 import signal
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -28,9 +28,11 @@ from tierflow.cli_common import (
 from tierflow.cli_common import run_command as _run
 from tierflow.cli_common import with_tf as _with_tf
 from tierflow.cli_compliance import compliance_app
-from tierflow.facade import Tierflow, TierTarget
-from tierflow.hot.authoring import WorkflowDefinition
 from tierflow.hot.errors import NonDeterminismError, TierflowError
+
+if TYPE_CHECKING:
+    from tierflow.facade import Tierflow, TierTarget
+    from tierflow.hot.authoring import WorkflowDefinition
 
 __all__ = ["app", "main"]
 
@@ -46,6 +48,8 @@ AppOpt = Annotated[
 
 def load_workflows(module_name: str) -> list[WorkflowDefinition]:
     """Import ``module_name`` and return every workflow it defines."""
+    from tierflow.hot.authoring import WorkflowDefinition
+
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from tierflow.facade import Tierflow
-from tierflow.hot.authoring import WorkflowDefinition
 from tierflow.hot.errors import TierflowError
+
+if TYPE_CHECKING:
+    from tierflow.facade import Tierflow
+    from tierflow.hot.authoring import WorkflowDefinition
 
 __all__ = [
     "AsJson",
@@ -77,6 +79,8 @@ async def with_tf(
     **options: Any,
 ) -> T:
     """Open a ``Tierflow`` on ``data_dir``, call ``fn`` with it, and close it."""
+    from tierflow.facade import Tierflow  # not at import: a refused statement needs none of it
+
     tf = Tierflow(data_dir, workflows, **options)
     try:
         if scheduler:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -32,8 +32,10 @@ from tierflow.cli_common import (
     run_command,
     with_tf,
 )
-from tierflow.facade import Tierflow
 from tierflow.hot.errors import ExportVerificationError
+
+if TYPE_CHECKING:
+    from tierflow.facade import Tierflow
 
 __all__ = ["compliance_app"]
 

@@ -35,15 +35,17 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
-from tierflow.cold.catalog import ColdTables
 from tierflow.hot.durable_fs import DurableFiles
-from tierflow.hot.engine import Engine
 from tierflow.hot.errors import ExportVerificationError, InvalidArgument, WorkflowNotFound
-from tierflow.hot.index import IndexDB
 from tierflow.hot.models import TERMINAL_STATUSES, HistoryEvent, WorkflowInfo, from_micros
 from tierflow.hot.router import Tier
+
+if TYPE_CHECKING:  # verifying an export's files needs neither pyiceberg nor the engine
+    from tierflow.cold.catalog import ColdTables
+    from tierflow.hot.engine import Engine
+    from tierflow.hot.index import IndexDB
 
 __all__ = [
     "EVENTS_FILE",
