@@ -380,7 +380,8 @@ def verify_export(
     """
     root = Path(directory)
     if not root.is_dir():
-        _fail(root, [(str(root), "the export directory does not exist")])
+        what = "is not a directory" if root.exists() else "does not exist"
+        _fail(root, [(str(root), f"the export directory {what}")])
     manifest, problems = _check_manifest(root)
     if manifest is None:
         _fail(root, problems)
