@@ -152,6 +152,18 @@ def test_retention_hold_erase_and_audit_commands(cli: Cli, uid):
     assert hold["hold_id"] in err
     cli.json("compliance", "release", hold["hold_id"], "--reason", "settled")
     assert cli.json("compliance", "holds") == []
+    # By attribute (the hot one's customer is c-1): it covers that workflow only.
+    by_customer = cli.json("compliance", "hold", "--attribute", "customer=c-1", "--reason", "c-1")
+    assert by_customer["attribute"] == {"customer": "c-1"}
+    assert [h["hold_id"] for h in cli.json("compliance", "holds", "--id", ids["hot"])] == [
+        by_customer["hold_id"]
+    ]
+    assert cli.json("compliance", "holds", "--id", ids["cold"]) == []
+    _, err = cli("compliance", "erase", "--attribute", "customer=c-1", "--reason", "x", code=2)
+    assert by_customer["hold_id"] in err
+    _, err = cli("compliance", "hold", "--attribute", "customer", "--reason", "x", code=2)
+    assert "NAME=VALUE" in err
+    cli.json("compliance", "release", by_customer["hold_id"], "--reason", "done")
     report = cli.json("compliance", "erase", ids["cold"], "--reason", "DSAR 18", "--actor", "dpo")
     assert report
     _, err = cli("compliance", "erase", "--reason", "x", code=2)  # neither ID nor --attribute
