@@ -161,6 +161,18 @@ def test_retention_hold_erase_and_audit_commands(cli: Cli, uid):
     assert cli.json("compliance", "holds", "--id", ids["cold"]) == []
     _, err = cli("compliance", "erase", "--attribute", "customer=c-1", "--reason", "x", code=2)
     assert by_customer["hold_id"] in err
+    # A number is a number (its amount is 11), and a JSON string is text.
+    by_amount = cli.json("compliance", "hold", "--attribute", "amount=11", "--reason", "n")
+    assert by_amount["attribute"] == {"amount": 11}
+    held = {h["hold_id"] for h in cli.json("compliance", "holds", "--id", ids["hot"])}
+    assert held == {by_customer["hold_id"], by_amount["hold_id"]}
+    as_text = cli.json("compliance", "hold", "--attribute", 'amount="11"', "--reason", "t")
+    assert as_text["attribute"] == {"amount": "11"}
+    assert as_text["hold_id"] not in {
+        h["hold_id"] for h in cli.json("compliance", "holds", "--id", ids["hot"])
+    }
+    for h in (by_amount, as_text):
+        cli.json("compliance", "release", h["hold_id"], "--reason", "done")
     _, err = cli("compliance", "hold", "--attribute", "customer", "--reason", "x", code=2)
     assert "NAME=VALUE" in err
     cli.json("compliance", "release", by_customer["hold_id"], "--reason", "done")

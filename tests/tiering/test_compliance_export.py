@@ -52,7 +52,7 @@ def charge(order: dict[str, Any]) -> dict[str, Any]:
 
 @workflow(name="export_order")
 async def order(ctx: WorkflowContext, o: dict[str, Any]) -> dict[str, Any]:
-    ctx.set_attributes(customer=o["customer"])
+    ctx.set_attributes(customer=o["customer"], amount=o["amount"])
     paid = await ctx.step("charge", charge, o)
     token = ctx.uuid()
     return {"paid": paid, "token": token, "text": "ünïcødé ✓ 𝄞"}
