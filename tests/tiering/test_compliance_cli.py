@@ -121,6 +121,9 @@ def test_export_refusals_exit_2_with_the_reason(cli: Cli, tmp_path: Path, uid):
     assert "does not exist" in err
 
 
+# The commands only pass arguments to tf.compliance, whose own tests run on both backends;
+# each CLI run opens the data directory afresh (~0.4 s), so this one runs on file:// only.
+@pytest.mark.parametrize("backend", ["file"])
 def test_retention_hold_erase_and_audit_commands(cli: Cli, uid):
     ids = {"cold": uid("cold"), "hot": uid("hot")}
     archive(cli.data, ids)
