@@ -323,11 +323,19 @@ async def test_bad_targets_and_unknown_ids_write_nothing(tmp_path: Path, uid):
             verify_export(partial)
 
 
-async def test_verify_runs_from_sync_code_without_an_event_loop(tmp_path: Path, uid):
-    clock = ManualClock(START)
-    async with open_tf(tmp_path, None, clock) as tf:
-        wid = uid("done")
-        await tf.run(order, an_order(8), workflow_id=wid)
-        m = await export_workflow(tf, wid, tmp_path / "x")
-        # A plain thread has no running loop: the archive reads get one of their own.
-        assert await asyncio.to_thread(verify_export, m.directory, tf) == m
+def test_verify_runs_from_sync_code_without_an_event_loop(tmp_path: Path, uid):
+    wid = uid("done")
+
+    async def setup() -> ExportManifest:
+        async with open_tf(tmp_path, None, ManualClock(START)) as tf:
+            await tf.run(order, an_order(8), workflow_id=wid)
+            return await export_workflow(tf, wid, tmp_path / "x")
+
+    m = asyncio.run(setup())
+    # A script with no event loop: the archive reads get one of their own.
+    tf = open_tf(tmp_path, None, ManualClock(START))
+    tf.open()
+    try:
+        assert verify_export(m.directory, tf) == m
+    finally:
+        asyncio.run(tf.aclose())

@@ -363,8 +363,10 @@ def verify_export(
     workflow that had not finished, its events must be the first ones of the
     history, and the row is not compared).
 
-    Blocking (it reads files and, given ``tf``, the archive); from async code
-    it runs the archive reads on a thread with an event loop of its own.
+    Blocking (it reads files and, given ``tf``, the archive). Call it from the
+    thread that runs ``tf``'s event loop, which it blocks while it reads (the
+    reads run on a thread with an event loop of their own), or from code with
+    no event loop at all.
 
     Args:
         directory: The export's directory.
