@@ -31,8 +31,8 @@ from tierflow.hot.errors import (
 from tierflow.hot.executor import Execution
 from tierflow.hot.ids import validate_workflow_id
 from tierflow.hot.models import EventType, Status, from_micros, to_micros
+from tierflow.hot.records import EventRow, OpKind, OpRecord, OpStatus
 from tierflow.hot.retry import RetryPolicy, parse_duration
-from tierflow.hot.store import EventRow, OpKind, OpRecord, OpStatus
 
 __all__ = ["ChildHandle", "WorkflowContext"]
 

@@ -45,7 +45,8 @@ from tierflow.hot.errors import (
     error_info,
 )
 from tierflow.hot.models import EventType, Status, to_micros
-from tierflow.hot.store import EventRow, InstanceFile, InstanceState, OpKind, OpRecord, OpStatus
+from tierflow.hot.records import EventRow, InstanceState, OpKind, OpRecord, OpStatus
+from tierflow.hot.store import InstanceFile
 
 __all__ = ["Execution", "ExecutionEnv", "Outcome", "Suspend", "Terminated"]
 

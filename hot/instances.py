@@ -25,15 +25,9 @@ from tierflow.hot.executor import Execution, ExecutionEnv, Outcome
 from tierflow.hot.index import IndexDB
 from tierflow.hot.models import TERMINAL_STATUSES, EventType, Status
 from tierflow.hot.notify import Change, ChangeKind
+from tierflow.hot.records import EventRow, InstanceState
 from tierflow.hot.runtime import Runtime
-from tierflow.hot.store import (
-    INSTANCE_COLUMNS,
-    EventRow,
-    IncompleteInstance,
-    InstanceFile,
-    InstanceState,
-    quarantine,
-)
+from tierflow.hot.store import INSTANCE_COLUMNS, IncompleteInstance, InstanceFile, quarantine
 
 __all__ = ["Instances", "Wakeups"]
 

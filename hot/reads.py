@@ -46,9 +46,10 @@ from tierflow.hot.models import (
     from_micros,
     to_micros,
 )
+from tierflow.hot.records import InstanceState
 from tierflow.hot.router import TierRouter
 from tierflow.hot.runtime import Runtime
-from tierflow.hot.store import IncompleteInstance, InstanceFile, InstanceState
+from tierflow.hot.store import IncompleteInstance, InstanceFile
 
 __all__ = ["HotReader", "Page", "Reads", "WorkflowRef"]
 
