@@ -436,8 +436,8 @@ class Tierflow:
         Views: ``workflows`` and ``history`` (every tier; each row has a
         ``tier`` column), and ``hot_*``, ``warm_*``, ``cold_*`` of each. The
         query reads one consistent cut of the tiers: each workflow once, even
-        while another process moves workflows between tiers (README, "SQL across
-        tiers").
+        while another process moves workflows between tiers (README, "Consistent
+        reads and read leases").
 
         Args:
             query: One SELECT (or WITH ... SELECT) statement.

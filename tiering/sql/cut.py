@@ -1,6 +1,6 @@
 """What one SQL query reads: the tier map, warm batches and cold commits, as of one instant.
 
-The consistency rule (README, "SQL across tiers", Consistency): a query sees each
+The consistency rule (README, "Consistent reads and read leases"): a query sees each
 workflow exactly once, even while tiering (hot → warm, warm → cold) runs in another
 process. Every move between tiers is one index transaction, so one read
 transaction of the index (:meth:`IndexDB.read_consistent`) yields a
