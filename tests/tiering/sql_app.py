@@ -7,6 +7,9 @@ Moves every finished hot instance to warm in batches of ``SQL_APP_BATCH`` workfl
 ``SQL_APP_COMMIT_EVENTS`` events (default 120): many index transactions, so a reader
 sampling meanwhile sees many different cuts. Prints
 "done" and the final tier counts as JSON. Storage from the environment (TIERFLOW_*, AWS_*).
+
+With ``SQL_APP_STEP=1`` it reads one line from stdin before writing each warm batch and each
+cold partition, so a reader that sends a line per sample sees every step, at any load.
 """
 
 from __future__ import annotations
@@ -30,12 +33,18 @@ async def main(data: str) -> None:
         max_workflows_per_batch=int(os.environ.get("SQL_APP_BATCH", "15")),
         max_events_per_cold_commit=int(os.environ.get("SQL_APP_COMMIT_EVENTS", "120")),
     )
+    stepped = os.environ.get("SQL_APP_STEP") == "1"
+
+    def step(stage: str, done: int, total: int) -> None:
+        if stepped and (stage == "warm → cold" or (stage == "write" and done == 0)):
+            sys.stdin.readline()
+
     tf = Tierflow(data, WORKFLOWS, tiering=policy)
     tf.open()
     try:
         # Each warm batch is its own index commit; each bounded cold commit too.
-        await tf.tier(now=time.time() + LATER, to="warm")
-        await tf.tier(now=time.time() + LATER, to="cold")
+        await tf.tier(now=time.time() + LATER, to="warm", progress=step)
+        await tf.tier(now=time.time() + LATER, to="cold", progress=step)
         print(json.dumps({"done": tf.index.count_by_tier()}), flush=True)
     finally:
         await tf.aclose()

@@ -14,10 +14,10 @@ whose warm files vanish under it (a cold move finished meanwhile) runs again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +31,7 @@ from tierflow.tiering.sql import engine as sql_module
 from tierflow.tiering.sql import hot as sql_hot
 from tierflow.warm.storage import ObjectStore
 
+from tests import procs
 from tests.tiering.test_tiering import ROOT, _env_for
 from tests.tiering.tier_app import LATER, WORKFLOWS
 
@@ -183,18 +184,18 @@ async def test_each_workflow_once_while_another_process_moves_them_to_warm_and_c
         ids = await finished(tf, 0, 120)
         waiting = await paused(tf, 30)
         truth_events = await events_of(tf, ids + waiting)
-    env = {**_env_for(store), "SQL_APP_BATCH": "5", "SQL_APP_COMMIT_EVENTS": "400"}
+    env = {
+        **_env_for(store),
+        "SQL_APP_BATCH": "10",
+        "SQL_APP_COMMIT_EVENTS": "400",
+        "SQL_APP_STEP": "1",
+    }
     env.pop("TIERFLOW_CRASH_AT", None)
     tf = Tierflow(data, ALL, warm_store=store)
     tf.open()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.tiering.sql_app", str(data)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # The other process takes one step (a warm batch, a cold partition) per sample.
+    proc = procs.popen("tests.tiering.sql_app", str(data), env=env, stdin=True)
+    assert proc.stdin is not None
     seen: set[tuple[tuple[str, int], ...]] = set()
     samples = 0
     check = (
@@ -214,11 +215,14 @@ async def test_each_workflow_once_while_another_process_moves_them_to_warm_and_c
             samples += 1
             if done:
                 break
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write("go\n")
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         assert json.loads(out.splitlines()[-1])["done"] == {"cold": 120, "hot": 30}
         assert tuple(tiers.rows) == (("cold", 120), ("hot", 30))
-        assert samples >= 5 and len(seen) >= 3, (samples, seen)
+        # 12 warm batches and the cold partitions: a state per step.
+        assert samples >= 12 and len(seen) >= 12, (samples, seen)
         # Read leases keep a cut's files until its query ends: no query ran twice.
         assert tf.sql_engine.retries == 0
     finally:
@@ -448,23 +452,11 @@ def test_cli_sql_formats_and_refusals(tmp_path: Path):
         "TIERFLOW_STORAGE_URL": (tmp_path / "lake").as_uri(),
         "PYTHONPATH": str(ROOT),
     }
-    subprocess.run(
-        [sys.executable, "-m", "tests.tiering.tier_app", "populate", str(data), "6"],
-        check=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-    )
+    populated = procs.run("tests.tiering.tier_app", "populate", str(data), "6", env=env)
+    assert populated.returncode == 0, populated.stderr
 
     def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "tierflow.cli", *args, "--data-dir", str(data)],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = procs.run("tierflow.cli", *args, "--data-dir", str(data), env=env)
         assert (done.returncode == 0) == ok, done.stderr
         return done
 
