@@ -130,18 +130,16 @@ async def _fail_step(
     """Record a failed attempt; return the retry time, or raise if it was the last."""
     info = error_info(exc)
     now = ex.now_us()
-    events = [
-        ex.event(
-            EventType.STEP_STARTED, step=name, attempt=attempt, payload={"seq": seq}, at=started
-        ),
-        ex.event(
-            EventType.STEP_FAILED,
-            step=name,
-            attempt=attempt,
-            payload={"seq": seq, "error": info, "retryable": retryable},
-            at=now,
-        ),
-    ]
+    events = _attempt_events(
+        ex,
+        seq,
+        name,
+        attempt,
+        started,
+        EventType.STEP_FAILED,
+        {"error": info, "retryable": retryable},
+        at=now,
+    )
     if retryable and attempt < policy.max_attempts:
         delay = policy.delay_after(attempt, ex.rng)
         wake = now + to_micros(delay)
@@ -187,22 +185,33 @@ async def _fail_step(
     raise _rebuild_step_error(ex.workflow_id, name, op) from exc
 
 
+def _attempt_events(
+    ex: Execution,
+    seq: str,
+    name: str,
+    attempt: int,
+    started: int,
+    outcome: EventType,
+    payload: dict[str, Any],
+    at: int | None = None,
+) -> list[EventRow]:
+    """``step.started`` (at ``started``) and the attempt's ``outcome`` event (at ``at``, or now)."""
+    return [
+        ex.event(
+            EventType.STEP_STARTED, step=name, attempt=attempt, payload={"seq": seq}, at=started
+        ),
+        ex.event(outcome, step=name, attempt=attempt, payload={"seq": seq, **payload}, at=at),
+    ]
+
+
 def _completed(
     ex: Execution, seq: str, name: str, attempt: int, started: int, value: Any
 ) -> tuple[list[EventRow], OpRecord]:
     """The records of a successful attempt (raises PayloadError if ``value`` is not JSON)."""
     text = ex.encode(value, f"result of step {name!r}")
-    events = [
-        ex.event(
-            EventType.STEP_STARTED, step=name, attempt=attempt, payload={"seq": seq}, at=started
-        ),
-        ex.event(
-            EventType.STEP_COMPLETED,
-            step=name,
-            attempt=attempt,
-            payload={"seq": seq, "result": serde.decode(text)},
-        ),
-    ]
+    events = _attempt_events(
+        ex, seq, name, attempt, started, EventType.STEP_COMPLETED, {"result": serde.decode(text)}
+    )
     return events, OpRecord(seq, OpKind.STEP, name, OpStatus.COMPLETED, attempt, text)
 
 
