@@ -224,6 +224,10 @@ class Child:
         assert self.returncode is not None
         return self.returncode
 
+    def output_so_far(self) -> str:
+        """What the child has written to stdout until now (it may be mid-line)."""
+        return b"".join(list(self._out)).decode(errors="replace")
+
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         """Wait for the end; return (stdout, stderr) as text."""
         self.wait(timeout)

@@ -8,8 +8,9 @@ Moves every finished hot instance to warm in batches of ``SQL_APP_BATCH`` workfl
 sampling meanwhile sees many different cuts. Prints
 "done" and the final tier counts as JSON. Storage from the environment (TIERFLOW_*, AWS_*).
 
-With ``SQL_APP_STEP=1`` it reads one line from stdin before writing each warm batch and each
-cold partition, so a reader that sends a line per sample sees every step, at any load.
+With ``SQL_APP_STEP=1`` it stops before writing each warm batch and each cold commit: it
+prints "step" and reads a line from stdin. A reader that samples at each "step" and then sends
+a line sees every committed state, at any load.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ async def main(data: str) -> None:
     stepped = os.environ.get("SQL_APP_STEP") == "1"
 
     def step(stage: str, done: int, total: int) -> None:
-        if stepped and (stage == "warm → cold" or (stage == "write" and done == 0)):
+        # Before each warm batch is written, and once each cold commit's rows are all written.
+        warm_batch = stage == "write" and done == 0
+        cold_commit = stage == "warm → cold" and done == total
+        if stepped and (warm_batch or cold_commit):
+            print("step", flush=True)
             sys.stdin.readline()
 
     tf = Tierflow(data, WORKFLOWS, tiering=policy)
