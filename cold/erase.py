@@ -1,0 +1,568 @@
+"""Erasure from the cold tables: the rows, every snapshot that still holds them, and their files.
+
+Deleting rows from an Iceberg table forgets nothing by itself: the old data
+files stay on storage, older snapshots still read them, and the manifests
+keep each file's ``workflow_id`` lower and upper bound (a deleted id that was
+a file's first or last one is still written there, deflated, where a byte
+search cannot see it). :func:`erase_rows` removes all of it, per table
+(``history``, then ``workflows``, in each phase):
+
+1. **rewrite**: the live data files that can hold an id (pruned by partition
+   and by the manifests' ``workflow_id`` bounds; only those are read) are
+   written again without its rows, sorted, and swapped in by one
+   ``overwrite`` commit (``tierflow.operation = "erase"``). A file left
+   empty is only removed.
+2. **seal**: an empty commit (``"erase-seal"``) whose manifests no longer
+   carry the ``deleted`` entries the overwrite wrote for the old files
+   (pyiceberg keeps the old file's bounds in them).
+3. **delete files**: every snapshot that mentions a file that held an id (as
+   live, or as deleted, or whose manifests are already gone) is to expire;
+   the files only those snapshots mention (data files, then manifests, then
+   manifest lists: children before the files that name them) are deleted.
+4. **expire** those snapshots. Metadata files that the commits above pushed
+   out of the metadata log are deleted too.
+
+Files go *before* the expiry commit on purpose: until it lands, the
+snapshots to expire are the record of which files to delete, so a rerun
+after a crash finds the same set (a snapshot whose manifest list or manifests
+are gone is one an earlier run was expiring). Objects no metadata ever named
+(files of a commit in progress elsewhere, leftovers of a killed commit) are
+never touched: maintenance's orphan pass owns them, after its grace period.
+
+Earlier metadata files stay listed in the metadata log: they name the
+expired snapshots but hold no row values or column bounds. Time travel to an
+expired snapshot fails afterwards, and a table's ancestry starts at the seal.
+
+The caller serialises erasure with compaction and maintenance (the tiering
+lock): a commit landing between the planning and the expiry of one call is
+not considered. Every failure raises :class:`tierflow.hot.errors.StorageError`
+(:class:`~tierflow.hot.errors.InvalidArgument` for bad arguments).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
+import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
+import pyarrow.fs as pafs  # type: ignore[import-untyped, unused-ignore]
+import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+from pyiceberg.manifest import DataFile, DataFileContent, ManifestEntryStatus
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot
+from tierflow.cold import tables
+from tierflow.cold.catalog import ColdTables
+from tierflow.cold.maintenance import OPERATION_PROPERTY
+from tierflow.cold.writer import ColdWriter, store_key
+from tierflow.hot.errors import InvalidArgument, StorageError
+
+__all__ = [
+    "ERASE_OPERATION",
+    "ERASE_ORDER",
+    "SEAL_OPERATION",
+    "STEPS",
+    "ColdErasure",
+    "erase_rows",
+]
+
+ERASE_OPERATION = "erase"
+"""``tierflow.operation`` of the commit that rewrites files without the erased rows."""
+
+SEAL_OPERATION = "erase-seal"
+"""``tierflow.operation`` of the empty commit that drops the deleted entries' manifests."""
+
+ERASED_AT_PROPERTY = "tierflow.erased-at"
+"""Snapshot summary property: when the erasure ran (ISO 8601, UTC)."""
+
+ERASE_ORDER = ("history", "workflows")
+"""The tables, in the order each phase treats them."""
+
+STEPS = ("rewritten", "sealed", "files-deleted", "expired")
+"""What ``on_step`` is called with, in order, once each phase is done for both tables."""
+
+# Files read at once (object-store reads are mostly waiting).
+_THREADS = 8
+
+
+@dataclass(frozen=True)
+class ColdErasure:
+    """What :func:`erase_rows` did to both cold tables (a value: never changed).
+
+    Attributes:
+        files_scanned: Data files whose rows were read: live ones the pruning kept,
+            and replaced ones checked for the ids.
+        files_rewritten: Live data files replaced (written again without the rows,
+            or removed when nothing else was in them).
+        files_deleted: Objects deleted: data files, manifests, manifest lists and
+            metadata files no remaining snapshot or metadata names.
+        snapshots_expired: Snapshot ids expired, both tables.
+        snapshot_before: Current snapshot id per table when the erasure began
+            (None: empty or missing table).
+        snapshot_after: Current snapshot id per table when it ended.
+        bytes_removed: Bytes of the deleted objects.
+        live_files: Live data files in both tables when the erasure began (what the
+            pruning chose ``files_scanned`` from).
+    """
+
+    files_scanned: int = 0
+    files_rewritten: int = 0
+    files_deleted: int = 0
+    snapshots_expired: tuple[int, ...] = ()
+    snapshot_before: dict[str, int | None] = field(default_factory=dict)
+    snapshot_after: dict[str, int | None] = field(default_factory=dict)
+    bytes_removed: int = 0
+    live_files: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly copy."""
+        out = asdict(self)
+        out["snapshots_expired"] = list(self.snapshots_expired)
+        return out
+
+
+@dataclass
+class _Tally:
+    scanned: int = 0
+    rewritten: int = 0
+    deleted: int = 0
+    expired: list[int] = field(default_factory=list)
+    bytes_removed: int = 0
+    live: int = 0
+
+
+class _Ids:
+    """The ids to erase, with the partitions each can be in (None: any)."""
+
+    def __init__(
+        self, workflow_ids: Sequence[str], finished_dates: Mapping[str, date | str] | None
+    ) -> None:
+        if isinstance(workflow_ids, str):
+            raise InvalidArgument("workflow_ids must be a sequence of ids, not one string")
+        self.ids = sorted(set(workflow_ids))
+        if not all(isinstance(w, str) and w for w in self.ids):
+            raise InvalidArgument("workflow ids must be non-empty strings")
+        self.days: dict[str, str | None] = dict.fromkeys(self.ids)
+        for wid, day in (finished_dates or {}).items():
+            if wid in self.days:
+                self.days[wid] = day.isoformat() if isinstance(day, date) else str(day)
+
+    def may_hold(self, day: str, lower: str | None, upper: str | None) -> bool:
+        """Whether a file of partition ``day`` with these ``workflow_id`` bounds can hold an id."""
+        return any(
+            self.days[w] in (None, day)
+            and (lower is None or w >= lower)
+            and (upper is None or w <= upper)
+            for w in self.ids
+        )
+
+
+def erase_rows(
+    tables: ColdTables,
+    workflow_ids: Sequence[str],
+    *,
+    now: float | None = None,
+    finished_dates: Mapping[str, date | str] | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> ColdErasure:
+    """Delete the rows of ``workflow_ids`` from both cold tables, with every trace in storage.
+
+    See the module docstring for the phases. Idempotent: a rerun after a crash
+    at any point (or after a completed run) finishes the job and does nothing
+    more; ids the tables never held cost only the pruning.
+
+    Args:
+        tables: The cold tables (missing ones are skipped).
+        workflow_ids: The workflows whose rows go.
+        now: When the erasure runs (seconds since the epoch; default the wall
+            clock), recorded in the commits' summaries.
+        finished_dates: ``workflow_id`` to its ``finished_date`` (a date or
+            ``YYYY-MM-DD``), from the index: only that partition's files are
+            considered for the id. Ids left out are looked for in every partition.
+        on_step: Called with each name in :data:`STEPS` once that phase is done
+            for both tables (crash tests kill the process there).
+
+    Returns:
+        What was read, rewritten, expired and deleted.
+
+    Raises:
+        InvalidArgument: ``workflow_ids`` is not a sequence of non-empty strings.
+        StorageError: The catalog or the store failed (a rerun resumes), a table
+            holds row-level delete files, or a branch or tag other than ``main``
+            points at a snapshot that must expire.
+    """
+    ids = _Ids(workflow_ids, finished_dates)
+    stamp = datetime.fromtimestamp(time.time() if now is None else now, UTC).isoformat()
+    step = on_step or (lambda name: None)
+    tally = _Tally()
+    present = {ds: _table(tables, ds) for ds in ERASE_ORDER}
+    before = {ds: _current_id(t) for ds, t in present.items()}
+    metadata_seen = {ds: _metadata_files(t) for ds, t in present.items() if t is not None}
+    live = [ds for ds in ERASE_ORDER if present[ds] is not None]
+    if not ids.ids or not live:
+        return ColdErasure(snapshot_before=before, snapshot_after=before)
+    writer = ColdWriter(tables)
+    commit_id = f"erase-{uuid.uuid4()}"
+    held: dict[str, set[str]] = {}
+    try:
+        for ds in live:
+            held[ds] = _rewrite(tables, writer, ds, ids, commit_id, stamp, tally)
+        step("rewritten")
+        books = {ds: _Books(tables.table(ds, refresh=True)) for ds in live}
+        for ds in live:
+            held[ds] |= _replaced_holding(tables, books[ds], ids, held[ds], tally)
+            if books[ds].current_mentions(held[ds]):
+                props = {OPERATION_PROPERTY: SEAL_OPERATION, ERASED_AT_PROPERTY: stamp}
+                writer.commit_files(ds, f"{commit_id}-seal", props, add=(), remove=())
+                books[ds] = _Books(tables.table(ds, refresh=True))
+        step("sealed")
+        doomed = {ds: books[ds].to_expire(held[ds], ds) for ds in live}
+        for ds in live:
+            _delete(tables, books[ds].garbage(doomed[ds]), tally)
+        step("files-deleted")
+        for ds in live:
+            _expire(tables, ds, doomed[ds], tally)
+            table = tables.table(ds, refresh=True)
+            _delete(tables, [metadata_seen[ds] - _metadata_files(table)], tally)
+        step("expired")
+    except (StorageError, InvalidArgument):
+        raise
+    except Exception as exc:  # pyiceberg and pyarrow errors alike
+        raise StorageError(f"erasing from the cold tables failed: {exc}") from exc
+    after = {ds: _current_id(_table(tables, ds)) for ds in ERASE_ORDER}
+    return ColdErasure(
+        files_scanned=tally.scanned,
+        files_rewritten=tally.rewritten,
+        files_deleted=tally.deleted,
+        snapshots_expired=tuple(tally.expired),
+        snapshot_before=before,
+        snapshot_after=after,
+        bytes_removed=tally.bytes_removed,
+        live_files=tally.live,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Lookups
+
+
+def _table(cold: ColdTables, dataset: str) -> Table | None:
+    try:
+        exists = cold.catalog.table_exists(tables.identifier(dataset))
+    except StorageError:
+        raise
+    except Exception as exc:
+        raise StorageError(f"cannot look up cold {dataset} in {cold.where}: {exc}") from exc
+    return cold.table(dataset, refresh=True) if exists else None
+
+
+def _current_id(table: Table | None) -> int | None:
+    snap = None if table is None else table.current_snapshot()
+    return None if snap is None else snap.snapshot_id
+
+
+def _metadata_files(table: Table | None) -> set[str]:
+    if table is None:
+        return set()
+    return {table.metadata_location} | {e.metadata_file for e in table.metadata.metadata_log}
+
+
+def _bound(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:  # a truncated multi-byte bound proves nothing
+        return None
+
+
+def _bounds(f: DataFile, field_id: int) -> tuple[str | None, str | None]:
+    return _bound((f.lower_bounds or {}).get(field_id)), _bound(
+        (f.upper_bounds or {}).get(field_id)
+    )
+
+
+def _path(cold: ColdTables, location: str) -> str:
+    key = store_key(cold.store.url, location)
+    if key is None:
+        raise StorageError(f"{location} is outside the store {cold.store.url}: cannot erase it")
+    return cold.store.path(key)
+
+
+def _parallel(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    if len(items) < 2:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(_THREADS, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Rewrite
+
+
+def _rewrite(
+    cold: ColdTables,
+    writer: ColdWriter,
+    dataset: str,
+    ids: _Ids,
+    commit_id: str,
+    stamp: str,
+    tally: _Tally,
+) -> set[str]:
+    """Replace the live files holding an id; return the paths of the files replaced."""
+    table = cold.table(dataset, refresh=True)
+    if table.current_snapshot() is None:
+        return set()
+    field_id = table.schema().find_field("workflow_id").field_id
+    files = []
+    for task in table.scan().plan_files():
+        if task.delete_files:
+            raise StorageError(
+                f"cold {dataset} has row-level delete files; erasure rewrites only plain "
+                "data files (tierflow never writes delete files)"
+            )
+        files.append(task.file)
+    tally.live += len(files)
+    candidates = [
+        f for f in files if ids.may_hold(tables.partition_date(f.partition), *_bounds(f, field_id))
+    ]
+    tally.scanned += len(candidates)
+    schema = tables.arrow_schema(dataset)
+    drop = pa.array(ids.ids, pa.string())
+
+    def read(f: DataFile) -> tuple[DataFile, pa.Table, int]:
+        rows = pq.read_table(_path(cold, f.file_path), filesystem=cold.store.fs)
+        rows = rows.select(schema.names).cast(schema)
+        if rows.num_rows != f.record_count:
+            raise StorageError(
+                f"cold {dataset} file {f.file_path} holds {rows.num_rows} rows, "
+                f"its manifest says {f.record_count}"
+            )
+        kept = rows.filter(pc.invert(pc.is_in(rows.column("workflow_id"), value_set=drop)))
+        return f, kept, rows.num_rows - kept.num_rows
+
+    replaced: list[DataFile] = []
+    erased = 0
+
+    def survivors() -> Iterator[pa.Table]:
+        # One file's rows in memory at a time (a few files are read ahead).
+        nonlocal erased
+        for start in range(0, len(candidates), _THREADS):
+            for f, kept, gone in _parallel(read, candidates[start : start + _THREADS]):
+                if not gone:
+                    continue  # the bounds allowed the id, the rows do not hold it
+                replaced.append(f)
+                erased += gone
+                yield kept  # already sorted: the rows of one sorted file, minus some
+
+    added = list(writer.data_files(table, dataset, commit_id, survivors()))
+    if not replaced:
+        return set()
+    props = {
+        OPERATION_PROPERTY: ERASE_OPERATION,
+        ERASED_AT_PROPERTY: stamp,
+        "tierflow.erased-rows": str(erased),
+        "tierflow.rewritten-files": str(len(replaced)),
+    }
+    writer.commit_files(dataset, commit_id, props, add=added, remove=replaced)
+    tally.rewritten += len(replaced)
+    return {f.file_path for f in replaced}
+
+
+# --------------------------------------------------------------------------------------------
+# 2-4. What the snapshots mention
+
+
+class _Books:
+    """Every file each snapshot of one table mentions, read once (manifests shared by many).
+
+    ``lists[snapshot]`` is None when the manifest list is gone; ``entries[manifest]``
+    is None when the manifest is gone (an earlier, interrupted erasure deleted them).
+    """
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        meta = table.metadata
+        self.current = meta.current_snapshot_id
+        self.snapshots: dict[int, Snapshot] = {s.snapshot_id: s for s in meta.snapshots}
+        self.lists: dict[int, list[str] | None] = {}
+        self.entries: dict[str, list[tuple[ManifestEntryStatus, DataFile]] | None] = {}
+        self.field_id = table.schema().find_field("workflow_id").field_id
+        io = table.io
+        by_path: dict[str, Any] = {}
+        for sid, snap in self.snapshots.items():
+            try:
+                manifests = snap.manifests(io)
+            except (FileNotFoundError, OSError):
+                self.lists[sid] = None
+                continue
+            self.lists[sid] = [m.manifest_path for m in manifests]
+            for m in manifests:
+                by_path.setdefault(m.manifest_path, m)
+
+        def fetch(m: Any) -> list[tuple[ManifestEntryStatus, DataFile]] | None:
+            try:
+                found = m.fetch_manifest_entry(io, discard_deleted=False)
+            except (FileNotFoundError, OSError):
+                return None
+            return [(e.status, e.data_file) for e in found]
+
+        paths = sorted(by_path)
+        for path, got in zip(paths, _parallel(fetch, [by_path[p] for p in paths]), strict=True):
+            self.entries[path] = got
+
+    def data_files(self) -> dict[str, DataFile]:
+        """Every data file any manifest mentions, by path."""
+        out: dict[str, DataFile] = {}
+        for entries in self.entries.values():
+            for _, f in entries or ():
+                if f.content == DataFileContent.DATA:
+                    out.setdefault(f.file_path, f)
+        return out
+
+    def live(self) -> set[str]:
+        """Paths the current snapshot reads."""
+        if self.current is None:
+            return set()
+        return {
+            f.file_path
+            for m in self.lists.get(self.current) or ()
+            for status, f in self.entries.get(m) or ()
+            if status != ManifestEntryStatus.DELETED
+        }
+
+    def _mentions(self, sid: int, paths: Collection[str]) -> bool:
+        manifests = self.lists.get(sid)
+        if manifests is None:
+            return True  # its manifest list is gone: an interrupted erasure expired it
+        for m in manifests:
+            entries = self.entries.get(m)
+            if entries is None or any(f.file_path in paths for _, f in entries):
+                return True
+        return False
+
+    def current_mentions(self, paths: Collection[str]) -> bool:
+        """Whether the current snapshot mentions one of ``paths`` (then seal before expiry)."""
+        return self.current is not None and self._mentions(self.current, paths)
+
+    def to_expire(self, held: Collection[str], dataset: str) -> list[int]:
+        """The snapshots that mention a file that held an id (never the current one).
+
+        Raises:
+            StorageError: The current snapshot, or the head of a branch or tag other
+                than ``main``, would have to go.
+        """
+        doomed = [sid for sid in sorted(self.snapshots) if self._mentions(sid, held)]
+        if self.current in doomed:
+            raise StorageError(
+                f"cold {dataset}: the current snapshot {self.current} still mentions files "
+                "that held erased rows after the seal; nothing was expired"
+            )
+        for name, ref in self.table.metadata.refs.items():
+            if ref.snapshot_id in doomed:
+                raise StorageError(
+                    f"cold {dataset}: {name!r} points at snapshot {ref.snapshot_id}, which "
+                    "holds erased rows; remove that branch or tag, then erase again"
+                )
+        return doomed
+
+    def garbage(self, doomed: Collection[int]) -> list[set[str]]:
+        """Files only ``doomed`` snapshots mention: data files, manifests, manifest lists.
+
+        In the order they must be deleted, children before the files naming them.
+        """
+        doomed_set = set(doomed)
+
+        def mentioned(sids: Collection[int]) -> tuple[set[str], set[str], set[str]]:
+            data: set[str] = set()
+            manifests: set[str] = set()
+            lists: set[str] = set()
+            for sid in sids:
+                lists.add(self.snapshots[sid].manifest_list)
+                for m in self.lists.get(sid) or ():
+                    manifests.add(m)
+                    data |= {f.file_path for _, f in self.entries.get(m) or ()}
+            return data, manifests, lists
+
+        gone = mentioned(doomed_set)
+        kept = mentioned([s for s in self.snapshots if s not in doomed_set])
+        return [g - k for g, k in zip(gone, kept, strict=True)]
+
+
+def _replaced_holding(
+    cold: ColdTables, books: _Books, ids: _Ids, known: set[str], tally: _Tally
+) -> set[str]:
+    """Files no longer live that held an id (beyond ``known``, which this run replaced).
+
+    A replaced file the pruning keeps is read (its ``workflow_id`` column, row
+    groups pruned by their statistics). One already deleted counts as holding:
+    an interrupted erasure deleted it, and the snapshots and manifests that
+    still name it (with its bounds) must go too.
+    """
+    live = books.live()
+    suspects = [
+        f
+        for path, f in sorted(books.data_files().items())
+        if path not in live
+        and path not in known
+        and ids.may_hold(tables.partition_date(f.partition), *_bounds(f, books.field_id))
+    ]
+
+    def holds(f: DataFile) -> tuple[bool, bool]:
+        """``(holds an id, was read)``."""
+        try:
+            found = pq.read_table(
+                _path(cold, f.file_path),
+                filesystem=cold.store.fs,
+                columns=["workflow_id"],
+                filters=[("workflow_id", "in", ids.ids)],
+            )
+        except FileNotFoundError:
+            return True, False
+        return bool(found.num_rows), True
+
+    checked = _parallel(holds, suspects)
+    tally.scanned += sum(1 for _, read in checked if read)
+    return {f.file_path for f, (h, _) in zip(suspects, checked, strict=True) if h}
+
+
+# --------------------------------------------------------------------------------------------
+# Deleting and expiring
+
+
+def _delete(cold: ColdTables, groups: Sequence[set[str]], tally: _Tally) -> None:
+    """Delete each group of locations in turn (only objects that exist are counted)."""
+    store = cold.store
+    for group in groups:
+        keys = sorted(k for k in (store_key(store.url, loc) for loc in group) if k is not None)
+        if not keys:
+            continue
+        try:
+            infos = store.fs.get_file_info([store.path(k) for k in keys])
+        except OSError as exc:
+            raise StorageError(f"cannot look up cold files to erase: {exc}") from exc
+        there = [
+            (k, int(i.size or 0))
+            for k, i in zip(keys, infos, strict=True)
+            if i.type == pafs.FileType.File
+        ]
+        if there:
+            store.delete_many([k for k, _ in there])
+        tally.deleted += len(there)
+        tally.bytes_removed += sum(size for _, size in there)
+
+
+def _expire(cold: ColdTables, dataset: str, doomed: Sequence[int], tally: _Tally) -> None:
+    if not doomed:
+        return
+    table = cold.table(dataset, refresh=True)
+    present = [sid for sid in doomed if table.metadata.snapshot_by_id(sid) is not None]
+    if present:
+        table.maintenance.expire_snapshots().by_ids(present).commit()
+        cold.table(dataset, refresh=True)
+    tally.expired += present
