@@ -83,11 +83,28 @@ ERASED_AT_PROPERTY = "tierflow.erased-at"
 ERASE_ORDER = ("history", "workflows")
 """The tables, in the order each phase treats them."""
 
-STEPS = ("rewritten", "sealed", "files-deleted", "expired")
-"""What ``on_step`` is called with, in order, once each phase is done for both tables."""
+_DELETE_STEPS = ("data-files-deleted", "manifests-deleted", "files-deleted")
+
+STEPS = ("rewritten", "sealed", *_DELETE_STEPS, "expired")
+"""What ``on_step`` is called with, in order, once each step is done for both tables.
+
+``files-deleted`` comes in three: data files, then manifests, then manifest lists.
+"""
 
 # Files read at once (object-store reads are mostly waiting).
 _THREADS = 8
+# Data files read at once for a rewrite (each is held in memory until written again).
+_READ_AHEAD = 2
+
+_Entries = list[tuple[ManifestEntryStatus, DataFile]]
+
+
+@dataclass
+class _Cache:
+    """Manifest lists and manifests of one table, read once per call (they never change)."""
+
+    lists: dict[str, list[Any] | None] = field(default_factory=dict)
+    entries: dict[str, _Entries | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -209,22 +226,27 @@ def erase_rows(
     writer = ColdWriter(tables)
     commit_id = f"erase-{uuid.uuid4()}"
     held: dict[str, set[str]] = {}
+    # Manifests never change once written: each is read once per call, whatever the snapshots.
+    cache = {ds: _Cache() for ds in live}
     try:
         for ds in live:
-            held[ds] = _rewrite(tables, writer, ds, ids, commit_id, stamp, tally)
+            books = _Books(tables.table(ds, refresh=True), cache[ds])
+            held[ds] = _rewrite(tables, writer, ds, books, ids, commit_id, stamp, tally)
         step("rewritten")
-        books = {ds: _Books(tables.table(ds, refresh=True)) for ds in live}
+        shelves = {ds: _Books(tables.table(ds, refresh=True), cache[ds]) for ds in live}
         for ds in live:
-            held[ds] |= _replaced_holding(tables, books[ds], ids, held[ds], tally)
-            if books[ds].current_mentions(held[ds]):
+            held[ds] |= _replaced_holding(tables, shelves[ds], ids, held[ds], tally)
+            if shelves[ds].current_mentions(held[ds]):
                 props = {OPERATION_PROPERTY: SEAL_OPERATION, ERASED_AT_PROPERTY: stamp}
                 writer.commit_files(ds, f"{commit_id}-seal", props, add=(), remove=())
-                books[ds] = _Books(tables.table(ds, refresh=True))
+                shelves[ds] = _Books(tables.table(ds, refresh=True), cache[ds])
         step("sealed")
-        doomed = {ds: books[ds].to_expire(held[ds], ds) for ds in live}
-        for ds in live:
-            _delete(tables, books[ds].garbage(doomed[ds]), tally)
-        step("files-deleted")
+        books_of = shelves
+        doomed = {ds: books_of[ds].to_expire(held[ds], ds) for ds in live}
+        garbage = {ds: books_of[ds].garbage(doomed[ds]) for ds in live}
+        for level, name in enumerate(_DELETE_STEPS):
+            _delete(tables, [garbage[ds][level] for ds in live], tally)
+            step(name)
         for ds in live:
             _expire(tables, ds, doomed[ds], tally)
             table = tables.table(ds, refresh=True)
@@ -309,27 +331,20 @@ def _rewrite(
     cold: ColdTables,
     writer: ColdWriter,
     dataset: str,
+    books: _Books,
     ids: _Ids,
     commit_id: str,
     stamp: str,
     tally: _Tally,
 ) -> set[str]:
     """Replace the live files holding an id; return the paths of the files replaced."""
-    table = cold.table(dataset, refresh=True)
-    if table.current_snapshot() is None:
-        return set()
-    field_id = table.schema().find_field("workflow_id").field_id
-    files = []
-    for task in table.scan().plan_files():
-        if task.delete_files:
-            raise StorageError(
-                f"cold {dataset} has row-level delete files; erasure rewrites only plain "
-                "data files (tierflow never writes delete files)"
-            )
-        files.append(task.file)
+    table = books.table
+    files = books.live_files(dataset)
     tally.live += len(files)
     candidates = [
-        f for f in files if ids.may_hold(tables.partition_date(f.partition), *_bounds(f, field_id))
+        f
+        for f in files
+        if ids.may_hold(tables.partition_date(f.partition), *_bounds(f, books.field_id))
     ]
     tally.scanned += len(candidates)
     schema = tables.arrow_schema(dataset)
@@ -350,10 +365,10 @@ def _rewrite(
     erased = 0
 
     def survivors() -> Iterator[pa.Table]:
-        # One file's rows in memory at a time (a few files are read ahead).
+        # A file or two in memory at a time: each is written out before the next is read.
         nonlocal erased
-        for start in range(0, len(candidates), _THREADS):
-            for f, kept, gone in _parallel(read, candidates[start : start + _THREADS]):
+        for start in range(0, len(candidates), _READ_AHEAD):
+            for f, kept, gone in _parallel(read, candidates[start : start + _READ_AHEAD]):
                 if not gone:
                     continue  # the bounds allowed the id, the rows do not hold it
                 replaced.append(f)
@@ -379,42 +394,77 @@ def _rewrite(
 
 
 class _Books:
-    """Every file each snapshot of one table mentions, read once (manifests shared by many).
+    """Every file each snapshot of one table mentions (manifests read once, via ``cache``).
 
     ``lists[snapshot]`` is None when the manifest list is gone; ``entries[manifest]``
     is None when the manifest is gone (an earlier, interrupted erasure deleted them).
     """
 
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, cache: _Cache) -> None:
         self.table = table
         meta = table.metadata
         self.current = meta.current_snapshot_id
         self.snapshots: dict[int, Snapshot] = {s.snapshot_id: s for s in meta.snapshots}
         self.lists: dict[int, list[str] | None] = {}
-        self.entries: dict[str, list[tuple[ManifestEntryStatus, DataFile]] | None] = {}
+        self.entries = cache.entries
         self.field_id = table.schema().find_field("workflow_id").field_id
         io = table.io
-        by_path: dict[str, Any] = {}
-        for sid, snap in self.snapshots.items():
-            try:
-                manifests = snap.manifests(io)
-            except (FileNotFoundError, OSError):
-                self.lists[sid] = None
-                continue
-            self.lists[sid] = [m.manifest_path for m in manifests]
-            for m in manifests:
-                by_path.setdefault(m.manifest_path, m)
 
-        def fetch(m: Any) -> list[tuple[ManifestEntryStatus, DataFile]] | None:
+        def manifests(snap: Snapshot) -> list[Any] | None:
+            try:
+                return list(snap.manifests(io))
+            except (FileNotFoundError, OSError):
+                return None
+
+        unread = [s for s in self.snapshots.values() if s.manifest_list not in cache.lists]
+        for snap, got in zip(unread, _parallel(manifests, unread), strict=True):
+            cache.lists[snap.manifest_list] = got
+        to_read: dict[str, Any] = {}
+        for sid, snap in self.snapshots.items():
+            found = cache.lists[snap.manifest_list]
+            self.lists[sid] = None if found is None else [m.manifest_path for m in found]
+            for m in found or ():
+                if m.manifest_path not in cache.entries:
+                    to_read.setdefault(m.manifest_path, m)
+
+        def fetch(m: Any) -> _Entries | None:
             try:
                 found = m.fetch_manifest_entry(io, discard_deleted=False)
             except (FileNotFoundError, OSError):
                 return None
             return [(e.status, e.data_file) for e in found]
 
-        paths = sorted(by_path)
-        for path, got in zip(paths, _parallel(fetch, [by_path[p] for p in paths]), strict=True):
-            self.entries[path] = got
+        paths = sorted(to_read)
+        for path, got in zip(paths, _parallel(fetch, [to_read[p] for p in paths]), strict=True):
+            cache.entries[path] = got
+
+    def live_files(self, dataset: str) -> list[DataFile]:
+        """The data files the current snapshot reads.
+
+        Raises:
+            StorageError: A manifest of the current snapshot is missing, or the table
+                has row-level delete files.
+        """
+        if self.current is None:
+            return []
+        manifests = self.lists.get(self.current)
+        if manifests is None:
+            raise StorageError(f"cold {dataset}: the current snapshot's manifest list is gone")
+        out: list[DataFile] = []
+        for m in manifests:
+            entries = self.entries.get(m)
+            if entries is None:
+                raise StorageError(f"cold {dataset}: manifest {m} of the current snapshot is gone")
+            for status, f in entries:
+                if status == ManifestEntryStatus.DELETED:
+                    continue
+                if f.content != DataFileContent.DATA:
+                    raise StorageError(
+                        f"cold {dataset} has row-level delete files; erasure rewrites only "
+                        "plain data files (tierflow never writes delete files)"
+                    )
+                out.append(f)
+        return out
 
     def data_files(self) -> dict[str, DataFile]:
         """Every data file any manifest mentions, by path."""
