@@ -53,6 +53,7 @@ import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.fs as pafs  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.manifest import DataFile, DataFileContent, ManifestEntryStatus
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
@@ -230,16 +231,18 @@ def erase_rows(
     cache = {ds: _Cache() for ds in live}
     try:
         for ds in live:
-            books = _Books(tables.table(ds, refresh=True), cache[ds])
+            books = _Books(present[ds] or tables.table(ds), cache[ds])
             held[ds] = _rewrite(tables, writer, ds, books, ids, commit_id, stamp, tally)
         step("rewritten")
-        shelves = {ds: _Books(tables.table(ds, refresh=True), cache[ds]) for ds in live}
+        # Our own commits update the cached tables in place (the caller keeps other
+        # writers out), so no reload from the catalog is needed between the steps.
+        shelves = {ds: _Books(tables.table(ds), cache[ds]) for ds in live}
         for ds in live:
             held[ds] |= _replaced_holding(tables, shelves[ds], ids, held[ds], tally)
             if shelves[ds].current_mentions(held[ds]):
                 props = {OPERATION_PROPERTY: SEAL_OPERATION, ERASED_AT_PROPERTY: stamp}
                 writer.commit_files(ds, f"{commit_id}-seal", props, add=(), remove=())
-                shelves[ds] = _Books(tables.table(ds, refresh=True), cache[ds])
+                shelves[ds] = _Books(tables.table(ds), cache[ds])
         step("sealed")
         books_of = shelves
         doomed = {ds: books_of[ds].to_expire(held[ds], ds) for ds in live}
@@ -249,14 +252,14 @@ def erase_rows(
             step(name)
         for ds in live:
             _expire(tables, ds, doomed[ds], tally)
-            table = tables.table(ds, refresh=True)
+            table = tables.table(ds)
             _delete(tables, [metadata_seen[ds] - _metadata_files(table)], tally)
         step("expired")
     except (StorageError, InvalidArgument):
         raise
     except Exception as exc:  # pyiceberg and pyarrow errors alike
         raise StorageError(f"erasing from the cold tables failed: {exc}") from exc
-    after = {ds: _current_id(_table(tables, ds)) for ds in ERASE_ORDER}
+    after = {ds: _current_id(tables.table(ds)) if ds in live else None for ds in ERASE_ORDER}
     return ColdErasure(
         files_scanned=tally.scanned,
         files_rewritten=tally.rewritten,
@@ -274,13 +277,13 @@ def erase_rows(
 
 
 def _table(cold: ColdTables, dataset: str) -> Table | None:
+    """The table with fresh metadata, or None when the catalog does not hold it."""
     try:
-        exists = cold.catalog.table_exists(tables.identifier(dataset))
-    except StorageError:
+        return cold.table(dataset, refresh=True)
+    except StorageError as exc:
+        if isinstance(exc.__cause__, NoSuchTableError):
+            return None
         raise
-    except Exception as exc:
-        raise StorageError(f"cannot look up cold {dataset} in {cold.where}: {exc}") from exc
-    return cold.table(dataset, refresh=True) if exists else None
 
 
 def _current_id(table: Table | None) -> int | None:
@@ -610,9 +613,8 @@ def _delete(cold: ColdTables, groups: Sequence[set[str]], tally: _Tally) -> None
 def _expire(cold: ColdTables, dataset: str, doomed: Sequence[int], tally: _Tally) -> None:
     if not doomed:
         return
-    table = cold.table(dataset, refresh=True)
+    table = cold.table(dataset)
     present = [sid for sid in doomed if table.metadata.snapshot_by_id(sid) is not None]
     if present:
-        table.maintenance.expire_snapshots().by_ids(present).commit()
-        cold.table(dataset, refresh=True)
+        table.maintenance.expire_snapshots().by_ids(present).commit()  # updates ``table``
     tally.expired += present
