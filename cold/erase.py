@@ -41,6 +41,7 @@ not considered. Every failure raises :class:`tierflow.hot.errors.StorageError`
 
 from __future__ import annotations
 
+import bisect
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -155,7 +156,7 @@ class _Tally:
 
 
 class _Ids:
-    """The ids to erase, with the partitions each can be in (None: any)."""
+    """The ids to erase, with the partition each is in (None: any)."""
 
     def __init__(
         self, workflow_ids: Sequence[str], finished_dates: Mapping[str, date | str] | None
@@ -165,19 +166,24 @@ class _Ids:
         self.ids = sorted(set(workflow_ids))
         if not all(isinstance(w, str) and w for w in self.ids):
             raise InvalidArgument("workflow ids must be non-empty strings")
-        self.days: dict[str, str | None] = dict.fromkeys(self.ids)
-        for wid, day in (finished_dates or {}).items():
-            if wid in self.days:
-                self.days[wid] = day.isoformat() if isinstance(day, date) else str(day)
+        days = finished_dates or {}
+        by_day: dict[str | None, list[str]] = {}
+        for wid in self.ids:  # sorted, so every list is too
+            day = days.get(wid)
+            key = None if day is None else day.isoformat() if isinstance(day, date) else str(day)
+            by_day.setdefault(key, []).append(wid)
+        self._by_day = by_day
 
     def may_hold(self, day: str, lower: str | None, upper: str | None) -> bool:
         """Whether a file of partition ``day`` with these ``workflow_id`` bounds can hold an id."""
-        return any(
-            self.days[w] in (None, day)
-            and (lower is None or w >= lower)
-            and (upper is None or w <= upper)
-            for w in self.ids
-        )
+        for key in (None, day):
+            ids = self._by_day.get(key)
+            if not ids:
+                continue
+            i = 0 if lower is None else bisect.bisect_left(ids, lower)
+            if i < len(ids) and (upper is None or ids[i] <= upper):
+                return True
+        return False
 
 
 def erase_rows(
