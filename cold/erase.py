@@ -95,8 +95,6 @@ STEPS = ("rewritten", "sealed", *_DELETE_STEPS, "expired")
 
 # Files read at once (object-store reads are mostly waiting).
 _THREADS = 8
-# Data files read at once for a rewrite (each is held in memory until written again).
-_READ_AHEAD = 2
 
 _Entries = list[tuple[ManifestEntryStatus, DataFile]]
 
@@ -232,27 +230,24 @@ def erase_rows(
         return ColdErasure(snapshot_before=before, snapshot_after=before)
     writer = ColdWriter(tables)
     commit_id = f"erase-{uuid.uuid4()}"
-    held: dict[str, set[str]] = {}
     # Manifests never change once written: each is read once per call, whatever the snapshots.
     cache = {ds: _Cache() for ds in live}
     try:
-        for ds in live:
-            books = _Books(present[ds] or tables.table(ds), cache[ds])
-            held[ds] = _rewrite(tables, writer, ds, books, ids, commit_id, stamp, tally)
+        books = {ds: _Books(tables.table(ds), cache[ds]) for ds in live}
+        held = _rewrite(tables, writer, books, ids, commit_id, stamp, tally)
         step("rewritten")
         # Our own commits update the cached tables in place (the caller keeps other
         # writers out), so no reload from the catalog is needed between the steps.
-        shelves = {ds: _Books(tables.table(ds), cache[ds]) for ds in live}
+        books = {ds: _Books(tables.table(ds), cache[ds]) for ds in live}
         for ds in live:
-            held[ds] |= _replaced_holding(tables, shelves[ds], ids, held[ds], tally)
-            if shelves[ds].current_mentions(held[ds]):
+            held[ds] |= _replaced_holding(tables, books[ds], ids, held[ds], tally)
+            if books[ds].current_mentions(held[ds]):
                 props = {OPERATION_PROPERTY: SEAL_OPERATION, ERASED_AT_PROPERTY: stamp}
                 writer.commit_files(ds, f"{commit_id}-seal", props, add=(), remove=())
-                shelves[ds] = _Books(tables.table(ds), cache[ds])
+                books[ds] = _Books(tables.table(ds), cache[ds])
         step("sealed")
-        books_of = shelves
-        doomed = {ds: books_of[ds].to_expire(held[ds], ds) for ds in live}
-        garbage = {ds: books_of[ds].garbage(doomed[ds]) for ds in live}
+        doomed = {ds: books[ds].to_expire(held[ds], ds) for ds in live}
+        garbage = {ds: books[ds].garbage(doomed[ds]) for ds in live}
         for level, name in enumerate(_DELETE_STEPS):
             _delete(tables, [garbage[ds][level] for ds in live], tally)
             step(name)
@@ -336,66 +331,100 @@ def _parallel(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
 # 1. Rewrite
 
 
-def _rewrite(
-    cold: ColdTables,
-    writer: ColdWriter,
-    dataset: str,
-    books: _Books,
-    ids: _Ids,
-    commit_id: str,
-    stamp: str,
-    tally: _Tally,
-) -> set[str]:
-    """Replace the live files holding an id; return the paths of the files replaced."""
-    table = books.table
+@dataclass
+class _Rewrite:
+    """One table's rewrite, written and not yet committed."""
+
+    replaced: list[DataFile] = field(default_factory=list)
+    added: list[DataFile] = field(default_factory=list)
+    erased: int = 0
+    scanned: int = 0
+    live: int = 0
+
+
+def _rewrite_files(
+    cold: ColdTables, writer: ColdWriter, dataset: str, books: _Books, ids: _Ids, commit_id: str
+) -> _Rewrite:
+    """Write, without the ids' rows, every live file that holds one (nothing is committed).
+
+    Each file is streamed a row group at a time (memory: a row group, not a file).
+    """
+    out = _Rewrite()
     files = books.live_files(dataset)
-    tally.live += len(files)
+    out.live = len(files)
     candidates = [
         f
         for f in files
         if ids.may_hold(tables.partition_date(f.partition), *_bounds(f, books.field_id))
     ]
-    tally.scanned += len(candidates)
-    schema = tables.arrow_schema(dataset)
+    out.scanned = len(candidates)
     drop = pa.array(ids.ids, pa.string())
+    for n, f in enumerate(candidates):
+        path = _path(cold, f.file_path)
+        with cold.store.fs.open_input_file(path) as source:
+            parquet = pq.ParquetFile(source)
+            if parquet.metadata.num_rows != f.record_count:
+                raise StorageError(
+                    f"cold {dataset} file {f.file_path} holds {parquet.metadata.num_rows} "
+                    f"rows, its manifest says {f.record_count}"
+                )
+            found = parquet.read(columns=["workflow_id"]).column("workflow_id")
+            gone = pc.sum(pc.is_in(found, value_set=drop)).as_py() or 0
+            if not gone:
+                continue  # the bounds allowed an id, the rows do not hold one
 
-    def read(f: DataFile) -> tuple[DataFile, pa.Table, int]:
-        rows = pq.read_table(_path(cold, f.file_path), filesystem=cold.store.fs)
-        rows = rows.select(schema.names).cast(schema)
-        if rows.num_rows != f.record_count:
-            raise StorageError(
-                f"cold {dataset} file {f.file_path} holds {rows.num_rows} rows, "
-                f"its manifest says {f.record_count}"
+            def kept(parquet: pq.ParquetFile = parquet) -> Iterator[pa.Table]:
+                for i in range(parquet.metadata.num_row_groups):
+                    rows = parquet.read_row_group(i)
+                    yield rows.filter(
+                        pc.invert(pc.is_in(rows.column("workflow_id"), value_set=drop))
+                    )
+
+            day = date.fromisoformat(tables.partition_date(f.partition))
+            new = writer.write_streamed(
+                books.table, dataset, commit_id, n, day, parquet.schema_arrow, kept()
             )
-        kept = rows.filter(pc.invert(pc.is_in(rows.column("workflow_id"), value_set=drop)))
-        return f, kept, rows.num_rows - kept.num_rows
+        out.replaced.append(f)
+        out.erased += gone
+        if new is not None:
+            out.added.append(new)
+    return out
 
-    replaced: list[DataFile] = []
-    erased = 0
 
-    def survivors() -> Iterator[pa.Table]:
-        # A file or two in memory at a time: each is written out before the next is read.
-        nonlocal erased
-        for start in range(0, len(candidates), _READ_AHEAD):
-            for f, kept, gone in _parallel(read, candidates[start : start + _READ_AHEAD]):
-                if not gone:
-                    continue  # the bounds allowed the id, the rows do not hold it
-                replaced.append(f)
-                erased += gone
-                yield kept  # already sorted: the rows of one sorted file, minus some
+def _rewrite(
+    cold: ColdTables,
+    writer: ColdWriter,
+    books: dict[str, _Books],
+    ids: _Ids,
+    commit_id: str,
+    stamp: str,
+    tally: _Tally,
+) -> dict[str, set[str]]:
+    """Replace the live files holding an id; return the paths replaced, per table.
 
-    added = list(writer.data_files(table, dataset, commit_id, survivors()))
-    if not replaced:
-        return set()
-    props = {
-        OPERATION_PROPERTY: ERASE_OPERATION,
-        ERASED_AT_PROPERTY: stamp,
-        "tierflow.erased-rows": str(erased),
-        "tierflow.rewritten-files": str(len(replaced)),
-    }
-    writer.commit_files(dataset, commit_id, props, add=added, remove=replaced)
-    tally.rewritten += len(replaced)
-    return {f.file_path for f in replaced}
+    The tables' files are written at once (two threads: it is mostly waiting on
+    storage), then committed one table after the other.
+    """
+    datasets = list(books)
+    done = _parallel(
+        lambda ds: _rewrite_files(cold, writer, ds, books[ds], ids, commit_id), datasets
+    )
+    out: dict[str, set[str]] = {}
+    for ds, rewrite in zip(datasets, done, strict=True):
+        tally.live += rewrite.live
+        tally.scanned += rewrite.scanned
+        out[ds] = {f.file_path for f in rewrite.replaced}
+        if not rewrite.replaced:
+            continue
+        props = {
+            OPERATION_PROPERTY: ERASE_OPERATION,
+            ERASED_AT_PROPERTY: stamp,
+            "tierflow.erased-rows": str(rewrite.erased),
+            "tierflow.rewritten-files": str(len(rewrite.replaced)),
+        }
+        writer.commit_files(ds, commit_id, props, add=rewrite.added, remove=rewrite.replaced)
+        tally.rewritten += len(rewrite.replaced)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
