@@ -11,7 +11,8 @@ Modes:
 
 Storage comes from the environment (TIERFLOW_STORAGE_URL, TIERFLOW_S3_ENDPOINT, AWS_*),
 crash points from TIERFLOW_CRASH_AT: the warm ones are ``warm.CRASH_POINTS``, the cold
-ones ``cold-erase-<step>`` for each of ``cold.erase.STEPS``.
+ones ``cold-erase-<step>`` for each of ``cold.erase.STEPS``. ERASE_APP_KILL_IN_PUT=N kills
+the process inside the store write of the N-th Parquet object (``tier_app.kill_in_put``).
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ def _on_step(step: str) -> None:
 
 
 async def main(mode: str, data: str, ids: list[str]) -> None:
+    if "ERASE_APP_KILL_IN_PUT" in os.environ:
+        from tests.tiering.tier_app import kill_in_put
+
+        kill_in_put(int(os.environ["ERASE_APP_KILL_IN_PUT"]))
     if mode == "warm":
         from tierflow.tiering.compliance.warm import erase_from_warm
 

@@ -53,10 +53,12 @@ def run_app(
 
 
 # Every point on file://; on S3, one before the swap (new objects to clean up) and one after.
-WARM_CASES = [("file", p) for p in CRASH_POINTS] + [
+WARM_CASES = [("file", p) for p in (*CRASH_POINTS, "in-put")] + [
     ("s3", "warm-erase-after-write"),
     ("s3", "warm-erase-after-publish"),
 ]
+"""``in-put``: killed inside the write of the first rewritten file (file:// keeps a torn
+temporary file, which the rerun must delete)."""
 COLD_CASES = [("file", s) for s in STEPS] + [("s3", "sealed"), ("s3", "manifests-deleted")]
 
 
@@ -72,14 +74,17 @@ async def test_kill_during_warm_erasure_then_rerun(
         before = await reads(tf, ids)
     victim = ids[1]
     others = [w for w in ids if w != victim]
-    env = {**_env_for(store), "TIERFLOW_CRASH_AT": point}
-
-    killed = run_app("warm", data, env, victim)
+    kill = {"ERASE_APP_KILL_IN_PUT": "1"} if point == "in-put" else {"TIERFLOW_CRASH_AT": point}
+    killed = run_app("warm", data, {**_env_for(store), **kill}, victim)
     assert killed.returncode == -9, killed.stderr
     async with Tierflow(data, WORKFLOWS, warm_store=store, tiering=POLICY) as tf:
         assert await reads(tf, others) == {w: before[w] for w in others}
         [(state,)] = tf.index.execute("SELECT state FROM warm_erasures", ())
-        assert state == ("writing" if point.endswith(("intent", "write")) else "swapped")
+        assert state == ("writing" if point.endswith(("intent", "write", "put")) else "swapped")
+        if point == "in-put":
+            assert any(
+                ObjectStore.unfinished_target(k) for k, _ in store.list("warm", unfinished=True)
+            )
         rerun = erase_from_warm(tf.index, store, [victim])
         print(f"after a kill at {point}: {rerun}")
         assert await reads(tf, others) == {w: before[w] for w in others}

@@ -170,7 +170,7 @@ def erase_from_warm(index: IndexDB, store: ObjectStore, workflow_ids: Sequence[s
     for batch_id in sorted(located):
         batch = ledger.get(batch_id)
         if batch is None:
-            continue  # an earlier erasure replaced it; the rows point at the new one
+            continue  # not in the ledger: nothing of it to rewrite
         if batch.store_url and batch.store_url != store.url:
             raise StorageError(
                 f"warm batch {batch_id} was written to {batch.store_url}, not {store.url}",
@@ -225,7 +225,7 @@ def _may_hold(
     ids = [w for w, day in wanted.items() if day in (None, f.finished_date)]
     if not ids:
         return False, None
-    meta = pq.read_metadata(full_path(store.root, f.key), filesystem=store.fs)
+    meta = _footer(store, f.key)
     column = meta.schema.names.index("workflow_id")
     for i in range(meta.num_row_groups):
         stats = meta.row_group(i).column(column).statistics
@@ -234,6 +234,21 @@ def _may_hold(
         if any(stats.min <= w <= stats.max for w in ids):
             return True, meta
     return False, meta
+
+
+def _read(store: ObjectStore, key: str, **options: Any) -> pa.Table:
+    """``pq.read_table`` of one warm file; failures are StorageErrors naming the key."""
+    try:
+        return pq.read_table(full_path(store.root, key), filesystem=store.fs, **options)
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"cannot read warm file {key}: {exc}", url=store.url) from exc
+
+
+def _footer(store: ObjectStore, key: str) -> pq.FileMetaData:
+    try:
+        return pq.read_metadata(full_path(store.root, key), filesystem=store.fs)
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"cannot read warm file {key}: {exc}", url=store.url) from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,12 +283,7 @@ def _holding(
         if not maybe:
             continue
         tally.read += 1
-        found = pq.read_table(
-            full_path(store.root, f.key),
-            filesystem=store.fs,
-            columns=["workflow_id"],
-            filters=[("workflow_id", "in", drop)],
-        )
+        found = _read(store, f.key, columns=["workflow_id"], filters=[("workflow_id", "in", drop)])
         if found.num_rows:
             out.add(n)
     return out
@@ -317,7 +327,7 @@ def _rewrite_batch(
             if n not in holding:
                 files.append(f)
                 continue
-            rows = pq.read_table(full_path(store.root, f.key), filesystem=store.fs)
+            rows = _read(store, f.key)
             kept = rows.filter(pc.invert(pc.is_in(rows.column("workflow_id"), value_set=drop)))
             replaced.append(f)
             if kept.num_rows:
@@ -351,7 +361,8 @@ def _abandon(
     index: IndexDB, store: ObjectStore, old_id: str, new_id: str, manifest: BatchManifest
 ) -> None:
     """Delete what an unfinished rewrite wrote and forget its intent (the old batch stays)."""
-    _delete(store, _new_keys(manifest, new_id), _Tally())
+    keys = _new_keys(manifest, new_id)
+    _delete(store, [*keys, *_unfinished(store, keys)], _Tally())
     index.write_now(
         lambda c: c.execute("DELETE FROM warm_erasures WHERE batch_id=?", (old_id,)),
         durable=True,
@@ -386,7 +397,7 @@ def _manifest(
             continue
         found = footers.get(f.key)
         if found is None:
-            found = pq.read_metadata(full_path(store.root, f.key), filesystem=store.fs)
+            found = _footer(store, f.key)
         if isinstance(found, tuple):
             lows.append(found[0])
             highs.append(found[1])
@@ -476,7 +487,12 @@ def _finish(
     if manifest is not None:
         write_manifest(store, manifest)
     crash_point("warm-erase-after-publish")
+    # A write the kill interrupted on file:// leaves a temporary file of the new batch.
+    targets = set(garbage)
+    if manifest is not None:
+        targets |= {*manifest.keys(), manifest_key(manifest.batch_id)}
     _delete(store, garbage, tally)
+    _delete(store, _unfinished(store, targets), _Tally())
     crash_point("warm-erase-after-delete")
     index.write_now(
         lambda c: c.execute("DELETE FROM warm_erasures WHERE batch_id=?", (old_id,)),
@@ -521,6 +537,19 @@ def _drop_cold_originals(
     _delete(store, [*manifest.keys(), manifest_key(batch.batch_id)], tally)
     if tally.deleted > before:
         tally.moved[batch.batch_id] = None
+
+
+def _unfinished(store: ObjectStore, keys: Iterable[str]) -> list[str]:
+    """Temporary files an interrupted ``file://`` write of one of ``keys`` left behind."""
+    wanted = set(keys)
+    if store.settings.is_s3 or not wanted:
+        return []  # an S3 PUT stores all of an object or nothing
+    out: list[str] = []
+    for folder in sorted({k.rsplit("/", 1)[0] for k in wanted}):
+        for key, _ in store.list(folder, unfinished=True):
+            if store.unfinished_target(key) in wanted:
+                out.append(key)
+    return out
 
 
 def _delete(store: ObjectStore, keys: Iterable[str], tally: _Tally) -> None:
