@@ -172,6 +172,10 @@ class _Ids:
             by_day.setdefault(key, []).append(wid)
         self._by_day = by_day
 
+    def of_day(self, day: str) -> list[str]:
+        """The ids a file of partition ``day`` can hold."""
+        return self._by_day.get(None, []) + self._by_day.get(day, [])
+
     def may_hold(self, day: str, lower: str | None, upper: str | None) -> bool:
         """Whether a file of partition ``day`` with these ``workflow_id`` bounds can hold an id."""
         for key in (None, day):
@@ -358,32 +362,40 @@ def _rewrite_files(
         if ids.may_hold(tables.partition_date(f.partition), *_bounds(f, books.field_id))
     ]
     out.scanned = len(candidates)
-    drop = pa.array(ids.ids, pa.string())
     for n, f in enumerate(candidates):
+        day = tables.partition_date(f.partition)
+        drop = pa.array(ids.of_day(day), pa.string())
         path = _path(cold, f.file_path)
         with cold.store.fs.open_input_file(path) as source:
             parquet = pq.ParquetFile(source)
-            if parquet.metadata.num_rows != f.record_count:
+            meta = parquet.metadata
+            if meta.num_rows != f.record_count:
                 raise StorageError(
-                    f"cold {dataset} file {f.file_path} holds {parquet.metadata.num_rows} "
-                    f"rows, its manifest says {f.record_count}"
+                    f"cold {dataset} file {f.file_path} holds {meta.num_rows} rows, "
+                    f"its manifest says {f.record_count}"
                 )
-            found = parquet.read(columns=["workflow_id"]).column("workflow_id")
-            gone = pc.sum(pc.is_in(found, value_set=drop)).as_py() or 0
+            # The id column decides, once per file, which rows go.
+            erased = pc.is_in(parquet.read(columns=["workflow_id"]).column("workflow_id"), drop)
+            gone = pc.sum(erased).as_py() or 0
             if not gone:
                 continue  # the bounds allowed an id, the rows do not hold one
+            new = None
+            if gone < meta.num_rows:
 
-            def kept(parquet: pq.ParquetFile = parquet) -> Iterator[pa.Table]:
-                for i in range(parquet.metadata.num_row_groups):
-                    rows = parquet.read_row_group(i)
-                    yield rows.filter(
-                        pc.invert(pc.is_in(rows.column("workflow_id"), value_set=drop))
-                    )
+                def kept(
+                    parquet: pq.ParquetFile = parquet, erased: Any = erased
+                ) -> Iterator[pa.Table]:
+                    start = 0
+                    for i in range(parquet.metadata.num_row_groups):
+                        rows = parquet.read_row_group(i)
+                        mask = erased.slice(start, rows.num_rows)
+                        start += rows.num_rows
+                        yield rows.filter(pc.invert(mask))
 
-            day = date.fromisoformat(tables.partition_date(f.partition))
-            new = writer.write_streamed(
-                books.table, dataset, commit_id, n, day, parquet.schema_arrow, kept()
-            )
+                when = date.fromisoformat(day)
+                new = writer.write_streamed(
+                    books.table, dataset, commit_id, n, when, parquet.schema_arrow, kept()
+                )
         out.replaced.append(f)
         out.erased += gone
         if new is not None:
