@@ -2,7 +2,7 @@
 
 The README's promises ("The cold tier"): every history and result of an archived workflow
 reads back identical to what hot returned; the warm originals are gone; each Iceberg
-snapshot names the warm batches it consumed; `describe().tier == "cold"`; a pass compacts
+snapshot names the warm batches it consumed; `describe().tier == "cold"`; a pass moves
 every old-enough batch, several per commit, bounded by `max_events_per_cold_commit`.
 """
 
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from tierflow.cold.writer import BATCHES_PROPERTY, COMMIT_ID_PROPERTY
 from tierflow.tiering.policy import TieringPolicy, TypePolicy
 from tierflow.warm.storage import ObjectStore
 
+from tests import procs
 from tests.tiering.test_tiering import ROOT, snapshot
 from tests.tiering.tier_app import LATER, WORKFLOWS, alpha, populate
 
@@ -51,14 +50,15 @@ def cold_summaries(tf: Tierflow, dataset: str) -> list[dict[str, str]]:
     return out
 
 
-async def test_400_workflows_in_4_batches_hot_warm_cold_read_back_identical(
+async def test_120_workflows_in_4_batches_hot_warm_cold_read_back_identical(
     make_store, tmp_path: Path
 ):
     # 4 warm batches into one Iceberg commit per table: the point holds at any size, and the
-    # same checks ran at 2,000 workflows (500 per batch) for 2 min on 2 cores.
-    N = 400
+    # same checks ran at 2,000 workflows (500 per batch) for 2 min on 2 cores; the size is
+    # the benches' job (tests/bench: tiering and cold phases).
+    N = 120
     store = make_store()
-    policy = TieringPolicy(min_age=0, cold_after="7d", max_workflows_per_batch=100)
+    policy = TieringPolicy(min_age=0, cold_after="7d", max_workflows_per_batch=30)
     async with Tierflow(tmp_path / "d", WORKFLOWS, warm_store=store, tiering=policy) as tf:
         ids = await populate(tf, N)
         before = await snapshot(tf, ids)
@@ -166,7 +166,7 @@ async def test_cold_after_per_type_holds_a_batch_until_every_type_is_old_enough(
         assert tf.index.count_by_tier() == {"cold": 4}
 
 
-async def test_cold_after_none_never_compacts(make_store, tmp_path: Path):
+async def test_cold_after_none_never_moves_to_cold(make_store, tmp_path: Path):
     store = make_store()
     policy = TieringPolicy(min_age=0, cold_after=None)
     async with Tierflow(tmp_path / "d", WORKFLOWS, warm_store=store, tiering=policy) as tf:
@@ -196,24 +196,12 @@ def test_cli_tier_to_warm_then_cold_and_cold_status(store_url: str, tmp_path: Pa
     monkeypatch.setenv("TIERFLOW_STORAGE_URL", store_url)
     env = _env_for_url(store_url)
     app = "tests.tiering.tier_app"
-    subprocess.run(
-        [sys.executable, "-m", app, "populate", str(data), "9"],
-        check=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-    )
+    populated = procs.run(app, "populate", str(data), "9", env=env)
+    assert populated.returncode == 0, populated.stderr
 
     def cli(*args: str) -> dict[str, Any]:
-        out = subprocess.run(
-            [sys.executable, "-m", "tierflow.cli", *args, "--data-dir", str(data), "--json"],
-            check=True,
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        out = procs.run("tierflow.cli", *args, "--data-dir", str(data), "--json", env=env)
+        assert out.returncode == 0, out.stderr
         parsed: dict[str, Any] = json.loads(out.stdout)
         return parsed
 
@@ -296,8 +284,8 @@ def _env_for_url(store_url: str) -> dict[str, str]:
     return env
 
 
-async def test_maintenance_after_many_small_compactions(make_store, tmp_path: Path, clock):
-    """Many small compactions, then `maintain_cold`: few files, same reads, no stray file."""
+async def test_maintenance_after_many_small_cold_commits(make_store, tmp_path: Path, clock):
+    """Many small cold commits, then `maintain_cold`: few files, same reads, no stray file."""
     from tierflow.cold.maintenance import referenced_files
     from tierflow.cold.writer import store_key
 
@@ -337,11 +325,11 @@ async def test_maintenance_after_many_small_compactions(make_store, tmp_path: Pa
             assert listed == wanted
 
 
-async def test_a_read_that_raced_a_compaction_follows_the_instance_to_cold(
+async def test_a_read_that_raced_a_cold_move_follows_the_instance_to_cold(
     make_store, tmp_path: Path
 ):
-    """A reader that looked the instance up in warm just before another process compacted it
-    (and deleted the warm files) reads it from cold instead of failing."""
+    """A reader that looked the instance up in warm just before another process moved it to
+    cold (and deleted the warm files) reads it from cold instead of failing."""
     store = make_store()
     policy = TieringPolicy(min_age=0, cold_after=0)
     async with Tierflow(tmp_path / "d", WORKFLOWS, warm_store=store, tiering=policy) as tf:
@@ -356,7 +344,7 @@ async def test_a_read_that_raced_a_compaction_follows_the_instance_to_cold(
         assert (await tf.engine.router.describe(stale)).tier == "cold"
 
 
-async def test_a_pass_with_nothing_to_compact_opens_no_catalog(make_store, tmp_path: Path):
+async def test_a_pass_with_nothing_to_move_opens_no_catalog(make_store, tmp_path: Path):
     """Hot- or warm-only deployments never touch the catalog: nothing old enough, no I/O."""
     store = make_store()
     missing = tmp_path / "nowhere" / "catalog.sqlite"

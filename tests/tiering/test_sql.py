@@ -2,22 +2,22 @@
 
 1. Workflows spread over running, paused, warm and cold: counts by tier and the
    history count match the ground truth; and the same, sampled repeatedly, while
-   another process tiers and compacts (never a double, never a miss).
+   another process moves workflows hot → warm → cold (never a double, never a miss).
 5. Hostile statements are refused or cut, leave nothing on disk, and legitimate
    queries work after each.
-6. ``as_of`` before a compaction does not see rows compacted after it.
+6. ``as_of`` before a cold move does not see the rows it moved.
 
 Plus: only the hot files a ``workflow_id`` filter allows are opened, and a query
-whose warm files vanish under it (a compaction finished meanwhile) runs again.
+whose warm files vanish under it (a cold move finished meanwhile) runs again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +31,7 @@ from tierflow.tiering.sql import engine as sql_module
 from tierflow.tiering.sql import hot as sql_hot
 from tierflow.warm.storage import ObjectStore
 
+from tests import procs
 from tests.tiering.test_tiering import ROOT, _env_for
 from tests.tiering.tier_app import LATER, WORKFLOWS
 
@@ -171,10 +172,10 @@ async def test_streamed_result_and_row_limit(make_store, tmp_path: Path):
         assert len(whole.rows) == 30 and not whole.truncated
 
 
-# -- 1b. the same while another process tiers and compacts --------------------------------
+# -- 1b. the same while another process moves workflows to warm and cold -------------------
 
 
-async def test_each_workflow_once_while_another_process_tiers_and_compacts(
+async def test_each_workflow_once_while_another_process_moves_them_to_warm_and_cold(
     make_store, tmp_path: Path
 ):
     store = make_store()
@@ -183,42 +184,53 @@ async def test_each_workflow_once_while_another_process_tiers_and_compacts(
         ids = await finished(tf, 0, 120)
         waiting = await paused(tf, 30)
         truth_events = await events_of(tf, ids + waiting)
-    env = {**_env_for(store), "SQL_APP_BATCH": "5", "SQL_APP_COMMIT_EVENTS": "400"}
+    env = {
+        **_env_for(store),
+        "SQL_APP_BATCH": "10",
+        "SQL_APP_COMMIT_EVENTS": "400",
+        "SQL_APP_STEP": "1",
+    }
     env.pop("TIERFLOW_CRASH_AT", None)
     tf = Tierflow(data, ALL, warm_store=store)
     tf.open()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.tiering.sql_app", str(data)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # The other process takes one step (a warm batch, a cold commit) per sample.
+    proc = procs.popen("tests.tiering.sql_app", str(data), env=env, stdin=True)
+    assert proc.stdin is not None
     seen: set[tuple[tuple[str, int], ...]] = set()
     samples = 0
     check = (
         "SELECT (SELECT count(*) FROM workflows), (SELECT count(DISTINCT workflow_id) "
         "FROM workflows), (SELECT count(*) FROM history), (SELECT count(*) FROM "
         "(SELECT DISTINCT workflow_id, event_id FROM history)), "
-        "(SELECT count(DISTINCT workflow_id) FROM history)"
+        "(SELECT count(DISTINCT workflow_id) FROM history), "
+        "(SELECT string_agg(tier || '=' || n, ',' ORDER BY tier) "
+        "FROM (SELECT tier, count(*) AS n FROM workflows GROUP BY 1))"
     )
     try:
         while True:
+            # Sample only while the other process waits at a step (or once it has finished).
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 120
+            while proc.output_so_far().count("step\n") <= samples and proc.poll() is None:
+                assert loop.time() < deadline, "the other process neither stepped nor ended"
+                await asyncio.sleep(0.005)
             done = proc.poll() is not None
             (row,) = (await tf.sql(check)).rows
-            assert row == (150, 150, truth_events, truth_events, 150), row
-            tiers = await tf.sql("SELECT tier, count(*) FROM workflows GROUP BY 1 ORDER BY 1")
-            assert sum(n for _, n in tiers.rows) == 150
-            seen.add(tuple(tiers.rows))
+            assert row[:5] == (150, 150, truth_events, truth_events, 150), row
+            tiers = {t: int(n) for t, n in (p.split("=") for p in row[5].split(","))}
+            assert sum(tiers.values()) == 150
+            seen.add(tuple(sorted(tiers.items())))
             samples += 1
             if done:
                 break
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write("go\n")
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         assert json.loads(out.splitlines()[-1])["done"] == {"cold": 120, "hot": 30}
-        assert tuple(tiers.rows) == (("cold", 120), ("hot", 30))
-        assert samples >= 5 and len(seen) >= 3, (samples, seen)
+        assert tiers == {"cold": 120, "hot": 30}
+        # 12 warm batches, then the cold commits: a state per step.
+        assert samples >= 12 and len(seen) >= 12, (samples, seen)
         # Read leases keep a cut's files until its query ends: no query ran twice.
         assert tf.sql_engine.retries == 0
     finally:
@@ -292,8 +304,8 @@ async def test_query_runs_again_when_warm_files_vanish_under_it(
     async with Tierflow(tmp_path / "d", ALL, warm_store=store, tiering=policy) as tf:
         await finished(tf, 0, 30)
         await tf.tier(now=time.time() + 60, to="warm")
-        stale = sql_module.read_snapshot(tf.index)  # the cut before a compaction
-        await tf.compact(now=time.time() + LATER)  # deletes the warm files
+        stale = sql_module.read_snapshot(tf.index)  # the cut before a cold move
+        await tf.tier(now=time.time() + LATER, to="cold")  # deletes the warm files
         assert store.list("warm") == []
         calls = []
         real = sql_module.read_snapshot
@@ -401,7 +413,7 @@ async def test_hostile_statements_are_refused_or_cut(make_store, tmp_path: Path)
 # -- 6. time travel ----------------------------------------------------------------------
 
 
-async def test_as_of_before_a_compaction_does_not_see_its_rows(make_store, tmp_path: Path):
+async def test_as_of_before_a_cold_move_does_not_see_its_rows(make_store, tmp_path: Path):
     store = make_store()
     policy = TieringPolicy(min_age=0, cold_after=0)
     async with Tierflow(tmp_path / "d", ALL, warm_store=store, tiering=policy) as tf:
@@ -448,23 +460,11 @@ def test_cli_sql_formats_and_refusals(tmp_path: Path):
         "TIERFLOW_STORAGE_URL": (tmp_path / "lake").as_uri(),
         "PYTHONPATH": str(ROOT),
     }
-    subprocess.run(
-        [sys.executable, "-m", "tests.tiering.tier_app", "populate", str(data), "6"],
-        check=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-    )
+    populated = procs.run("tests.tiering.tier_app", "populate", str(data), "6", env=env)
+    assert populated.returncode == 0, populated.stderr
 
     def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "tierflow.cli", *args, "--data-dir", str(data)],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = procs.run("tierflow.cli", *args, "--data-dir", str(data), env=env)
         assert (done.returncode == 0) == ok, done.stderr
         return done
 
