@@ -33,7 +33,7 @@ Earlier metadata files stay listed in the metadata log: they name the
 expired snapshots but hold no row values or column bounds. Time travel to an
 expired snapshot fails afterwards, and a table's ancestry starts at the seal.
 
-The caller serialises erasure with compaction and maintenance (the tiering
+The caller serialises erasure with cold moves and maintenance (the tiering
 lock): a commit landing between the planning and the expiry of one call is
 not considered. Every failure raises :class:`tierflow.hot.errors.StorageError`
 (:class:`~tierflow.hot.errors.InvalidArgument` for bad arguments).

@@ -15,7 +15,7 @@ Building archives this large through the engine would take hours, so each is wri
 straight into the cold tables with the cold writer (``cold_bench.write_archive``:
 synthetic workflows in the warm files' schema, random 64-bit ids, so a day's file spans the
 whole id range and only the partition narrows a read; one commit per three days, as
-compaction groups do). Each erasure runs in a child process (``--child``), so its time and
+cold moves group them). Each erasure runs in a child process (``--child``), so its time and
 peak RSS (``VmHWM``) are its own; the parent checks the result: the erased ids are gone, every other
 row is still there, and the counts the erasure reports (files scanned, rewritten, deleted,
 snapshots expired) are printed beside the time.

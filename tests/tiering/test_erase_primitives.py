@@ -171,7 +171,7 @@ def _rows(tf: Tierflow, dataset: str) -> list[dict[str, Any]]:
     return sorted(table.to_pylist(), key=lambda r: tuple(r[k] for k in keys))
 
 
-async def test_warm_originals_of_a_compacted_batch_are_deleted(
+async def test_warm_originals_of_a_batch_in_cold_are_deleted(
     make_store: Callable[..., ObjectStore], tmp_path: Path, clock: ManualClock
 ) -> None:
     store = make_store()
@@ -193,13 +193,13 @@ async def test_warm_originals_of_a_compacted_batch_are_deleted(
         assert done.batches == {report.cold.batches[0]: None}
         assert done.objects_deleted == 7  # 6 data files + the manifest
         assert store.list("warm", unfinished=True) == []
-        # The compaction's own deletion then finds nothing left, and finishes.
+        # The cold move's own deletion then finds nothing left, and finishes.
         again = await tf.tier(now=clock.now() + LATER, to="cold")
         assert again.cold is not None and again.cold.recovered_commits
         assert (await tf.describe(ids[0])).tier == "cold"
 
 
-async def test_a_batch_claimed_by_a_compaction_is_refused(
+async def test_a_batch_claimed_by_a_cold_move_is_refused(
     make_store: Callable[..., ObjectStore], tmp_path: Path, clock: ManualClock
 ) -> None:
     store = make_store()
@@ -209,7 +209,7 @@ async def test_a_batch_claimed_by_a_compaction_is_refused(
         moved = await tf.tier(now=clock.now() + LATER, to="warm")
         ColdLedger(tf.index).claim("cold-test-claim", moved.batches, tf.engine.now_us())
         keys = store.list("warm")
-        with pytest.raises(StorageError, match="finish that compaction"):
+        with pytest.raises(StorageError, match="finish that cold move"):
             erase_from_warm(tf.index, store, [ids[0]])
         assert store.list("warm") == keys
         with pytest.raises(InvalidArgument):

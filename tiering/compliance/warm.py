@@ -27,11 +27,11 @@ file ``i`` of the new batch); a crash after it leaves the intent listing
 what to delete, and every call finishes such intents first. Readers see the
 old batch or the new one, never a mix.
 
-Batches already in cold (``compacted``) whose warm originals a reader kept
+Batches already in cold (state ``cold``) whose warm originals a reader kept
 from deletion have them deleted here (the cold copy holds every row). A
-batch a compaction has claimed but not finished cannot be rewritten: finish
-the compaction first (the caller holds the tiering lock and rolls pending
-compactions forward before erasing).
+batch a cold move has claimed but not finished cannot be rewritten: finish
+that move first (the caller holds the tiering lock and rolls pending cold
+moves forward before erasing).
 
 The caller also owns the instances' index rows: it deletes them after this
 (they point at the new batch until then), and it serialises erasure with the
@@ -153,7 +153,7 @@ def erase_from_warm(index: IndexDB, store: ObjectStore, workflow_ids: Sequence[s
     Raises:
         InvalidArgument: ``workflow_ids`` is not a sequence of non-empty strings.
         StorageError: The store or the index failed (a rerun resumes), a batch
-            was written to another store, or a compaction has claimed a batch
+            was written to another store, or a cold move has claimed a batch
             and not finished.
     """
     if isinstance(workflow_ids, str):
@@ -176,14 +176,14 @@ def erase_from_warm(index: IndexDB, store: ObjectStore, workflow_ids: Sequence[s
                 f"warm batch {batch_id} was written to {batch.store_url}, not {store.url}",
                 url=store.url,
             )
-        if batch.state == BatchState.COMPACTED.value:
+        if batch.state == BatchState.COLD.value:
             _drop_cold_originals(store, colds, batch, tally)
         elif batch.state in _LIVE_STATES:
             claim = colds.commit_of_batch(batch_id)
             if claim is not None:
                 raise StorageError(
                     f"warm batch {batch_id} is being moved to cold by {claim.commit_id}; "
-                    "finish that compaction (a tiering pass) before erasing",
+                    "finish that cold move (a tiering pass) before erasing",
                     url=store.url,
                 )
             _rewrite_batch(index, store, batch, located[batch_id], tally)
@@ -236,7 +236,7 @@ def _may_hold(
     return False, meta
 
 
-def _read(store: ObjectStore, key: str, **options: Any) -> pa.Table:
+def _read_warm(store: ObjectStore, key: str, **options: Any) -> pa.Table:
     """``pq.read_table`` of one warm file; failures are StorageErrors naming the key."""
     try:
         return pq.read_table(full_path(store.root, key), filesystem=store.fs, **options)
@@ -283,7 +283,9 @@ def _holding(
         if not maybe:
             continue
         tally.read += 1
-        found = _read(store, f.key, columns=["workflow_id"], filters=[("workflow_id", "in", drop)])
+        found = _read_warm(
+            store, f.key, columns=["workflow_id"], filters=[("workflow_id", "in", drop)]
+        )
         if found.num_rows:
             out.add(n)
     return out
@@ -327,7 +329,7 @@ def _rewrite_batch(
             if n not in holding:
                 files.append(f)
                 continue
-            rows = _read(store, f.key)
+            rows = _read_warm(store, f.key)
             kept = rows.filter(pc.invert(pc.is_in(rows.column("workflow_id"), value_set=drop)))
             replaced.append(f)
             if kept.num_rows:
@@ -439,7 +441,7 @@ def _swap(index: IndexDB, batch: Batch, manifest: BatchManifest, garbage: list[s
     """Replace the batch by the new one in the ledger, and move its instances, atomically.
 
     Raises:
-        StorageError: The batch changed meanwhile (claimed by a compaction, or gone).
+        StorageError: The batch changed meanwhile (claimed by a cold move, or gone).
     """
     old_id, new_id = batch.batch_id, manifest.batch_id
 
@@ -528,7 +530,7 @@ def _roll_back_stale(index: IndexDB, store: ObjectStore) -> None:
 def _drop_cold_originals(
     store: ObjectStore, colds: ColdLedger, batch: Batch, tally: _Tally
 ) -> None:
-    """Delete a compacted batch's warm files that a reader kept from deletion (cold has them)."""
+    """Delete the warm files of a batch in cold that a reader kept from deletion (cold has them)."""
     commit = colds.commit_of_batch(batch.batch_id)
     if commit is None or commit.state == CommitState.DONE.value or batch.manifest is None:
         return  # its warm originals are gone already
