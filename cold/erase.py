@@ -44,7 +44,7 @@ from __future__ import annotations
 import bisect
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
@@ -55,11 +55,11 @@ import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.fs as pafs  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.manifest import DataFile, DataFileContent, ManifestEntryStatus
+from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import Snapshot
 from tierflow.cold import tables
 from tierflow.cold.catalog import ColdTables
+from tierflow.cold.lineage import Lineage, ManifestCache, workflow_id_bounds
 from tierflow.cold.maintenance import OPERATION_PROPERTY
 from tierflow.cold.writer import ColdWriter, store_key
 from tierflow.hot.errors import InvalidArgument, StorageError
@@ -95,16 +95,6 @@ STEPS = ("rewritten", "sealed", *_DELETE_STEPS, "expired")
 
 # Files read at once (object-store reads are mostly waiting).
 _THREADS = 8
-
-_Entries = list[tuple[ManifestEntryStatus, DataFile]]
-
-
-@dataclass
-class _Cache:
-    """Manifest lists and manifests of one table, read once per call (they never change)."""
-
-    lists: dict[str, list[Any] | None] = field(default_factory=dict)
-    entries: dict[str, _Entries | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -235,20 +225,20 @@ def erase_rows(
     writer = ColdWriter(tables)
     commit_id = f"erase-{uuid.uuid4()}"
     # Manifests never change once written: each is read once per call, whatever the snapshots.
-    cache = {ds: _Cache() for ds in live}
+    cache = {ds: ManifestCache() for ds in live}
     try:
-        books = {ds: _Books(tables.table(ds), cache[ds]) for ds in live}
+        books = {ds: Lineage(tables.table(ds), cache[ds]) for ds in live}
         held = _rewrite(tables, writer, books, ids, commit_id, stamp, tally)
         step("rewritten")
         # Our own commits update the cached tables in place (the caller keeps other
         # writers out), so no reload from the catalog is needed between the steps.
-        books = {ds: _Books(tables.table(ds), cache[ds]) for ds in live}
+        books = {ds: Lineage(tables.table(ds), cache[ds]) for ds in live}
         for ds in live:
             held[ds] |= _replaced_holding(tables, books[ds], ids, held[ds], tally)
             if books[ds].current_mentions(held[ds]):
                 props = {OPERATION_PROPERTY: SEAL_OPERATION, ERASED_AT_PROPERTY: stamp}
                 writer.commit_files(ds, f"{commit_id}-seal", props, add=(), remove=())
-                books[ds] = _Books(tables.table(ds), cache[ds])
+                books[ds] = Lineage(tables.table(ds), cache[ds])
         step("sealed")
         doomed = {ds: books[ds].to_expire(held[ds], ds) for ds in live}
         garbage = {ds: books[ds].garbage(doomed[ds]) for ds in live}
@@ -302,21 +292,6 @@ def _metadata_files(table: Table | None) -> set[str]:
     return {table.metadata_location} | {e.metadata_file for e in table.metadata.metadata_log}
 
 
-def _bound(raw: bytes | None) -> str | None:
-    if raw is None:
-        return None
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:  # a truncated multi-byte bound proves nothing
-        return None
-
-
-def _bounds(f: DataFile, field_id: int) -> tuple[str | None, str | None]:
-    return _bound((f.lower_bounds or {}).get(field_id)), _bound(
-        (f.upper_bounds or {}).get(field_id)
-    )
-
-
 def _path(cold: ColdTables, location: str) -> str:
     key = store_key(cold.store.url, location)
     if key is None:
@@ -347,7 +322,7 @@ class _Rewrite:
 
 
 def _rewrite_files(
-    cold: ColdTables, writer: ColdWriter, dataset: str, books: _Books, ids: _Ids, commit_id: str
+    cold: ColdTables, writer: ColdWriter, dataset: str, books: Lineage, ids: _Ids, commit_id: str
 ) -> _Rewrite:
     """Write, without the ids' rows, every live file that holds one (nothing is committed).
 
@@ -359,7 +334,7 @@ def _rewrite_files(
     candidates = [
         f
         for f in files
-        if ids.may_hold(tables.partition_date(f.partition), *_bounds(f, books.field_id))
+        if ids.may_hold(tables.partition_date(f.partition), *workflow_id_bounds(f, books.field_id))
     ]
     out.scanned = len(candidates)
     for n, f in enumerate(candidates):
@@ -406,7 +381,7 @@ def _rewrite_files(
 def _rewrite(
     cold: ColdTables,
     writer: ColdWriter,
-    books: dict[str, _Books],
+    books: dict[str, Lineage],
     ids: _Ids,
     commit_id: str,
     stamp: str,
@@ -440,162 +415,11 @@ def _rewrite(
 
 
 # --------------------------------------------------------------------------------------------
-# 2-4. What the snapshots mention
-
-
-class _Books:
-    """Every file each snapshot of one table mentions (manifests read once, via ``cache``).
-
-    ``lists[snapshot]`` is None when the manifest list is gone; ``entries[manifest]``
-    is None when the manifest is gone (an earlier, interrupted erasure deleted them).
-    """
-
-    def __init__(self, table: Table, cache: _Cache) -> None:
-        self.table = table
-        meta = table.metadata
-        self.current = meta.current_snapshot_id
-        self.snapshots: dict[int, Snapshot] = {s.snapshot_id: s for s in meta.snapshots}
-        self.lists: dict[int, list[str] | None] = {}
-        self.entries = cache.entries
-        self.field_id = table.schema().find_field("workflow_id").field_id
-        io = table.io
-
-        def manifests(snap: Snapshot) -> list[Any] | None:
-            try:
-                return list(snap.manifests(io))
-            except (FileNotFoundError, OSError):
-                return None
-
-        unread = [s for s in self.snapshots.values() if s.manifest_list not in cache.lists]
-        for snap, got in zip(unread, _parallel(manifests, unread), strict=True):
-            cache.lists[snap.manifest_list] = got
-        to_read: dict[str, Any] = {}
-        for sid, snap in self.snapshots.items():
-            found = cache.lists[snap.manifest_list]
-            self.lists[sid] = None if found is None else [m.manifest_path for m in found]
-            for m in found or ():
-                if m.manifest_path not in cache.entries:
-                    to_read.setdefault(m.manifest_path, m)
-
-        def fetch(m: Any) -> _Entries | None:
-            try:
-                found = m.fetch_manifest_entry(io, discard_deleted=False)
-            except (FileNotFoundError, OSError):
-                return None
-            return [(e.status, e.data_file) for e in found]
-
-        paths = sorted(to_read)
-        for path, got in zip(paths, _parallel(fetch, [to_read[p] for p in paths]), strict=True):
-            cache.entries[path] = got
-
-    def live_files(self, dataset: str) -> list[DataFile]:
-        """The data files the current snapshot reads.
-
-        Raises:
-            StorageError: A manifest of the current snapshot is missing, or the table
-                has row-level delete files.
-        """
-        if self.current is None:
-            return []
-        manifests = self.lists.get(self.current)
-        if manifests is None:
-            raise StorageError(f"cold {dataset}: the current snapshot's manifest list is gone")
-        out: list[DataFile] = []
-        for m in manifests:
-            entries = self.entries.get(m)
-            if entries is None:
-                raise StorageError(f"cold {dataset}: manifest {m} of the current snapshot is gone")
-            for status, f in entries:
-                if status == ManifestEntryStatus.DELETED:
-                    continue
-                if f.content != DataFileContent.DATA:
-                    raise StorageError(
-                        f"cold {dataset} has row-level delete files; erasure rewrites only "
-                        "plain data files (tierflow never writes delete files)"
-                    )
-                out.append(f)
-        return out
-
-    def data_files(self) -> dict[str, DataFile]:
-        """Every data file any manifest mentions, by path."""
-        out: dict[str, DataFile] = {}
-        for entries in self.entries.values():
-            for _, f in entries or ():
-                if f.content == DataFileContent.DATA:
-                    out.setdefault(f.file_path, f)
-        return out
-
-    def live(self) -> set[str]:
-        """Paths the current snapshot reads."""
-        if self.current is None:
-            return set()
-        return {
-            f.file_path
-            for m in self.lists.get(self.current) or ()
-            for status, f in self.entries.get(m) or ()
-            if status != ManifestEntryStatus.DELETED
-        }
-
-    def _mentions(self, sid: int, paths: Collection[str]) -> bool:
-        manifests = self.lists.get(sid)
-        if manifests is None:
-            return True  # its manifest list is gone: an interrupted erasure expired it
-        for m in manifests:
-            entries = self.entries.get(m)
-            if entries is None or any(f.file_path in paths for _, f in entries):
-                return True
-        return False
-
-    def current_mentions(self, paths: Collection[str]) -> bool:
-        """Whether the current snapshot mentions one of ``paths`` (then seal before expiry)."""
-        return self.current is not None and self._mentions(self.current, paths)
-
-    def to_expire(self, held: Collection[str], dataset: str) -> list[int]:
-        """The snapshots that mention a file that held an id (never the current one).
-
-        Raises:
-            StorageError: The current snapshot, or the head of a branch or tag other
-                than ``main``, would have to go.
-        """
-        doomed = [sid for sid in sorted(self.snapshots) if self._mentions(sid, held)]
-        if self.current in doomed:
-            raise StorageError(
-                f"cold {dataset}: the current snapshot {self.current} still mentions files "
-                "that held erased rows after the seal; nothing was expired"
-            )
-        for name, ref in self.table.metadata.refs.items():
-            if ref.snapshot_id in doomed:
-                raise StorageError(
-                    f"cold {dataset}: {name!r} points at snapshot {ref.snapshot_id}, which "
-                    "holds erased rows; remove that branch or tag, then erase again"
-                )
-        return doomed
-
-    def garbage(self, doomed: Collection[int]) -> list[set[str]]:
-        """Files only ``doomed`` snapshots mention: data files, manifests, manifest lists.
-
-        In the order they must be deleted, children before the files naming them.
-        """
-        doomed_set = set(doomed)
-
-        def mentioned(sids: Collection[int]) -> tuple[set[str], set[str], set[str]]:
-            data: set[str] = set()
-            manifests: set[str] = set()
-            lists: set[str] = set()
-            for sid in sids:
-                lists.add(self.snapshots[sid].manifest_list)
-                for m in self.lists.get(sid) or ():
-                    manifests.add(m)
-                    data |= {f.file_path for _, f in self.entries.get(m) or ()}
-            return data, manifests, lists
-
-        gone = mentioned(doomed_set)
-        kept = mentioned([s for s in self.snapshots if s not in doomed_set])
-        return [g - k for g, k in zip(gone, kept, strict=True)]
+# 2. What else held the ids
 
 
 def _replaced_holding(
-    cold: ColdTables, books: _Books, ids: _Ids, known: set[str], tally: _Tally
+    cold: ColdTables, books: Lineage, ids: _Ids, known: set[str], tally: _Tally
 ) -> set[str]:
     """Files no longer live that held an id (beyond ``known``, which this run replaced).
 
@@ -610,7 +434,7 @@ def _replaced_holding(
         for path, f in sorted(books.data_files().items())
         if path not in live
         and path not in known
-        and ids.may_hold(tables.partition_date(f.partition), *_bounds(f, books.field_id))
+        and ids.may_hold(tables.partition_date(f.partition), *workflow_id_bounds(f, books.field_id))
     ]
 
     def holds(f: DataFile) -> tuple[bool, bool]:
