@@ -154,6 +154,7 @@ def test_no_tables_and_bad_ids(make_store: Callable[..., ObjectStore], tmp_path:
         cold.close()
 
 
+@pytest.mark.parametrize("backend", ["file"])  # refs are metadata: one backend is enough
 def test_a_tag_on_a_snapshot_to_expire_is_refused_then_the_rerun_finishes(
     cold: ColdTables, tmp_path: Path
 ) -> None:
