@@ -42,6 +42,8 @@ from tierflow.hot import (
     WorkflowHandle,
     WorkflowInfo,
     WorkflowNotFound,
+    WorkflowOnHold,
+    WorkflowStillRunning,
     WorkflowTerminatedError,
     workflow,
 )
@@ -87,6 +89,8 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowInfo",
     "WorkflowNotFound",
+    "WorkflowOnHold",
+    "WorkflowStillRunning",
     "WorkflowTerminatedError",
     "workflow",
 ]

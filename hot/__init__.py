@@ -30,6 +30,8 @@ from tierflow.hot.errors import (
     WorkflowCancelledError,
     WorkflowFailed,
     WorkflowNotFound,
+    WorkflowOnHold,
+    WorkflowStillRunning,
     WorkflowTerminatedError,
 )
 from tierflow.hot.handle import WorkflowHandle
@@ -77,6 +79,8 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowInfo",
     "WorkflowNotFound",
+    "WorkflowOnHold",
+    "WorkflowStillRunning",
     "WorkflowTerminatedError",
     "parse_duration",
     "workflow",

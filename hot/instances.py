@@ -14,7 +14,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from tierflow.hot import serde
@@ -121,6 +121,14 @@ class Instances:
     def recent_result(self, workflow_id: str) -> str | None:
         """The JSON result of an instance that recently completed here, if kept."""
         return self._recent_results.get(workflow_id)
+
+    def forget(self, workflow_ids: Iterable[str]) -> None:
+        """Drop what this process keeps of these instances (results, held files): erased."""
+        for wid in workflow_ids:
+            self._recent_results.pop(wid, None)
+            held = self.handoff.pop(wid, None)
+            if held is not None:
+                self.rt.io_pool.submit(held[0].close)
 
     def _remember_result(self, wid: str, result_text: str) -> None:
         # Recent results stay in memory so result() right after completion does

@@ -4,7 +4,7 @@
 the engine (:mod:`tierflow.tiering.sql.pool`). The worker imports what it
 needs, installs the kernel fence (:mod:`tierflow.tiering.sql.fence`: from
 then on it cannot create, change or delete any file) and says ``ready``.
-Then, per query:
+Then, per query (or ``forget``: drop what it keeps between queries):
 
 1. the statement check (:class:`tierflow.tiering.sql.guard.Checker`);
 2. a sandbox: an in-memory DuckDB with the views over the cut's files
@@ -126,7 +126,17 @@ class _Worker:
                 return  # the engine closed the socket or went away
             if request.get("op") == "exit":
                 return
+            if request.get("op") == "forget":
+                self.forget()
+                continue
             self.query(request)
+
+    def forget(self) -> None:
+        """Drop the hot data and sandboxes kept for the next query (after an erasure)."""
+        self.hot.clear()
+        for con in self.kept.values():
+            con.close()
+        self.kept.clear()
 
     def _memory(self, limit: int) -> None:
         """Let the process grow by ``limit`` (plus a little) from what it maps now.
@@ -165,6 +175,13 @@ class _Worker:
                 lock(con, readable)
             else:
                 _empty_hot(con, req["schemas"])
+            audit = req.get("audit")
+            con.register(
+                "__tf_audit",
+                pa.ipc.open_stream(audit).read_all()
+                if audit
+                else _schema(req["schemas"]["audit"]).empty_table(),
+            )
             self._memory(int(req["memory_bytes"]))
             if req["hot"] and not self._hot(con, req):
                 self._keep(key, con)  # the engine stopped: the data moved; nothing ran
@@ -337,6 +354,9 @@ def _views(
             f"CREATE VIEW {d} AS SELECT * FROM hot_{d} UNION ALL SELECT * FROM warm_{d} "
             f"UNION ALL SELECT * FROM cold_{d}"
         )
+    # The compliance audit log; its rows are registered per query.
+    con.register("__tf_audit", _schema(schemas["audit"]).empty_table())
+    ddl.append("CREATE VIEW audit AS SELECT * FROM __tf_audit")
     con.execute(";\n".join(ddl))
 
 
