@@ -5,6 +5,7 @@ Usage: python -m tests.tiering.compliance_app MODE DATA_DIR [ARGS...]
 Modes:
 
 - ``erase ID``: ``tf.compliance.erase(workflow_id=ID)``; prints the report as JSON.
+- ``erase-customer C``: ``tf.compliance.erase(attribute={"customer": C})``; prints the report.
 - ``retention NOW``: ``tf.compliance.apply_retention(now=NOW)``; prints the report.
 - ``open``: opens the data directory (a process start resumes interrupted erasures)
   and prints the instance count per tier.
@@ -90,6 +91,11 @@ async def main(mode: str, data: str, args: list[str]) -> None:
         if mode == "erase":
             report = await tf.compliance.erase(
                 workflow_id=args[0], reason="data subject request", actor="dpo"
+            )
+            print(json.dumps(report.to_dict()), flush=True)
+        elif mode == "erase-customer":
+            report = await tf.compliance.erase(
+                attribute={"customer": args[0]}, reason="data subject request", actor="dpo"
             )
             print(json.dumps(report.to_dict()), flush=True)
         elif mode == "retention":

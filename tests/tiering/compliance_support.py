@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import multiprocessing
+import os
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 env_for = _env_for
 
+PRIMITIVES = all(
+    importlib.util.find_spec(m) is not None
+    for m in ("tierflow.cold.erase", "tierflow.tiering.compliance.warm")
+)
+needs_primitives = pytest.mark.skipif(
+    not PRIMITIVES, reason="the warm and cold erasure primitives are not in this build"
+)
+"""For tests that erase from warm or cold (``erase_from_warm``, ``erase_rows``)."""
+
 
 def run_app(
     mode: str, data: Path, env: dict[str, str], *args: str
@@ -32,6 +46,59 @@ def run_app(
         text=True,
         timeout=120,
     )
+
+
+@dataclass(frozen=True)
+class Killed:
+    """How a forked run of the app ended: its exit code (-9: SIGKILL) and what it printed."""
+
+    returncode: int
+    stdout: str
+
+
+_PRELOAD = [
+    "tests.tiering.compliance_app",
+    "tierflow.tiering.compliance.service",
+    "tierflow.tiering.compliance.erase",
+    "tierflow.tiering.to_warm",
+    "tierflow.tiering.to_cold",
+    "tierflow.cold.audit",
+]
+
+
+def _forked_main(mode: str, data: str, env: dict[str, str], args: list[str], out: str) -> None:
+    import asyncio
+    import os
+
+    from tests.tiering import compliance_app
+
+    os.environ.clear()
+    os.environ.update(env)
+    with open(out, "w") as f:
+        sys.stdout = f
+        asyncio.run(compliance_app.main(mode, data, args))
+
+
+def run_forked(mode: str, data: Path, env: dict[str, str], *args: str) -> Killed:
+    """Run the app like :func:`run_app`, in a process forked from a server that imported it.
+
+    The fork server imports tierflow, pyarrow and pyiceberg once per test session, so each
+    run (each kill) does not pay seconds of imports; the child is still a process of its
+    own that ``TIERFLOW_CRASH_AT`` kills with SIGKILL.
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    out = data.parent / f"forked-{mode}-{os.getpid()}-{time.monotonic_ns()}.out"
+    proc = ctx.Process(target=_forked_main, args=(mode, str(data), dict(env), list(args), str(out)))
+    proc.start()
+    proc.join(timeout=120)
+    if proc.exitcode is None:
+        proc.kill()
+        proc.join()
+        raise AssertionError(f"{mode} did not end in time")
+    text = out.read_text() if out.exists() else ""
+    out.unlink(missing_ok=True)
+    return Killed(int(proc.exitcode), text)
 
 
 def last_json(proc: subprocess.CompletedProcess[str]) -> Any:
@@ -97,42 +164,51 @@ async def tier_all(tf: Tierflow, *, to: str | None = None) -> None:
 
 async def assert_gone(tf: Tierflow, workflow_id: str, marker: str) -> None:
     """No read, list, SQL view (now or ``as_of``), replay, query or export finds it."""
-    for read in (tf.describe, tf.history, tf.status, tf.replay):
+    await assert_all_gone(tf, {workflow_id: marker})
+
+
+async def assert_all_gone(
+    tf: Tierflow, markers: dict[str, str], *, time_travel: bool = True
+) -> None:
+    """None of these workflows (id to a marker of its input) is found by any reader.
+
+    Reads by id, ``list``, every SQL view now and (``time_travel``) as of every cold
+    snapshot left (the ids, or the markers in any payload), replay, query and export.
+    """
+    ids = sorted(markers)
+    for wid in ids:
+        for read in (tf.describe, tf.history, tf.status, tf.replay):
+            with pytest.raises(WorkflowNotFound):
+                await read(wid)
         with pytest.raises(WorkflowNotFound):
-            await read(workflow_id)
-    with pytest.raises(WorkflowNotFound):
-        await tf.result(workflow_id, timeout=1)
-    with pytest.raises(WorkflowNotFound):
-        await tf.query(workflow_id, "anything")
-    listed = [i.workflow_id for i in (await tf.list(limit=10_000)).items]
-    assert workflow_id not in listed
-    counts = " UNION ALL ".join(
-        f"SELECT '{view}', count(*) FROM {view} WHERE workflow_id = $id"
-        for view in ("workflows", "history", "hot_workflows", "warm_workflows", "cold_workflows")
+            await tf.result(wid, timeout=1)
+        with pytest.raises(WorkflowNotFound):
+            await tf.query(wid, "anything")
+        try:
+            await tf.compliance.export(wid, "/nonexistent/never-written")
+        except TierflowError as exc:
+            assert isinstance(exc, WorkflowNotFound), exc
+        except ModuleNotFoundError:
+            pass  # no exports in this build
+        else:
+            raise AssertionError(f"export found erased {wid}")
+    listed = {i.workflow_id for i in (await tf.list(limit=10_000)).items}
+    assert listed.isdisjoint(ids)
+    params = {"ids": ids, "pats": [f"%{m}%" for m in markers.values()]}
+    views = ("workflows", "history", "hot_workflows", "warm_workflows", "cold_workflows")
+    found = " UNION ALL ".join(
+        f"SELECT '{v}', count(*) FROM {v} WHERE list_contains($ids, workflow_id)" for v in views
     )
-    result = await tf.sql(
-        f"{counts} UNION ALL SELECT 'marker', count(*) FROM history "
-        "WHERE payload LIKE $m OR workflow_id LIKE $w",
-        {"id": workflow_id, "m": f"%{marker}%", "w": f"%{workflow_id}%"},
+    query = (
+        f"{found} UNION ALL SELECT 'payload', count(*) FROM history "
+        "WHERE len(list_filter($pats, lambda p: payload LIKE p)) > 0"
     )
+    result = await tf.sql(query, params)
     assert {name: n for name, n in result.rows if n} == {}
-    # Time travel to every cold snapshot left: none holds it.
     cold_used = tf.index.execute(
         "SELECT 1 FROM sqlite_master WHERE name = 'cold_commits'", ()
     ) and tf.index.execute("SELECT 1 FROM cold_commits LIMIT 1", ())
-    if cold_used:
+    if cold_used and time_travel:  # time travel to every cold snapshot left: none holds them
         for snap in tf.cold.table("history", refresh=True).metadata.snapshots:
-            back = await tf.sql(
-                "SELECT count(*) FROM history WHERE workflow_id = ?",
-                [workflow_id],
-                as_of=snap.snapshot_id,
-            )
-            assert back.rows == [(0,)]
-    try:
-        await tf.compliance.export(workflow_id, "/nonexistent/never-written")
-    except TierflowError as exc:
-        assert isinstance(exc, WorkflowNotFound), exc
-    except ModuleNotFoundError:
-        pass  # no exports in this build
-    else:
-        raise AssertionError("export found an erased workflow")
+            back = await tf.sql(query, params, as_of=snap.snapshot_id)
+            assert {name: n for name, n in back.rows if n} == {}, snap.snapshot_id

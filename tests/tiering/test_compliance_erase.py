@@ -18,7 +18,13 @@ from tierflow import Tierflow, WorkflowNotFound, WorkflowStillRunning
 
 from tests.conftest import wait_status
 from tests.tiering.compliance_app import POLICY, WORKFLOWS, family, marker, waiting
-from tests.tiering.compliance_support import assert_gone, scan, start_orders, tier_all
+from tests.tiering.compliance_support import (
+    assert_gone,
+    needs_primitives,
+    scan,
+    start_orders,
+    tier_all,
+)
 from tests.tiering.test_tiering import readable
 
 pytestmark = pytest.mark.timeout(120)
@@ -129,6 +135,7 @@ async def test_erase_by_attribute(make_store, tmp_path: Path, uid):
     assert scan(data, store, list(m2.values())) != []
 
 
+@needs_primitives
 @pytest.mark.parametrize("tier", ["warm", "cold"])
 async def test_erase_from_an_archived_tier(make_store, tmp_path: Path, uid, tier: str):
     store = make_store()

@@ -51,6 +51,7 @@ from tierflow.hot import erasing
 from tierflow.hot.durable_fs import fsync_dirs
 from tierflow.hot.errors import StorageError
 from tierflow.hot.index import IndexDB
+from tierflow.hot.models import from_micros
 from tierflow.hot.router import Tier
 from tierflow.hot.store import INSTANCE_FILE_SUFFIXES
 from tierflow.tiering.compliance.host import Host
@@ -63,8 +64,24 @@ __all__ = ["LEASE_WAIT", "POINTS", "Eraser", "ErasureReport", "Intent"]
 
 log = logging.getLogger("tierflow.compliance")
 
-POINTS = ("erase-after-intent", "erase-after-warm-rewrite")
-"""Crash points of the orchestration (the cold primitive has its own)."""
+POINTS = (
+    "erase-after-intent",
+    "erase-after-warm-rewrite",
+    "erase-after-iceberg-delete",
+    "erase-before-file-removal",
+    "erase-after-file-removal",
+    "erase-after-snapshot-expiry",
+)
+"""Crash points of an erasure, in order (``TIERFLOW_CRASH_AT``); the cold ones are reached
+through the steps of ``tierflow.cold.erase.erase_rows``."""
+
+# The cold primitive's steps (its ``on_step``) and the crash point after each.
+_COLD_STEPS = {
+    "rewritten": "erase-after-iceberg-delete",
+    "sealed": "erase-before-file-removal",
+    "files-deleted": "erase-after-file-removal",
+    "expired": "erase-after-snapshot-expiry",
+}
 
 LEASE_WAIT = 300.0
 """Seconds an erasure waits for running SQL queries before it leaves the rest for a resume."""
@@ -162,6 +179,11 @@ def pending(index: IndexDB) -> list[Intent]:
         (),
     )
     return [_intent(r) for r in rows]
+
+
+def _cold_step(name: str) -> None:
+    """After each step of the cold primitive: its crash point."""
+    crash_point(_COLD_STEPS.get(name, f"erase-{name}"))
 
 
 def _unfinished_moves(index: IndexDB, table: str, column: str, states: Sequence[str]) -> bool:
@@ -343,14 +365,17 @@ class _Destroy:
         self.progress = intent.progress
         ids = intent.workflow_ids
         self.rows: dict[str, tuple[str, str | None, str | None]] = {}
+        self.finished: dict[str, str] = {}  # the cold partition (finished date) of each
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
-            for wid, tier, file, batch in index.execute(
-                f"SELECT workflow_id, tier, file, batch_id FROM instances WHERE workflow_id IN "
-                f"({','.join('?' * len(chunk))})",
+            for wid, tier, file, batch, finished_at in index.execute(
+                "SELECT workflow_id, tier, file, batch_id, finished_at FROM instances "
+                f"WHERE workflow_id IN ({','.join('?' * len(chunk))})",
                 chunk,
             ):
                 self.rows[wid] = (tier, file, batch)
+                if finished_at is not None:
+                    self.finished[wid] = from_micros(finished_at).date().isoformat()
 
     def save(self) -> None:
         text = json.dumps(self.progress, sort_keys=True)
@@ -401,7 +426,13 @@ class _Destroy:
         ids = self.ids_in(Tier.COLD)
         if not ids or "cold" in self.progress:
             return
-        result = _cold_primitive()(self.host.cold, ids)
+        result = _cold_primitive()(
+            self.host.cold,
+            ids,
+            now=self.host.engine.clock.now(),
+            finished_dates={w: self.finished[w] for w in ids if w in self.finished},
+            on_step=_cold_step,
+        )
         self.progress["cold"] = _as_dict(result)
         self.save()
 
