@@ -7,9 +7,12 @@ Modes:
 - ``erase ID``: ``tf.compliance.erase(workflow_id=ID)``; prints the report as JSON.
 - ``erase-customer C``: ``tf.compliance.erase(attribute={"customer": C})``; prints the report.
 - ``retention NOW``: ``tf.compliance.apply_retention(now=NOW)``; prints the report.
-- ``open``: opens the data directory (a process start resumes interrupted erasures)
+- ``open``: starts like an application (a process start resumes interrupted erasures)
   and prints the instance count per tier.
 - ``tier``: one tiering pass judged 2 h from now; prints the report.
+
+Every mode but ``open`` opens the data directory without starting the scheduler, so only
+the operation itself resumes an interrupted erasure.
 
 Storage and catalog come from the environment (TIERFLOW_STORAGE_URL,
 TIERFLOW_S3_ENDPOINT, TIERFLOW_CATALOG_URL, AWS_*), crash points from
@@ -87,7 +90,12 @@ WORKFLOWS = [order, family, waiting, approval]
 
 
 async def main(mode: str, data: str, args: list[str]) -> None:
-    async with Tierflow(data, WORKFLOWS, tiering=POLICY) as tf:
+    tf = Tierflow(data, WORKFLOWS, tiering=POLICY)
+    if mode == "open":
+        await tf.__aenter__()  # a process start: it resumes an interrupted erasure
+    else:
+        tf.open()  # no start: only the operation itself may resume it
+    try:
         if mode == "erase":
             report = await tf.compliance.erase(
                 workflow_id=args[0], reason="data subject request", actor="dpo"
@@ -107,6 +115,8 @@ async def main(mode: str, data: str, args: list[str]) -> None:
             print(json.dumps((await tf.tier(now=time.time() + LATER)).to_dict()), flush=True)
         else:
             raise SystemExit(f"unknown mode {mode}")
+    finally:
+        await tf.aclose()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tierflow import Tierflow, TierflowError, WorkflowNotFound
+from tierflow import InvalidArgument, Tierflow, TierflowError, WorkflowNotFound
 from tierflow.warm.storage import ObjectStore
 
 from tests.tiering.compliance_app import LATER, order
@@ -209,6 +209,15 @@ async def assert_all_gone(
         "SELECT 1 FROM sqlite_master WHERE name = 'cold_commits'", ()
     ) and tf.index.execute("SELECT 1 FROM cold_commits LIMIT 1", ())
     if cold_used and time_travel:  # time travel to every cold snapshot left: none holds them
-        for snap in tf.cold.table("history", refresh=True).metadata.snapshots:
-            back = await tf.sql(query, params, as_of=snap.snapshot_id)
-            assert {name: n for name, n in back.rows if n} == {}, snap.snapshot_id
+        answered = 0
+        for dataset in ("history", "workflows"):
+            for snap in tf.cold.table(dataset, refresh=True).metadata.snapshots:
+                try:
+                    back = await tf.sql(query, params, as_of=snap.snapshot_id)
+                except InvalidArgument as exc:
+                    # Before the other table's oldest snapshot left: refused, not answered.
+                    assert "keeps no history" in str(exc), exc
+                    continue
+                answered += 1
+                assert {name: n for name, n in back.rows if n} == {}, snap.snapshot_id
+        assert answered

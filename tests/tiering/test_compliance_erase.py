@@ -36,6 +36,9 @@ async def test_erase_a_finished_hot_workflow(make_store, tmp_path: Path, uid):
     victim, others = uid("victim"), [uid("other"), uid("other")]
     async with Tierflow(data, WORKFLOWS, warm_store=store, tiering=POLICY) as tf:
         markers = await start_orders(tf, [victim, *others])
+    # Closed, the index's WAL is in its file: deleted rows would stay in its free space.
+    assert markers[victim].encode() in (data / "hot" / "index.sqlite").read_bytes()
+    async with Tierflow(data, WORKFLOWS, warm_store=store, tiering=POLICY) as tf:
         before = await readable(tf, others)
         # The SQL engine now caches the victim's finished hot history in this process.
         seen = await tf.sql("SELECT count(*) FROM history WHERE workflow_id = ?", [victim])
@@ -46,6 +49,8 @@ async def test_erase_a_finished_hot_workflow(make_store, tmp_path: Path, uid):
 
         assert report.workflows_erased == 1
         assert report.per_tier == {"hot": 1, "warm": 0, "cold": 0}
+        # Gone at once, not when the process closes the index (its WAL is truncated).
+        assert scan(data, store, [victim, markers[victim]]) == []
         assert report.files_deleted["hot"] >= 1 and report.bytes_removed > 0
         assert tf.sql_engine.hot_cache.nbytes == 0
         await assert_gone(tf, victim, markers[victim])
