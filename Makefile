@@ -12,7 +12,7 @@ LINKS  := $(VENV)/.linked
 SOURCES := $(shell find hot warm cold tiering api -name '*.py' 2>/dev/null)
 INSTALL := $(BIN)/python -m pip install --quiet -e . --config-settings editable_mode=strict --no-build-isolation
 
-.PHONY: demo test lint bench bench-quick clean
+.PHONY: demo test lint bench bench-quick stress clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench: $(BENCH_STAMP) $(LINKS)
 # complete; asserts nothing about speed.
 bench-quick: $(BENCH_STAMP) $(LINKS)
 	$(BIN)/python -m tests.bench --quick
+
+# The timing-sensitive tests 20 times while another process keeps one core busy.
+stress: $(LINKS)
+	$(BIN)/python -m tests.stress 20
 
 clean:
 	rm -rf $(VENV) build tierflow-data .pytest_cache .mypy_cache .ruff_cache

@@ -12,14 +12,16 @@ import importlib
 import json
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from tierflow.facade import Tierflow, TierTarget
-from tierflow.hot.authoring import WorkflowDefinition
 from tierflow.hot.errors import NonDeterminismError, TierflowError
+
+if TYPE_CHECKING:
+    from tierflow.facade import Tierflow, TierTarget
+    from tierflow.hot.authoring import WorkflowDefinition
 
 __all__ = ["app", "main"]
 
@@ -50,6 +52,8 @@ AppOpt = Annotated[
 
 def load_workflows(module_name: str) -> list[WorkflowDefinition]:
     """Import ``module_name`` and return every workflow it defines."""
+    from tierflow.hot.authoring import WorkflowDefinition
+
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -75,6 +79,8 @@ async def _with_tf(
     scheduler: bool = False,
     **options: Any,
 ) -> T:
+    from tierflow.facade import Tierflow  # not at import: a refused statement needs none of it
+
     tf = Tierflow(data_dir, workflows, **options)
     try:
         if scheduler:

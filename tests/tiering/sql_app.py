@@ -7,6 +7,10 @@ Moves every finished hot instance to warm in batches of ``SQL_APP_BATCH`` workfl
 ``SQL_APP_COMMIT_EVENTS`` events (default 120): many index transactions, so a reader
 sampling meanwhile sees many different cuts. Prints
 "done" and the final tier counts as JSON. Storage from the environment (TIERFLOW_*, AWS_*).
+
+With ``SQL_APP_STEP=1`` it stops before writing each warm batch and each cold commit: it
+prints "step" and reads a line from stdin. A reader that samples at each "step" and then sends
+a line sees every committed state, at any load.
 """
 
 from __future__ import annotations
@@ -30,12 +34,22 @@ async def main(data: str) -> None:
         max_workflows_per_batch=int(os.environ.get("SQL_APP_BATCH", "15")),
         max_events_per_cold_commit=int(os.environ.get("SQL_APP_COMMIT_EVENTS", "120")),
     )
+    stepped = os.environ.get("SQL_APP_STEP") == "1"
+
+    def step(stage: str, done: int, total: int) -> None:
+        # Before each warm batch is written, and once each cold commit's rows are all written.
+        warm_batch = stage == "write" and done == 0
+        cold_commit = stage == "warm → cold" and done == total
+        if stepped and (warm_batch or cold_commit):
+            print("step", flush=True)
+            sys.stdin.readline()
+
     tf = Tierflow(data, WORKFLOWS, tiering=policy)
     tf.open()
     try:
         # Each warm batch is its own index commit; each bounded compaction commit too.
-        await tf.tier(now=time.time() + LATER, to="warm")
-        await tf.compact(now=time.time() + LATER)
+        await tf.tier(now=time.time() + LATER, to="warm", progress=step)
+        await tf.compact(now=time.time() + LATER, progress=step)
         print(json.dumps({"done": tf.index.count_by_tier()}), flush=True)
     finally:
         await tf.aclose()

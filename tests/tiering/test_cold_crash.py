@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,6 +22,7 @@ from tierflow.cold.tables import identifier
 from tierflow.cold.writer import COMMIT_ID_PROPERTY, batches_of, find_commit, write_uuid
 from tierflow.warm.storage import ObjectStore
 
+from tests import procs
 from tests.tiering.cold_app import POLICY
 from tests.tiering.test_tiering import _env_for, assert_readable_exactly_once, readable
 from tests.tiering.tier_app import LATER, WORKFLOWS, populate
@@ -46,14 +46,7 @@ def run_app(
     mode: str, data: Path, env: dict[str, str], *args: str
 ) -> subprocess.CompletedProcess[str]:
     """Run ``tests.tiering.cold_app`` to completion (or its death)."""
-    return subprocess.run(
-        [sys.executable, "-m", "tests.tiering.cold_app", mode, str(data), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return procs.run("tests.tiering.cold_app", mode, str(data), *args, env=env)
 
 
 def last_json(proc: subprocess.CompletedProcess[str]) -> Any:
@@ -267,15 +260,9 @@ async def test_two_compaction_processes_at_once(make_store, tmp_path: Path):
     assert len(batches) == 6
     # Small commits: each pass makes several, so the two processes could interleave them.
     env = {**_env_for(store), "COLD_APP_EVENTS_PER_COMMIT": "30"}
-    cmd = [sys.executable, "-m", "tests.tiering.cold_app", "cold", str(data)]
-    procs = [
-        subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for _ in range(2)
-    ]
+    children = [procs.popen("tests.tiering.cold_app", "cold", str(data), env=env) for _ in range(2)]
     outs = []
-    for p in procs:
+    for p in children:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
         outs.append(json.loads(out.splitlines()[-1]))

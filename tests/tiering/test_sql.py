@@ -14,10 +14,10 @@ whose warm files vanish under it (a compaction finished meanwhile) runs again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +31,7 @@ from tierflow.tiering.sql import engine as sql_module
 from tierflow.tiering.sql import hot as sql_hot
 from tierflow.warm.storage import ObjectStore
 
+from tests import procs
 from tests.tiering.test_tiering import ROOT, _env_for
 from tests.tiering.tier_app import LATER, WORKFLOWS
 
@@ -183,42 +184,53 @@ async def test_each_workflow_once_while_another_process_tiers_and_compacts(
         ids = await finished(tf, 0, 120)
         waiting = await paused(tf, 30)
         truth_events = await events_of(tf, ids + waiting)
-    env = {**_env_for(store), "SQL_APP_BATCH": "5", "SQL_APP_COMMIT_EVENTS": "400"}
+    env = {
+        **_env_for(store),
+        "SQL_APP_BATCH": "10",
+        "SQL_APP_COMMIT_EVENTS": "400",
+        "SQL_APP_STEP": "1",
+    }
     env.pop("TIERFLOW_CRASH_AT", None)
     tf = Tierflow(data, ALL, warm_store=store)
     tf.open()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.tiering.sql_app", str(data)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # The other process takes one step (a warm batch, a cold commit) per sample.
+    proc = procs.popen("tests.tiering.sql_app", str(data), env=env, stdin=True)
+    assert proc.stdin is not None
     seen: set[tuple[tuple[str, int], ...]] = set()
     samples = 0
     check = (
         "SELECT (SELECT count(*) FROM workflows), (SELECT count(DISTINCT workflow_id) "
         "FROM workflows), (SELECT count(*) FROM history), (SELECT count(*) FROM "
         "(SELECT DISTINCT workflow_id, event_id FROM history)), "
-        "(SELECT count(DISTINCT workflow_id) FROM history)"
+        "(SELECT count(DISTINCT workflow_id) FROM history), "
+        "(SELECT string_agg(tier || '=' || n, ',' ORDER BY tier) "
+        "FROM (SELECT tier, count(*) AS n FROM workflows GROUP BY 1))"
     )
     try:
         while True:
+            # Sample only while the other process waits at a step (or once it has finished).
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 120
+            while proc.output_so_far().count("step\n") <= samples and proc.poll() is None:
+                assert loop.time() < deadline, "the other process neither stepped nor ended"
+                await asyncio.sleep(0.005)
             done = proc.poll() is not None
             (row,) = (await tf.sql(check)).rows
-            assert row == (150, 150, truth_events, truth_events, 150), row
-            tiers = await tf.sql("SELECT tier, count(*) FROM workflows GROUP BY 1 ORDER BY 1")
-            assert sum(n for _, n in tiers.rows) == 150
-            seen.add(tuple(tiers.rows))
+            assert row[:5] == (150, 150, truth_events, truth_events, 150), row
+            tiers = {t: int(n) for t, n in (p.split("=") for p in row[5].split(","))}
+            assert sum(tiers.values()) == 150
+            seen.add(tuple(sorted(tiers.items())))
             samples += 1
             if done:
                 break
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write("go\n")
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         assert json.loads(out.splitlines()[-1])["done"] == {"cold": 120, "hot": 30}
-        assert tuple(tiers.rows) == (("cold", 120), ("hot", 30))
-        assert samples >= 5 and len(seen) >= 3, (samples, seen)
+        assert tiers == {"cold": 120, "hot": 30}
+        # 12 warm batches, then the cold commits: a state per step.
+        assert samples >= 12 and len(seen) >= 12, (samples, seen)
         # Read leases keep a cut's files until its query ends: no query ran twice.
         assert tf.sql_engine.retries == 0
     finally:
@@ -448,23 +460,11 @@ def test_cli_sql_formats_and_refusals(tmp_path: Path):
         "TIERFLOW_STORAGE_URL": (tmp_path / "lake").as_uri(),
         "PYTHONPATH": str(ROOT),
     }
-    subprocess.run(
-        [sys.executable, "-m", "tests.tiering.tier_app", "populate", str(data), "6"],
-        check=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-    )
+    populated = procs.run("tests.tiering.tier_app", "populate", str(data), "6", env=env)
+    assert populated.returncode == 0, populated.stderr
 
     def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "tierflow.cli", *args, "--data-dir", str(data)],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = procs.run("tierflow.cli", *args, "--data-dir", str(data), env=env)
         assert (done.returncode == 0) == ok, done.stderr
         return done
 

@@ -353,26 +353,25 @@ async def test_a_failing_query_runs_once(make_store, tmp_path: Path):
         fails = (
             "SELECT CASE WHEN i < 150000 THEN i ELSE error('boom') END AS v FROM range(200000) t(i)"
         )
+        # Once: the engine counts every rerun of a query, and none happens.
         for stream in (False, True):
-            t0 = time.monotonic()
             with pytest.raises(InvalidArgument, match="boom"):
                 result = await tf.sql(fails, stream=stream, timeout=10)
                 for _ in result.batches():
                     pass
-            assert time.monotonic() - t0 < 5
+            assert tf.sql_engine.retries == 0
         # A corrupt archive file is not "data moved": one StorageError, no retry.
         key = next(k for k, _ in store.list("") if k.endswith(".parquet") and "history" in k)
         good = store.get(key)
         store.put(key, b"PAR1" + b"\0" * 64 + b"PAR1")
         try:
             for stream in (False, True):
-                t0 = time.monotonic()
                 with pytest.raises((StorageError, InvalidArgument)) as info:
                     result = await tf.sql("SELECT count(*) FROM warm_history", stream=stream)
                     for _ in result.batches():
                         pass
                 assert "moved" not in str(info.value)
-                assert time.monotonic() - t0 < 5
+                assert tf.sql_engine.retries == 0
         finally:
             store.put(key, good)
         assert tf.sql_engine.retries == 0

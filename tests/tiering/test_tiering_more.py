@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +16,7 @@ from hypothesis import strategies as st
 from tierflow import StorageError, Tierflow, WorkflowContext, workflow
 from tierflow.tiering.policy import TieringPolicy
 
+from tests import procs
 from tests.conftest import wait_closed
 from tests.tiering.test_tiering import snapshot
 from tests.tiering.tier_app import LATER, WORKFLOWS, populate
@@ -49,63 +48,42 @@ def test_cli_tier_moves_and_reports_json(tmp_path: Path):
             return await populate(tf, 12)
 
     ids = asyncio.run(fill())
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tierflow.cli",
-            "tier",
-            "--data-dir",
-            str(data),
-            "--min-age",
-            "0s",
-            "--json",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    out = procs.run(
+        "tierflow.cli",
+        "tier",
+        "--data-dir",
+        str(data),
+        "--min-age",
+        "0s",
+        "--json",
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.splitlines()[-1])
     assert report["workflows_moved"] == 12
     assert (data / "lake" / "warm" / "manifests").is_dir()
-    listed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tierflow.cli",
-            "history",
-            ids[0],
-            "--data-dir",
-            str(data),
-            "--json",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    listed = procs.run(
+        "tierflow.cli",
+        "history",
+        ids[0],
+        "--data-dir",
+        str(data),
+        "--json",
         timeout=60,
     )
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)["events"][-1]["event_type"] == "workflow.completed"
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tierflow.cli",
-            "tier",
-            "--data-dir",
-            str(data),
-            "--storage-url",
-            "s3://x-missing/p",
-            "--s3-endpoint",
-            "http://127.0.0.1:9",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    bad = procs.run(
+        "tierflow.cli",
+        "tier",
+        "--data-dir",
+        str(data),
+        "--storage-url",
+        "s3://x-missing/p",
+        "--s3-endpoint",
+        "http://127.0.0.1:9",
         env={"PATH": "/usr/bin:/bin", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"},
+        timeout=60,
     )
     assert bad.returncode == 2 and "x-missing" in bad.stderr
 

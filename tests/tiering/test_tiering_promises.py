@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,9 +23,9 @@ from tierflow.tiering.warm_ledger import WarmLedger
 from tierflow.warm.storage import ObjectStore, StorageSettings, WriteBatch
 from tierflow.warm.writer import manifest_key
 
+from tests import procs
 from tests.conftest import wait_for
 from tests.tiering.test_tiering import (
-    ROOT,
     _env_for,
     _run,
     assert_manifests_list_the_files,
@@ -369,13 +367,9 @@ async def test_two_tiering_processes_at_once_write_each_workflow_once(make_store
     data = tmp_path / "data"
     ids, before = await _populated(data, store, 120)
     env = _env_for(store)
-    cmd = [sys.executable, "-m", "tests.tiering.tier_app", "tier", str(data)]
-    procs = [
-        subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
+    children = [procs.popen("tests.tiering.tier_app", "tier", str(data), env=env) for _ in range(2)]
     reports = []
-    for p in procs:
+    for p in children:
         out, _ = p.communicate(timeout=240)
         assert p.returncode == 0
         reports.append(json.loads(out.strip().splitlines()[-1]))

@@ -6,7 +6,6 @@ import hashlib
 import os
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,14 +134,17 @@ def record_requests(client: Any) -> Requests:
     return requests
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(60)
 def test_deleting_2100_objects_takes_three_requests(s3_server: S3Server, s3_bucket: str) -> None:
-    # 1,000 keys per DeleteObjects: two full requests and one of 100.
+    # 1,000 keys per DeleteObjects (S3's cap): two full requests and one of 100. S3 answers a
+    # delete of a missing key as deleted, so only the first and last key of each request are
+    # written (writing all 2,100 took 14 s of the suite's time and proves nothing more).
     store = s3_store(s3_server, s3_bucket, "bulk")
     keys = [f"gc/{i:05d}-{uuid.uuid4().hex[:6]}.bin" for i in range(2100)]
+    written = [keys[i] for i in (0, 999, 1000, 1999, 2000, 2099)]
     mine = s3_server.client()
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(lambda k: mine.put_object(Bucket=s3_bucket, Key=f"bulk/{k}", Body=b""), keys))
+    for k in written:
+        mine.put_object(Bucket=s3_bucket, Key=f"bulk/{k}", Body=b"")
     store.put("keep/me", b"k")
     requests = record_requests(store.client)
 
