@@ -271,7 +271,10 @@ class TierSQL:
                 raise _timeout(bounds)
             try:
                 # On the loop thread: one transaction.
-                cut = read_snapshot(self.index, audit=_AUDIT_WORD.search(query) is not None)
+                if _AUDIT_WORD.search(query) is not None:
+                    cut = read_snapshot(self.index, audit=True)
+                else:
+                    cut = read_snapshot(self.index)
                 result: SqlResult = await self.io(
                     self._execute,
                     cut,
