@@ -87,6 +87,9 @@ def _intent(data: Path) -> tuple[int, int, dict[str, Any]]:
 async def test_kill_an_erasure_at_every_step_and_resume_each_way(make_store, tmp_path: Path):
     """One erasure killed at every step in turn: each rerun resumes it and is killed at the next.
 
+    Between the first kill and the resume, the workflows are already gone for reads by id,
+    ``list`` and every SQL view, though their rows are still in the warm and cold files.
+
     The reruns are, in turn, a tiering pass, a process start and another ``erase`` call (each
     resumes the erasure before anything else); a last process start finishes it.
     """
@@ -112,7 +115,17 @@ async def test_kill_an_erasure_at_every_step_and_resume_each_way(make_store, tmp
                 for wid in victims:
                     with pytest.raises(WorkflowNotFound):
                         await tf.describe(wid)
-                assert not {w for w in victims} & {x.workflow_id for x in (await tf.list()).items}
+                assert not set(victims) & {x.workflow_id for x in (await tf.list()).items}
+                # Their rows are still in the warm and cold files, but no view shows them.
+                counts = await tf.sql(
+                    "SELECT tier, count(*) FROM workflows GROUP BY tier ORDER BY tier"
+                )
+                assert counts.rows == [("cold", 2), ("hot", 2), ("warm", 2)]
+                seen = await tf.sql(
+                    "SELECT count(*) FROM history WHERE list_contains($ids, workflow_id)",
+                    {"ids": sorted(victims)},
+                )
+                assert seen.rows == [(0,)]
             finally:
                 await tf.aclose()
         mode, args = RESUMES[i % len(RESUMES)]

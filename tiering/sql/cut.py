@@ -61,6 +61,7 @@ class TierSnapshot:
             commit the index counts as cold.
         data_version: The index's ``data_version`` right after the read.
         audit: The audit log's rows (values of ``rows.AUDIT``), when asked for.
+        erasing: Workflows being erased: no view shows them, in any tier.
     """
 
     hot: list[tuple[Any, ...]] = field(default_factory=list)
@@ -68,6 +69,7 @@ class TierSnapshot:
     commits: dict[str, int] = field(default_factory=dict)
     data_version: int = 0
     audit: list[tuple[Any, ...]] | None = None
+    erasing: list[str] = field(default_factory=list)
 
 
 def read_snapshot(index: IndexDB, *, audit: bool = False) -> TierSnapshot:
@@ -75,8 +77,9 @@ def read_snapshot(index: IndexDB, *, audit: bool = False) -> TierSnapshot:
 
     Call on the thread that owns the index connection (the event loop's).
     Instances being erased are not in the hot tier's rows (their files may
-    already be gone); an erasure holds the exclusive read lease while it
-    deletes from warm and cold, so no query reads half of it there.
+    already be gone) and are listed in ``erasing``, so the warm and cold views
+    leave them out too: from its intent on, an erasure's workflows are in no
+    view, even if a crash interrupts it between two of its commits.
 
     Args:
         index: The instance index.
@@ -105,16 +108,18 @@ def read_snapshot(index: IndexDB, *, audit: bool = False) -> TierSnapshot:
             cold_states,
         ),
     ]
+    queries.append(("SELECT workflow_id FROM erasing ORDER BY workflow_id", ()))
     if audit:
         index.ensure_schema(AUDIT_DDL)
         queries.append((f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit_log ORDER BY seq", ()))
-    hot, warm, commits, *log = index.read_consistent(queries)
+    hot, warm, commits, erasing, *log = index.read_consistent(queries)
     return TierSnapshot(
         hot=hot,
         warm=[(r[0], r[1]) for r in warm if r[1] is not None],
         commits={r[0]: int(r[1] or 0) for r in commits},
         data_version=index.data_version(),
         audit=log[0] if log else None,
+        erasing=[r[0] for r in erasing],
     )
 
 

@@ -341,6 +341,9 @@ class TierSQL:
                     "batch_rows": bounds.batch_rows,
                     "hot": bool(hot_rows),
                     "audit": None if cut.audit is None else _ipc(audit_table(cut.audit)),
+                    "erasing": _ipc(pa.table({"workflow_id": pa.array(cut.erasing, pa.string())}))
+                    if cut.erasing
+                    else None,
                     "roots": self._roots,
                 }
             )

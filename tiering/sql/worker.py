@@ -162,19 +162,23 @@ class _Worker:
             self.checker.check(req["query"])
             native = bool(req["native"]) and self.fenced
             files: dict[tuple[str, str], list[str]] = req["files"]
+            erasing = req.get("erasing")
             key = (
                 native,
                 req["memory_bytes"],
                 tuple(sorted((k, tuple(v)) for k, v in files.items())),
+                erasing is not None,
             )
             con = self.kept.pop(key, None)
             if con is None:
                 con = sandbox(req["memory_bytes"])
-                _views(con, req["schemas"], files if native else {})
+                _views(con, req["schemas"], files if native else {}, erasing is not None)
                 readable = [p for ps in files.values() for p in ps] if native else []
                 lock(con, readable)
             else:
                 _empty_hot(con, req["schemas"])
+            if erasing is not None:
+                con.register("__tf_erasing", pa.ipc.open_stream(erasing).read_all())
             audit = req.get("audit")
             con.register(
                 "__tf_audit",
@@ -317,13 +321,18 @@ def _views(
     con: duckdb.DuckDBPyConnection,
     schemas: dict[str, bytes],
     native: dict[tuple[str, str], list[str]],
+    erasing: bool = False,
 ) -> None:
     """Create the views over every tier's data (see :mod:`tierflow.tiering.sql.engine`).
 
     Hot data and Arrow-read files get empty stand-ins until they are
     registered; files read natively are a ``read_parquet`` of exactly them.
+    With ``erasing``, the warm and cold views leave out the workflows listed in
+    the table ``__tf_erasing`` (registered per query): an erasure in progress.
     """
     _empty_hot(con, schemas)
+    if erasing:
+        con.register("__tf_erasing", pa.table({"workflow_id": pa.array([], pa.string())}))
     columns: dict[str, list[str]] = json.loads(schemas["columns"])
     ddl = []
     for d in ("workflows", "history"):
@@ -346,9 +355,13 @@ def _views(
             hot += ", 'hot' AS tier"
         ddl.append(f"CREATE VIEW hot_{d} AS SELECT {hot} FROM __tf_hot_{d}")
         body = ", ".join(c for c in cols if c != "tier")
+        hidden = (
+            " WHERE workflow_id NOT IN (SELECT workflow_id FROM __tf_erasing)" if erasing else ""
+        )
         for tier in ("warm", "cold"):
             ddl.append(
-                f"CREATE VIEW {tier}_{d} AS SELECT {body}, '{tier}' AS tier FROM __tf_{tier}_{d}"
+                f"CREATE VIEW {tier}_{d} AS SELECT {body}, '{tier}' AS tier "
+                f"FROM __tf_{tier}_{d}{hidden}"
             )
         ddl.append(
             f"CREATE VIEW {d} AS SELECT * FROM hot_{d} UNION ALL SELECT * FROM warm_{d} "
