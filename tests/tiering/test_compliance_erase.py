@@ -11,13 +11,15 @@ the forensic scanner is there).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
 from tierflow import Tierflow, WorkflowNotFound, WorkflowStillRunning
 
 from tests.conftest import wait_status
-from tests.tiering.compliance_app import POLICY, WORKFLOWS, family, marker, waiting
+from tests.tiering.compliance_app import LATER, POLICY, WORKFLOWS, family, marker, waiting
 from tests.tiering.compliance_support import (
     assert_gone,
     needs_primitives,
@@ -165,3 +167,28 @@ async def test_erase_from_an_archived_tier(make_store, tmp_path: Path, uid, tier
         await assert_gone(tf, victim, markers[victim])
     assert scan(data, store, [victim, markers[victim]]) == []
     assert scan(data, store, [markers[others[0]]]) != []
+
+
+@needs_primitives
+async def test_passes_running_beside_an_erasure_bring_nothing_back(make_store, tmp_path: Path, uid):
+    """Erasure holds the tiering locks: a hot → warm pass, a compaction and a maintenance pass
+    started at the same moment run before or after it, never across it."""
+    store = make_store()
+    data = tmp_path / "data"
+    victim, others = uid("victim"), [uid("other") for _ in range(3)]
+    async with Tierflow(data, WORKFLOWS, warm_store=store, tiering=POLICY) as tf:
+        markers = await start_orders(tf, [victim, *others[:1]])
+        await tier_all(tf, to="warm")
+        markers |= await start_orders(tf, others[1:])  # hot, for the concurrent pass to move
+        before = await readable(tf, others)
+        report, *_ = await asyncio.gather(
+            tf.compliance.erase(workflow_id=victim, reason="request", actor="dpo"),
+            tf.tier(now=time.time() + LATER, to="warm"),
+            tf.compact(now=time.time() + LATER),
+            tf.maintain_cold(rewrite=True, snapshot_retention=0, orphan_grace=0),
+        )
+        assert report.workflows_erased == 1
+        await tier_all(tf)
+        await assert_gone(tf, victim, markers[victim])
+        assert await readable(tf, others) == before
+    assert scan(data, store, [victim, markers[victim]]) == []
