@@ -29,7 +29,21 @@ from tierflow.hot.errors import InvalidArgument
 from tierflow.hot.index import attribute_value
 from tierflow.hot.models import from_micros
 
-__all__ = ["Hold", "Run", "ancestors", "coverage", "descendants", "new_hold_id", "read_holds"]
+__all__ = [
+    "Hold",
+    "Run",
+    "ancestors",
+    "check_attribute",
+    "connection_run",
+    "coverage",
+    "covering",
+    "descendants",
+    "exists",
+    "insert",
+    "new_hold_id",
+    "read_holds",
+    "release",
+]
 
 Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 """Runs one read statement and returns its rows (an index's ``execute``, or a connection's)."""
@@ -196,6 +210,48 @@ def covering(run: Run, workflow_id: str) -> list[Hold]:
         ):
             out.append(hold)
     return out
+
+
+def exists(run: Run, workflow_id: str) -> bool:
+    """Whether the index has the workflow (any tier) and it is not being erased."""
+    return bool(
+        run(
+            "SELECT 1 FROM instances WHERE workflow_id=? AND workflow_id NOT IN "
+            "(SELECT workflow_id FROM erasing)",
+            (workflow_id,),
+        )
+    )
+
+
+def insert(conn: sqlite3.Connection, hold: Hold, subject_hash: str | None, now_us: int) -> None:
+    """Inside a write transaction: record a new hold, placed at ``now_us``."""
+    name, value = next(iter(hold.attribute.items())) if hold.attribute else (None, None)
+    conn.execute(
+        "INSERT INTO holds (hold_id, workflow_id, subject_hash, attribute_name, "
+        "attribute_value, reason, actor, created_at) VALUES (?,?,?,?,?,?,?,?)",
+        (
+            hold.hold_id,
+            hold.workflow_id,
+            subject_hash,
+            name,
+            value,
+            hold.reason,
+            hold.actor,
+            now_us,
+        ),
+    )
+
+
+def release(
+    conn: sqlite3.Connection, hold_id: str, *, actor: str, reason: str, now_us: int
+) -> bool:
+    """Inside a write transaction: release an active hold; False if none is active by that id."""
+    cur = conn.execute(
+        "UPDATE holds SET released_at=?, released_by=?, release_reason=? "
+        "WHERE hold_id=? AND released_at IS NULL",
+        (now_us, actor, reason, hold_id),
+    )
+    return cur.rowcount == 1
 
 
 def connection_run(conn: sqlite3.Connection) -> Run:

@@ -26,8 +26,9 @@ from tierflow.hot.errors import (
     WorkflowStillRunning,
 )
 from tierflow.hot.ids import validate_workflow_id
-from tierflow.hot.models import TERMINAL_STATUSES, from_micros, to_micros
+from tierflow.hot.models import from_micros, to_micros
 from tierflow.tiering.compliance import holds as _holds
+from tierflow.tiering.compliance import targets
 from tierflow.tiering.compliance.erase import Eraser, ErasureReport
 from tierflow.tiering.compliance.holds import Hold, connection_run, coverage, read_holds
 from tierflow.tiering.compliance.host import Host
@@ -269,7 +270,7 @@ class Compliance:
         """In the intent transaction: drop what became held, unfinished or gone meanwhile."""
         run = connection_run(conn)
         held = set().union(*coverage(run, read_holds(run)).values())
-        ok = _finished(run, ids)
+        ok = targets.finished(run, ids)
         return [w for w in ids if w in ok and w not in held]
 
     # -- holds ----------------------------------------------------------------------------
@@ -331,23 +332,11 @@ class Compliance:
         subject = self.records.subject_hash(workflow_id) if workflow_id else None
 
         def fn(conn: sqlite3.Connection) -> None:
-            if (
-                workflow_id is not None
-                and conn.execute(
-                    "SELECT 1 FROM instances WHERE workflow_id=? AND workflow_id NOT IN "
-                    "(SELECT workflow_id FROM erasing)",
-                    (workflow_id,),
-                ).fetchone()
-                is None
-            ):
+            if workflow_id is not None and not _holds.exists(connection_run(conn), workflow_id):
                 raise WorkflowNotFound(
                     f"no workflow with id {workflow_id!r}", workflow_id=workflow_id
                 )
-            conn.execute(
-                "INSERT INTO holds (hold_id, workflow_id, subject_hash, attribute_name, "
-                "attribute_value, reason, actor, created_at) VALUES (?,?,?,?,?,?,?,?)",
-                (hold.hold_id, workflow_id, subject, name, value, reason, actor, now),
-            )
+            _holds.insert(conn, hold, subject, now)
             ComplianceRecords.insert(conn, [audit])
 
         self.tf.index.write_now(fn, durable=True)
@@ -377,12 +366,7 @@ class Compliance:
         )
 
         def fn(conn: sqlite3.Connection) -> None:
-            cur = conn.execute(
-                "UPDATE holds SET released_at=?, released_by=?, release_reason=? "
-                "WHERE hold_id=? AND released_at IS NULL",
-                (now, actor, reason, hold_id),
-            )
-            if not cur.rowcount:
+            if not _holds.release(conn, hold_id, actor=actor, reason=reason, now_us=now):
                 raise InvalidArgument(f"hold {hold_id!r} was already released")
             ComplianceRecords.insert(conn, [audit])
 
@@ -462,24 +446,17 @@ class Compliance:
         else:
             assert attribute is not None
             name, value = _holds.check_attribute(attribute)
-            seeds = [
-                r[0]
-                for r in run(
-                    "SELECT workflow_id FROM attributes WHERE key=? AND value=? AND workflow_id "
-                    "NOT IN (SELECT workflow_id FROM erasing)",
-                    (name, value),
-                )
-            ]
+            seeds = targets.with_attribute(run, name, value)
             requested = {
                 "workflows": seeds,
                 "attribute": name,
                 "attribute_value_hash": self.records.subject_hash(f"{name}={value!r}"),
             }
-        targets = sorted(_holds.descendants(run, seeds))
-        if not targets:
+        chosen = sorted(_holds.descendants(run, seeds))
+        if not chosen:
             return ErasureReport(erasure_id="", workflows_erased=0, per_tier={})
-        self._refuse_held(run, targets, workflow_id)
-        unfinished = _unfinished(run, targets)
+        self._refuse_held(run, chosen, workflow_id)
+        unfinished = targets.unfinished(run, chosen)
         if unfinished and not force:
             wid, status = next(iter(unfinished.items()))
             raise WorkflowStillRunning(
@@ -494,7 +471,7 @@ class Compliance:
         def check(conn: sqlite3.Connection, ids: list[str]) -> list[str]:
             crun = connection_run(conn)
             self._refuse_held(crun, ids, workflow_id)
-            still = _unfinished(crun, ids)
+            still = targets.unfinished(crun, ids)
             if still:
                 wid, status = next(iter(still.items()))
                 raise WorkflowStillRunning(
@@ -502,7 +479,7 @@ class Compliance:
                     workflow_id=wid,
                     status=status,
                 )
-            present = _finished(crun, ids)
+            present = targets.finished(crun, ids)
             if workflow_id is not None and workflow_id not in present:
                 raise WorkflowNotFound(
                     f"no workflow with id {workflow_id!r}", workflow_id=workflow_id
@@ -510,7 +487,7 @@ class Compliance:
             return [w for w in ids if w in present]
 
         report = await self.eraser.erase(
-            targets,
+            chosen,
             operation="erase",
             actor=actor,
             reason=reason,
@@ -521,8 +498,7 @@ class Compliance:
 
     @staticmethod
     def _refuse_held(run: _holds.Run, ids: list[str], workflow_id: str | None) -> None:
-        wanted = set(ids)
-        covering = sorted(h for h, ws in coverage(run, read_holds(run)).items() if ws & wanted)
+        covering = targets.held_by(run, ids)
         if covering:
             what = (
                 "the workflow or one of its descendants"
@@ -628,36 +604,3 @@ class Compliance:
         """Re-hash an export's files and compare its events with the archive (sync)."""
         export = importlib.import_module("tierflow.tiering.compliance.export")
         return export.verify_export(directory, self.tf)
-
-
-def _unfinished(run: _holds.Run, ids: list[str]) -> dict[str, str]:
-    """Of ``ids``, those that have not finished, to their status."""
-    out: dict[str, str] = {}
-    finished = sorted(TERMINAL_STATUSES)
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        rows = run(
-            "SELECT workflow_id, status FROM instances "
-            f"WHERE workflow_id IN ({','.join('?' * len(chunk))}) "
-            f"AND status NOT IN ({','.join('?' * len(finished))}) ORDER BY workflow_id",
-            [*chunk, *finished],
-        )
-        out.update((r[0], r[1]) for r in rows)
-    return out
-
-
-def _finished(run: _holds.Run, ids: list[str]) -> set[str]:
-    """Of ``ids``, those in the index, finished and not being erased."""
-    out: set[str] = set()
-    finished = sorted(TERMINAL_STATUSES)
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        rows = run(
-            "SELECT workflow_id FROM instances "
-            f"WHERE workflow_id IN ({','.join('?' * len(chunk))}) "
-            f"AND status IN ({','.join('?' * len(finished))}) "
-            "AND workflow_id NOT IN (SELECT workflow_id FROM erasing)",
-            [*chunk, *finished],
-        )
-        out.update(r[0] for r in rows)
-    return out
