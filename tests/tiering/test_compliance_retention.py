@@ -39,7 +39,7 @@ from tests.tiering.compliance_app import (
     order,
     waiting,
 )
-from tests.tiering.compliance_support import assert_gone, needs_primitives, scan
+from tests.tiering.compliance_support import assert_all_gone, needs_primitives, scan
 from tests.tiering.test_tiering import readable
 
 pytestmark = pytest.mark.timeout(180)
@@ -208,8 +208,7 @@ async def test_retention_from_start_and_finish_per_status_in_every_tier(make_sto
             "results": {w: before["results"][w] for w in kept},
         }
         markers = {w: m for g in groups.values() for w, m in g.values()}
-        for wid in sorted(gone & set(markers)):
-            await assert_gone(tf, wid, markers[wid])
+        await assert_all_gone(tf, {w: markers[w] for w in gone & set(markers)})
         again = await c.apply_retention(now=now1, dry_run=True)
         assert again.expired == {"hot": 0, "warm": 0, "cold": 0}
         records = await c.audit_log(operation="retention.expire")
