@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from tierflow.hot.authoring import WorkflowDefinition, WorkflowFn
 from tierflow.hot.clock import Clock
 from tierflow.hot.engine import Engine, OnConflict
-from tierflow.hot.errors import InvalidArgument
+from tierflow.hot.errors import InvalidArgument, StorageError
 from tierflow.hot.handle import WorkflowHandle
 from tierflow.hot.index import IndexDB, IndexRow
 from tierflow.hot.models import HistoryEvent, WorkflowInfo
@@ -426,7 +426,11 @@ class Tierflow:
         compliance = self.compliance
         if compliance.has_retention():
             report.retention = await compliance.apply_retention(now=now)
-        await compliance.publish_audit()
+        try:
+            await compliance.publish_audit()
+        except StorageError:
+            # The moves are done; the records stay in the index and the next pass appends them.
+            log.exception("appending the audit log to the Iceberg table failed")
 
     async def compact(
         self, now: float | None = None, progress: Progress | None = None

@@ -47,6 +47,10 @@ __all__ = ["Compliance"]
 _POLICY_COLUMNS = (
     "workflow_type, status, keep_seconds, keep, start_or_finish, actor, reason, created_at"
 )
+_NOTHING = ErasureReport(
+    erasure_id="", workflows_erased=0, per_tier={"hot": 0, "warm": 0, "cold": 0}
+)
+"""The report of an erasure that found nothing to erase."""
 # How long a forced erasure waits for a terminated execution of this process to stop.
 _STOP_WAIT = 10.0
 
@@ -454,7 +458,7 @@ class Compliance:
             }
         chosen = sorted(_holds.descendants(run, seeds))
         if not chosen:
-            return ErasureReport(erasure_id="", workflows_erased=0, per_tier={})
+            return _NOTHING
         self._refuse_held(run, chosen, workflow_id)
         unfinished = targets.unfinished(run, chosen)
         if unfinished and not force:
@@ -494,7 +498,7 @@ class Compliance:
             requested=requested,
             check=check,
         )
-        return report or ErasureReport(erasure_id="", workflows_erased=0, per_tier={})
+        return report or _NOTHING
 
     @staticmethod
     def _refuse_held(run: _holds.Run, ids: list[str], workflow_id: str | None) -> None:
