@@ -1,8 +1,8 @@
 """tierflow's public surface: import everything from here.
 
-Authoring names are defined in ``hot`` and re-exported, so
-``from api import Tierflow, workflow, WorkflowContext, RetryPolicy`` is all an
-application needs.
+Authoring names are defined in ``tierflow.hot`` and re-exported, so
+``from tierflow import Tierflow, workflow, WorkflowContext, RetryPolicy`` is all
+an application needs.
 
 Names are imported on first use, so ``python -m tierflow.cli`` and the worker
 processes import only what they run.

@@ -498,7 +498,7 @@ def cold_status(
     catalog_url: CatalogUrl = None,
     as_json: AsJson = False,
 ) -> None:
-    """Show the cold tables: snapshots, data files, recent compaction commits."""
+    """Show the cold tables: snapshots, data files, rows and bytes of each."""
 
     async def go(tf: Tierflow) -> None:
         status = await tf.cold_status()

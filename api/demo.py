@@ -2,7 +2,7 @@
 
 Runs a batch of order workflows with retries, a durable timer, a failure and
 a cancellation, shows the instance list and one order's history, then tiers
-the finished orders to warm Parquet (``<data_dir>/lake``), compacts them into
+the finished orders to warm Parquet (``<data_dir>/lake``), moves them into
 the cold Iceberg tables (catalog ``<data_dir>/catalog.sqlite``) and reads one
 back from each tier. No server to start: everything lives under the data
 directory.
@@ -140,7 +140,7 @@ async def run_demo(data_dir: str | None = None) -> None:
         cold = report.cold
         assert cold is not None
         console.print(
-            f"compaction: {cold.workflows_moved} workflows ({cold.events_moved} events) of "
+            f"warm → cold: {cold.workflows_moved} workflows ({cold.events_moved} events) of "
             f"{len(cold.batches)} warm batch(es) into the Iceberg tables tierflow.workflows "
             f"and tierflow.history in {len(cold.commits)} commit(s), {cold.seconds:.2f}s; "
             f"{cold.warm_objects_deleted} warm objects deleted"

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from tierflow.tiering.compliance import Compliance
     from tierflow.tiering.policy import TieringPolicy
     from tierflow.tiering.sql import AsOf, SqlResult, TierSQL
-    from tierflow.tiering.to_cold import ColdMove, ColdMoveReport
+    from tierflow.tiering.to_cold import ColdMove
     from tierflow.tiering.to_warm import Progress, TieringReport, WarmMove
     from tierflow.tiering.warm_ledger import TieringStatus
     from tierflow.warm.storage import ObjectStore
@@ -117,7 +117,7 @@ class Tierflow:
         self._catalog_url = catalog_url
         self._job: WarmMove | None = None
         self._cold: ColdTables | None = None
-        self._compaction: ColdMove | None = None
+        self._cold_move: ColdMove | None = None
         self._periodic: asyncio.Task[None] | None = None
         self._sql: TierSQL | None = None
         self._compliance: Compliance | None = None
@@ -366,12 +366,12 @@ class Tierflow:
 
     @property
     def cold_move(self) -> ColdMove:
-        """The warm → cold compaction job."""
-        if self._compaction is None:
+        """The warm → cold move bound to this engine, store and cold tables."""
+        if self._cold_move is None:
             from tierflow.tiering.to_cold import ColdMove
 
-            self._compaction = ColdMove(self.engine, self.store, self.cold, self.tiering_policy)
-        return self._compaction
+            self._cold_move = ColdMove(self.engine, self.store, self.cold, self.tiering_policy)
+        return self._cold_move
 
     async def tier(
         self,
@@ -410,9 +410,9 @@ class Tierflow:
             job.progress = callback
             report = await job.run(now)
         if to != "warm" and self.tiering_policy.cold_after is not None:
-            compaction = self.cold_move
-            compaction.progress = callback
-            report.cold = await compaction.run(now)
+            cold_move = self.cold_move
+            cold_move.progress = callback
+            report.cold = await cold_move.run(now)
         await self._compliance_pass(now, report)
         return report
 
@@ -431,18 +431,6 @@ class Tierflow:
         except StorageError:
             # The moves are done; the records stay in the index and the next pass appends them.
             log.exception("appending the audit log to the Iceberg table failed")
-
-    async def compact(
-        self, now: float | None = None, progress: Progress | None = None
-    ) -> ColdMoveReport:
-        """Run one warm → cold compaction pass (``tier(to="cold")`` without the wrapper).
-
-        Raises:
-            StorageError: The store or the catalog is unusable; nothing moved.
-        """
-        job = self.cold_move
-        job.progress = progress or (lambda stage, done, total: None)
-        return await job.run(now)
 
     async def tiering_status(self, limit: int = 20) -> TieringStatus:
         """The ledger: how many instances each tier holds, and the ``limit`` newest batches."""
@@ -505,7 +493,8 @@ class Tierflow:
         Views: ``workflows`` and ``history`` (every tier; each row has a
         ``tier`` column), and ``hot_*``, ``warm_*``, ``cold_*`` of each. The
         query reads one consistent cut of the tiers: each workflow once, even
-        while another process tiers or compacts (README, "SQL across tiers").
+        while another process moves workflows between tiers (README, "Consistent
+        reads and read leases").
 
         Args:
             query: One SELECT (or WITH ... SELECT) statement.
@@ -570,10 +559,10 @@ class Tierflow:
             try:
                 report = await self.tier()
                 if report.workflows_moved:
-                    log.info("tiering moved %d workflows", report.workflows_moved)
+                    log.info("moved %d workflows to warm", report.workflows_moved)
                 cold = report.cold
                 if cold is not None and cold.workflows_moved:
-                    log.info("compaction moved %d workflows to cold", cold.workflows_moved)
+                    log.info("moved %d workflows to cold", cold.workflows_moved)
                 if self.tiering_policy.maintain_cold and cold is not None and cold.commits:
                     done = await self.maintain_cold()
                     log.info("cold maintenance: %s", done)

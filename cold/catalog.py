@@ -231,7 +231,7 @@ class ColdTables:
 
         Args:
             dataset: "workflows" or "history".
-            create: Create the namespace and table if missing (compaction does).
+            create: Create the namespace and table if missing (the load from warm does).
             refresh: Reload the table's current metadata from the catalog.
 
         Raises:

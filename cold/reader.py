@@ -13,7 +13,7 @@ read of the row groups whose ``workflow_id`` statistics hold the id (on S3 a
 HEAD and one GET).
 
 When a snapshot it has cached does not hold the workflow (another process
-compacted since), the reader reloads the table once and tries again.
+loaded it into cold since), the reader reloads the table once and tries again.
 """
 
 from __future__ import annotations

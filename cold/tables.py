@@ -93,8 +93,8 @@ class ColdLayout:
 
     Attributes:
         target_file_bytes: Upper bound of one data file, in in-memory Arrow bytes
-            (Parquet with zstd is several times smaller). Compaction and rewrite
-            split a partition's rows into files of about this size.
+            (Parquet with zstd is several times smaller). The load from warm and the
+            small-file rewrite split a partition's rows into files of about this size.
         row_group_rows: Rows per Parquet row group: a point read decodes about
             one row group of each file it cannot prune.
         small_file_bytes: Maintenance rewrites a partition that has more than

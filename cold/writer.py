@@ -73,7 +73,7 @@ def find_commit(table: Table, commit_id: str) -> Snapshot | None:
 
     Looks at every snapshot the table's metadata still lists (expiry only
     removes snapshots older than its retention, never one a pending commit
-    made: compaction recovers pending commits before maintenance runs).
+    made: the cold move recovers pending commits before maintenance runs).
     """
     for snap in table.metadata.snapshots:
         summary = snap.summary

@@ -13,7 +13,7 @@ from typing import Any
 
 from tierflow.hot import serde
 from tierflow.hot.models import EventType, HistoryEvent, WorkflowInfo
-from tierflow.hot.store import InstanceState, OpKind, OpRecord, OpStatus
+from tierflow.hot.records import InstanceState, OpKind, OpRecord, OpStatus
 
 __all__ = ["ops_from_history", "state_from_history"]
 

@@ -3,14 +3,14 @@
 Everything a workflow does that touches the outside world or time goes through
 its context, so that a replay of the same code against the same records takes
 the same path: steps run once to success and are then read from history,
-timers are durable, and ``now``/``uuid``/``random`` are recorded.
+timers are durable, and ``now``/``uuid``/``random`` are recorded. Steps
+(attempts, retries, timeouts) are run by ``hot/steps.py``; every operation
+goes through the instance's ``Execution`` (``hot/executor.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import uuid as _uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -20,19 +20,15 @@ from tierflow.hot import serde
 from tierflow.hot.errors import (
     ChildWorkflowFailed,
     InvalidArgument,
-    PayloadError,
-    RetryExhausted,
     SignalTimeout,
-    StepError,
-    StepTimeout,
     WorkflowCancelled,
-    error_info,
 )
 from tierflow.hot.executor import Execution
 from tierflow.hot.ids import validate_workflow_id
 from tierflow.hot.models import EventType, Status, from_micros, to_micros
+from tierflow.hot.records import OpKind, OpRecord, OpStatus
 from tierflow.hot.retry import RetryPolicy, parse_duration
-from tierflow.hot.store import EventRow, OpKind, OpRecord, OpStatus
+from tierflow.hot.steps import run_step
 
 __all__ = ["ChildHandle", "WorkflowContext"]
 
@@ -94,139 +90,10 @@ class WorkflowContext:
                 policy's attempts, ``StepTimeout`` for a timed-out last attempt).
             WorkflowCancelled: The instance was cancelled.
         """
-        ex = self._ex
         if not isinstance(name, str) or not name:
             raise InvalidArgument("step name must be a non-empty string")
-        policy = retry or _NO_RETRY
         limit = None if timeout is None else parse_duration(timeout)
-        seq = ex.next_seq()
-        rec = ex.record_for(seq, OpKind.STEP, name)
-        attempt = 1
-        if rec is not None:
-            if rec.status == OpStatus.COMPLETED:
-                return serde.decode(rec.result)
-            if rec.status == OpStatus.FAILED:
-                raise _rebuild_step_error(ex.workflow_id, name, rec)
-            if rec.status == OpStatus.CANCELLED:
-                raise WorkflowCancelled(ex.cancel_reason)
-            if rec.status == OpStatus.RETRYING:
-                wake = rec.wake_at or 0
-                if ex.now_us() < wake:
-                    ex.check_cancel(seq, OpKind.STEP, name)
-                    await ex.wait_until(wake, "retry")
-                attempt = rec.attempt + 1
-        ex.check_cancel(seq, OpKind.STEP, name)
-        while True:
-            await ex.flush_values()
-            started = ex.now_us()
-            if limit is None and not inspect.iscoroutinefunction(fn):
-                # Fast path: one hop on the I/O pool commits what is buffered, then
-                # runs the body; the result is written by the next commit.
-                records = functools.partial(_completed, ex, seq, name, attempt, started)
-                ex.count_step()
-                ok, out = await ex.run_step_deferred(lambda: _call_sync(fn, args, kwargs), records)
-                if ok:
-                    return serde.decode(out.result)
-                ex.uncount_step()
-                exc = out
-            else:
-                if ex.has_pending():  # earlier results must be durable before this side effect
-                    await ex.commit()
-                try:
-                    value = await ex.track(
-                        _invoke(fn, args, kwargs, limit, name, attempt, ex.workflow_id)
-                    )
-                    events, op = _completed(ex, seq, name, attempt, started, value)
-                except Exception as err:
-                    exc = err
-                else:
-                    # Like the fast path: written by the next commit, before any
-                    # later side effect.
-                    ex.count_step()
-                    ex.buffer(events=events, ops=[op])
-                    return serde.decode(op.result)
-            # A result that cannot be recorded is a bug in the step, not a transient
-            # fault: fail at once, naming the step and the type.
-            retryable = not isinstance(exc, PayloadError) and policy.is_retryable(exc)
-            wake = await self._fail_step(
-                seq, name, attempt, started, exc, policy, retryable=retryable
-            )
-            # Retry scheduled and durable. A long backoff unloads the instance; a
-            # short one waits here, exactly as a resumed replay would.
-            await ex.wait_until(wake, "retry")
-            ex.check_cancel(seq, OpKind.STEP, name)
-            attempt += 1
-
-    async def _fail_step(
-        self,
-        seq: str,
-        name: str,
-        attempt: int,
-        started: int,
-        exc: Exception,
-        policy: RetryPolicy,
-        *,
-        retryable: bool,
-    ) -> int:
-        """Record a failed attempt; return the retry time, or raise if it was the last."""
-        ex = self._ex
-        info = error_info(exc)
-        now = ex.now_us()
-        events = [
-            ex.event(
-                EventType.STEP_STARTED, step=name, attempt=attempt, payload={"seq": seq}, at=started
-            ),
-            ex.event(
-                EventType.STEP_FAILED,
-                step=name,
-                attempt=attempt,
-                payload={"seq": seq, "error": info, "retryable": retryable},
-                at=now,
-            ),
-        ]
-        if retryable and attempt < policy.max_attempts:
-            delay = policy.delay_after(attempt, ex.rng)
-            wake = now + to_micros(delay)
-            events.append(
-                ex.event(
-                    EventType.RETRY_SCHEDULED,
-                    step=name,
-                    attempt=attempt + 1,
-                    payload={"seq": seq, "delay": delay, "fire_at": from_micros(wake).isoformat()},
-                    at=now,
-                )
-            )
-            op = OpRecord(
-                seq,
-                OpKind.STEP,
-                name,
-                OpStatus.RETRYING,
-                attempt,
-                None,
-                serde.encode(info, what="error"),
-                wake,
-            )
-            await ex.commit(events=events, ops=[op])
-            return wake
-        exhausted = retryable and policy.max_attempts > 1
-        if exhausted:
-            events.append(
-                ex.event(
-                    EventType.RETRY_EXHAUSTED,
-                    step=name,
-                    attempt=attempt,
-                    payload={"seq": seq, "attempts": attempt, "error": info},
-                    at=now,
-                )
-            )
-        info["attempts"] = attempt
-        info["exhausted"] = exhausted
-        info["timeout"] = isinstance(exc, StepTimeout)
-        op = OpRecord(
-            seq, OpKind.STEP, name, OpStatus.FAILED, attempt, None, serde.encode(info, what="error")
-        )
-        await ex.commit(events=events, ops=[op])
-        raise _rebuild_step_error(ex.workflow_id, name, op) from exc
+        return await run_step(self._ex, name, fn, args, kwargs, retry or _NO_RETRY, limit)
 
     # -- timers ------------------------------------------------------------------
 
@@ -529,81 +396,6 @@ def _checked_attributes(attributes: dict[str, Any]) -> Iterator[tuple[str, Any]]
                 "use str, int, float, bool or datetime"
             )
         yield key, value.isoformat() if isinstance(value, datetime) else value
-
-
-def _completed(
-    ex: Execution, seq: str, name: str, attempt: int, started: int, value: Any
-) -> tuple[list[EventRow], OpRecord]:
-    """The records of a successful attempt (raises PayloadError if ``value`` is not JSON)."""
-    text = ex.encode(value, f"result of step {name!r}")
-    events = [
-        ex.event(
-            EventType.STEP_STARTED, step=name, attempt=attempt, payload={"seq": seq}, at=started
-        ),
-        ex.event(
-            EventType.STEP_COMPLETED,
-            step=name,
-            attempt=attempt,
-            payload={"seq": seq, "result": serde.decode(text)},
-        ),
-    ]
-    return events, OpRecord(seq, OpKind.STEP, name, OpStatus.COMPLETED, attempt, text)
-
-
-def _call_sync(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    value = fn(*args, **kwargs)
-    if inspect.isawaitable(value):
-        raise PayloadError(
-            f"step function {getattr(fn, '__name__', fn)!r} returned an awaitable; "
-            "declare it 'async def' so it runs on the event loop"
-        )
-    return value
-
-
-async def _invoke(
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    limit: float | None,
-    name: str,
-    attempt: int,
-    workflow_id: str,
-) -> Any:
-    if inspect.iscoroutinefunction(fn):
-        aw = fn(*args, **kwargs)
-    else:
-        aw = asyncio.to_thread(fn, *args, **kwargs)
-    if limit is None:
-        value = await aw
-    else:
-        try:
-            value = await asyncio.wait_for(aw, limit)
-        except TimeoutError:
-            raise StepTimeout(
-                f"step {name!r} timed out after {limit:g}s (attempt {attempt})",
-                workflow_id=workflow_id,
-                step=name,
-                attempt=attempt,
-            ) from None
-    if inspect.isawaitable(value):
-        value = await value
-    return value
-
-
-def _rebuild_step_error(workflow_id: str, name: str, rec: OpRecord) -> StepError:
-    info = serde.decode(rec.error) or {}
-    message = info.get("message", "")
-    etype = info.get("type")
-    attempts = info.get("attempts", rec.attempt)
-    cls: type[StepError] = StepError
-    if info.get("timeout"):
-        cls = StepTimeout
-    if info.get("exhausted"):
-        cls = RetryExhausted
-        text = f"step {name!r} failed after {attempts} attempts: {etype}: {message}"
-    else:
-        text = f"step {name!r} failed: {etype}: {message}"
-    return cls(text, workflow_id=workflow_id, step=name, attempt=attempts, error_type=etype)
 
 
 class ChildHandle:

@@ -19,8 +19,9 @@ from tierflow.hot.index import IndexDB, IndexRow
 from tierflow.hot.instances import Instances
 from tierflow.hot.models import TERMINAL_STATUSES, EventType, Status
 from tierflow.hot.notify import ChangeKind
+from tierflow.hot.records import EventRow
 from tierflow.hot.runtime import Runtime
-from tierflow.hot.store import EventRow, delete_instance_file
+from tierflow.hot.store import delete_instance_file
 
 __all__ = ["Control"]
 

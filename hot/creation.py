@@ -15,7 +15,7 @@ from tierflow.hot import serde
 from tierflow.hot.errors import InvalidArgument
 from tierflow.hot.index import IndexRow
 from tierflow.hot.models import EventType
-from tierflow.hot.store import EventRow
+from tierflow.hot.records import EventRow
 
 __all__ = ["FILE_ROW_KEYS", "check_attributes", "create_from_row", "file_row", "first_events"]
 

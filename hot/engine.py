@@ -44,11 +44,11 @@ from tierflow.hot.models import HistoryEvent, Status, WorkflowInfo
 from tierflow.hot.notify import ChangeKind
 from tierflow.hot.options import Durability, EngineOptions
 from tierflow.hot.reads import HotReader, Page, Reads, WorkflowRef
+from tierflow.hot.records import EventRow
 from tierflow.hot.replay import ReplayEnv, ReplayResult, replay_events
 from tierflow.hot.router import Tier, TierRouter
 from tierflow.hot.runtime import Runtime
 from tierflow.hot.scheduler import Scheduler
-from tierflow.hot.store import EventRow
 from tierflow.hot.stream import CallbackSubscriber, EventStream, Subscriber
 
 __all__ = ["Engine", "Page"]

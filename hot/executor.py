@@ -21,6 +21,15 @@ step's result, a signal taken from the inbox) are buffered and ride along with
 the next commit; recorded values (``ctx.now()``, ``ctx.uuid()``, a signal's
 payload) are made durable before the next step or child start, so a side
 effect never sees a value that a replay could change.
+
+Why this module is longer than the others (~700 lines): :class:`Execution`
+is the one owner of a running instance's state (its counters, cancel and
+terminate flags, buffered records, task), and ``tests/hot/test_state_owner.py``
+fails on an assignment to those fields anywhere but here. The write buffer
+(``_Pending``, ``_Batch``) takes, commits and restores that state, so it
+lives beside it; splitting it off would spread the state over two modules.
+What could go elsewhere has: the durable operations are in
+``hot/context.py`` and ``hot/steps.py``, operation keys in ``hot/branches.py``.
 """
 
 from __future__ import annotations
@@ -28,15 +37,14 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import Executor
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tierflow.hot import serde
 from tierflow.hot.authoring import WorkflowDefinition
+from tierflow.hot.branches import Branches
 from tierflow.hot.clock import Clock
 from tierflow.hot.errors import (
     NonDeterminismError,
@@ -45,16 +53,14 @@ from tierflow.hot.errors import (
     error_info,
 )
 from tierflow.hot.models import EventType, Status, to_micros
-from tierflow.hot.store import EventRow, InstanceFile, InstanceState, OpKind, OpRecord, OpStatus
+from tierflow.hot.records import EventRow, InstanceState, OpKind, OpRecord, OpStatus
+from tierflow.hot.store import InstanceFile
 
 __all__ = ["Execution", "ExecutionEnv", "Outcome", "Suspend", "Terminated"]
 
 
 # Statuses of a record a query replay may return (a settled outcome, or a started child).
 _SETTLED = (OpStatus.COMPLETED, OpStatus.FAILED, OpStatus.CANCELLED, OpStatus.STARTED)
-
-# (execution token, branch name) of the running task; inherited by the tasks it creates.
-_BRANCH: ContextVar[tuple[object, str] | None] = ContextVar("tierflow_branch", default=None)
 
 
 class Suspend(BaseException):
@@ -229,13 +235,7 @@ class Execution:
         self.run_id: str = state.row["run_id"]
         self.seq = 0  # operations allocated so far, all branches
         self.replayed = 0  # of those, how many had a record
-        self._branch_of: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._branch_counters: dict[str, int] = {}
-        # Identity of this execution in the branch context variable (never an id()
-        # that a later object could reuse).
-        self._token = object()
+        self.branches = Branches()
         self.step_count: int = state.row["step_count"]
         self.pending = _Pending()
         self.cancel_requested = bool(state.row["cancel_requested"])
@@ -286,38 +286,16 @@ class Execution:
     def next_seq(self) -> str:
         """Allocate the key of the next durable operation: ``"<branch>:<n>"``.
 
-        Operations are numbered per branch (asyncio task), not globally: in
-        ``asyncio.gather`` the order in which branches resume depends on I/O
-        timing live and differs again on replay, so a global counter would not
-        be deterministic. A branch is named after its parent branch and the
-        order in which the parent's children made their first operation
-        (``0`` is the workflow itself, ``0.1`` its first concurrent child, ...).
+        Keys are numbered per asyncio task so that concurrent branches get the
+        same keys live and on replay (``hot/branches.py``).
         """
         self.check_alive()
         self.seq += 1
-        task = asyncio.current_task()
-        branch = self._branch_of.get(task) if task is not None else "0"
-        if branch is None:
-            parent = _BRANCH.get()
-            if parent is None or parent[0] is not self._token:
-                branch = "0"
-            else:
-                n = self._branch_counters.get(f"{parent[1]}/", 0) + 1
-                self._branch_counters[f"{parent[1]}/"] = n
-                branch = f"{parent[1]}.{n}"
-            assert task is not None
-            self._branch_of[task] = branch
-            _BRANCH.set((self._token, branch))
-        local = self._branch_counters.get(branch, 0) + 1
-        self._branch_counters[branch] = local
-        return f"{branch}:{local}"
+        return self.branches.next_key()
 
     def enter_root(self) -> None:
         """Name the current task the workflow's root branch ``0``."""
-        task = asyncio.current_task()
-        if task is not None:
-            self._branch_of[task] = "0"
-        _BRANCH.set((self._token, "0"))
+        self.branches.enter_root()
 
     def record_for(self, seq: str, kind: OpKind, name: str) -> OpRecord | None:
         """Return the record at ``seq`` after checking it matches, or None if live.

@@ -32,9 +32,9 @@ from tierflow.hot.creation import file_row
 from tierflow.hot.errors import InvalidArgument, WorkflowAlreadyExists
 from tierflow.hot.index import IndexDB, IndexRow
 from tierflow.hot.models import EventType, HistoryEvent, Status
+from tierflow.hot.records import EventRow, OpRecord
 from tierflow.hot.replay import history_input
 from tierflow.hot.runtime import Runtime
-from tierflow.hot.store import EventRow, OpRecord
 
 __all__ = [
     "FORKED_AT_EVENT",

@@ -2,7 +2,8 @@
 
 :class:`Instances` owns what is in memory for instances this process runs:
 the executions in flight, files handed from a signal or cancel to the resume
-it triggers, ``result()`` waiters and recently finished results. The
+it triggers (``hot/handoff.py``), and ``result()`` waiters and recently
+finished results (``hot/waiters.py``). The
 scheduler calls :meth:`Instances.run_queued` and :meth:`Instances.run_due`;
 ``hot/control.py`` writes to files through :meth:`Instances.write_file`.
 """
@@ -13,7 +14,6 @@ import asyncio
 import logging
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -22,27 +22,18 @@ from tierflow.hot.context import WorkflowContext
 from tierflow.hot.creation import create_from_row, file_row, first_events
 from tierflow.hot.errors import CorruptInstance, StorageError, WorkflowAlreadyFinished
 from tierflow.hot.executor import Execution, ExecutionEnv, Outcome
+from tierflow.hot.handoff import Handoffs
 from tierflow.hot.index import IndexDB
 from tierflow.hot.models import TERMINAL_STATUSES, EventType, Status
 from tierflow.hot.notify import Change, ChangeKind
+from tierflow.hot.records import EventRow, InstanceState
 from tierflow.hot.runtime import Runtime
-from tierflow.hot.store import (
-    INSTANCE_COLUMNS,
-    EventRow,
-    IncompleteInstance,
-    InstanceFile,
-    InstanceState,
-    quarantine,
-)
+from tierflow.hot.store import INSTANCE_COLUMNS, IncompleteInstance, InstanceFile, quarantine
+from tierflow.hot.waiters import ResultWaiters
 
 __all__ = ["Instances", "Wakeups"]
 
 log = logging.getLogger("tierflow.engine")
-
-# A file opened by a signal or cancel waits this long for the resume to take
-# it, and at most this many wait at once (see Instances.hand_off).
-HANDOFF_TTL = 1.0
-HANDOFF_MAX = 64
 
 # A write from outside waits at most this long for a just-claimed instance's
 # runner to write its file's first row (it does within milliseconds; longer
@@ -80,9 +71,8 @@ class Instances:
         self.active: dict[str, Execution] = {}
         # Files a signal or cancel opened for an instance it is about to resume:
         # the resume takes the open connection instead of reopening the file.
-        self.handoff: dict[str, tuple[InstanceFile, float]] = {}
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._recent_results: dict[str, str] = {}
+        self.handoffs = Handoffs(rt)
+        self.results = ResultWaiters()
         self._wake_pending: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -100,9 +90,7 @@ class Instances:
             await asyncio.gather(*pending, return_exceptions=True)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        for f, _ in self.handoff.values():
-            self.rt.io_pool.submit(f.close)
-        self.handoff.clear()
+        self.handoffs.close()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -110,40 +98,19 @@ class Instances:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    # -- results and waiters -----------------------------------------------------------
-
-    def waiter(self, workflow_id: str) -> asyncio.Future[None]:
-        """A future set when ``workflow_id`` finishes in this process."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(workflow_id, []).append(fut)
-        return fut
-
-    def recent_result(self, workflow_id: str) -> str | None:
-        """The JSON result of an instance that recently completed here, if kept."""
-        return self._recent_results.get(workflow_id)
+    # -- finished instances and wake-ups -----------------------------------------------
 
     def forget(self, workflow_ids: Iterable[str]) -> None:
         """Drop what this process keeps of these instances (results, held files): erased."""
         for wid in workflow_ids:
-            self._recent_results.pop(wid, None)
-            held = self.handoff.pop(wid, None)
+            self.results.forget(wid)
+            held = self.handoffs.take(wid)
             if held is not None:
-                self.rt.io_pool.submit(held[0].close)
-
-    def _remember_result(self, wid: str, result_text: str) -> None:
-        # Recent results stay in memory so result() right after completion does
-        # not reopen the instance file; bounded by count and by size.
-        if len(result_text) > 64 * 1024:
-            return
-        self._recent_results[wid] = result_text
-        while len(self._recent_results) > 4096:
-            self._recent_results.pop(next(iter(self._recent_results)))
+                self.rt.io_pool.submit(held.close)
 
     def notify(self, wid: str, parent: str | None) -> None:
         """An instance finished: wake ``result()`` waiters and its parent (if any)."""
-        for fut in self._waiters.pop(wid, []):
-            if not fut.done():
-                fut.set_result(None)
+        self.results.finished(wid)
         if parent:
             self.wake(parent)
 
@@ -328,7 +295,7 @@ class Instances:
             spare.deferred = (frow, events)
             return spare, fresh
         path = rt.path(wid)
-        handed = self.take_handoff(wid) if fresh is None else None
+        handed = self.handoffs.take(wid) if fresh is None else None
 
         def open_and_load() -> tuple[InstanceFile, InstanceState]:
             f = handed or InstanceFile.open(
@@ -520,7 +487,7 @@ class Instances:
         if outcome.status in TERMINAL_STATUSES:
             self._wake_pending.discard(wid)
             if outcome.status == Status.COMPLETED and outcome.result is not None:
-                self._remember_result(wid, outcome.result)
+                self.results.remember(wid, outcome.result)
             self.notify(wid, parent)
 
     # -- files from outside an execution -----------------------------------------------
@@ -538,7 +505,7 @@ class Instances:
             wid: The instance.
             fn: What to do with the file.
             hand_off: Keep a file this call opened for the execution about to
-                resume the instance (see :meth:`hand_off`) instead of closing it.
+                resume the instance (``hot/handoff.py``) instead of closing it.
         """
         path = self.rt.path(wid)
         ex = self.active.get(wid)
@@ -581,41 +548,8 @@ class Instances:
                         )
                 await asyncio.sleep(0.002)
         if opened is not None:
-            self.hand_off(wid, opened)
+            self.handoffs.put(wid, opened)
         return result
-
-    def hand_off(self, wid: str, f: InstanceFile) -> None:
-        """Keep a file a signal or cancel opened for the resume it is about to trigger.
-
-        Closing it would checkpoint its WAL (two fsyncs) and the resume would
-        then open it again: ~1.3 ms of every signal-to-resume. A file no
-        resume takes within a second (the instance runs elsewhere, or was
-        claimed or terminated meanwhile) is closed.
-        """
-        previous = self.handoff.pop(wid, None)
-        if previous is not None:
-            self.rt.io_pool.submit(previous[0].close)
-        if len(self.handoff) >= HANDOFF_MAX:  # bounded: each holds a file open
-            self.rt.io_pool.submit(f.close)
-            return
-        self.handoff[wid] = (f, time.monotonic())
-        asyncio.get_running_loop().call_later(HANDOFF_TTL, self._expire_handoffs)
-
-    def _expire_handoffs(self) -> None:
-        if self.rt.closed:
-            return  # close() closes what is left
-        now = time.monotonic()
-        for wid, (f, at) in list(self.handoff.items()):
-            # Each entry has its own timer, due when it is HANDOFF_TTL old; half
-            # that as the cut means timer jitter cannot leave one behind.
-            if now - at >= HANDOFF_TTL / 2:
-                del self.handoff[wid]
-                self.rt.io_pool.submit(f.close)
-
-    def take_handoff(self, wid: str) -> InstanceFile | None:
-        """Take the file held for ``wid``'s resume, if any."""
-        entry = self.handoff.pop(wid, None)
-        return None if entry is None else entry[0]
 
     async def write_file(self, wid: str, *, hand_off: bool = False, **kwargs: Any) -> int:
         """Commit to an instance's file from outside its execution; return the last event id.

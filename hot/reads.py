@@ -46,9 +46,10 @@ from tierflow.hot.models import (
     from_micros,
     to_micros,
 )
+from tierflow.hot.records import InstanceState
 from tierflow.hot.router import TierRouter
 from tierflow.hot.runtime import Runtime
-from tierflow.hot.store import IncompleteInstance, InstanceFile, InstanceState
+from tierflow.hot.store import IncompleteInstance, InstanceFile
 
 __all__ = ["HotReader", "Page", "Reads", "WorkflowRef"]
 
@@ -241,7 +242,7 @@ class Reads:
             if row.status in TERMINAL_STATUSES:
                 return await self._terminal_result(row)
             if fut is None or fut.done():  # one waiter per wait, not one per poll
-                fut = self.instances.waiter(workflow_id)
+                fut = self.instances.results.waiter(workflow_id)
             row = self.rt.row_or_raise(workflow_id)
             if row.status in TERMINAL_STATUSES:
                 return await self._terminal_result(row)
@@ -258,7 +259,7 @@ class Reads:
             await asyncio.wait({fut}, timeout=wait)
 
     async def _completed_result(self, row: IndexRow) -> Any:
-        cached = self.instances.recent_result(row.workflow_id)
+        cached = self.instances.results.recent_result(row.workflow_id)
         if cached is not None:
             return serde.decode(cached)
         return (await self.router.describe(row)).result

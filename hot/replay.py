@@ -47,7 +47,7 @@ from tierflow.hot.errors import (
 )
 from tierflow.hot.executor import Execution, QueryStop, Suspend
 from tierflow.hot.models import EventType, HistoryEvent, Status
-from tierflow.hot.store import EventRow, InstanceState, OpKind, OpRecord
+from tierflow.hot.records import EventRow, InstanceState, OpKind, OpRecord
 
 __all__ = [
     "Matcher",

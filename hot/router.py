@@ -49,7 +49,7 @@ class TierRouter:
 
     Args:
         locate: Re-reads an instance's index row. When a read fails because the
-            instance moved on meanwhile (another process compacted it and
+            instance moved on meanwhile (another process moved it to cold and
             deleted the files the row pointed at), the router reads the row
             again and, if it moved, reads from where it is now.
     """

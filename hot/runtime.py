@@ -33,7 +33,8 @@ from tierflow.hot.index import IndexDB, IndexRow
 from tierflow.hot.models import TERMINAL_STATUSES, to_micros
 from tierflow.hot.options import Durability, EngineOptions
 from tierflow.hot.recovery import OwnerLock, other_owners
-from tierflow.hot.store import InstanceFile, SparePool
+from tierflow.hot.spares import SparePool
+from tierflow.hot.store import InstanceFile
 
 __all__ = ["Durability", "Runtime"]
 

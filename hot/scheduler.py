@@ -17,16 +17,12 @@ from tierflow.hot import serde
 from tierflow.hot.index import INDEX_COLUMNS, IndexDB
 from tierflow.hot.models import EventType, Status
 from tierflow.hot.notify import Change, ChangeFeed
+from tierflow.hot.records import EventRow
 from tierflow.hot.recovery import find_dead_owners, other_owners
 from tierflow.hot.rows import names
 from tierflow.hot.runtime import Runtime
-from tierflow.hot.store import (
-    INSTANCE_COLUMNS,
-    EventRow,
-    IncompleteInstance,
-    InstanceFile,
-    remove_orphan_spares,
-)
+from tierflow.hot.spares import remove_orphan_spares
+from tierflow.hot.store import INSTANCE_COLUMNS, IncompleteInstance, InstanceFile
 from tierflow.hot.wakeup import IndexWatcher
 
 __all__ = ["Runner", "Scheduler"]

@@ -21,7 +21,7 @@ def encode(
     max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     workflow_id: str | None = None,
 ) -> str:
-    """Encode ``value`` as compact JSON text.
+    """Encode ``value`` as JSON text without optional whitespace.
 
     Args:
         value: Any JSON-serialisable value.

@@ -8,7 +8,8 @@ index (``hot/index.py``) is a cache of it that can be rebuilt.
 Files are created from an in-memory template image (schema already in place,
 WAL mode set) written with ``O_EXCL``: half the cost of letting SQLite build
 the schema, and ``O_EXCL`` makes "create if absent" atomic even across
-processes. Spares are made durable in batches (``hot/durable_fs.py``).
+processes. Spares (``hot/spares.py``) are such files made ahead of need; the
+records read and written here are declared in ``hot/records.py``.
 """
 
 from __future__ import annotations
@@ -19,14 +20,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from tierflow.hot.durable_fs import sync_batch, syncfs_covers
 from tierflow.hot.errors import CorruptInstance, StorageError, WorkflowAlreadyFinished
 from tierflow.hot.models import TERMINAL_STATUSES
+from tierflow.hot.records import EventRow, InstanceState, OpRecord
 from tierflow.hot.rows import (
     HISTORY,
     WORKFLOWS,
@@ -43,18 +42,12 @@ __all__ = [
     "INSTANCE_FILE_SUFFIXES",
     "INSTANCE_STATE",
     "SCHEMA_VERSION",
-    "EventRow",
     "IncompleteInstance",
     "InstanceFile",
-    "InstanceState",
-    "OpKind",
-    "OpRecord",
-    "OpStatus",
-    "SparePool",
     "delete_instance_file",
     "quarantine",
     "read_for_archive",
-    "remove_orphan_spares",
+    "template_image",
 ]
 
 SCHEMA_VERSION = 1
@@ -138,7 +131,7 @@ _TEMPLATE_LOCK = threading.Lock()
 _TEMPLATE: bytes | None = None
 
 
-def _template_image() -> bytes:
+def template_image() -> bytes:
     """Return the bytes of an empty instance database in WAL mode (built once)."""
     global _TEMPLATE
     with _TEMPLATE_LOCK:
@@ -161,267 +154,7 @@ class IncompleteInstance(StorageError):
     """The file exists but its first commit has not happened yet."""
 
 
-@dataclass(frozen=True)
-class EventRow:
-    """An event to append; event ids are assigned inside the transaction."""
-
-    event_type: str
-    event_time: int
-    step_name: str | None = None
-    attempt: int | None = None
-    payload: str | None = None
-
-
-class OpKind(StrEnum):
-    """What a durable operation is (``operations.kind``)."""
-
-    STEP = "step"
-    TIMER = "timer"
-    VALUE = "value"
-    SIGNAL = "signal"
-    CHILD = "child"
-    CHILD_RESULT = "child-result"
-
-
-class OpStatus(StrEnum):
-    """Where a durable operation stands (``operations.status``)."""
-
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    STARTED = "started"  # a child that was started
-    WAITING = "waiting"
-    RETRYING = "retrying"
-
-
-@dataclass
-class OpRecord:
-    """The replay record of one durable operation, keyed by its position ``seq``.
-
-    Attributes:
-        seq: Key of the operation: ``"<branch>:<n>"`` (see ``Execution.next_seq``).
-        kind: An :class:`OpKind` value. Records read from a file hold the plain
-            text, which compares equal to the enum member.
-        name: Step name, signal name, value kind, ...; checked on replay.
-        status: An :class:`OpStatus` value (plain text when read from a file).
-        attempt: Attempts made so far (steps).
-        result: JSON text of the result.
-        error: JSON text describing the failure.
-        wake_at: Microseconds; when a waiting or retrying operation is due.
-    """
-
-    seq: str
-    kind: str
-    name: str
-    status: str
-    attempt: int = 0
-    result: str | None = None
-    error: str | None = None
-    wake_at: int | None = None
-
-
-@dataclass
-class InstanceState:
-    """Everything the executor needs to replay an instance."""
-
-    row: dict[str, Any]
-    ops: dict[str, OpRecord]
-    last_event_id: int
-
-
 _TERMINAL_SQL = ",".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES))
-
-
-def _write_template(path: Path, *, sync: bool = False) -> None:
-    """Write an empty instance database at ``path``; fail if it exists.
-
-    ``sync`` fsyncs its data now, through this descriptor: once SQLite has the
-    file open, this process must never open and close it again (that would
-    drop SQLite's locks; see ``durable_fs.sync_batch``).
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, _template_image())
-        if sync:
-            os.fsync(fd)
-    except OSError as exc:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise StorageError(f"cannot create {path}: {exc}", url=str(path)) from exc
-    os.close(fd)
-
-
-class SparePool:
-    """Empty instance files, opened and ready, made ahead of need by a background thread.
-
-    Creating a file, opening SQLite on it and setting up its WAL and shared
-    memory is most of the cost of a new instance; doing it ahead of time takes
-    it off the start path. A spare is created at its final location with a
-    random name (``<owner>-<random>.sqlite``): workflow ids never become paths,
-    and the index records which file holds which instance. Spares left by a
-    process that died are removed at the next start (see ``remove_orphans``).
-
-    Args:
-        instances_dir: Root of the instance files.
-        owner_id: Prefix of the file names, so orphans can be found by owner.
-        durability: ``"full"`` or ``"normal"`` for the connections.
-        size: How many spares to keep ready.
-    """
-
-    def __init__(self, instances_dir: Path, owner_id: str, durability: str, size: int = 32) -> None:
-        self.instances_dir = instances_dir
-        self.owner_id = owner_id
-        self.durability = durability
-        self.size = size
-        self._ready: list[InstanceFile] = []
-        self._lock = threading.Lock()
-        self._wanted = threading.Event()
-        self._stop = False
-        self._wanted.set()
-        self._thread = threading.Thread(target=self._fill, name="tierflow-spares", daemon=True)
-        self._thread.start()
-
-    def make(self) -> InstanceFile:
-        """Create one durable spare now (on the calling thread)."""
-        return self.make_batch(1)[0]
-
-    def make_batch(self, n: int) -> list[InstanceFile]:
-        """Create ``n`` spares and make them durable together (one filesystem sync)."""
-        made: list[InstanceFile] = []
-        full = self.durability == "full"
-        # One syncfs covers the batch, or else each template is synced as it is
-        # written, before SQLite opens it (never after: see sync_batch's ``held``).
-        batched = full and syncfs_covers(2 * n)
-        try:
-            for _ in range(n):
-                token = os.urandom(8).hex()
-                path = self.instances_dir / token[:2] / f"{self.owner_id}-{token}.sqlite"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                _write_template(path, sync=full and not batched)
-                inst = InstanceFile(path, InstanceFile._connect(path, "off"))
-                made.append(inst)
-                # A first write starts the WAL (its header), so the instance's first
-                # real commit only appends frames. Starting a WAL inside a commit
-                # costs a WAL fdatasync and a directory fsync even at NORMAL, and
-                # that commit runs on the event loop: ~0.4 ms of every workflow.
-                # The write must change the row: SQLite writes nothing for an
-                # UPDATE that leaves a row as it was (``version = version`` did
-                # that, and every spare's WAL stayed empty). (Preallocating WAL
-                # space so commits overwrite rather than append was tried: the
-                # extra bytes each batch sync must flush cost more than the
-                # cheaper commits saved.)
-                inst.conn.execute("BEGIN IMMEDIATE")
-                inst.conn.execute("UPDATE schema_version SET version = -version")
-                inst.conn.execute("UPDATE schema_version SET version = -version")
-                inst.conn.execute("COMMIT")
-            if self.durability == "full":
-                # Template, WAL and directory entries of the whole batch in one journal
-                # commit, instead of three fsyncs per file.
-                sync_batch(
-                    self.instances_dir,
-                    [q for i in made for q in (i.path, Path(f"{i.path}-wal"))],
-                    held=[i.path for i in made],
-                )
-            for inst in made:
-                inst.full = self.durability == "full"
-                inst.wal_durable = True
-                if inst.full:
-                    # Split sync (FULL's guarantee, see use_split_sync) set here, so
-                    # the executor's switch to it costs no statement on the loop.
-                    inst.use_split_sync()
-                else:
-                    inst.conn.execute(f"PRAGMA synchronous={_SYNC[self.durability]}")
-        except BaseException as exc:
-            for inst in made:
-                inst.close()
-                delete_instance_file(inst.path)
-            if isinstance(exc, OSError):
-                raise StorageError(
-                    f"cannot make instance files in {self.instances_dir}: {exc}",
-                    url=str(self.instances_dir),
-                ) from exc
-            raise
-        return made
-
-    def take_ready(self) -> InstanceFile | None:
-        """Return a ready spare (now the caller's) without blocking, or None."""
-        with self._lock:
-            inst = self._ready.pop() if self._ready else None
-            low = len(self._ready) <= self.size // 2
-        if low:  # waking the filler on every take cost two context switches per start
-            self._wanted.set()
-        return inst
-
-    def take(self) -> InstanceFile:
-        """Return a spare (now the caller's), making one if none is ready."""
-        inst = self.take_ready()
-        return inst if inst is not None else self.make()
-
-    def give_back(self, inst: InstanceFile) -> None:
-        """Return an unused spare to the pool."""
-        with self._lock:
-            self._ready.append(inst)
-
-    def _fill(self) -> None:
-        while not self._stop:
-            self._wanted.wait()
-            self._wanted.clear()
-            while not self._stop:
-                with self._lock:
-                    ready = len(self._ready)
-                # Refill at half full, in one batch: one filesystem sync per
-                # size/2 spares rather than one per spare taken.
-                if ready > self.size // 2:
-                    break
-                missing = self.size - ready
-                try:
-                    batch = self.make_batch(missing)
-                except (OSError, sqlite3.Error, StorageError):
-                    time.sleep(0.5)
-                    break
-                with self._lock:
-                    self._ready.extend(batch)
-
-    def close(self) -> None:
-        """Stop the filler and delete unused spares."""
-        self._stop = True
-        self._wanted.set()
-        self._thread.join()
-        with self._lock:
-            for inst in self._ready:
-                inst.close()
-                delete_instance_file(inst.path)
-            self._ready.clear()
-
-
-def remove_orphan_spares(instances_dir: Path, owner_id: str, referenced: set[str]) -> int:
-    """Delete spares of a dead owner that no instance ever used; return how many."""
-    removed = 0
-    for path in instances_dir.glob(f"*/{owner_id}-*.sqlite"):
-        rel = str(path.relative_to(instances_dir))
-        if rel in referenced:
-            continue
-        try:
-            conn = sqlite3.connect(path)
-            try:
-                used = conn.execute("SELECT count(*) FROM instance").fetchone()[0]
-            finally:
-                conn.close()
-        except sqlite3.Error:
-            # A spare cut short while its template was being written (the owner was
-            # killed mid-write) is shorter than the template: garbage. Anything else
-            # unreadable is left for an operator to look at.
-            try:
-                partial = path.stat().st_size < len(_template_image())
-            except OSError:
-                continue
-            if not partial:
-                continue
-            used = 0
-        if used == 0:
-            delete_instance_file(path)
-            removed += 1
-    return removed
 
 
 class InstanceFile:
@@ -453,7 +186,8 @@ class InstanceFile:
     # -- opening -------------------------------------------------------------
 
     @staticmethod
-    def _connect(path: Path, durability: str) -> sqlite3.Connection:
+    def connect(path: Path, durability: str) -> sqlite3.Connection:
+        """A connection to ``path`` at ``durability`` (``"off"`` only for a spare being built)."""
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         # FULL fsyncs the WAL on every commit; NORMAL only at checkpoints, which
         # survives a process crash but may lose the last commits on power loss.
@@ -481,7 +215,7 @@ class InstanceFile:
         if not path.exists():
             raise FileNotFoundError(path)
         try:
-            conn = cls._connect(path, durability)
+            conn = cls.connect(path, durability)
         except sqlite3.Error as exc:
             raise CorruptInstance(f"cannot open {path.name}: {exc}", url=str(path)) from exc
         try:
@@ -524,6 +258,17 @@ class InstanceFile:
                 self._wal_fd = None
 
     # -- durability ------------------------------------------------------------
+
+    def made_durable(self, durability: str) -> None:
+        """A spare's file, WAL and directory entry are on disk: set it up for ``durability``."""
+        self.full = durability == "full"
+        self.wal_durable = True
+        if self.full:
+            # Split sync (FULL's guarantee, see use_split_sync) set here, so the
+            # executor's switch to it costs no statement on the loop.
+            self.use_split_sync()
+        else:
+            self.conn.execute(f"PRAGMA synchronous={_SYNC[durability]}")
 
     def use_split_sync(self) -> None:
         """Separate writing a commit from making it durable (for the executor).

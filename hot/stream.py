@@ -39,8 +39,8 @@ from tierflow.hot import serde
 from tierflow.hot.errors import InvalidArgument, TierflowError
 from tierflow.hot.index import IndexDB
 from tierflow.hot.models import TERMINAL_STATUSES, from_micros
+from tierflow.hot.records import EventRow
 from tierflow.hot.router import Tier
-from tierflow.hot.store import EventRow
 
 __all__ = ["CallbackSubscriber", "EventStream", "HttpSink", "Subscriber", "event_id"]
 

@@ -24,7 +24,7 @@ SELECTION = (
     "tests/hot/test_timers_and_retries.py",
     "tests/tiering/test_leases.py",
     "tests/tiering/test_sql_cut.py",
-    "tests/tiering/test_sql.py::test_each_workflow_once_while_another_process_tiers_and_compacts",
+    "tests/tiering/test_sql.py::test_each_workflow_once_while_another_process_moves_them_to_warm_and_cold",
     "tests/tiering/test_sql_confinement.py::test_time_limits_hold_and_the_next_query_works",
     "tests/tiering/test_sql_confinement.py::test_a_failing_query_runs_once",
     "tests/tiering/test_tiering_promises.py::test_two_tiering_processes_at_once_write_each_workflow_once",

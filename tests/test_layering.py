@@ -128,3 +128,52 @@ def test_the_private_name_check_catches_a_reach_in(tmp_path):
     uses = [name for _, name, _ in private_uses(probe)]
     assert uses == ["_read"]
     assert "_read" not in private_names_defined("tiering")
+
+
+# Sub-packages with a boundary of their own: what they use of the rest of their package (and
+# of warm and cold) is public; their own private names stay inside.
+UNITS = ("tiering/sql", "tiering/compliance", "warm/storage")
+
+
+def private_names_in(folder: Path) -> set[str]:
+    """Every ``_name`` the modules of one folder (recursively) define."""
+    names: set[str] = set()
+    for path in folder.rglob("*.py"):
+        names.add(path.stem)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def test_sub_packages_use_only_public_names_of_their_package():
+    bad: list[str] = []
+    for unit in UNITS:
+        folder = ROOT / unit
+        if not folder.is_dir():
+            continue
+        own = private_names_in(folder)
+        for path in folder.rglob("*.py"):
+            for line, name, _ in private_uses(path):
+                if name not in own and name not in _FOREIGN_PRIVATE:
+                    bad.append(
+                        f"{path.relative_to(ROOT)}:{line} uses {name}, not defined in {unit}"
+                    )
+        # ... and nothing outside the unit imports its private modules or names.
+        dotted = "tierflow." + unit.replace("/", ".")
+        for package in ORDER:
+            for path in (ROOT / package).rglob("*.py"):
+                if folder in path.parents:
+                    continue
+                for node in ast.walk(ast.parse(path.read_text())):
+                    if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(dotted):
+                        private = [a.name for a in node.names if a.name.startswith("_")]
+                        tail = (node.module or "")[len(dotted) :].split(".")
+                        private += [p for p in tail if p.startswith("_")]
+                        if private:
+                            bad.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {private}")
+    assert not bad, "private names crossing a sub-package boundary:\n" + "\n".join(bad)

@@ -19,14 +19,10 @@ import pytest
 from tierflow.hot import rows
 from tierflow.hot.index import INDEX_COLUMNS, INDEX_ONLY, IndexDB, IndexRow
 from tierflow.hot.models import HistoryEvent, WorkflowInfo
+from tierflow.hot.records import EventRow
 from tierflow.hot.rows import Column, LogicalType
-from tierflow.hot.store import (
-    EVENT_COLUMNS,
-    INSTANCE_COLUMNS,
-    INSTANCE_STATE,
-    EventRow,
-    _write_template,
-)
+from tierflow.hot.spares import write_template
+from tierflow.hot.store import EVENT_COLUMNS, INSTANCE_COLUMNS, INSTANCE_STATE
 from tierflow.warm.schema import (
     HISTORY_COLUMNS,
     HISTORY_SCHEMA,
@@ -258,7 +254,7 @@ def _old(ddl: str, *names: str) -> list[tuple[Any, ...]]:
 
 
 def test_instance_file_tables_are_unchanged(tmp_path: Path) -> None:
-    _write_template(tmp_path / "instance.sqlite")
+    write_template(tmp_path / "instance.sqlite")
     conn = sqlite3.connect(tmp_path / "instance.sqlite")
     try:
         assert _tables(conn, "instance", "events") == _old(_OLD_INSTANCE_DDL, "instance", "events")

@@ -1,10 +1,10 @@
-"""The compaction ledger: which warm batches went (or are going) to cold, in which commit.
+"""The cold ledger: which warm batches went (or are going) to cold, in which commit.
 
 It lives in the instance index next to the tiering ledger, so that claiming
 batches, and later flipping their instances to ``cold``, are single SQLite
 transactions.
 
-- ``cold_commits``: one row per compaction commit, ``writing`` (recorded,
+- ``cold_commits``: one row per cold commit (one warm → cold commit), ``writing`` (recorded,
   durably, before anything is written; a crash leaves it here and the next
   pass rolls it forward), ``committed`` (both Iceberg tables hold it and the
   index says ``cold``; the warm originals may still need deleting), ``done``.
@@ -28,7 +28,7 @@ __all__ = ["ColdCommit", "ColdLedger", "CommitState"]
 
 
 class CommitState(StrEnum):
-    """Where a compaction commit is (``cold_commits.state``)."""
+    """Where a cold commit is (``cold_commits.state``)."""
 
     WRITING = "writing"
     COMMITTED = "committed"
@@ -71,7 +71,7 @@ class ColdCommit:
 
 
 class ColdLedger:
-    """Reads and writes the compaction ledger through the index connection."""
+    """Reads and writes the cold ledger through the index connection."""
 
     def __init__(self, index: IndexDB) -> None:
         self.index = index
@@ -154,7 +154,7 @@ class ColdLedger:
             marks = ",".join("?" * len(batch_ids))
             c.execute(
                 f"UPDATE tier_batches SET state=? WHERE batch_id IN ({marks})",
-                (BatchState.COMPACTED.value, *batch_ids),
+                (BatchState.COLD.value, *batch_ids),
             )
             return IndexDB.move_batches(c, batch_ids, from_tier=Tier.WARM, to_tier=Tier.COLD)
 
@@ -179,7 +179,7 @@ class ColdLedger:
         """One commit (it must exist)."""
         found = self.get(commit_id)
         if found is None:
-            raise LookupError(f"no compaction commit {commit_id}")
+            raise LookupError(f"no cold commit {commit_id}")
         return found
 
     def in_state(self, *states: CommitState) -> list[ColdCommit]:

@@ -1,10 +1,10 @@
 """Exclusive locks on files of the data directory, held by one pass of one process at a time.
 
-A tiering or compaction pass of one process must not interleave with the same
+A hot → warm or warm → cold pass of one process must not interleave with the same
 pass of another process on the same data directory: two hot → warm passes
 could write the same instances into two batches (the index would move them
-once, but the second batch's files would hold them too), and two compactions
-could claim and write concurrently. ``flock`` locks are released by the
+once, but the second batch's files would hold them too), and two warm → cold
+passes could claim and write concurrently. ``flock`` locks are released by the
 kernel when the process dies, so a killed pass never blocks the next one.
 """
 

@@ -19,7 +19,7 @@ class TypePolicy:
     Attributes:
         min_age: Age after finish before moving ("1h", seconds); None keeps the default.
         enabled: False keeps this type in the hot tier.
-        cold_after: Age after finish before its warm batch is compacted into cold;
+        cold_after: Age after finish before its warm batch moves to cold;
             None keeps the default. A batch moves when every type in it is old enough.
     """
 
@@ -40,9 +40,9 @@ class TieringPolicy:
         max_events_per_batch: Upper bound of one batch, in events.
         max_rows_per_file: Largest Parquet file, in rows.
         interval: Seconds between passes the scheduler runs; None: only on request.
-        cold_after: Age after finish before warm batches are compacted into the cold
-            Iceberg tables (default 7 days); None never compacts.
-        max_events_per_cold_commit: Most events one compaction commit reads and writes
+        cold_after: Age after finish before warm batches move into the cold
+            Iceberg tables (default 7 days); None never moves them.
+        max_events_per_cold_commit: Most events one cold commit reads and writes
             (memory is set by it, not by the backlog; a pass makes as many commits as
             the eligible batches need). A batch larger than this is committed alone.
         maintain_cold: Periodic passes also maintain the cold tables (rewrite small

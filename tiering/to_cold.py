@@ -1,15 +1,15 @@
-"""The compaction job: move committed warm batches into the cold Iceberg tables.
+"""The cold move: move committed warm batches into the cold Iceberg tables.
 
 One pass, per group of batches (many batches per Iceberg commit, so
 snapshots stay few; a group is bounded by ``max_events_per_cold_commit``,
 which bounds memory, and a pass makes groups until no eligible batch is left):
 
-1. **claim** the batches in the compaction ledger (fsync'd) before writing;
+1. **claim** the batches in the cold ledger (fsync'd) before writing;
 2. **write** their rows, sorted, to ``history`` then ``workflows``: one
    Iceberg commit per table whose snapshot summary names the commit and the
    batch ids (``cold.load``); on ``file://`` everything is synced;
 3. **flip**: one index transaction marks the commit committed, the batches
-   ``compacted`` and their instances ``cold`` — from here on reads go to cold;
+   ``cold`` and their instances ``cold`` — from here on reads go to cold;
 4. **delete** the warm data files and manifests of those batches — at once
    when no SQL query holds a read lease, else in a later pass (see
    :mod:`tierflow.tiering.leases`; the commit stays ``committed`` until then).
@@ -18,7 +18,7 @@ A crash anywhere is repaired by the next pass before it selects anything:
 a commit still ``writing`` is rolled forward (a table that already holds the
 commit id is skipped, files a killed write left are deleted first), a
 ``committed`` one gets its warm files deleted. Passes hold an exclusive lock
-on ``<data_dir>/cold.lock``, so two processes never compact (or maintain)
+on ``<data_dir>/cold.lock``, so two processes never move (or maintain)
 the same data at once; Iceberg's optimistic commit and the commit id in the
 snapshot summary guard the tables themselves.
 """
@@ -62,7 +62,7 @@ log = logging.getLogger("tierflow.tiering")
 
 @dataclass
 class ColdMoveReport:
-    """What one compaction pass did (warm → cold)."""
+    """What one cold move pass did (warm → cold)."""
 
     commits: list[str] = field(default_factory=list)
     batches: list[str] = field(default_factory=list)
@@ -81,7 +81,7 @@ class ColdMoveReport:
 
 
 class ColdMove:
-    """Runs compaction passes for one engine, its warm store and the cold tables.
+    """Runs warm → cold passes for one engine, its warm store and the cold tables.
 
     Args:
         engine: The hot engine (its index holds both ledgers).
@@ -111,17 +111,17 @@ class ColdMove:
 
     @property
     def lock_path(self) -> Path:
-        """The file whose exclusive lock serialises compaction and maintenance."""
+        """The file whose exclusive lock serialises cold moves and maintenance."""
         return self.engine.data_dir / "cold.lock"
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> Any:
-        """Hold the compaction lock of the data directory (waits for another process)."""
+        """Hold the cold lock of the data directory (waits for another process)."""
         async with exclusive_file(self.lock_path, self.engine.io, self._lock):
             yield
 
     async def run(self, now: float | None = None) -> ColdMoveReport:
-        """Run one pass: repair what a crash left, then compact every eligible batch.
+        """Run one pass: repair what a crash left, then move every eligible batch to cold.
 
         Args:
             now: Judge ages as if it were this time (seconds since the epoch).
@@ -158,8 +158,8 @@ class ColdMove:
     ) -> maintenance.MaintenanceReport:
         """Maintain the cold tables: rewrite small files, expire snapshots, remove orphans.
 
-        Runs under the compaction lock, after rolling forward any interrupted
-        compaction (so expiry never drops the snapshot a pending commit is
+        Runs under the cold lock, after rolling forward any interrupted
+        cold move (so expiry never drops the snapshot a pending commit is
         recognised by). Defaults come from the policy.
 
         Args:
@@ -197,7 +197,7 @@ class ColdMove:
     def check(self) -> None:
         """Verify the store and the catalog, and that the catalog is the archive's own.
 
-        A catalog without the tables while the index already has compacted
+        A catalog without the tables while the index already has cold
         commits is the wrong catalog (a changed ``TIERFLOW_CATALOG_URL``, a
         lost ``catalog.sqlite``): creating new tables there would split the
         archive, so nothing moves.
@@ -210,7 +210,7 @@ class ColdMove:
         if written and not self.cold.exists():
             raise StorageError(
                 f"the Iceberg catalog {self.cold.where} has no tierflow tables, but "
-                f"{len(written)} compaction commits already wrote to them; set "
+                f"{len(written)} cold commits already wrote to them; set "
                 "TIERFLOW_CATALOG_URL to the catalog the archive was written with",
                 url=self.cold.where,
             )
@@ -344,7 +344,7 @@ class ColdMove:
                 report.recovered_commits.append(commit.commit_id)
         for commit in self.ledger.in_state(CommitState.WRITING):
             report.leftovers_deleted += await self.engine.io(self._clean_leftovers, commit)
-            log.info("rolling compaction commit %s forward", commit.commit_id)
+            log.info("rolling cold commit %s forward", commit.commit_id)
             await self._write_and_flip(commit, report)
             report.recovered_commits.append(commit.commit_id)
 

@@ -6,8 +6,8 @@ instances to the warm tier is one SQLite transaction.
 States: ``writing`` (recorded, durably, before any object is written; a
 batch left here by a crash is garbage-collected), ``committed`` (its
 instances are in warm; the manifest may still need publishing and the hot
-files deleting), ``done``, ``aborted``, and ``compacted`` (its rows are in
-the cold tables; see ``cold_ledger``).
+files deleting), ``done``, ``aborted``, and ``cold`` (its rows are in the
+cold tables; see ``cold_ledger``).
 """
 
 from __future__ import annotations
@@ -31,8 +31,13 @@ class BatchState(StrEnum):
     COMMITTED = "committed"
     DONE = "done"
     ABORTED = "aborted"
-    COMPACTED = "compacted"
+    COLD = "cold"
 
+
+# Ledgers written before tierflow called the warm → cold move a "cold move" (0.1.0) name a
+# batch whose rows are in the cold tables "compacted"; the word now means only Iceberg's
+# rewrite of small files. Opening a ledger renames such rows once.
+_LEGACY_STATES = {"compacted": BatchState.COLD}
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS tier_batches (
@@ -113,6 +118,23 @@ class WarmLedger:
     def __init__(self, index: IndexDB) -> None:
         self.index = index
         index.ensure_schema(_DDL)
+        self._rename_legacy_states()
+
+    def _rename_legacy_states(self) -> None:
+        """Give batches a ledger of an earlier version wrote their state's current name."""
+        legacy = tuple(_LEGACY_STATES)
+        marks = ",".join("?" * len(legacy))
+        if not self.index.execute(
+            f"SELECT 1 FROM tier_batches WHERE state IN ({marks}) LIMIT 1", legacy
+        ):
+            return
+        self.index.write_now(
+            lambda c: c.executemany(
+                "UPDATE tier_batches SET state=? WHERE state=?",
+                [(new.value, old) for old, new in _LEGACY_STATES.items()],
+            ),
+            durable=True,
+        )
 
     def begin(self, batch_id: str, now_us: int, store_url: str) -> None:
         """Record a batch, and the store it goes to, before anything is written (fsync'd)."""
@@ -216,7 +238,7 @@ class WarmLedger:
             "SELECT b.batch_id, b.committed_at FROM tier_batches b WHERE b.state IN (?, ?) "
             "AND b.batch_id IN (SELECT batch_id FROM instances WHERE file IS NOT NULL "
             "AND batch_id IS NOT NULL)",
-            (BatchState.DONE.value, BatchState.COMPACTED.value),
+            (BatchState.DONE.value, BatchState.COLD.value),
         )
         return [(r[0], r[1]) for r in rows]
 

@@ -5,10 +5,10 @@ Everything goes through the product path, the ``Tierflow`` facade:
 1. the facade runs real workflows on a ``ManualClock``, a few hundred per day
    over several days, so ``finished_date`` spans several partitions;
 2. after each day, ``await tf.tier(now=...)`` moves that day hot -> warm Parquet
-   on the S3 endpoint and, with ``TieringPolicy(cold_after="1h")``, compacts the
+   on the S3 endpoint and, with ``TieringPolicy(cold_after="1h")``, moves the
    warm batch into the cold Iceberg tables (``tierflow.workflows``,
    ``tierflow.history``) through the SQL catalog in ``<work>/catalog.sqlite``:
-   one compaction commit per day, so each table has several snapshots.
+   one cold commit per day, so each table has several snapshots.
 
 It writes ``<work>/connection.json`` (catalog URI, warehouse, S3 properties: the
 dummy moto keys only) for the readers, and prints what it did.
@@ -82,7 +82,7 @@ async def report(ctx: WorkflowContext, report_id: str) -> int:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the workflows, tier them to warm, compact warm into cold; return what happened."""
+    """Run the workflows, tier them to warm, then move warm into cold; return what happened."""
     work = Path(args.work).resolve()
     storage_url = f"s3://{args.bucket}/lake"
     settings = StorageSettings(

@@ -105,7 +105,7 @@ done
 echo "== moto on $ENDPOINT (pid $MOTO_PID)"
 phase moto_start "$t"
 
-# 3. Populate: the facade runs workflows, tier() writes warm, compaction writes cold.
+# 3. Populate: the facade runs workflows, tier() writes warm, then moves warm to cold.
 t=$(now)
 (cd "$HERE" && "$MAIN_PY" populate.py --work "$WORK" --endpoint "$ENDPOINT" \
   --days "$DAYS" --per-day "$PER_DAY")

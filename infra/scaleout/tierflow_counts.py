@@ -90,7 +90,7 @@ def main() -> int:
         result["workflows"]["rows"],
         result["history"]["rows"],
     ):
-        problems.append(f"the compaction reports moved other counts: {moved}")
+        problems.append(f"the warm -> cold reports moved other counts: {moved}")
     if result["workflows"]["rows"] != sum(moved["started"].values()):
         problems.append("workflows: cold rows != workflows started")
     if result["history"]["distinct_workflow_id"] != result["workflows"]["rows"]:

@@ -1,8 +1,8 @@
-"""Figures for the cold tier (warm Parquet -> Iceberg): compaction, point reads, layout, memory.
+"""Figures for the cold tier (warm Parquet -> Iceberg): the load, point reads, layout, memory.
 
 python -m tests.bench.cold_bench [--quick] [--out DIR]   (also a phase of ``make bench``)
 
-1. Compaction throughput of ``cold.load.load`` over warm batches of 20-event
+1. Throughput of the warm -> cold load (``cold.load.load``) over warm batches of 20-event
    workflows, on ``file://`` and on a moto S3 server (127.0.0.1), beside its floor: pyarrow
    alone reading the same warm files and writing the same sorted Parquet (same sort keys,
    zstd, same row-group size), measured in the same run. Every pass runs in a subprocess,
@@ -10,7 +10,7 @@ python -m tests.bench.cold_bench [--quick] [--out DIR]   (also a phase of ``make
    time goes (read / prep / sort / write / commit) comes from wrapping those calls, and a
    cProfile run lists the hottest functions.
 2. An archive of many workflows (1M x 20 events in the full run) written straight into
-   the cold tables with ``ColdWriter`` (one commit per few days, as compaction groups do);
+   the cold tables with ``ColdWriter`` (one commit per few days, as cold-move groups do);
    then the real read paths: ``ColdReader.rows`` and ``Tierflow.history`` (index rows for
    the sampled ids only), p50/p99, and a one-day aggregate (``plan_files`` + a pyarrow
    dataset + Acero group-by), with files planned against files in the table.
@@ -81,7 +81,7 @@ MODULE = "tests.bench.cold_bench"
 KEYS = {"region": "us-east-1", "access_key": "testing", "secret_key": "testing"}
 
 # Issue targets.
-COMPACT_EPS = 1_000_000
+LOAD_EPS = 1_000_000
 HISTORY_P50_MS = {"file": 20.0, "s3": 50.0}
 AGG_S = 1.0
 RSS_MB = 1024.0
@@ -91,14 +91,14 @@ RSS_MB = 1024.0
 class ColdSizes:
     """How much data each part of the cold benchmark moves."""
 
-    compact_workflows: int  # 20-event workflows in the warm backlog one compaction pass moves
-    compact_batches: int  # warm batches they are written as (all spanning compact_days)
-    compact_days: int
-    compact_repeats: int  # passes on file:// (best reported), each on fresh tables
+    load_workflows: int  # 20-event workflows in the warm backlog one pass moves
+    load_batches: int  # warm batches they are written as (all spanning load_days)
+    load_days: int
+    load_repeats: int  # passes on file:// (best reported), each on fresh tables
     archive_workflows: int  # workflows in the cold archive read back (file://)
     archive_workflows_s3: int  # the same on moto
     archive_days: int
-    days_per_commit: int  # days one commit writes (a compaction group's span)
+    days_per_commit: int  # days one commit writes (a cold-move group's span)
     layout_workflows: int
     layout_days: int
     samples: int  # point reads per figure
@@ -106,10 +106,10 @@ class ColdSizes:
 
 
 FULL = ColdSizes(
-    compact_workflows=100_000,  # 2M events: one default compaction group
-    compact_batches=4,
-    compact_days=3,
-    compact_repeats=2,
+    load_workflows=100_000,  # 2M events: one default cold-move group
+    load_batches=4,
+    load_days=3,
+    load_repeats=2,
     archive_workflows=1_000_000,
     archive_workflows_s3=1_000_000,
     archive_days=30,
@@ -120,10 +120,10 @@ FULL = ColdSizes(
     agg_days=5,
 )
 QUICK = ColdSizes(
-    compact_workflows=2_000,
-    compact_batches=2,
-    compact_days=2,
-    compact_repeats=1,
+    load_workflows=2_000,
+    load_batches=2,
+    load_days=2,
+    load_repeats=1,
     archive_workflows=3_000,
     archive_workflows_s3=3_000,
     archive_days=3,
@@ -326,7 +326,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-# -- 1. compaction (and its floor), each pass in a subprocess --------------------------
+# -- 1. the load (and its floor), each pass in a subprocess -----------------------------
 
 
 def write_backlog(place: Place, sizes: ColdSizes, rng: random.Random) -> list[BatchManifest]:
@@ -334,11 +334,11 @@ def write_backlog(place: Place, sizes: ColdSizes, rng: random.Random) -> list[Ba
     store = place.open()
     store.check()
     manifests = []
-    per_batch = split_days(sizes.compact_workflows, sizes.compact_batches)
+    per_batch = split_days(sizes.load_workflows, sizes.load_batches)
     first = 0
     for b, n in enumerate(per_batch):
         wfs, hists = [], []
-        for d, m in enumerate(split_days(n, sizes.compact_days)):
+        for d, m in enumerate(split_days(n, sizes.load_days)):
             w, h = synth_day(rng, FIRST_DAY + timedelta(days=d), m, first)
             first += m
             wfs.append(w)
@@ -349,7 +349,7 @@ def write_backlog(place: Place, sizes: ColdSizes, rng: random.Random) -> list[Ba
 
 
 class Split:
-    """Wall time of the compaction's stages, by wrapping the calls it makes."""
+    """Wall time of the load's stages, by wrapping the calls it makes."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -389,8 +389,8 @@ class Split:
             fn()
 
 
-def child_compact(spec: dict[str, Any]) -> dict[str, Any]:
-    """One ``compact()`` pass over the spec's manifests into fresh cold tables."""
+def child_load(spec: dict[str, Any]) -> dict[str, Any]:
+    """One ``load()`` pass over the spec's manifests into fresh cold tables."""
     warm = Place(**spec["warm"]).open()
     cold = open_cold(Place(**spec["cold"]), Path(spec["catalog"]))
     manifests = [BatchManifest.from_json(m.encode()) for m in spec["manifests"]]
@@ -499,7 +499,7 @@ def child_floor(spec: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - t0, "events": rows, "stages": stages}
 
 
-def compaction_figures(
+def load_figures(
     name: str,
     warm: Place,
     cold_places: Callable[[str], Place],
@@ -515,29 +515,29 @@ def compaction_figures(
     runs, floors = [], []
     for r in range(repeats):
         spec = {
-            "mode": "compact",
+            "mode": "load",
             "warm": asdict(warm),
             "cold": asdict(cold_places(f"cold-{r}")),
             "catalog": str(work / f"catalog-{name}-{r}.sqlite"),
             "manifests": manifests_json,
         }
-        run = run_child(MODULE, spec, work, f"compaction child ({spec['mode']})")
+        run = run_child(MODULE, spec, work, f"load child ({spec['mode']})")
         require(
             run["events"] == events == run["live_rows"]["history"]
             and run["workflows"] == run["expected_workflows"] == run["live_rows"]["workflows"],
-            f"compaction on {name}: {run['events']} events / {run['live_rows']} live rows,"
+            f"load on {name}: {run['events']} events / {run['live_rows']} live rows,"
             f" expected {events} events, {run['expected_workflows']} workflows",
         )
         runs.append(run)
         floor_spec = {**spec, "mode": "floor", "cold": asdict(cold_places(f"floor-{r}"))}
-        fl = run_child(MODULE, floor_spec, work, "compaction floor child")
+        fl = run_child(MODULE, floor_spec, work, "load floor child")
         require(fl["events"] == events, f"floor on {name}: {fl['events']} != {events} events")
         floors.append(fl)
     best = min(runs, key=lambda x: x["seconds"])
     best_floor = min(floors, key=lambda x: x["seconds"])
     out: dict[str, Any] = {
         "events": events,
-        "workflows": sizes.compact_workflows,
+        "workflows": sizes.load_workflows,
         "warm_files": sum(len(m.files) for m in manifests),
         "eps": events / best["seconds"],
         "floor_eps": events / best_floor["seconds"],
@@ -552,14 +552,14 @@ def compaction_figures(
     }
     if cprofile:
         spec = {
-            "mode": "compact",
+            "mode": "load",
             "cprofile": True,
             "warm": asdict(warm),
             "cold": asdict(cold_places("cold-prof")),
             "catalog": str(work / f"catalog-{name}-prof.sqlite"),
             "manifests": manifests_json,
         }
-        prof = run_child(MODULE, spec, work, "profiled compaction child")
+        prof = run_child(MODULE, spec, work, "profiled load child")
         out["profile"] = prof["profile"]
         out["profiled_s"] = prof["seconds"]
     return out
@@ -929,13 +929,13 @@ def measure(quick: bool, console: Any = None) -> dict[str, Any]:
     try:
         moto = Moto()
         local = lambda prefix: Place((work / prefix).as_uri())  # noqa: E731
-        say("  compaction, file:// ...")
-        out["compact_file"] = compaction_figures(
-            "file", local("warm"), local, work, sizes, sizes.compact_repeats, cprofile=True
+        say("  warm -> cold load, file:// ...")
+        out["load_file"] = load_figures(
+            "file", local("warm"), local, work, sizes, sizes.load_repeats, cprofile=True
         )
-        say("  compaction, moto s3:// ...")
+        say("  warm -> cold load, moto s3:// ...")
         assert moto is not None
-        out["compact_s3"] = compaction_figures(
+        out["load_s3"] = load_figures(
             "s3", moto.place("warm"), moto.place, work, sizes, 1, cprofile=False
         )
         say(f"  archive of {sizes.archive_workflows:,} workflows, file:// ...")
@@ -974,16 +974,16 @@ def report(console: Any, figs: dict[str, Any], judged: bool) -> None:
         "moto s3://",
         "target",
         "met (file / s3)",
-        title="cold tier: compaction warm -> Iceberg"
+        title="cold tier: load warm -> Iceberg"
         + ("" if judged else "; QUICK: smoke sizes, figures mean nothing"),
     )
-    cf, cs = figs["compact_file"], figs["compact_s3"]
+    cf, cs = figs["load_file"], figs["load_s3"]
     t.add_row(
-        "compaction events/s",
-        f"{cf['eps']:,.0f} ({cf['eps'] / COMPACT_EPS:.2f}x target)",
-        f"{cs['eps']:,.0f} ({cs['eps'] / COMPACT_EPS:.2f}x target)",
+        "warm -> cold load events/s",
+        f"{cf['eps']:,.0f} ({cf['eps'] / LOAD_EPS:.2f}x target)",
+        f"{cs['eps']:,.0f} ({cs['eps'] / LOAD_EPS:.2f}x target)",
         ">= 1,000,000 ev/s",
-        f"{mark(cf['eps'] >= COMPACT_EPS)} / {mark(cs['eps'] >= COMPACT_EPS)}",
+        f"{mark(cf['eps'] >= LOAD_EPS)} / {mark(cs['eps'] >= LOAD_EPS)}",
     )
     t.add_row(
         "floor: pyarrow read+sort+write",
@@ -1134,7 +1134,7 @@ def main() -> int:
     args = p.parse_args()
     if args.child:
         spec = json.loads(Path(args.child).read_text())
-        fn = child_compact if spec["mode"] == "compact" else child_floor
+        fn = child_load if spec["mode"] == "load" else child_floor
         print(json.dumps(fn(spec)))
         return 0
     from rich.console import Console
@@ -1148,8 +1148,8 @@ def main() -> int:
         console.print(f"[bold red]FAILED:[/] {exc}")
         return 1
     report(console, figs, judged=not args.quick)
-    if not args.quick and "profile" in figs["compact_file"]:
-        console.print(figs["compact_file"]["profile"], markup=False, highlight=False)
+    if not args.quick and "profile" in figs["load_file"]:
+        console.print(figs["load_file"]["profile"], markup=False, highlight=False)
     figs["duration_s"] = time.perf_counter() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

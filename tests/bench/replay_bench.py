@@ -5,7 +5,7 @@ python -m tests.bench.replay_bench [--quick] [--archived N] [--hot N] [--file]
 On a moto S3 server (``--file``: ``file://``), through the facade (``Tierflow.history``):
 
 1. Real workflows (5 steps, 13 events each) and one 100-step workflow (203 events) run,
-   tier to warm and then compact to cold Iceberg (``Tierflow.tier``): the real read path
+   tier to warm and then move to cold Iceberg (``Tierflow.tier``): the real read path
    end to end, and a check that each history is the same in every tier.
 2. An archive of ``N`` warm and ``N`` cold workflows (20 events each; 1M each in the full
    run) is then written directly, as cold_bench does: warm batches of the policy's batch

@@ -6,11 +6,11 @@ Setup (the archive is written directly, as cold_bench does, so it fits in minute
 2 cores), the same on ``file://`` and on a moto S3 server:
 
 - **cold** (half the events): ``cold_bench.write_archive`` (``ColdWriter``, one commit per
-  few days, as compaction groups do), then the index state a compaction leaves behind and
+  few days, as cold-move groups do), then the index state a cold move leaves behind and
   that ``Tierflow.sql`` reads: a ``cold_commits`` row in state ``done`` per commit found in
   the Iceberg snapshots (``tierflow.commit-id`` / ``tierflow.batches``), its
-  ``cold_batches`` rows, and the compacted batches in ``tier_batches`` (state
-  ``compacted``, which the SQL layer skips);
+  ``cold_batches`` rows, and the moved batches in ``tier_batches`` (state
+  ``cold``, which the SQL layer skips);
 - **warm** (the rest of the Parquet events): batches written with the product's
   ``BatchWriter`` and recorded in the tiering ledger (``tier_batches``, state ``done``, with
   the manifest), as a tiering pass would;
@@ -158,10 +158,10 @@ def write_warm(tf: Tierflow, workflows: int, batches: int, first_day: int) -> tu
 
 
 def record_cold_commits(tf: Tierflow) -> int:
-    """The index rows a compaction leaves for each commit in the cold tables; how many commits.
+    """The index rows a cold move leaves for each commit in the cold tables; how many commits.
 
     ``Tierflow.sql`` reads ``cold_commits`` (state committed/done) to pick the snapshot;
-    ``cold_batches`` and the ``compacted`` ledger rows are what compaction also leaves.
+    ``cold_batches`` and the ``cold`` ledger rows are what a cold move also leaves.
     """
     ColdLedger(tf.index)
     WarmLedger(tf.index)
@@ -201,7 +201,7 @@ def record_cold_commits(tf: Tierflow) -> int:
                 c.execute(
                     "INSERT INTO tier_batches (batch_id, state, created_at, committed_at, "
                     "store_url) VALUES (?,?,?,?,?)",
-                    (bid, BatchState.COMPACTED.value, now, now, tf.store.url),
+                    (bid, BatchState.COLD.value, now, now, tf.store.url),
                 )
 
     tf.index.write_now(fn, durable=True)

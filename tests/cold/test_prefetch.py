@@ -1,4 +1,4 @@
-"""`prefetched`: compaction reads the next partition while the last one is written."""
+"""`prefetched`: the load into cold reads the next partition while the last one is written."""
 
 from __future__ import annotations
 
@@ -45,8 +45,13 @@ def test_a_producer_error_reaches_the_consumer():
         next(it)
 
 
+def producers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "tierflow-cold-load-read"}
+
+
 def test_closing_stops_the_producer():
     produced: list[int] = []
+    before = producers()
 
     def items() -> Iterator[int]:
         for i in range(1000):
@@ -55,6 +60,7 @@ def test_closing_stops_the_producer():
 
     it = prefetched(items())
     assert next(it) == 0
+    assert len(producers() - before) == 1
     it.close()
     assert len(produced) <= 3
-    assert not any(t.name == "tierflow-compaction-read" for t in threading.enumerate())
+    assert producers() - before == set()

@@ -115,7 +115,7 @@ async def test_cancel_paused_opens_its_file_once(make_tf, uid, clock, monkeypatc
     assert log[-1] == f"{key}:cleanup"
     assert opened == [tf.engine.instance_path(h.workflow_id)]
     await wait_closed(tf.engine.instance_path(h.workflow_id))
-    assert tf.engine.instances.handoff == {}
+    assert tf.engine.instances.handoffs.held == {}
 
 
 async def test_cancel_finished_reports_and_changes_nothing(make_tf, uid):

@@ -180,7 +180,7 @@ def test_events_committed_before_a_crash_reach_the_sink_after_restart(tmp_path: 
 
 
 def test_partial_spare_of_a_killed_owner_is_removed(tmp_path: Path):
-    from tierflow.hot.store import remove_orphan_spares
+    from tierflow.hot.spares import remove_orphan_spares
 
     shard = tmp_path / "ab"
     shard.mkdir()

@@ -9,7 +9,9 @@ from tierflow import WorkflowContext, workflow
 from tierflow.hot import store
 from tierflow.hot.durable_fs import sync_batch
 from tierflow.hot.errors import StorageError
-from tierflow.hot.store import EventRow, InstanceFile, SparePool, read_for_archive
+from tierflow.hot.records import EventRow
+from tierflow.hot.spares import SparePool
+from tierflow.hot.store import InstanceFile, read_for_archive
 
 from tests.conftest import wait_closed
 
@@ -25,8 +27,8 @@ async def two_steps(ctx: WorkflowContext, x: str) -> list[str]:
 
 def _new_file(tmp_path: Path, name: str = "i.sqlite", durability: str = "full") -> InstanceFile:
     path = tmp_path / name
-    path.write_bytes(store._template_image())
-    return InstanceFile(path, InstanceFile._connect(path, durability), full=durability == "full")
+    path.write_bytes(store.template_image())
+    return InstanceFile(path, InstanceFile.connect(path, durability), full=durability == "full")
 
 
 def _row() -> tuple[dict[str, object], list[EventRow]]:

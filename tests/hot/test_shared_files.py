@@ -15,12 +15,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from tierflow.hot.store import EventRow, InstanceFile, SparePool
+from tierflow.hot.records import EventRow
+from tierflow.hot.spares import SparePool
+from tierflow.hot.store import InstanceFile
 
 OTHER_PROCESS = """
 import sys
 from pathlib import Path
-from tierflow.hot.store import EventRow, InstanceFile
+from tierflow.hot.records import EventRow
+from tierflow.hot.store import InstanceFile
 f = InstanceFile.open(Path(sys.argv[1]))
 f.commit(events=[EventRow("signal.received", 2, "go", None, "1")], add_signals=[("go", "1", 2)])
 f.close()

@@ -15,7 +15,7 @@ from tierflow import (
     WorkflowNotFound,
     workflow,
 )
-from tierflow.hot import instances as instances_mod
+from tierflow.hot import handoff as handoff_mod
 from tierflow.hot import store
 
 from tests.conftest import wait_closed, wait_for, wait_status
@@ -76,17 +76,17 @@ async def _signal_nobody_resumes(tf, h, monkeypatch) -> Path:
     await wait_closed(path)
     monkeypatch.setattr(tf.engine.instances, "wake", lambda wid, wtype=None: None)
     await h.signal("payment", 7)
-    assert h.workflow_id in tf.engine.instances.handoff
+    assert h.workflow_id in tf.engine.instances.handoffs.held
     return path
 
 
 async def test_a_signals_file_not_taken_by_a_resume_is_closed(make_tf, uid, clock, monkeypatch):
-    monkeypatch.setattr(instances_mod, "HANDOFF_TTL", 0.05)
+    monkeypatch.setattr(handoff_mod, "HANDOFF_TTL", 0.05)
     tf = await make_tf([order], clock=clock)
     h = await tf.run(order, {"id": "o1", "timeout": "24h"}, workflow_id=uid())
     path = await _signal_nobody_resumes(tf, h, monkeypatch)
     await wait_closed(path)
-    assert tf.engine.instances.handoff == {}
+    assert tf.engine.instances.handoffs.held == {}
     # The signal is durable and is delivered when the instance does resume.
     assert tf.engine.scheduler is not None
     tf.engine.scheduler.enqueue(h.workflow_id, "due")
@@ -110,7 +110,7 @@ async def test_two_signals_before_the_resume_are_both_delivered(make_tf, uid, cl
     await asyncio.gather(h.signal("a", 1), h.signal("b", 2))
     assert await h.result(timeout=10) == [1, 2]
     await wait_closed(tf.engine.instance_path(h.workflow_id))
-    assert tf.engine.instances.handoff == {}
+    assert tf.engine.instances.handoffs.held == {}
 
 
 @workflow

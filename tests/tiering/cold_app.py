@@ -12,7 +12,7 @@ Modes:
 Storage and catalog come from the environment (TIERFLOW_STORAGE_URL, TIERFLOW_S3_ENDPOINT,
 TIERFLOW_CATALOG_URL, AWS_*), crash points from TIERFLOW_CRASH_AT.
 
-COLD_APP_EVENTS_PER_COMMIT=N bounds one compaction commit to N events (several commits per
+COLD_APP_EVENTS_PER_COMMIT=N bounds one cold commit to N events (several commits per
 pass).
 
 COLD_APP_SMALL_FILES=1 makes the cold writer split a partition into files of a few rows (a

@@ -1,9 +1,9 @@
-"""A program the SQL tests run as a real subprocess: tiering and compaction in many small steps.
+"""A program the SQL tests run as a real subprocess: hot → warm and warm → cold in many small steps.
 
 Usage: python -m tests.tiering.sql_app DATA_DIR
 
 Moves every finished hot instance to warm in batches of ``SQL_APP_BATCH`` workflows
-(default 15), then compacts every warm batch into cold in commits of at most
+(default 15), then moves every warm batch into cold in commits of at most
 ``SQL_APP_COMMIT_EVENTS`` events (default 120): many index transactions, so a reader
 sampling meanwhile sees many different cuts. Prints
 "done" and the final tier counts as JSON. Storage from the environment (TIERFLOW_*, AWS_*).
@@ -47,9 +47,9 @@ async def main(data: str) -> None:
     tf = Tierflow(data, WORKFLOWS, tiering=policy)
     tf.open()
     try:
-        # Each warm batch is its own index commit; each bounded compaction commit too.
+        # Each warm batch is its own index commit; each bounded cold commit too.
         await tf.tier(now=time.time() + LATER, to="warm", progress=step)
-        await tf.compact(now=time.time() + LATER, progress=step)
+        await tf.tier(now=time.time() + LATER, to="cold", progress=step)
         print(json.dumps({"done": tf.index.count_by_tier()}), flush=True)
     finally:
         await tf.aclose()

@@ -2,7 +2,7 @@
 
 The README's promises ("The cold tier"): every history and result of an archived workflow
 reads back identical to what hot returned; the warm originals are gone; each Iceberg
-snapshot names the warm batches it consumed; `describe().tier == "cold"`; a pass compacts
+snapshot names the warm batches it consumed; `describe().tier == "cold"`; a pass moves
 every old-enough batch, several per commit, bounded by `max_events_per_cold_commit`.
 """
 
@@ -166,7 +166,7 @@ async def test_cold_after_per_type_holds_a_batch_until_every_type_is_old_enough(
         assert tf.index.count_by_tier() == {"cold": 4}
 
 
-async def test_cold_after_none_never_compacts(make_store, tmp_path: Path):
+async def test_cold_after_none_never_moves_to_cold(make_store, tmp_path: Path):
     store = make_store()
     policy = TieringPolicy(min_age=0, cold_after=None)
     async with Tierflow(tmp_path / "d", WORKFLOWS, warm_store=store, tiering=policy) as tf:
@@ -284,8 +284,8 @@ def _env_for_url(store_url: str) -> dict[str, str]:
     return env
 
 
-async def test_maintenance_after_many_small_compactions(make_store, tmp_path: Path, clock):
-    """Many small compactions, then `maintain_cold`: few files, same reads, no stray file."""
+async def test_maintenance_after_many_small_cold_commits(make_store, tmp_path: Path, clock):
+    """Many small cold commits, then `maintain_cold`: few files, same reads, no stray file."""
     from tierflow.cold.maintenance import referenced_files
     from tierflow.cold.writer import store_key
 
@@ -325,11 +325,11 @@ async def test_maintenance_after_many_small_compactions(make_store, tmp_path: Pa
             assert listed == wanted
 
 
-async def test_a_read_that_raced_a_compaction_follows_the_instance_to_cold(
+async def test_a_read_that_raced_a_cold_move_follows_the_instance_to_cold(
     make_store, tmp_path: Path
 ):
-    """A reader that looked the instance up in warm just before another process compacted it
-    (and deleted the warm files) reads it from cold instead of failing."""
+    """A reader that looked the instance up in warm just before another process moved it to
+    cold (and deleted the warm files) reads it from cold instead of failing."""
     store = make_store()
     policy = TieringPolicy(min_age=0, cold_after=0)
     async with Tierflow(tmp_path / "d", WORKFLOWS, warm_store=store, tiering=policy) as tf:
@@ -344,7 +344,7 @@ async def test_a_read_that_raced_a_compaction_follows_the_instance_to_cold(
         assert (await tf.engine.router.describe(stale)).tier == "cold"
 
 
-async def test_a_pass_with_nothing_to_compact_opens_no_catalog(make_store, tmp_path: Path):
+async def test_a_pass_with_nothing_to_move_opens_no_catalog(make_store, tmp_path: Path):
     """Hot- or warm-only deployments never touch the catalog: nothing old enough, no I/O."""
     store = make_store()
     missing = tmp_path / "nowhere" / "catalog.sqlite"

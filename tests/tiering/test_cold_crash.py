@@ -1,5 +1,5 @@
-"""The warm → cold compaction job under crashes: SIGKILL at each crash point, in the middle of
-writing the Iceberg data files, and two compaction processes at once; on file:// and on a moto
+"""The warm → cold move under crashes: SIGKILL at each crash point, in the middle of
+writing the Iceberg data files, and two cold-move processes at once; on file:// and on a moto
 S3 server.
 
 After the repair every workflow is cold exactly once, reads as it did while hot, the Iceberg
@@ -194,7 +194,7 @@ async def assert_all_cold(
 
 
 def commit_state(data: Path) -> list[tuple[str, str, list[str]]]:
-    """The compaction ledger's commits: (commit id, state, batch ids), oldest first."""
+    """The cold ledger's commits: (commit id, state, batch ids), oldest first."""
     import sqlite3
 
     conn = sqlite3.connect(data / "hot" / "index.sqlite")
@@ -250,10 +250,10 @@ async def test_kill_at_each_cold_point_then_rerun(make_store, tmp_path: Path, po
     await assert_all_cold(store, data, ids, before, batches)
 
 
-# -- 2. Two compaction processes at once ------------------------------------------------
+# -- 2. Two cold-move processes at once -------------------------------------------------
 
 
-async def test_two_compaction_processes_at_once(make_store, tmp_path: Path):
+async def test_two_cold_move_processes_at_once(make_store, tmp_path: Path):
     store = make_store()
     data = tmp_path / "data"
     ids, before, batches = await prepare(store, data, 24, max_workflows_per_batch=4)

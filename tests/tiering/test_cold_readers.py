@@ -40,7 +40,7 @@ DAY = 86400.0
 
 
 async def all_cold(store: ObjectStore, data: Path, n: int, **kw: Any) -> tuple[list[str], Any]:
-    """``n`` workflows, tiered to warm, then compacted into cold in one pass."""
+    """``n`` workflows, tiered to warm, then moved into cold in one pass."""
     ids, before, batches = await prepare(store, data, n)
     async with Tierflow(data, WORKFLOWS, warm_store=store, tiering=POLICY, **kw) as tf:
         report = await tf.tier(now=time.time() + LATER, to="cold")
@@ -243,7 +243,7 @@ async def test_empty_new_catalog_fails_before_anything_moves(make_store, tmp_pat
         # Cold reads say where the archive is not.
         with pytest.raises(StorageError, match="not in the Iceberg catalog"):
             await tf.describe(first[0])
-        with pytest.raises(StorageError, match="compaction commits already wrote"):
+        with pytest.raises(StorageError, match="cold commits already wrote"):
             await tf.tier(now=time.time() + LATER, to="cold")
         assert tf.index.count_by_tier() == {"cold": 6, "warm": 6}
     assert store.list("warm", unfinished=True) == warm_keys

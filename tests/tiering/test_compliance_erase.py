@@ -184,7 +184,7 @@ async def test_passes_running_beside_an_erasure_bring_nothing_back(make_store, t
         report, *_ = await asyncio.gather(
             tf.compliance.erase(workflow_id=victim, reason="request", actor="dpo"),
             tf.tier(now=time.time() + LATER, to="warm"),
-            tf.compact(now=time.time() + LATER),
+            tf.tier(now=time.time() + LATER, to="cold"),
             tf.maintain_cold(rewrite=True, snapshot_retention=0, orphan_grace=0),
         )
         assert report.workflows_erased == 1

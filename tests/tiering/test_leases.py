@@ -1,5 +1,5 @@
-"""Read leases (README, "SQL across tiers"): a move deletes what it replaced only when no
-query reads a cut taken before it, or once the grace period has passed."""
+"""Read leases (README, "Consistent reads and read leases"): a move deletes what it
+replaced only when no query reads a cut taken before it, or once the grace period has passed."""
 
 from __future__ import annotations
 

@@ -2,13 +2,13 @@
 
 1. Workflows spread over running, paused, warm and cold: counts by tier and the
    history count match the ground truth; and the same, sampled repeatedly, while
-   another process tiers and compacts (never a double, never a miss).
+   another process moves workflows hot → warm → cold (never a double, never a miss).
 5. Hostile statements are refused or cut, leave nothing on disk, and legitimate
    queries work after each.
-6. ``as_of`` before a compaction does not see rows compacted after it.
+6. ``as_of`` before a cold move does not see the rows it moved.
 
 Plus: only the hot files a ``workflow_id`` filter allows are opened, and a query
-whose warm files vanish under it (a compaction finished meanwhile) runs again.
+whose warm files vanish under it (a cold move finished meanwhile) runs again.
 """
 
 from __future__ import annotations
@@ -172,10 +172,10 @@ async def test_streamed_result_and_row_limit(make_store, tmp_path: Path):
         assert len(whole.rows) == 30 and not whole.truncated
 
 
-# -- 1b. the same while another process tiers and compacts --------------------------------
+# -- 1b. the same while another process moves workflows to warm and cold -------------------
 
 
-async def test_each_workflow_once_while_another_process_tiers_and_compacts(
+async def test_each_workflow_once_while_another_process_moves_them_to_warm_and_cold(
     make_store, tmp_path: Path
 ):
     store = make_store()
@@ -304,8 +304,8 @@ async def test_query_runs_again_when_warm_files_vanish_under_it(
     async with Tierflow(tmp_path / "d", ALL, warm_store=store, tiering=policy) as tf:
         await finished(tf, 0, 30)
         await tf.tier(now=time.time() + 60, to="warm")
-        stale = sql_module.read_snapshot(tf.index)  # the cut before a compaction
-        await tf.compact(now=time.time() + LATER)  # deletes the warm files
+        stale = sql_module.read_snapshot(tf.index)  # the cut before a cold move
+        await tf.tier(now=time.time() + LATER, to="cold")  # deletes the warm files
         assert store.list("warm") == []
         calls = []
         real = sql_module.read_snapshot
@@ -413,7 +413,7 @@ async def test_hostile_statements_are_refused_or_cut(make_store, tmp_path: Path)
 # -- 6. time travel ----------------------------------------------------------------------
 
 
-async def test_as_of_before_a_compaction_does_not_see_its_rows(make_store, tmp_path: Path):
+async def test_as_of_before_a_cold_move_does_not_see_its_rows(make_store, tmp_path: Path):
     store = make_store()
     policy = TieringPolicy(min_age=0, cold_after=0)
     async with Tierflow(tmp_path / "d", ALL, warm_store=store, tiering=policy) as tf:

@@ -1,4 +1,4 @@
-"""SQL confinement against any SQL text (README, "SQL across tiers: confinement").
+"""SQL confinement against any SQL text (README, "Confinement").
 
 Every attack runs against a real cut of warm and cold data (and hot instances),
 on file:// and moto: it is refused, every archive object keeps its sha256, no

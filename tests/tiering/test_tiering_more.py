@@ -197,3 +197,28 @@ async def test_reading_warm_data_from_another_store_names_both(tmp_path: Path):
         with pytest.raises(StorageError) as err:
             await tf.history(ids[0])
         assert "lake" in str(err.value) and "elsewhere" in str(err.value)
+
+
+def test_a_ledger_written_by_0_1_0_reads_back_with_todays_states(tmp_path: Path):
+    """0.1.0 named a batch whose rows are in the cold tables "compacted"; it reads as ``cold``."""
+    from tierflow.hot.index import IndexDB
+    from tierflow.tiering.warm_ledger import BatchState, WarmLedger
+
+    index = IndexDB(tmp_path / "index.sqlite")
+    try:
+        WarmLedger(index)
+        index.write_now(
+            lambda c: c.execute(
+                "INSERT INTO tier_batches (batch_id, state, created_at) "
+                "VALUES ('b-in-cold', 'compacted', 1), ('b-in-warm', 'done', 2)"
+            ),
+            durable=True,
+        )
+        status = WarmLedger(index).status("file:///lake")
+        assert {b.batch_id: b.state for b in status.batches} == {
+            "b-in-cold": BatchState.COLD,
+            "b-in-warm": BatchState.DONE,
+        }
+        assert index.execute("SELECT count(*) FROM tier_batches WHERE state='cold'") == [(1,)]
+    finally:
+        index.close()

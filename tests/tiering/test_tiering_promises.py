@@ -1,4 +1,4 @@
-"""Tiering promises of the README ("The warm tier"), each checked on real components.
+"""Tiering promises of the README ("Moving between tiers"), each checked on real components.
 
 * A pass verifies what it wrote before it commits: a file corrupted after its write aborts
   the pass with hot untouched, and the next clean pass moves everything exactly once.

@@ -1,20 +1,20 @@
 """What one SQL query reads: the tier map, warm batches and cold commits, as of one instant.
 
-The consistency rule (README, "SQL across tiers", Consistency): a query sees each
-workflow exactly once, even while tiering and compaction run in another
+The consistency rule (README, "Consistent reads and read leases"): a query sees each
+workflow exactly once, even while tiering (hot → warm, warm → cold) runs in another
 process. Every move between tiers is one index transaction, so one read
 transaction of the index (:meth:`IndexDB.read_consistent`) yields a
 consistent cut:
 
 - **hot**: instances whose index row says ``tier = hot``;
 - **warm**: batches in state ``committed`` or ``done`` (their manifests list
-  the exact files); ``compacted`` batches are cold, ``writing``/``aborted``
+  the exact files); ``cold`` batches are in the cold tables, ``writing``/``aborted``
   ones were never visible;
-- **cold**: compaction commits in state ``committed`` or ``done``. The
-  Iceberg tables may be ahead of that read (a compaction commits to Iceberg
+- **cold**: cold commits in state ``committed`` or ``done``. The
+  Iceberg tables may be ahead of that read (a cold move commits to Iceberg
   *before* it flips the index), so the snapshot read is chosen by
   :func:`pick_snapshot`: the newest snapshot in the table's ancestry that
-  holds no compaction commit the index read did not know, which keeps
+  holds no cold commit the index read did not know, which keeps
   maintenance rewrites (same rows, fewer files) but never a commit whose
   batches the same read still counts as warm.
 
@@ -57,7 +57,7 @@ class TierSnapshot:
     Attributes:
         hot: One tuple per hot instance, values of :data:`HOT_INDEX_COLUMNS`.
         warm: ``(batch_id, manifest JSON)`` of every batch in warm.
-        commits: Cold compaction commit id to ``committed_at`` (µs), for every
+        commits: Cold commit id (one warm → cold commit) to ``committed_at`` (µs), for every
             commit the index counts as cold.
         data_version: The index's ``data_version`` right after the read.
         audit: The audit log's rows (values of ``rows.AUDIT``), when asked for.
@@ -124,7 +124,7 @@ def read_snapshot(index: IndexDB, *, audit: bool = False) -> TierSnapshot:
 
 
 def commit_of(snapshot: Snapshot) -> str | None:
-    """The compaction commit id of a snapshot that added warm batches; None for others."""
+    """The cold commit id of a snapshot that added warm batches; None for others."""
     from tierflow.cold.writer import COMMIT_ID_PROPERTY, batches_of
 
     if not batches_of(snapshot) or snapshot.summary is None:
@@ -152,12 +152,12 @@ def pick_snapshot(
     """The snapshot a query reads, out of a table's ancestry (oldest first).
 
     Walks forward and stops at the first snapshot that is newer than
-    ``not_after_ms`` or that is a compaction commit ``included`` rejects; the
+    ``not_after_ms`` or that is a cold commit ``included`` rejects; the
     last snapshot before that is the answer (None: the table was empty then).
 
     Args:
         chain: The table's ancestry, oldest first (:func:`ancestry`).
-        included: Whether the query may see a compaction commit (by id).
+        included: Whether the query may see a cold commit (by id).
         not_after_ms: Time-travel bound (epoch ms); None for no bound.
     """
     chosen = None
@@ -172,7 +172,7 @@ def pick_snapshot(
 
 
 def commit_times(chains: Iterable[Sequence[Snapshot]]) -> dict[str, int]:
-    """Per compaction commit, the latest ``timestamp_ms`` of its snapshots in any table.
+    """Per cold commit, the latest ``timestamp_ms`` of its snapshots in any table.
 
     A commit writes the history table, then the workflows table; as of a time
     between the two it is not in the archive yet (so both tables agree).

@@ -15,7 +15,7 @@ Stock DuckDB, no extensions. Warm and cold are exact file lists (batch
 manifests; ``plan_files()`` of the chosen snapshot). Which files those are
 comes from one read transaction of the index
 (:mod:`tierflow.tiering.sql.cut`), so a query counts each workflow once even
-while another process tiers or compacts.
+while another process moves workflows between tiers.
 
 Each query runs in a worker process (:mod:`tierflow.tiering.sql.worker`,
 lent by :mod:`tierflow.tiering.sql.pool`): the statement check, the plan,

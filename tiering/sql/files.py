@@ -109,7 +109,7 @@ class CutFiles:
             from tierflow.cold.catalog import ColdTables
 
             shared = self._cold_factory()
-            # An own instance: refreshing tables here must not race the compaction job's.
+            # An own instance: refreshing tables here must not race the cold move's.
             self._cold = ColdTables(shared.settings, shared.store, shared.layout)
         return self._cold
 

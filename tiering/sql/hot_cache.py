@@ -147,7 +147,7 @@ class HotCache:
     # -- under the lock -------------------------------------------------------------------
 
     def _prune(self, keys: Mapping[str, tuple[Any, ...]]) -> None:
-        """Drop entries the cut no longer lists as they were; compact thinned segments."""
+        """Drop entries the cut no longer lists as they were; rewrite thinned segments."""
         for i, (_, key) in list(self._where.items()):
             if keys.get(i) != key:
                 self._drop(i)
@@ -157,7 +157,7 @@ class HotCache:
             if seg.live == 0:
                 self._forget(seg)
             elif seg.live < seg.table.num_rows:
-                self._compact(seg)
+                self._repack(seg)
 
     def _drop(self, workflow_id: str) -> None:
         found = self._where.pop(workflow_id, None)
@@ -169,7 +169,7 @@ class HotCache:
         self._segments.remove(seg)
         self._bytes -= seg.table.nbytes
 
-    def _compact(self, seg: _Segment) -> None:
+    def _repack(self, seg: _Segment) -> None:
         """Rewrite ``seg`` with its live instances only (a full scan reads no stale row)."""
         parts, spans, offset = [], {}, 0
         for i, (start, length) in seg.spans.items():
