@@ -51,6 +51,8 @@ if TYPE_CHECKING:
         WorkflowHandle,
         WorkflowInfo,
         WorkflowNotFound,
+        WorkflowOnHold,
+        WorkflowStillRunning,
         WorkflowTerminatedError,
         workflow,
     )
@@ -96,6 +98,8 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowInfo",
     "WorkflowNotFound",
+    "WorkflowOnHold",
+    "WorkflowStillRunning",
     "WorkflowTerminatedError",
     "workflow",
 ]
@@ -139,6 +143,8 @@ _HOME = {
     "WorkflowHandle": "tierflow.hot",
     "WorkflowInfo": "tierflow.hot",
     "WorkflowNotFound": "tierflow.hot",
+    "WorkflowOnHold": "tierflow.hot",
+    "WorkflowStillRunning": "tierflow.hot",
     "WorkflowTerminatedError": "tierflow.hot",
     "workflow": "tierflow.hot",
 }
