@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import multiprocessing
 import os
@@ -23,15 +22,6 @@ from tests.tiering.test_tiering import _env_for
 ROOT = Path(__file__).resolve().parents[2]
 
 env_for = _env_for
-
-PRIMITIVES = all(
-    importlib.util.find_spec(m) is not None
-    for m in ("tierflow.cold.erase", "tierflow.tiering.compliance.warm")
-)
-needs_primitives = pytest.mark.skipif(
-    not PRIMITIVES, reason="the warm and cold erasure primitives are not in this build"
-)
-"""For tests that erase from warm or cold (``erase_from_warm``, ``erase_rows``)."""
 
 
 def run_app(

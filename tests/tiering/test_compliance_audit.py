@@ -22,7 +22,7 @@ from tierflow.cold.schema import AUDIT_SCHEMA
 from tierflow.tiering.compliance.records import KEY_ENV
 
 from tests.tiering.compliance_app import LATER, POLICY, WORKFLOWS
-from tests.tiering.compliance_support import needs_primitives, scan, start_orders
+from tests.tiering.compliance_support import scan, start_orders
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,7 +32,6 @@ async def _sql_audit(tf: Tierflow) -> pa.Table:
     return result.to_arrow().cast(AUDIT_SCHEMA)
 
 
-@needs_primitives
 async def test_every_operation_is_recorded_and_erased_ids_only_hashed(
     make_store, tmp_path: Path, uid, monkeypatch: pytest.MonkeyPatch
 ):

@@ -25,14 +25,13 @@ from tests.tiering.compliance_app import LATER, POLICY, WORKFLOWS
 from tests.tiering.compliance_support import (
     assert_all_gone,
     env_for,
-    needs_primitives,
     run_forked,
     scan,
     start_orders,
 )
 from tests.tiering.test_tiering import readable
 
-pytestmark = [pytest.mark.timeout(150), needs_primitives]
+pytestmark = pytest.mark.timeout(150)
 
 VICTIM = "c-erased"
 # The process that resumes the erasure after each kill (and is killed at the next step).

@@ -22,7 +22,6 @@ from tests.conftest import wait_status
 from tests.tiering.compliance_app import LATER, POLICY, WORKFLOWS, family, marker, waiting
 from tests.tiering.compliance_support import (
     assert_gone,
-    needs_primitives,
     scan,
     start_orders,
     tier_all,
@@ -142,7 +141,6 @@ async def test_erase_by_attribute(make_store, tmp_path: Path, uid):
     assert scan(data, store, list(m2.values())) != []
 
 
-@needs_primitives
 @pytest.mark.parametrize("tier", ["warm", "cold"])
 async def test_erase_from_an_archived_tier(make_store, tmp_path: Path, uid, tier: str):
     store = make_store()
@@ -169,7 +167,6 @@ async def test_erase_from_an_archived_tier(make_store, tmp_path: Path, uid, tier
     assert scan(data, store, [markers[others[0]]]) != []
 
 
-@needs_primitives
 async def test_passes_running_beside_an_erasure_bring_nothing_back(make_store, tmp_path: Path, uid):
     """Erasure holds the tiering locks: a hot → warm pass, a compaction and a maintenance pass
     started at the same moment run before or after it, never across it."""

@@ -13,7 +13,7 @@ import pytest
 from tierflow import InvalidArgument, Tierflow, WorkflowNotFound, WorkflowOnHold
 
 from tests.tiering.compliance_app import LATER, POLICY, WORKFLOWS, family, marker
-from tests.tiering.compliance_support import assert_gone, needs_primitives, scan, start_orders
+from tests.tiering.compliance_support import assert_gone, scan, start_orders
 from tests.tiering.test_tiering import readable
 
 pytestmark = pytest.mark.timeout(120)
@@ -21,7 +21,6 @@ pytestmark = pytest.mark.timeout(120)
 FAR = time.time() + 400 * 86400  # every retention below has run out by then
 
 
-@needs_primitives
 async def test_hold_by_id_blocks_erasure_and_retention_until_released(
     make_store, tmp_path: Path, uid
 ):
@@ -68,7 +67,6 @@ async def test_hold_by_id_blocks_erasure_and_retention_until_released(
     assert scan(data, store, [held, free, *markers.values()]) == []
 
 
-@needs_primitives
 async def test_a_child_of_a_held_workflow_is_held(make_store, tmp_path: Path, uid):
     store = make_store()
     parent = uid("parent")
@@ -94,7 +92,6 @@ async def test_a_child_of_a_held_workflow_is_held(make_store, tmp_path: Path, ui
         assert sorted(tf.index.all_ids()) == sorted([parent, f"{parent}.c0"])
 
 
-@needs_primitives
 async def test_an_attribute_hold_covers_present_and_future_workflows(
     make_store, tmp_path: Path, uid
 ):

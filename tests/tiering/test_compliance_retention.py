@@ -39,7 +39,7 @@ from tests.tiering.compliance_app import (
     order,
     waiting,
 )
-from tests.tiering.compliance_support import assert_all_gone, needs_primitives, scan
+from tests.tiering.compliance_support import assert_all_gone, scan
 from tests.tiering.test_tiering import readable
 
 pytestmark = pytest.mark.timeout(180)
@@ -151,7 +151,6 @@ def _members(group: dict[str, tuple[str, str]], names: list[str]) -> set[str]:
     return out
 
 
-@needs_primitives
 async def test_retention_from_start_and_finish_per_status_in_every_tier(make_store, tmp_path: Path):
     store = make_store()
     data = tmp_path / "data"
