@@ -52,6 +52,8 @@ if TYPE_CHECKING:
         WorkflowHandle,
         WorkflowInfo,
         WorkflowNotFound,
+        WorkflowOnHold,
+        WorkflowStillRunning,
         WorkflowTerminatedError,
         workflow,
     )
@@ -98,6 +100,8 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowInfo",
     "WorkflowNotFound",
+    "WorkflowOnHold",
+    "WorkflowStillRunning",
     "WorkflowTerminatedError",
     "workflow",
 ]
@@ -142,6 +146,8 @@ _HOME = {
     "WorkflowHandle": "tierflow.hot",
     "WorkflowInfo": "tierflow.hot",
     "WorkflowNotFound": "tierflow.hot",
+    "WorkflowOnHold": "tierflow.hot",
+    "WorkflowStillRunning": "tierflow.hot",
     "WorkflowTerminatedError": "tierflow.hot",
     "workflow": "tierflow.hot",
 }

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from tierflow.hot.authoring import WorkflowDefinition, WorkflowFn
 from tierflow.hot.clock import Clock
 from tierflow.hot.engine import Engine, OnConflict
-from tierflow.hot.errors import InvalidArgument
+from tierflow.hot.errors import InvalidArgument, StorageError
 from tierflow.hot.handle import WorkflowHandle
 from tierflow.hot.index import IndexDB, IndexRow
 from tierflow.hot.models import HistoryEvent, WorkflowInfo
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from tierflow.cold.catalog import ColdTables
     from tierflow.cold.maintenance import MaintenanceReport
     from tierflow.cold.status import ColdStatus
+    from tierflow.tiering.compliance import Compliance
     from tierflow.tiering.policy import TieringPolicy
     from tierflow.tiering.sql import AsOf, SqlResult, TierSQL
     from tierflow.tiering.to_cold import ColdMove
@@ -119,6 +120,7 @@ class Tierflow:
         self._cold_move: ColdMove | None = None
         self._periodic: asyncio.Task[None] | None = None
         self._sql: TierSQL | None = None
+        self._compliance: Compliance | None = None
         self.engine.router.register(Tier.WARM, _LazySource(self, Tier.WARM))
         self.engine.router.register(Tier.COLD, _LazySource(self, Tier.COLD))
 
@@ -134,6 +136,7 @@ class Tierflow:
 
     async def __aenter__(self) -> Tierflow:
         await self.engine.__aenter__()
+        await self._resume_erasures()
         if self.tiering_policy.interval:
             self._periodic = asyncio.get_running_loop().create_task(self._tier_periodically())
         return self
@@ -285,6 +288,40 @@ class Tierflow:
     # -- the tiers beyond hot ------------------------------------------------------------
 
     @property
+    def compliance(self) -> Compliance:
+        """Retention, legal holds, erasure, the audit log and exports (README, "Compliance")."""
+        if self._compliance is None:
+            from tierflow.tiering.compliance import Compliance
+
+            self._compliance = Compliance(self)
+        return self._compliance
+
+    def forget_cached(self, workflow_ids: Sequence[str]) -> None:
+        """Drop this process's in-memory copies of these workflows (erasure calls it).
+
+        The engine's recent results and pending stream events, the SQL engine's
+        cache of hot history (and its idle workers, which hold the last hot
+        data they read), and the warm and cold readers' caches.
+        """
+        self.engine.forget(workflow_ids)
+        if self._sql is not None:
+            self._sql.forget()
+        for tier in (Tier.WARM, Tier.COLD):
+            self.engine.router.register(tier, _LazySource(self, tier))
+
+    async def _resume_erasures(self) -> None:
+        """Finish erasures a crash interrupted (cheap when there is none)."""
+        from tierflow.tiering.compliance.records import has_pending_erasures
+
+        if not has_pending_erasures(self.index):
+            return
+        try:
+            await self.compliance.resume_erasures()
+        except Exception:
+            # The workflows stay hidden; the next erase call or tiering pass resumes it.
+            log.exception("resuming an interrupted erasure failed")
+
+    @property
     def tiering_policy(self) -> TieringPolicy:
         """The policy ``tier()`` applies."""
         if self._policy is None:
@@ -359,10 +396,13 @@ class Tierflow:
             StorageError: The store or the catalog is unusable; nothing moved.
             InvalidArgument: ``to`` is not "warm" or "cold".
         """
+        from tierflow.tiering.compliance.records import has_pending_erasures
         from tierflow.tiering.to_warm import TieringReport
 
         if to not in (None, "warm", "cold"):
             raise InvalidArgument(f"to must be 'warm' or 'cold', got {to!r}")
+        if has_pending_erasures(self.index):
+            await self.compliance.resume_erasures()
         callback = progress or (lambda stage, done, total: None)
         report = TieringReport()
         if to != "cold":
@@ -373,7 +413,24 @@ class Tierflow:
             cold_move = self.cold_move
             cold_move.progress = callback
             report.cold = await cold_move.run(now)
+        await self._compliance_pass(now, report)
         return report
+
+    async def _compliance_pass(self, now: float | None, report: TieringReport) -> None:
+        """After a pass: apply retention when policies exist, append the audit log to Iceberg."""
+        # Only a data directory that ever used compliance has its tables: else nothing to do.
+        if not self.index.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='retention_policies'", ()
+        ):
+            return
+        compliance = self.compliance
+        if compliance.has_retention():
+            report.retention = await compliance.apply_retention(now=now)
+        try:
+            await compliance.publish_audit()
+        except StorageError:
+            # The moves are done; the records stay in the index and the next pass appends them.
+            log.exception("appending the audit log to the Iceberg table failed")
 
     async def tiering_status(self, limit: int = 20) -> TieringStatus:
         """The ledger: how many instances each tier holds, and the ``limit`` newest batches."""

@@ -5,9 +5,11 @@ partitioning, sort order, properties),
 ``cold.catalog`` finds them through a pyiceberg catalog, ``cold.writer`` and
 ``cold.load`` loads warm batches into them idempotently,
 ``cold.reader`` answers point reads, ``cold.status`` reports what the tables
-hold now, and ``cold.maintenance`` rewrites small
+hold now, ``cold.maintenance`` rewrites small
 files, expires snapshots and removes orphan files (none of which pyiceberg
-0.12 does itself). Moving instances and the ledger belong to ``tiering``.
+0.12 does itself), and ``cold.erase`` erases workflows' rows with every
+snapshot and file that still holds them. Moving instances and the ledger
+belong to ``tiering``.
 """
 
 from __future__ import annotations

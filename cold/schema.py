@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 from tierflow.hot.errors import InvalidArgument
-from tierflow.warm.schema import DATASETS
+from tierflow.hot.rows import AUDIT
+from tierflow.warm.schema import ARROW_TYPES, DATASETS
 
-__all__ = ["BATCH_ID", "arrow_schema"]
+__all__ = ["AUDIT_SCHEMA", "BATCH_ID", "arrow_schema"]
 
 BATCH_ID = pa.field(
     "batch_id",
@@ -31,3 +32,14 @@ def arrow_schema(dataset: str) -> pa.Schema:
     if warm is None:
         raise InvalidArgument(f"unknown cold table {dataset!r} (workflows or history)")
     return pa.schema([*warm, BATCH_ID], metadata=warm.metadata)
+
+
+AUDIT_SCHEMA = pa.schema(
+    [
+        pa.field(
+            c.name, ARROW_TYPES[c.type], nullable=c.nullable, metadata={b"doc": c.doc.encode()}
+        )
+        for c in AUDIT
+    ]
+)
+"""The audit log's rows (``rows.AUDIT``): the Iceberg ``tierflow.audit`` table and the SQL view."""

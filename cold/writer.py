@@ -23,6 +23,7 @@ so before the caller deletes the warm originals.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -32,10 +33,12 @@ from typing import Any
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.io.fileformat import FileFormatFactory
 from pyiceberg.io.pyarrow import write_file
-from pyiceberg.manifest import DataFile
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
 from pyiceberg.table import Table, WriteTask
+from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.snapshots import Snapshot
 from tierflow.cold import tables
 from tierflow.cold.catalog import ColdTables
@@ -162,6 +165,85 @@ class ColdWriter:
                 for lo in range(0, part.num_rows, rows_per_file)
             ]
             yield from write_file(table.io, table.metadata, iter(tasks))
+
+    def write_streamed(
+        self,
+        table: Table,
+        dataset: str,
+        commit_id: str,
+        task_id: int,
+        finished_date: date,
+        file_schema: pa.Schema,
+        parts: Iterable[pa.Table],
+    ) -> DataFile | None:
+        """Write ``parts`` as one data file, one part at a time (memory: one part).
+
+        For rewriting a file without some of its rows: the parts are its row
+        groups, filtered, in file order (so still sorted), and the new file
+        gets the same Arrow schema (field ids included), encoding and column
+        metrics as every file the table's writer makes.
+
+        Args:
+            table: The table to write for.
+            dataset: "workflows" or "history".
+            commit_id: Names the file, with ``task_id`` (unique within the commit).
+            task_id: Distinguishes the commit's files.
+            finished_date: The partition of every row.
+            file_schema: The Arrow schema to write (e.g. the replaced file's).
+            parts: The rows, in order; empty parts are skipped.
+
+        Returns:
+            The file's entry, ready to commit; None when every part was empty (no
+            file is created then).
+        """
+        schema = table.schema()
+        spec = table.spec()
+        key = PartitionKey(
+            field_values=[PartitionFieldValue(field=spec.fields[0], value=finished_date)],
+            partition_spec=spec,
+            schema=schema,
+        )
+        task = WriteTask(
+            write_uuid=write_uuid(commit_id, dataset),
+            task_id=task_id,
+            schema=schema,
+            record_batches=[],
+            partition_key=key,
+        )
+        meta = table.metadata
+        path = load_location_provider(meta.location, meta.properties).new_data_location(
+            data_file_name=task.generate_data_file_filename("parquet"), partition_key=key
+        )
+        output = table.io.new_output(path)
+        writer = FileFormatFactory.get(FileFormat.PARQUET).create_writer(
+            output, schema, meta.properties
+        )
+        rows = 0
+        try:
+            for part in parts:
+                if part.num_rows:
+                    writer.write(part.cast(file_schema))
+                    rows += part.num_rows
+        except BaseException:
+            if rows:
+                with contextlib.suppress(Exception):
+                    writer.close()
+            raise
+        if not rows:
+            return None
+        stats = writer.close()
+        return DataFile.from_args(
+            content=DataFileContent.DATA,
+            file_path=path,
+            file_format=FileFormat.PARQUET,
+            partition=key.partition,
+            file_size_in_bytes=len(output),
+            sort_order_id=None,
+            spec_id=meta.default_spec_id,
+            equality_ids=None,
+            key_metadata=None,
+            **stats.to_serialized_dict(),
+        )
 
     def commit(
         self,

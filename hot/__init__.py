@@ -40,6 +40,8 @@ if TYPE_CHECKING:
         WorkflowCancelledError,
         WorkflowFailed,
         WorkflowNotFound,
+        WorkflowOnHold,
+        WorkflowStillRunning,
         WorkflowTerminatedError,
     )
     from tierflow.hot.handle import WorkflowHandle
@@ -88,6 +90,8 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowInfo",
     "WorkflowNotFound",
+    "WorkflowOnHold",
+    "WorkflowStillRunning",
     "WorkflowTerminatedError",
     "parse_duration",
     "workflow",
@@ -132,6 +136,8 @@ _HOME = {
     "WorkflowHandle": "tierflow.hot.handle",
     "WorkflowInfo": "tierflow.hot.models",
     "WorkflowNotFound": "tierflow.hot.errors",
+    "WorkflowOnHold": "tierflow.hot.errors",
+    "WorkflowStillRunning": "tierflow.hot.errors",
     "WorkflowTerminatedError": "tierflow.hot.errors",
     "parse_duration": "tierflow.hot.retry",
     "workflow": "tierflow.hot.authoring",

@@ -83,7 +83,7 @@ class Engine:
         rt = self.runtime
         self.instances = Instances(rt, self)
         self.control = Control(rt, self.instances)
-        self.router = TierRouter(locate=lambda wid: rt.index.get(wid))
+        self.router = TierRouter(locate=lambda wid: rt.index.find(wid))
         self.router.register(Tier.HOT, HotReader(rt, self.instances))
         self.reads = Reads(rt, self.instances, self.router, self)
         self._scheduler: Scheduler | None = None
@@ -253,6 +253,17 @@ class Engine:
         """
         if self._stream is not None and self._stream.active:
             self._stream.committed(workflow_id, written)
+
+    def forget(self, workflow_ids: Sequence[str]) -> None:
+        """Drop what this process holds in memory of these instances (they were erased).
+
+        Recent results, files held open for a resume, and events or cursors
+        pending on the event stream; the index and the files are erased by
+        whoever calls this (``tierflow.tiering.compliance``).
+        """
+        self.instances.forget(workflow_ids)
+        if self._stream is not None:
+            self._stream.forget(workflow_ids)
 
     # -- starting ----------------------------------------------------------------------
 

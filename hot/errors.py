@@ -12,6 +12,8 @@ grouped by what a caller can do about them::
     ├── WorkflowNotFound (also LookupError)      unknown id, or unknown type
     ├── WorkflowAlreadyExists                    start(..., on_conflict="fail")
     ├── WorkflowAlreadyFinished                  signal/cancel of a finished run
+    ├── WorkflowOnHold                           erasure of a workflow under legal hold
+    ├── WorkflowStillRunning                     erasure of an unfinished one, no force
     ├── WorkflowFailed                           result() of a failed run; .cause
     │   └── ChildWorkflowFailed                  raised in a parent workflow
     ├── WorkflowCancelledError                   result() of a cancelled run
@@ -73,6 +75,8 @@ __all__ = [
     "WorkflowCancelledError",
     "WorkflowFailed",
     "WorkflowNotFound",
+    "WorkflowOnHold",
+    "WorkflowStillRunning",
     "WorkflowTerminatedError",
 ]
 
@@ -135,6 +139,36 @@ class WorkflowAlreadyFinished(TierflowError):
 
     Attributes:
         status: The terminal status the instance has.
+    """
+
+    def __init__(
+        self, message: str, *, workflow_id: str | None = None, status: str | None = None
+    ) -> None:
+        super().__init__(message, workflow_id=workflow_id)
+        self.status = status
+
+
+class WorkflowOnHold(TierflowError):
+    """Erasure refused: a legal hold covers the workflow (or one erased with it); nothing changed.
+
+    Attributes:
+        hold_ids: The holds that cover it; each must be released first.
+    """
+
+    def __init__(
+        self, message: str, *, workflow_id: str | None = None, hold_ids: list[str] | None = None
+    ) -> None:
+        super().__init__(message, workflow_id=workflow_id)
+        self.hold_ids = hold_ids or []
+
+
+class WorkflowStillRunning(TierflowError):
+    """Erasure refused: the workflow (or one erased with it) has not finished; nothing changed.
+
+    Pass ``force=True`` to terminate it first.
+
+    Attributes:
+        status: Its status now.
     """
 
     def __init__(

@@ -33,7 +33,7 @@ from tierflow.hot.models import TERMINAL_STATUSES, Status
 from tierflow.hot.rows import WORKFLOWS, Column, LogicalType, names, pick, sqlite_columns
 from tierflow.hot.store import INSTANCE_STATE
 
-__all__ = ["INDEX_COLUMNS", "INDEX_ONLY", "IndexDB", "IndexRow"]
+__all__ = ["INDEX_COLUMNS", "INDEX_ONLY", "IndexDB", "IndexRow", "attribute_value"]
 
 INDEX_ONLY: tuple[Column, ...] = (
     Column(
@@ -132,7 +132,12 @@ CREATE TABLE IF NOT EXISTS stream_cursors (
     upto INTEGER NOT NULL,
     PRIMARY KEY (subscriber, workflow_id)
 ) STRICT, WITHOUT ROWID;
+-- Instances being erased (hot/erasing.py): reads by id and list treat them as gone,
+-- and no tiering pass selects them, while their erasure runs.
+CREATE TABLE IF NOT EXISTS erasing (workflow_id TEXT PRIMARY KEY) STRICT, WITHOUT ROWID;
 """
+
+_NOT_ERASING = "workflow_id NOT IN (SELECT workflow_id FROM erasing)"
 
 
 @dataclass(frozen=True)
@@ -182,6 +187,9 @@ class IndexDB:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA busy_timeout=10000")
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            # Erasure must leave no byte of a deleted row behind: SQLite otherwise keeps
+            # deleted cells in free pages and freeblocks (the WAL is truncated after it).
+            self._conn.execute("PRAGMA secure_delete=ON")
             self._conn.executescript(_SCHEMA)
             if self._conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
                 self._conn.execute("INSERT INTO schema_version VALUES (1)")
@@ -266,6 +274,24 @@ class IndexDB:
             return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
         except sqlite3.Error as exc:
             raise StorageError(f"instance index read failed: {exc}", url=str(self.path)) from exc
+
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the database file and truncate the WAL to zero bytes.
+
+        Returns:
+            True when a reader or writer of another connection kept it from
+            completing (the WAL then stays as it was; try again later).
+
+        Raises:
+            StorageError: SQLite failed.
+        """
+        try:
+            busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(
+                f"instance index checkpoint failed: {exc}", url=str(self.path)
+            ) from exc
+        return bool(busy)
 
     def ensure_schema(self, ddl: str) -> None:
         """Create tables and indexes another layer keeps here (idempotent DDL).
@@ -401,7 +427,8 @@ class IndexDB:
         sql = (
             "SELECT workflow_id, file, workflow_type, finished_at, coalesce(events_upto, 0) "
             "FROM instances WHERE tier=? AND file IS NOT NULL AND "
-            f"status IN ({','.join('?' * len(statuses))}) AND finished_at <= ?"
+            f"status IN ({','.join('?' * len(statuses))}) AND finished_at <= ? "
+            f"AND {_NOT_ERASING}"
         )
         params: list[Any] = [tier, *statuses, finished_before]
         if exclude_types:
@@ -493,6 +520,11 @@ class IndexDB:
         rows = self._read(f"{_SELECT} WHERE workflow_id=?", (workflow_id,))
         return IndexRow(*rows[0]) if rows else None
 
+    def find(self, workflow_id: str) -> IndexRow | None:
+        """The row for ``workflow_id`` as reads see it: None also while it is being erased."""
+        rows = self._read(f"{_SELECT} WHERE workflow_id=? AND {_NOT_ERASING}", (workflow_id,))
+        return IndexRow(*rows[0]) if rows else None
+
     def by_status(self, statuses: Sequence[str]) -> list[IndexRow]:
         """Return every row whose status is in ``statuses``."""
         marks = ",".join("?" * len(statuses))
@@ -543,7 +575,7 @@ class IndexDB:
         """
         if not 1 <= limit <= 10_000:
             raise InvalidArgument("limit must be between 1 and 10000")
-        where: list[str] = []
+        where: list[str] = [_NOT_ERASING]
         params: list[Any] = []
         if status:
             where.append(f"status IN ({','.join('?' * len(status))})")
@@ -584,6 +616,11 @@ class IndexDB:
             last = rows[-1]
             next_cursor = _encode_cursor(last.created_at, last.workflow_id)
         return rows, next_cursor
+
+
+def attribute_value(value: Any) -> Any:
+    """An attribute value as the ``attributes`` table stores and compares it."""
+    return _attr_value(value)
 
 
 def _attr_value(value: Any) -> Any:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from tierflow.hot import serde
@@ -99,6 +99,14 @@ class Instances:
         return task
 
     # -- finished instances and wake-ups -----------------------------------------------
+
+    def forget(self, workflow_ids: Iterable[str]) -> None:
+        """Drop what this process keeps of these instances (results, held files): erased."""
+        for wid in workflow_ids:
+            self.results.forget(wid)
+            held = self.handoffs.take(wid)
+            if held is not None:
+                self.rt.io_pool.submit(held.close)
 
     def notify(self, wid: str, parent: str | None) -> None:
         """An instance finished: wake ``result()`` waiters and its parent (if any)."""

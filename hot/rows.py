@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = [
+    "AUDIT",
     "HISTORY",
     "SQLITE_TYPES",
     "WORKFLOWS",
@@ -179,6 +180,35 @@ HISTORY: tuple[Column, ...] = (
     Column("workflow_type", _S, "Registered workflow name (denormalised)."),
 )
 """The ``history`` row: one per event."""
+
+AUDIT: tuple[Column, ...] = (
+    Column("seq", _I, "Position in the audit log: 1, 2, ... in the order of the operations."),
+    Column("at", _TS, "When the operation was recorded (UTC, microseconds)."),
+    Column("operation", _S, "What was done: retention.set, hold, erase, export, ..."),
+    Column("actor", _S, "Who did it, as the caller named them."),
+    Column("reason", _S, "Why, as the caller gave it.", nullable=True),
+    Column(
+        "subject_hash",
+        _S,
+        "HMAC-SHA256 (hex) of the workflow id concerned with the deployment's audit key.",
+        nullable=True,
+    ),
+    Column("counts", _J, "Counts as a JSON object, per tier where it applies.", default="{}"),
+    Column(
+        "snapshots_before",
+        _J,
+        "Cold table -> current Iceberg snapshot id before the operation (JSON object).",
+        default="{}",
+    ),
+    Column(
+        "snapshots_after",
+        _J,
+        "Cold table -> current Iceberg snapshot id after the operation (JSON object).",
+        default="{}",
+    ),
+    Column("detail", _J, "Operation-specific details as a JSON object.", default="{}"),
+)
+"""The ``audit`` row: one per recorded compliance operation (never a clear workflow id)."""
 
 
 def names(cols: Iterable[Column]) -> tuple[str, ...]:

@@ -204,7 +204,7 @@ class Runtime:
             WorkflowNotFound: No such instance.
         """
         validate_workflow_id(workflow_id)
-        row = self.index.get(workflow_id)
+        row = self.index.find(workflow_id)  # one being erased is already gone for readers
         if row is None:
             raise WorkflowNotFound(f"no workflow with id {workflow_id!r}", workflow_id=workflow_id)
         return row

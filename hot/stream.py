@@ -32,7 +32,7 @@ import json
 import logging
 import random
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from tierflow.hot import serde
@@ -367,6 +367,14 @@ class EventStream:
         ]
         for feed in self._feeds.values():
             feed.offer(workflow_id, texts)
+
+    def forget(self, workflow_ids: Iterable[str]) -> None:
+        """Drop pending events and cached cursors of these instances (they were erased)."""
+        for wid in workflow_ids:
+            for feed in self._feeds.values():
+                feed.dirty.pop(wid, None)
+                feed.cursors.pop(wid, None)
+                feed.mem_count -= len(feed.mem.pop(wid, []))
 
     async def read(
         self, workflow_id: str, after: int, limit: int

@@ -42,6 +42,10 @@ class ResultWaiters:
         while len(self._recent) > _KEEP:
             self._recent.pop(next(iter(self._recent)))
 
+    def forget(self, workflow_id: str) -> None:
+        """Drop a kept result (the instance was erased)."""
+        self._recent.pop(workflow_id, None)
+
     def finished(self, workflow_id: str) -> None:
         """``workflow_id`` finished: wake its waiters."""
         for fut in self._waiters.pop(workflow_id, []):

@@ -3,7 +3,8 @@
 - hot → warm: :mod:`~tierflow.tiering.to_warm` (``WarmMove``), its ledger and policy;
 - warm → cold: :mod:`~tierflow.tiering.to_cold` and its ledger;
 - :mod:`~tierflow.tiering.source`: reads of archived instances for the router;
-- :mod:`~tierflow.tiering.sql`: SQL across all tiers (DuckDB, confined).
+- :mod:`~tierflow.tiering.sql`: SQL across all tiers (DuckDB, confined);
+- :mod:`~tierflow.tiering.compliance`: retention, legal holds, erasure, the audit log.
 
 Names are imported on first use, so a process that needs one module (the SQL
 worker) does not import them all.

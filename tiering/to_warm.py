@@ -82,11 +82,14 @@ class TieringReport:
     seconds: float = 0.0
     cold: Any = None
     """The warm → cold pass (``ColdMoveReport``) when ``Tierflow.tier`` ran one."""
+    retention: Any = None
+    """What retention deleted (``RetentionReport``) when ``Tierflow.tier`` applied it."""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (``cold`` as its own dict, or None)."""
+        """JSON-ready form (``cold`` and ``retention`` as their own dicts, or None)."""
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
         out["cold"] = None if self.cold is None else self.cold.to_dict()
+        out["retention"] = None if self.retention is None else self.retention.to_dict()
         return out
 
 

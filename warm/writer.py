@@ -405,6 +405,32 @@ class BatchWriter:
             schema_version=SCHEMA_VERSION,
         )
 
+    def write_file(
+        self, out: WriteBatch, key: str, dataset: str, finished_date: str, rows: pa.Table
+    ) -> WrittenFile:
+        """Write rows that are already in file order as one file of this batch.
+
+        For rewriting a file without some of its rows (erasure): the rows of one
+        sorted file, minus some, are still sorted. Same encoding, row groups and
+        hashing as :meth:`write`.
+
+        Args:
+            out: The write batch the object goes into (durable when it closes).
+            key: The object key (:func:`data_key` of this batch).
+            dataset: "workflows" or "history".
+            finished_date: The partition date of every row, ``YYYY-MM-DD``.
+            rows: The rows, sorted as the dataset's files are.
+
+        Returns:
+            The file's manifest entry.
+
+        Raises:
+            InvalidArgument: The rows do not fit the dataset's schema.
+            StorageError: The object could not be written.
+        """
+        table = conform(rows, dataset)
+        return self._write_file(out, key, dataset, finished_date, table, None, 0, table.num_rows)
+
     def _write_file(
         self,
         out: WriteBatch,
@@ -412,17 +438,18 @@ class BatchWriter:
         dataset: str,
         day: str,
         table: pa.Table,
-        order: pa.Array,
+        order: pa.Array | None,
         lo: int,
         hi: int,
     ) -> WrittenFile:
-        """Encode rows ``order[lo:hi]`` of ``table`` into one file, hash it, upload it."""
+        """Encode rows ``order[lo:hi]`` of ``table`` (``table[lo:hi]`` without an order)."""
         schema = schema_for(dataset)
         sink = pa.BufferOutputStream()
         with pq.ParquetWriter(sink, schema, **self._options(dataset)) as writer:
             for a, b in _row_groups(lo, hi, self.row_group_rows):
                 # Gather one row group at a time: the sorted copy never exceeds a row group.
-                writer.write_table(table.take(order.slice(a, b - a)), row_group_size=b - a)
+                part = table.slice(a, b - a) if order is None else table.take(order.slice(a, b - a))
+                writer.write_table(part, row_group_size=b - a)
                 if self.on_row_group is not None:
                     self.on_row_group(key)
         data = memoryview(sink.getvalue())

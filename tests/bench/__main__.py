@@ -1,6 +1,6 @@
 """``make bench``: tierflow's figures beside DBOS's, measured in the same run.
 
-python -m tests.bench [--quick] [--skip-peer] [--out DIR]
+python -m tests.bench [--quick] [--skip-peer] [--out DIR] [--only PHASE]
 
 DBOS runs twice, on its default SQLite journal (rollback journal, synchronous=FULL) and on WAL
 (synchronous=FULL, so still one fsync'd commit per transaction, as tierflow's default); each of
@@ -13,6 +13,9 @@ commit and the machine's cores.
 
 ``--quick`` (``make bench-quick``) is a smoke run with tiny sizes: every phase on both sides and
 every completion check, no figure worth reading and no target judged.
+
+``--only PHASE`` runs one phase that stands alone (``erasure``) and writes its figures to
+``bench-results/<phase>-latest.json`` (``<phase>-quick-latest.json`` with ``--quick``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from tests.bench import (
     authoring,
     cold_bench,
     cross_process,
+    erasure_bench,
     export_bench,
     hot_engine,
     replay_bench,
@@ -150,16 +154,38 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, nothing judged")
     p.add_argument("--skip-peer", action="store_true", help="do not run DBOS")
     p.add_argument("--out", default=str(ROOT / "bench-results"), help="directory for the JSON")
+    p.add_argument("--only", choices=sorted(ALONE), help="run one phase alone")
     args = p.parse_args()
     # Wide enough for the tables in logs (CI, a pipe): rich assumes 80 columns there.
     console = Console(width=None if sys.stdout.isatty() else 160)
     try:
+        if args.only:
+            return run_alone(args, console)
         return run(args, console)
     except IncompleteRun as exc:
         console.print(f"[bold red]FAILED: a benchmarked workflow did not complete:[/] {exc}")
     except RuntimeError as exc:
         console.print(f"[bold red]FAILED:[/] {exc}")
     return 1
+
+
+# Phases that stand alone (``--only``): a module with measure(quick, console) and
+# report(console, figures, judged).
+ALONE: dict[str, Any] = {"erasure": erasure_bench, "export": export_bench}
+
+
+def run_alone(args: argparse.Namespace, console: Console) -> int:
+    """Run one phase; its figures go to ``<out>/<phase>[-quick]-latest.json``."""
+    phase = ALONE[args.only]
+    console.print(f"[bold]{args.only}[/bold] ...")
+    figs = phase.measure(args.quick, console)
+    phase.report(console, figs, not args.quick)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{args.only}{'-quick' if args.quick else ''}-latest.json"
+    path.write_text(json.dumps({"git": git_commit(), **figs}, indent=2, default=str) + "\n")
+    console.print(f"figures written to {path}")
+    return 0
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -364,12 +390,16 @@ def run(args: argparse.Namespace, console: Console) -> int:
     replay_bench.report(console, rp, judged)
 
     console.print("[bold]verified export[/bold] (a 1,001-event cold workflow) ...")
-    ex = export_bench.measure(args.quick)
+    ex = export_bench.measure(args.quick, console)
     export_bench.report(console, ex, judged)
 
     console.print("[bold]SQL across tiers[/bold] (GROUP BY event_type over hot, warm and cold) ...")
     sql_fig = sql_bench.measure(args.quick, console)
     sql_bench.report(console, sql_fig, judged)
+
+    console.print("[bold]erasure[/bold] (one workflow out of a 1M archive; retention) ...")
+    erase_fig = erasure_bench.measure(args.quick, console)
+    erasure_bench.report(console, erase_fig, judged)
 
     console.print("[bold]cross-process[/bold] (a worker subprocess; commits from this one) ...")
     xp = cross_process.measure(args.quick)
@@ -445,6 +475,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             "cross_process": xp,
             "replay": rp,
             "sql": sql_fig,
+            "erasure": erase_fig,
             "export": ex,
         },
         "dbos": {

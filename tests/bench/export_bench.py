@@ -9,11 +9,11 @@ On ``file://`` and on a moto S3 server (127.0.0.1), through the facade:
    day being the day the real workflows finish, so their partition holds other files too.
 2. Real 499-step workflows (1,001 events each) run on an injected clock and are tiered for
    real, hot → warm → cold (``Tierflow.tier``).
-3. Each is exported (``export_workflow``: index lookup, the cold row and history reads pruned
-   by partition and ``workflow_id`` bounds, the snapshot ids, three files written and
-   fsync'd) into a fresh directory, after one warm-up export that opens the catalog and
-   lists the files; then ``verify_export`` runs on each export, with and without the
-   comparison with the archive.
+3. Each is exported (``tf.compliance.export``: index lookup, the cold row and history reads
+   pruned by partition and ``workflow_id`` bounds, the snapshot ids, three files written and
+   fsync'd, the audit record) into a fresh directory, after one warm-up export that opens the
+   catalog and lists the files; then each export is verified, by its files alone
+   (``verify_export``) and with the comparison with the archive (``tf.compliance``).
 
 The figure is the wall time of one export, p50 and p99, printed beside the target with the
 number of cold data files the reads opened out of those in the partition.
@@ -36,7 +36,7 @@ from typing import Any
 
 from tierflow import ManualClock, Tierflow, WorkflowContext, workflow
 from tierflow.cold.reader import ColdReader
-from tierflow.tiering.compliance.export import export_workflow, verify_export
+from tierflow.tiering.compliance.export import verify_export
 from tierflow.tiering.policy import TieringPolicy
 from tierflow.warm.storage import ObjectStore
 
@@ -102,13 +102,13 @@ async def run(work: Path, store: ObjectStore, sizes: Sizes) -> dict[str, Any]:
         )
 
         out = work / "exports"
-        await export_workflow(tf, ids[0], out / "warm-up")
+        await tf.compliance.export(ids[0], out / "warm-up")
         timings, verify_files, verify_archive = [], [], []
         for k in range(sizes.exports):
             for wid in ids:
                 target = out / f"{wid}-{k}"
                 t = time.perf_counter()
-                m = await export_workflow(tf, wid, target)
+                m = await tf.compliance.export(wid, target)
                 timings.append((time.perf_counter() - t) * 1000)
                 if m.events != EVENTS or m.tier != "cold" or m.cold_snapshot_id is None:
                     raise RuntimeError(f"export of {wid}: {m.events} events from {m.tier}")
@@ -116,7 +116,7 @@ async def run(work: Path, store: ObjectStore, sizes: Sizes) -> dict[str, Any]:
                 verify_export(target)
                 verify_files.append((time.perf_counter() - t) * 1000)
                 t = time.perf_counter()
-                verify_export(target, tf)
+                tf.compliance.verify_export(target)
                 verify_archive.append((time.perf_counter() - t) * 1000)
         figures["export_ms"] = pct(timings, 0.5)
         figures["export_p99_ms"] = pct(timings, 0.99)
@@ -128,8 +128,13 @@ async def run(work: Path, store: ObjectStore, sizes: Sizes) -> dict[str, Any]:
     return figures
 
 
-def measure(quick: bool, backends: tuple[str, ...] = ("file", "s3")) -> dict[str, Any]:
-    """Run the benchmark on each backend; return the figures by backend (milliseconds)."""
+def measure(
+    quick: bool, console: Any = None, backends: tuple[str, ...] = ("file", "s3")
+) -> dict[str, Any]:
+    """Run the benchmark on each backend; return the figures by backend (milliseconds).
+
+    ``console`` is accepted for the ``--only`` phases of ``python -m tests.bench``.
+    """
     sizes = QUICK if quick else FULL
     out: dict[str, Any] = {}
     moto = Moto() if "s3" in backends else None
@@ -224,7 +229,7 @@ def main() -> None:
     group.add_argument("--s3", action="store_true", help="moto s3:// only")
     args = p.parse_args()
     backends = ("file",) if args.file else ("s3",) if args.s3 else ("file", "s3")
-    figures = measure(args.quick, backends)
+    figures = measure(args.quick, backends=backends)
     report(Console(), figures, not args.quick)
     print(json.dumps(figures))
 

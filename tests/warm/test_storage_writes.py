@@ -96,6 +96,20 @@ def test_unfinished_writes_are_listed_only_on_request(tmp_path: Path) -> None:
     assert not leftover.exists()
 
 
+def test_deletes_are_durable(tmp_path: Path, fs_ops: FsOps) -> None:
+    """An erased object must not come back after a power cut: its directory is fsync'd."""
+    store = ObjectStore.from_url((tmp_path / "lake").as_uri())
+    store.put_many([("a/x/1", b"1"), ("a/x/2", b"2"), ("a/y/3", b"3")])
+    fs_ops.events.clear()
+    store.delete_many(["a/x/1", "a/y/3", "a/x/missing"])
+    lake = tmp_path / "lake" / "a"
+    for name, folder in (("x/1", "x"), ("y/3", "y")):
+        gone = fs_ops.index("unlink", str(lake / name))
+        assert fs_ops.index("fsync", str(lake / folder)) > gone
+    assert fs_ops.fsyncs().count(str(lake / "x")) == 1  # once per directory
+    assert store.list("a") == [("a/x/2", 1)]
+
+
 # ------------------------------------------------------------------------------ S3 uploads
 
 

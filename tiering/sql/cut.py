@@ -32,6 +32,8 @@ from tierflow.hot.index import IndexDB
 from tierflow.hot.router import Tier
 from tierflow.hot.rows import WORKFLOWS, names, without
 from tierflow.tiering.cold_ledger import ColdLedger, CommitState
+from tierflow.tiering.compliance.records import AUDIT_COLUMNS
+from tierflow.tiering.compliance.records import DDL as AUDIT_DDL
 from tierflow.tiering.warm_ledger import BatchState, WarmLedger
 
 if TYPE_CHECKING:  # pyiceberg is imported only where cold data is read
@@ -58,18 +60,30 @@ class TierSnapshot:
         commits: Cold commit id (one warm → cold commit) to ``committed_at`` (µs), for every
             commit the index counts as cold.
         data_version: The index's ``data_version`` right after the read.
+        audit: The audit log's rows (values of ``rows.AUDIT``), when asked for.
+        erasing: Workflows being erased: no view shows them, in any tier.
     """
 
     hot: list[tuple[Any, ...]] = field(default_factory=list)
     warm: list[tuple[str, bytes]] = field(default_factory=list)
     commits: dict[str, int] = field(default_factory=dict)
     data_version: int = 0
+    audit: list[tuple[Any, ...]] | None = None
+    erasing: list[str] = field(default_factory=list)
 
 
-def read_snapshot(index: IndexDB) -> TierSnapshot:
+def read_snapshot(index: IndexDB, *, audit: bool = False) -> TierSnapshot:
     """Read the hot instances, warm batches and cold commits in one index transaction.
 
     Call on the thread that owns the index connection (the event loop's).
+    Instances being erased are not in the hot tier's rows (their files may
+    already be gone) and are listed in ``erasing``, so the warm and cold views
+    leave them out too: from its intent on, an erasure's workflows are in no
+    view, even if a crash interrupts it between two of its commits.
+
+    Args:
+        index: The instance index.
+        audit: Read the audit log too (for a query that names the ``audit`` view).
 
     Raises:
         StorageError: The index cannot be read.
@@ -79,25 +93,33 @@ def read_snapshot(index: IndexDB) -> TierSnapshot:
     ColdLedger(index)
     warm_states = (BatchState.COMMITTED.value, BatchState.DONE.value)
     cold_states = (CommitState.COMMITTED.value, CommitState.DONE.value)
-    hot, warm, commits = index.read_consistent(
-        [
-            (f"SELECT {','.join(HOT_INDEX_COLUMNS)} FROM instances WHERE tier=?", (Tier.HOT,)),
-            (
-                "SELECT batch_id, manifest FROM tier_batches WHERE state IN (?,?) "
-                "ORDER BY created_at",
-                warm_states,
-            ),
-            (
-                "SELECT commit_id, committed_at FROM cold_commits WHERE state IN (?,?)",
-                cold_states,
-            ),
-        ]
-    )
+    queries: list[tuple[str, Sequence[Any]]] = [
+        (
+            f"SELECT {','.join(HOT_INDEX_COLUMNS)} FROM instances WHERE tier=? "
+            "AND workflow_id NOT IN (SELECT workflow_id FROM erasing)",
+            (Tier.HOT,),
+        ),
+        (
+            "SELECT batch_id, manifest FROM tier_batches WHERE state IN (?,?) ORDER BY created_at",
+            warm_states,
+        ),
+        (
+            "SELECT commit_id, committed_at FROM cold_commits WHERE state IN (?,?)",
+            cold_states,
+        ),
+    ]
+    queries.append(("SELECT workflow_id FROM erasing ORDER BY workflow_id", ()))
+    if audit:
+        index.ensure_schema(AUDIT_DDL)
+        queries.append((f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit_log ORDER BY seq", ()))
+    hot, warm, commits, erasing, *log = index.read_consistent(queries)
     return TierSnapshot(
         hot=hot,
         warm=[(r[0], r[1]) for r in warm if r[1] is not None],
         commits={r[0]: int(r[1] or 0) for r in commits},
         data_version=index.data_version(),
+        audit=log[0] if log else None,
+        erasing=[r[0] for r in erasing],
     )
 
 

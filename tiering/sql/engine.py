@@ -6,7 +6,10 @@ gets a ``tier`` column too):
 - ``workflows``, ``history``: every tier (``UNION ALL`` of the ones below);
 - ``hot_workflows``, ``hot_history``: the index, and live instance files;
 - ``warm_workflows``, ``warm_history``: the Parquet files of committed batches;
-- ``cold_workflows``, ``cold_history``: the Iceberg tables, one snapshot each.
+- ``cold_workflows``, ``cold_history``: the Iceberg tables, one snapshot each;
+- ``audit``: the compliance audit log (``rows.AUDIT``; a workflow appears only
+  as the keyed hash of its id), as of the same index read; it is read only by
+  a query whose text names it, and time travel does not change it.
 
 Stock DuckDB, no extensions. Warm and cold are exact file lists (batch
 manifests; ``plan_files()`` of the chosen snapshot). Which files those are
@@ -41,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -48,10 +52,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
+from tierflow.cold.schema import AUDIT_SCHEMA
 from tierflow.cold.schema import arrow_schema as cold_schema
 from tierflow.hot.errors import CorruptInstance, InvalidArgument, StorageError
 from tierflow.hot.index import IndexDB
 from tierflow.hot.rows import HISTORY, WORKFLOWS, names
+from tierflow.tiering.compliance.audit import audit_table
 from tierflow.tiering.leases import Lease, ReadLeases
 from tierflow.tiering.sql import guard
 from tierflow.tiering.sql import hot as sql_hot
@@ -84,6 +90,9 @@ _PAUSE = 0.05
 _MAX_TEXT = 16 * 2**20  # characters of SQL text
 _PRECHECK_TEXT = 16 * 2**10  # texts up to this long are parsed here too (about 10 ms)
 _COLUMNS = {"workflows": names(WORKFLOWS), "history": (*names(HISTORY), "tier")}
+# A query can read the audit view only by naming it (the statement check allows no other
+# way to reach a table), so the audit log is read for the queries whose text holds the word.
+_AUDIT_WORD = re.compile(r"audit", re.IGNORECASE)
 
 
 class _Gone(Exception):
@@ -207,6 +216,14 @@ class TierSQL:
         self.workers.close()
         self.hot_cache.clear()
 
+    def forget(self) -> None:
+        """Drop every copy of hot data this engine keeps: its cache, and its idle workers'.
+
+        Erasure calls it; a query running now ends with the copy it has.
+        """
+        self.hot_cache.clear()
+        self.workers.forget()
+
     async def run(
         self,
         query: str,
@@ -253,7 +270,11 @@ class TierSQL:
             if lease is None:
                 raise _timeout(bounds)
             try:
-                cut = read_snapshot(self.index)  # on the loop thread: one transaction
+                # On the loop thread: one transaction.
+                if _AUDIT_WORD.search(query) is not None:
+                    cut = read_snapshot(self.index, audit=True)
+                else:
+                    cut = read_snapshot(self.index)
                 result: SqlResult = await self.io(
                     self._execute,
                     cut,
@@ -319,6 +340,10 @@ class TierSQL:
                     "max_bytes": bounds.max_bytes,
                     "batch_rows": bounds.batch_rows,
                     "hot": bool(hot_rows),
+                    "audit": None if cut.audit is None else _ipc(audit_table(cut.audit)),
+                    "erasing": _ipc(pa.table({"workflow_id": pa.array(cut.erasing, pa.string())}))
+                    if cut.erasing
+                    else None,
                     "roots": self._roots,
                 }
             )
@@ -555,6 +580,7 @@ def _schemas() -> dict[str, bytes]:
         "warm_history": schema_for("history"),
         "cold_workflows": cold_schema("workflows"),
         "cold_history": cold_schema("history"),
+        "audit": AUDIT_SCHEMA,
     }
     blobs = {k: bytes(v.serialize().to_pybytes()) for k, v in out.items()}
     blobs["columns"] = json.dumps({d: list(c) for d, c in _COLUMNS.items()}).encode()

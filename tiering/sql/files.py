@@ -11,6 +11,7 @@ import os
 import re
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
@@ -134,6 +135,7 @@ class CutFiles:
         bound: int | None = None
         if moment is not None:
             bound = self._bound(moment, loaded, times)
+            _check_reachable(chains, bound)
         ms = bound
 
         def included(commit: str) -> bool:
@@ -170,3 +172,26 @@ class CutFiles:
         raise InvalidArgument(
             f"as_of: no cold snapshot {value} (expired, erased, or not a tierflow table's)"
         )
+
+
+def _check_reachable(chains: dict[str, list[Any]], bound: int) -> None:
+    """Refuse a time before what a table's ancestry still reaches back to.
+
+    A table's first commit has sequence number 1; when the oldest snapshot its
+    ancestry still reaches has a higher one, older snapshots were expired
+    (maintenance's expiry, or an erasure, which expires every snapshot holding
+    erased rows; pyiceberg then forgets the parent link too). As of an earlier
+    time the table cannot be read, and an empty answer would be a wrong one.
+
+    Raises:
+        InvalidArgument: ``bound`` (epoch ms) is before the oldest reachable snapshot.
+    """
+    for dataset, chain in chains.items():
+        if not chain or bound >= chain[0].timestamp_ms:
+            continue
+        if (chain[0].sequence_number or 0) > 1 or chain[0].parent_snapshot_id is not None:
+            since = datetime.fromtimestamp(chain[0].timestamp_ms / 1000, UTC).isoformat()
+            raise InvalidArgument(
+                f"as_of: the cold {dataset} table keeps no history before {since} (older "
+                "snapshots were expired by maintenance or by an erasure)"
+            )

@@ -45,8 +45,8 @@ __all__ = [
 
 VIEWS: frozenset[str] = frozenset(
     f"{prefix}{d}" for prefix in ("", "hot_", "warm_", "cold_") for d in ("workflows", "history")
-)
-"""Every view a query can read."""
+) | {"audit"}
+"""Every view a query can read (``audit``: the compliance audit log)."""
 
 TABLE_FUNCTIONS: frozenset[str] = frozenset(
     {"range", "generate_series", "unnest", "json_each", "json_tree"}

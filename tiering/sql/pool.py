@@ -239,6 +239,21 @@ class Workers:
             self._busy -= 1
             self._cond.notify()
 
+    def forget(self) -> None:
+        """Make the idle workers drop the data they keep between queries.
+
+        A worker keeps the last hot data it was sent and the sandboxes that
+        registered it; after an erasure none may keep a copy. Busy workers drop
+        it when their query ends (see ``TierSQL.forget``).
+        """
+        with self._cond:
+            idle = list(self._idle)
+        for worker in idle:
+            try:
+                worker.send({"op": "forget"})
+            except WorkerGone:
+                worker.kill()
+
     def close(self) -> None:
         """Stop the idle workers; busy ones are killed when their query lets go of them."""
         with self._cond:

@@ -4,7 +4,7 @@
 the engine (:mod:`tierflow.tiering.sql.pool`). The worker imports what it
 needs, installs the kernel fence (:mod:`tierflow.tiering.sql.fence`: from
 then on it cannot create, change or delete any file) and says ``ready``.
-Then, per query:
+Then, per query (or ``forget``: drop what it keeps between queries):
 
 1. the statement check (:class:`tierflow.tiering.sql.guard.Checker`);
 2. a sandbox: an in-memory DuckDB with the views over the cut's files
@@ -126,7 +126,17 @@ class _Worker:
                 return  # the engine closed the socket or went away
             if request.get("op") == "exit":
                 return
+            if request.get("op") == "forget":
+                self.forget()
+                continue
             self.query(request)
+
+    def forget(self) -> None:
+        """Drop the hot data and sandboxes kept for the next query (after an erasure)."""
+        self.hot.clear()
+        for con in self.kept.values():
+            con.close()
+        self.kept.clear()
 
     def _memory(self, limit: int) -> None:
         """Let the process grow by ``limit`` (plus a little) from what it maps now.
@@ -152,19 +162,30 @@ class _Worker:
             self.checker.check(req["query"])
             native = bool(req["native"]) and self.fenced
             files: dict[tuple[str, str], list[str]] = req["files"]
+            erasing = req.get("erasing")
             key = (
                 native,
                 req["memory_bytes"],
                 tuple(sorted((k, tuple(v)) for k, v in files.items())),
+                erasing is not None,
             )
             con = self.kept.pop(key, None)
             if con is None:
                 con = sandbox(req["memory_bytes"])
-                _views(con, req["schemas"], files if native else {})
+                _views(con, req["schemas"], files if native else {}, erasing is not None)
                 readable = [p for ps in files.values() for p in ps] if native else []
                 lock(con, readable)
             else:
                 _empty_hot(con, req["schemas"])
+            if erasing is not None:
+                con.register("__tf_erasing", pa.ipc.open_stream(erasing).read_all())
+            audit = req.get("audit")
+            con.register(
+                "__tf_audit",
+                pa.ipc.open_stream(audit).read_all()
+                if audit
+                else _schema(req["schemas"]["audit"]).empty_table(),
+            )
             self._memory(int(req["memory_bytes"]))
             if req["hot"] and not self._hot(con, req):
                 self._keep(key, con)  # the engine stopped: the data moved; nothing ran
@@ -300,13 +321,18 @@ def _views(
     con: duckdb.DuckDBPyConnection,
     schemas: dict[str, bytes],
     native: dict[tuple[str, str], list[str]],
+    erasing: bool = False,
 ) -> None:
     """Create the views over every tier's data (see :mod:`tierflow.tiering.sql.engine`).
 
     Hot data and Arrow-read files get empty stand-ins until they are
     registered; files read natively are a ``read_parquet`` of exactly them.
+    With ``erasing``, the warm and cold views leave out the workflows listed in
+    the table ``__tf_erasing`` (registered per query): an erasure in progress.
     """
     _empty_hot(con, schemas)
+    if erasing:
+        con.register("__tf_erasing", pa.table({"workflow_id": pa.array([], pa.string())}))
     columns: dict[str, list[str]] = json.loads(schemas["columns"])
     ddl = []
     for d in ("workflows", "history"):
@@ -329,14 +355,21 @@ def _views(
             hot += ", 'hot' AS tier"
         ddl.append(f"CREATE VIEW hot_{d} AS SELECT {hot} FROM __tf_hot_{d}")
         body = ", ".join(c for c in cols if c != "tier")
+        hidden = (
+            " WHERE workflow_id NOT IN (SELECT workflow_id FROM __tf_erasing)" if erasing else ""
+        )
         for tier in ("warm", "cold"):
             ddl.append(
-                f"CREATE VIEW {tier}_{d} AS SELECT {body}, '{tier}' AS tier FROM __tf_{tier}_{d}"
+                f"CREATE VIEW {tier}_{d} AS SELECT {body}, '{tier}' AS tier "
+                f"FROM __tf_{tier}_{d}{hidden}"
             )
         ddl.append(
             f"CREATE VIEW {d} AS SELECT * FROM hot_{d} UNION ALL SELECT * FROM warm_{d} "
             f"UNION ALL SELECT * FROM cold_{d}"
         )
+    # The compliance audit log; its rows are registered per query.
+    con.register("__tf_audit", _schema(schemas["audit"]).empty_table())
+    ddl.append("CREATE VIEW audit AS SELECT * FROM __tf_audit")
     con.execute(";\n".join(ddl))
 
 

@@ -80,7 +80,7 @@ class Backend(Protocol):
         """
 
     def delete(self, keys: list[str]) -> None:
-        """Delete ``keys`` (distinct, validated); missing keys are not errors.
+        """Delete ``keys`` (distinct, validated), durably; missing keys are not errors.
 
         Raises:
             StorageError: A delete failed.

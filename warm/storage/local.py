@@ -3,7 +3,8 @@
 Every object lands under a temporary name, is fsync'd, renamed into place, and the directories
 that gained an entry (including ones made on the way) are fsync'd before the write returns
 (:class:`hot.durable_fs.DurableFiles`). The tiering job deletes hot data once the warm copy is
-committed, so the copy must survive a power cut.
+committed, so the copy must survive a power cut. Deletes are durable too (the directories
+fsync'd), so an erased object cannot come back.
 """
 
 from __future__ import annotations
@@ -81,13 +82,22 @@ class _LocalBackend:
         return _LocalOutput(files, out)
 
     def delete(self, keys: list[str]) -> None:
+        # The directories are synced too: an unlink lost to a power cut would bring back a
+        # file an erasure deleted, with nothing left that says to delete it again.
+        emptied: set[Path] = set()
         for key in keys:
+            path = Path(self._loc.path(key))
             try:
-                os.unlink(self._loc.path(key))
+                os.unlink(path)
             except (FileNotFoundError, NotADirectoryError):
-                pass
+                continue
             except OSError as exc:
                 raise self.errors.error("delete", key, exc) from exc
+            emptied.add(path.parent)
+        try:
+            fsync_dirs(emptied)
+        except OSError as exc:
+            raise self.errors.error("delete", keys[0], exc) from exc
 
 
 class _LocalSink:

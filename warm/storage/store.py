@@ -314,7 +314,8 @@ class ObjectStore:
         """Delete every key in ``keys``; missing keys are not errors.
 
         All keys are validated before anything is deleted. On S3 one DeleteObjects request
-        removes up to 1,000 keys.
+        removes up to 1,000 keys. On ``file://`` the deletions are durable when it returns
+        (the directories are fsync'd), so an erased object cannot reappear after a power cut.
 
         Raises:
             InvalidArgument: A key is malformed (nothing was deleted).

@@ -1,0 +1,66 @@
+"""Which workflows an erasure takes, and what keeps it from taking them.
+
+Queries over the index (any tier: the index is the locator), run through a
+:data:`~tierflow.tiering.compliance.holds.Run`, so the same checks serve the
+plan before an erasure and the last check inside its intent transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tierflow.hot.models import TERMINAL_STATUSES
+from tierflow.tiering.compliance.holds import Run, coverage, read_holds
+
+__all__ = ["finished", "held_by", "unfinished", "with_attribute"]
+
+_CHUNK = 500
+_NOT_ERASING = "workflow_id NOT IN (SELECT workflow_id FROM erasing)"
+
+
+def unfinished(run: Run, ids: list[str]) -> dict[str, str]:
+    """Of ``ids``, those that have not finished, to their status (in id order)."""
+    out: dict[str, str] = {}
+    done = sorted(TERMINAL_STATUSES)
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i : i + _CHUNK]
+        rows = run(
+            "SELECT workflow_id, status FROM instances "
+            f"WHERE workflow_id IN ({','.join('?' * len(chunk))}) "
+            f"AND status NOT IN ({','.join('?' * len(done))}) ORDER BY workflow_id",
+            [*chunk, *done],
+        )
+        out.update((r[0], r[1]) for r in rows)
+    return out
+
+
+def finished(run: Run, ids: list[str]) -> set[str]:
+    """Of ``ids``, those in the index, finished and not being erased."""
+    out: set[str] = set()
+    done = sorted(TERMINAL_STATUSES)
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i : i + _CHUNK]
+        rows = run(
+            "SELECT workflow_id FROM instances "
+            f"WHERE workflow_id IN ({','.join('?' * len(chunk))}) "
+            f"AND status IN ({','.join('?' * len(done))}) AND {_NOT_ERASING}",
+            [*chunk, *done],
+        )
+        out.update(r[0] for r in rows)
+    return out
+
+
+def held_by(run: Run, ids: list[str]) -> list[str]:
+    """The active holds that cover any of ``ids``, by hold id."""
+    wanted = set(ids)
+    return sorted(h for h, covered in coverage(run, read_holds(run)).items() if covered & wanted)
+
+
+def with_attribute(run: Run, name: str, value: Any) -> list[str]:
+    """Every workflow (any tier, not being erased) whose attribute ``name`` is ``value``."""
+    rows = run(
+        f"SELECT workflow_id FROM attributes WHERE key=? AND value=? AND {_NOT_ERASING} "
+        "ORDER BY workflow_id",
+        (name, value),
+    )
+    return [r[0] for r in rows]
