@@ -8,6 +8,10 @@ it, and ``tier()`` moves finished instances to warm Parquet and old warm
 batches into the cold Iceberg tables. The warm, cold and tiering packages
 (pyarrow, pyiceberg) are imported only when first needed, so hot-only use
 stays light.
+
+Why ~600 lines: the facade is the one object applications use; most of its
+length is the docstrings of its public methods, each a few lines delegating to
+the engine, the router, the moves, SQL or compliance.
 """
 
 from __future__ import annotations

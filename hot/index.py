@@ -15,6 +15,13 @@ All access happens on the event-loop thread, on one connection. A NORMAL
 commit of one row costs tens of microseconds, less than handing the work to a
 thread and waking the loop again when it is done; only a durable ``start``
 pays an fsync (~0.3 ms) on the loop.
+
+Why one module of this size: every statement that reads or writes the index's
+``instances`` and ``attributes`` tables is here, next to the schema and the SQLite
+indexes those statements rely on, so a new query is written where it can be checked
+against them. The tables other packages keep in this database (ledgers, compliance)
+live with their owners and reach it through :meth:`IndexDB.write_now` and
+:meth:`IndexDB.ensure_schema`.
 """
 
 from __future__ import annotations

@@ -26,6 +26,10 @@ SHA-256). The extra memory is one compressed file (bounded by
 ``max_rows_per_file``; compressed Parquet is several times smaller than the
 Arrow batch already in memory), nothing is re-read to hash it, and a failure
 while encoding (or in ``on_row_group``) leaves no object of that file behind.
+
+Why ~600 lines: the archive's write path is one piece (sort, split by date, write,
+checksum, manifest) and its format rules are read together; the reader and the
+format's schema are separate modules.
 """
 
 from __future__ import annotations
