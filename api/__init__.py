@@ -10,8 +10,9 @@ processes import only what they run.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tierflow.hot.lazy import lazy_names
 
 if TYPE_CHECKING:
     from tierflow.facade import Tierflow
@@ -107,56 +108,50 @@ __all__ = [
 ]
 
 _HOME = {
-    "CallbackSubscriber": "tierflow.hot",
-    "ChildWorkflowFailed": "tierflow.hot",
-    "CorruptInstance": "tierflow.hot",
-    "EngineOptions": "tierflow.hot",
-    "EventType": "tierflow.hot",
-    "ExportVerificationError": "tierflow.hot",
-    "HistoryEvent": "tierflow.hot",
-    "HttpSink": "tierflow.hot",
-    "InvalidArgument": "tierflow.hot",
-    "InvalidWorkflowId": "tierflow.hot",
-    "ManualClock": "tierflow.hot",
-    "NonDeterminismError": "tierflow.hot",
-    "Page": "tierflow.hot",
-    "PayloadError": "tierflow.hot",
-    "ReplayResult": "tierflow.hot.replay",
-    "ResultTimeout": "tierflow.hot",
-    "RetryExhausted": "tierflow.hot",
-    "RetryPolicy": "tierflow.hot",
-    "Settings": "tierflow.settings",
-    "SignalTimeout": "tierflow.hot",
-    "Status": "tierflow.hot",
-    "StepError": "tierflow.hot",
-    "StepTimeout": "tierflow.hot",
-    "StorageError": "tierflow.hot",
-    "Subscriber": "tierflow.hot",
-    "SystemClock": "tierflow.hot",
-    "Tierflow": "tierflow.facade",
-    "TierflowError": "tierflow.hot",
-    "UnknownQuery": "tierflow.hot",
-    "WorkflowAlreadyExists": "tierflow.hot",
-    "WorkflowAlreadyFinished": "tierflow.hot",
-    "WorkflowCancelled": "tierflow.hot",
-    "WorkflowCancelledError": "tierflow.hot",
-    "WorkflowContext": "tierflow.hot",
-    "WorkflowDefinition": "tierflow.hot",
-    "WorkflowFailed": "tierflow.hot",
-    "WorkflowHandle": "tierflow.hot",
-    "WorkflowInfo": "tierflow.hot",
-    "WorkflowNotFound": "tierflow.hot",
-    "WorkflowOnHold": "tierflow.hot",
-    "WorkflowStillRunning": "tierflow.hot",
-    "WorkflowTerminatedError": "tierflow.hot",
-    "workflow": "tierflow.hot",
+    "CallbackSubscriber": "hot",
+    "ChildWorkflowFailed": "hot",
+    "CorruptInstance": "hot",
+    "EngineOptions": "hot",
+    "EventType": "hot",
+    "ExportVerificationError": "hot",
+    "HistoryEvent": "hot",
+    "HttpSink": "hot",
+    "InvalidArgument": "hot",
+    "InvalidWorkflowId": "hot",
+    "ManualClock": "hot",
+    "NonDeterminismError": "hot",
+    "Page": "hot",
+    "PayloadError": "hot",
+    "ReplayResult": "hot.replay",
+    "ResultTimeout": "hot",
+    "RetryExhausted": "hot",
+    "RetryPolicy": "hot",
+    "Settings": "settings",
+    "SignalTimeout": "hot",
+    "Status": "hot",
+    "StepError": "hot",
+    "StepTimeout": "hot",
+    "StorageError": "hot",
+    "Subscriber": "hot",
+    "SystemClock": "hot",
+    "Tierflow": "facade",
+    "TierflowError": "hot",
+    "UnknownQuery": "hot",
+    "WorkflowAlreadyExists": "hot",
+    "WorkflowAlreadyFinished": "hot",
+    "WorkflowCancelled": "hot",
+    "WorkflowCancelledError": "hot",
+    "WorkflowContext": "hot",
+    "WorkflowDefinition": "hot",
+    "WorkflowFailed": "hot",
+    "WorkflowHandle": "hot",
+    "WorkflowInfo": "hot",
+    "WorkflowNotFound": "hot",
+    "WorkflowOnHold": "hot",
+    "WorkflowStillRunning": "hot",
+    "WorkflowTerminatedError": "hot",
+    "workflow": "hot",
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name's module on first use (PEP 562)."""
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOME)

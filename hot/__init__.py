@@ -10,8 +10,9 @@ refusing a statement, the SQL worker) does not import the engine.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tierflow.hot.lazy import lazy_names
 
 if TYPE_CHECKING:
     from tierflow.hot.authoring import WorkflowDefinition, workflow
@@ -98,56 +99,50 @@ __all__ = [
 ]
 
 _HOME = {
-    "CallbackSubscriber": "tierflow.hot.stream",
-    "ChildWorkflowFailed": "tierflow.hot.errors",
-    "Clock": "tierflow.hot.clock",
-    "CorruptInstance": "tierflow.hot.errors",
-    "Engine": "tierflow.hot.engine",
-    "EngineOptions": "tierflow.hot.options",
-    "EventType": "tierflow.hot.models",
-    "ExportVerificationError": "tierflow.hot.errors",
-    "HistoryEvent": "tierflow.hot.models",
-    "HttpSink": "tierflow.hot.stream",
-    "InvalidArgument": "tierflow.hot.errors",
-    "InvalidWorkflowId": "tierflow.hot.errors",
-    "ManualClock": "tierflow.hot.clock",
-    "NonDeterminismError": "tierflow.hot.errors",
-    "Page": "tierflow.hot.reads",
-    "PayloadError": "tierflow.hot.errors",
-    "ResultTimeout": "tierflow.hot.errors",
-    "RetryExhausted": "tierflow.hot.errors",
-    "RetryPolicy": "tierflow.hot.retry",
-    "SignalTimeout": "tierflow.hot.errors",
-    "Status": "tierflow.hot.models",
-    "StepError": "tierflow.hot.errors",
-    "StepTimeout": "tierflow.hot.errors",
-    "StorageError": "tierflow.hot.errors",
-    "Subscriber": "tierflow.hot.stream",
-    "SystemClock": "tierflow.hot.clock",
-    "TierflowError": "tierflow.hot.errors",
-    "UnknownQuery": "tierflow.hot.errors",
-    "WorkflowAlreadyExists": "tierflow.hot.errors",
-    "WorkflowAlreadyFinished": "tierflow.hot.errors",
-    "WorkflowCancelled": "tierflow.hot.errors",
-    "WorkflowCancelledError": "tierflow.hot.errors",
-    "WorkflowContext": "tierflow.hot.context",
-    "WorkflowDefinition": "tierflow.hot.authoring",
-    "WorkflowFailed": "tierflow.hot.errors",
-    "WorkflowHandle": "tierflow.hot.handle",
-    "WorkflowInfo": "tierflow.hot.models",
-    "WorkflowNotFound": "tierflow.hot.errors",
-    "WorkflowOnHold": "tierflow.hot.errors",
-    "WorkflowStillRunning": "tierflow.hot.errors",
-    "WorkflowTerminatedError": "tierflow.hot.errors",
-    "parse_duration": "tierflow.hot.retry",
-    "workflow": "tierflow.hot.authoring",
+    "CallbackSubscriber": "stream",
+    "ChildWorkflowFailed": "errors",
+    "Clock": "clock",
+    "CorruptInstance": "errors",
+    "Engine": "engine",
+    "EngineOptions": "options",
+    "EventType": "models",
+    "ExportVerificationError": "errors",
+    "HistoryEvent": "models",
+    "HttpSink": "stream",
+    "InvalidArgument": "errors",
+    "InvalidWorkflowId": "errors",
+    "ManualClock": "clock",
+    "NonDeterminismError": "errors",
+    "Page": "reads",
+    "PayloadError": "errors",
+    "ResultTimeout": "errors",
+    "RetryExhausted": "errors",
+    "RetryPolicy": "retry",
+    "SignalTimeout": "errors",
+    "Status": "models",
+    "StepError": "errors",
+    "StepTimeout": "errors",
+    "StorageError": "errors",
+    "Subscriber": "stream",
+    "SystemClock": "clock",
+    "TierflowError": "errors",
+    "UnknownQuery": "errors",
+    "WorkflowAlreadyExists": "errors",
+    "WorkflowAlreadyFinished": "errors",
+    "WorkflowCancelled": "errors",
+    "WorkflowCancelledError": "errors",
+    "WorkflowContext": "context",
+    "WorkflowDefinition": "authoring",
+    "WorkflowFailed": "errors",
+    "WorkflowHandle": "handle",
+    "WorkflowInfo": "models",
+    "WorkflowNotFound": "errors",
+    "WorkflowOnHold": "errors",
+    "WorkflowStillRunning": "errors",
+    "WorkflowTerminatedError": "errors",
+    "parse_duration": "retry",
+    "workflow": "authoring",
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name's module on first use (PEP 562)."""
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOME)
