@@ -168,7 +168,7 @@ async def test_erase_from_an_archived_tier(make_store, tmp_path: Path, uid, tier
 
 
 async def test_passes_running_beside_an_erasure_bring_nothing_back(make_store, tmp_path: Path, uid):
-    """Erasure holds the tiering locks: a hot → warm pass, a compaction and a maintenance pass
+    """Erasure holds the tiering locks: a hot → warm pass, a cold move and a maintenance pass
     started at the same moment run before or after it, never across it."""
     store = make_store()
     data = tmp_path / "data"

@@ -28,7 +28,7 @@ def audit_table(rows: Sequence[Sequence[Any]]) -> pa.Table:
 async def publish(host: Host, records: ComplianceRecords) -> int:
     """Append the records the Iceberg table does not hold yet; return how many.
 
-    Runs under the compaction lock (one writer of the cold catalog at a time).
+    Runs under the cold lock (one writer of the cold catalog at a time).
     The table's snapshot property is the truth about what it holds; the index
     only remembers it, so an unchanged log costs one index read and no catalog
     access.

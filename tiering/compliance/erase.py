@@ -4,17 +4,17 @@ One erasure, for a set of workflows (a workflow and its descendants, every
 workflow with an attribute value, or expired retention families):
 
 1. **intent** — under the tiering locks of the data directory (no hot → warm
-   pass, compaction or maintenance runs until the erasure ends), one durable
+   pass, cold move or maintenance runs until the erasure ends), one durable
    index transaction re-checks holds and statuses, records the intent (the
    ids, in ``erasures``) and marks the workflows as being erased: from then on
    reads by id, ``list`` and SQL's hot views treat them as gone, and no pass
    selects them.
 2. **settle** — what killed passes left is finished first (a half-written warm
-   batch is deleted, a committed compaction is rolled forward), so no copy
+   batch is deleted, a committed cold move is rolled forward), so no copy
    hides in a file no ledger names.
 3. Under the exclusive read lease (SQL queries ran before, or run after):
    **warm** — each batch holding them is replaced by one without their rows,
-   and warm originals of their compactions that a reader kept are deleted
+   and warm originals of their cold moves that a reader kept are deleted
    (``erase_from_warm``); **cold** — their rows are deleted from the Iceberg
    tables, the snapshots that referenced their files expired and those files
    removed (``erase_rows``); **hot** — their instance files (with ``-wal`` and
@@ -311,7 +311,7 @@ class Eraser:
 
     @contextlib.asynccontextmanager
     async def _locks(self) -> AsyncIterator[None]:
-        # The locks of hot → warm passes and of compaction and maintenance, in the order
+        # The locks of hot → warm passes and of cold moves and maintenance, in the order
         # Tierflow.tier() takes them (one after the other): no pass of any process moves or
         # rewrites what is being erased. Taken by file, without building the jobs, so that
         # erasing in a hot-only deployment imports neither pyarrow nor pyiceberg.
@@ -412,7 +412,7 @@ class _Destroy:
     # -- the tiers --------------------------------------------------------------------------
 
     def warm(self) -> None:
-        # Every id a batch carried: warm ones, and cold ones whose compaction's warm
+        # Every id a batch carried: warm ones, and cold ones whose cold move's warm
         # originals a reader kept from deletion (they still hold the rows).
         ids = sorted(w for w, (_, _, batch) in self.rows.items() if batch is not None)
         if not ids or "warm" in self.progress:

@@ -61,7 +61,7 @@ class Host(Protocol):
 
     @property
     def cold_move(self) -> ColdMove:
-        """The warm → cold job (its lock serialises compaction and maintenance)."""
+        """The warm → cold job (its lock serialises cold moves and maintenance)."""
         ...
 
     def forget_cached(self, workflow_ids: Sequence[str]) -> None:
