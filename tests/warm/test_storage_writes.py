@@ -110,6 +110,28 @@ def test_deletes_are_durable(tmp_path: Path, fs_ops: FsOps) -> None:
     assert store.list("a") == [("a/x/2", 1)]
 
 
+def test_a_delete_whose_directory_another_process_removed_syncs_the_parent(
+    tmp_path: Path, fs_ops: FsOps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two storage checks share the probe directory: one may remove it, emptied, between the
+    other's unlink and its directory sync. The delete still succeeds, and the removal lasts."""
+    import tierflow.warm.storage.local as local
+
+    store = ObjectStore.from_url((tmp_path / "lake").as_uri())
+    store.put("shared/mine", b"1")
+    real_unlink = os.unlink
+
+    def unlink_then_other_process_rmdirs(path: Any, *args: Any, **kw: Any) -> None:
+        real_unlink(path, *args, **kw)
+        os.rmdir(Path(path).parent)  # what the other process's check does after its delete
+
+    monkeypatch.setattr(local.os, "unlink", unlink_then_other_process_rmdirs)
+    fs_ops.events.clear()
+    store.delete_many(["shared/mine"])
+    assert not (tmp_path / "lake" / "shared").exists()
+    assert str(tmp_path / "lake") in fs_ops.fsyncs()
+
+
 # ------------------------------------------------------------------------------ S3 uploads
 
 

@@ -94,10 +94,25 @@ class _LocalBackend:
             except OSError as exc:
                 raise self.errors.error("delete", key, exc) from exc
             emptied.add(path.parent)
+        for directory in sorted(emptied, key=lambda d: len(d.parts), reverse=True):
+            try:
+                _sync_dir_or_parent(directory)
+            except OSError as exc:
+                raise self.errors.error("delete", keys[0], exc) from exc
+
+
+def _sync_dir_or_parent(directory: Path) -> None:
+    # Another process may have emptied and removed the directory meanwhile (two storage
+    # checks share the probe directory): then its removal is what must last, so the nearest
+    # directory still there is synced instead.
+    while True:
         try:
-            fsync_dirs(emptied)
-        except OSError as exc:
-            raise self.errors.error("delete", keys[0], exc) from exc
+            fsync_dirs([directory])
+            return
+        except FileNotFoundError:
+            if directory.parent == directory:
+                raise
+            directory = directory.parent
 
 
 class _LocalSink:
