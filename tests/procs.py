@@ -63,6 +63,7 @@ def _serve(path: str) -> None:
     listener.listen(64)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
+    parent = os.getppid()
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ)
     children: dict[int, socket.socket] = {}
@@ -87,7 +88,7 @@ def _serve(path: str) -> None:
                 with contextlib.suppress(OSError):
                     conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
                 conn.close()
-        if os.getppid() == 1:  # the test process is gone
+        if os.getppid() != parent:  # the test process is gone (we were re-parented)
             return
 
 
