@@ -40,10 +40,12 @@ def finished(run: Run, ids: list[str]) -> set[str]:
     done = sorted(TERMINAL_STATUSES)
     for i in range(0, len(ids), _CHUNK):
         chunk = ids[i : i + _CHUNK]
+        # ``+status``: without it SQLite picks the status index and reads every finished
+        # row once per chunk (retention of 100k out of 200k spent 20 s here).
         rows = run(
             "SELECT workflow_id FROM instances "
             f"WHERE workflow_id IN ({','.join('?' * len(chunk))}) "
-            f"AND status IN ({','.join('?' * len(done))}) AND {_NOT_ERASING}",
+            f"AND +status IN ({','.join('?' * len(done))}) AND {_NOT_ERASING}",
             [*chunk, *done],
         )
         out.update(r[0] for r in rows)
