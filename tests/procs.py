@@ -71,7 +71,7 @@ def _serve(path: str) -> None:
         for key, _ in sel.select(timeout=0.01 if children else 1.0):
             if key.fileobj is listener:
                 conn, _ = listener.accept()
-                pid = _fork_child(conn, listener)
+                pid = _fork_child(conn, [listener, *children.values()])
                 if pid is None:
                     conn.close()
                 else:
@@ -92,7 +92,7 @@ def _serve(path: str) -> None:
             return
 
 
-def _fork_child(conn: socket.socket, listener: socket.socket) -> int | None:
+def _fork_child(conn: socket.socket, others: list[socket.socket]) -> int | None:
     fds = array.array("i")
     msg, anc, _, _ = conn.recvmsg(1 << 20, socket.CMSG_SPACE(3 * fds.itemsize))
     for level, kind, data in anc:
@@ -110,8 +110,9 @@ def _fork_child(conn: socket.socket, listener: socket.socket) -> int | None:
         conn.sendall(f"{pid}\n".encode())
         return pid
     # The child: become ``python -m module args`` and never return into the zygote's loop.
-    listener.close()
-    conn.close()
+    # It keeps no socket of the zygote's (another child's exit must reach the test alone).
+    for sock in (conn, *others):
+        sock.close()
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
