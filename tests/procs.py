@@ -20,6 +20,7 @@ from __future__ import annotations
 import array
 import atexit
 import contextlib
+import gc
 import json
 import os
 import selectors
@@ -58,6 +59,10 @@ def _serve(path: str) -> None:
 
     for name in _PRELOAD:
         importlib.import_module(name)
+    # Move every object imported so far out of the collector's reach: a child's collections
+    # and its exit would otherwise touch each of them and copy every shared page (0.28 s of
+    # CPU per child just to exit; 0.08 s frozen). The child still shuts down normally.
+    gc.freeze()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
