@@ -43,6 +43,7 @@ __all__ = [
     "new_hold_id",
     "read_holds",
     "release",
+    "run_chunked",
 ]
 
 Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
@@ -53,6 +54,21 @@ _COLUMNS = (
     "released_at, released_by, release_reason"
 )
 _CHUNK = 500
+
+
+def run_chunked(
+    run: Run, sql: str, ids: Sequence[str], extra: Sequence[Any] = ()
+) -> list[tuple[Any, ...]]:
+    """``sql`` once per chunk of ``ids`` (SQLite caps a statement's parameters).
+
+    ``sql`` holds ``{ids}`` where the chunk's placeholders go; its parameters are the
+    chunk, then ``extra``.
+    """
+    rows: list[tuple[Any, ...]] = []
+    for i in range(0, len(ids), _CHUNK):
+        chunk = list(ids[i : i + _CHUNK])
+        rows += run(sql.format(ids=",".join("?" * len(chunk))), [*chunk, *extra])
+    return rows
 
 
 @dataclass(frozen=True)
@@ -148,19 +164,15 @@ def check_attribute(attribute: Mapping[str, Any]) -> tuple[str, Any]:
 
 def descendants(run: Run, seeds: Iterable[str]) -> set[str]:
     """``seeds`` that exist in the index and all their descendants (any tier)."""
-    out: set[str] = set()
-    seeds = list(seeds)
-    for i in range(0, len(seeds), _CHUNK):
-        chunk = seeds[i : i + _CHUNK]
-        rows = run(
-            "WITH RECURSIVE fam(id) AS ("
-            f"SELECT workflow_id FROM instances WHERE workflow_id IN ({','.join('?' * len(chunk))})"
-            " UNION SELECT i.workflow_id FROM instances i JOIN fam ON i.parent_workflow_id = fam.id"
-            ") SELECT id FROM fam",
-            chunk,
-        )
-        out.update(r[0] for r in rows)
-    return out
+    rows = run_chunked(
+        run,
+        "WITH RECURSIVE fam(id) AS ("
+        "SELECT workflow_id FROM instances WHERE workflow_id IN ({ids})"
+        " UNION SELECT i.workflow_id FROM instances i JOIN fam ON i.parent_workflow_id = fam.id"
+        ") SELECT id FROM fam",
+        list(seeds),
+    )
+    return {r[0] for r in rows}
 
 
 def ancestors(run: Run, workflow_id: str) -> list[str]:

@@ -248,51 +248,12 @@ class ComplianceRecords:
 
     # -- appending ------------------------------------------------------------------------
 
-    def append(
-        self,
-        operation: str,
-        *,
-        actor: str,
-        reason: str | None,
-        at_us: int,
-        workflow_id: str | None = None,
-        subject_hash: str | None = None,
-        counts: Mapping[str, int] | None = None,
-        snapshots_before: Mapping[str, int | None] | None = None,
-        snapshots_after: Mapping[str, int | None] | None = None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> AuditRecord:
-        """Append one record, durably (fsync'd), and return it.
-
-        Args:
-            operation: What was done (``"export"``, ...).
-            actor: Who did it (non-empty).
-            reason: Why.
-            at_us: When, µs since the epoch.
-            workflow_id: A *live* workflow the record concerns; its hash is
-                recorded too, and the id is redacted if it is ever erased.
-            subject_hash: The hash alone (for a workflow being forgotten).
-            counts: Counts, per tier where that applies.
-            snapshots_before: Cold table to snapshot id before the operation.
-            snapshots_after: Cold table to snapshot id after it.
-            detail: Operation-specific details (never an erased workflow's id).
+    def append(self, values: tuple[Any, ...]) -> AuditRecord:
+        """Append one record built by :meth:`values`, durably (fsync'd), and return it.
 
         Raises:
-            InvalidArgument: No actor.
             StorageError: The index cannot be written.
         """
-        values = self.values(
-            operation,
-            actor=actor,
-            reason=reason,
-            at_us=at_us,
-            workflow_id=workflow_id,
-            subject_hash=subject_hash,
-            counts=counts,
-            snapshots_before=snapshots_before,
-            snapshots_after=snapshots_after,
-            detail=detail,
-        )
         seq: int = self.index.write_now(lambda c: self.insert(c, [values])[0], durable=True)
         return self.get(seq)
 
@@ -310,7 +271,24 @@ class ComplianceRecords:
         snapshots_after: Mapping[str, int | None] | None = None,
         detail: Mapping[str, Any] | None = None,
     ) -> tuple[Any, ...]:
-        """One record's column values (without ``seq``), ready for :meth:`insert`."""
+        """One record's column values (without ``seq``), for :meth:`append` or :meth:`insert`.
+
+        Args:
+            operation: What was done (``"export"``, ...).
+            actor: Who did it (non-empty).
+            reason: Why.
+            at_us: When, µs since the epoch.
+            workflow_id: A *live* workflow the record concerns; its hash is
+                recorded too, and the id is redacted if it is ever erased.
+            subject_hash: The hash alone (for a workflow being forgotten).
+            counts: Counts, per tier where that applies.
+            snapshots_before: Cold table to snapshot id before the operation.
+            snapshots_after: Cold table to snapshot id after it.
+            detail: Operation-specific details (never an erased workflow's id).
+
+        Raises:
+            InvalidArgument: No actor, or a reason that is not text.
+        """
         if not isinstance(actor, str) or not actor.strip():
             raise InvalidArgument("an actor is required: say who does this")
         if reason is not None and not isinstance(reason, str):

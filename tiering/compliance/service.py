@@ -259,7 +259,7 @@ class Compliance:
                 check=self._retention_check,
             )
             expired = dict(erasure.per_tier) if erasure else selection.per_tier({})
-        self.records.append(
+        audit = self.records.values(
             "retention.apply",
             actor=actor,
             reason=None,
@@ -273,6 +273,7 @@ class Compliance:
                 "erasure_id": erasure.erasure_id if erasure else None,
             },
         )
+        self.records.append(audit)
         return RetentionReport(False, from_micros(now_us), expired, held_back, erasure)
 
     @staticmethod
@@ -607,7 +608,7 @@ class Compliance:
 
         _text(actor, "actor")
         manifest = await export_workflow(self.tf, workflow_id, out_dir)
-        self.records.append(
+        audit = self.records.values(
             "export",
             actor=actor,
             reason=reason,
@@ -619,6 +620,7 @@ class Compliance:
                 "files": [f.to_dict() for f in manifest.files],
             },
         )
+        self.records.append(audit)
         return manifest
 
     def verify_export(self, directory: str | Path) -> ExportManifest:
