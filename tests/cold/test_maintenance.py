@@ -141,10 +141,10 @@ def later() -> datetime:
 
 def test_rewrite_leaves_few_files_and_the_same_rows(cold: ColdTables) -> None:
     writer = ColdWriter(cold)
-    commit_small(writer, "history", 26)
-    commit_small(writer, "workflows", 6)
+    commit_small(writer, "history", 14)
+    commit_small(writer, "workflows", 5)
     before = {d: all_rows(cold, d) for d in tables.DATASETS}
-    assert min(files_per_day(cold, "history").values()) >= 8
+    assert min(files_per_day(cold, "history").values()) >= 5
     old_files = {t.file.file_path for t in cold.table("history").scan().plan_files()}
 
     result = rewrite_small_files(cold, writer, commit_id=cid())

@@ -92,20 +92,20 @@ async def poll(check: Any, timeout: float = 30.0) -> None:
 
 async def test_counts_by_tier_and_history_match_ground_truth(make_store, tmp_path: Path):
     store = make_store()
-    policy = TieringPolicy(min_age=0, cold_after="1h", max_workflows_per_batch=40)
+    policy = TieringPolicy(min_age=0, cold_after="1h", max_workflows_per_batch=15)
     key = f"run-{tmp_path.name}"
     RELEASE[key] = asyncio.Event()
     async with Tierflow(tmp_path / "d", ALL, warm_store=store, tiering=policy) as tf:
-        cold = await finished(tf, 0, 100)
+        cold = await finished(tf, 0, 45)
         await tf.tier(now=time.time() + 60, to="warm")
         report = await tf.tier(now=time.time() + LATER, to="cold")
-        assert report.cold.workflows_moved == 100
-        warm = await finished(tf, 100, 200)
-        assert (await tf.tier(now=time.time() + 60, to="warm")).workflows_moved == 100
-        waiting = await paused(tf, 70)
+        assert report.cold.workflows_moved == 45
+        warm = await finished(tf, 45, 90)
+        assert (await tf.tier(now=time.time() + 60, to="warm")).workflows_moved == 45
+        waiting = await paused(tf, 30)
         running = [
             (await tf.start(blocker, key, workflow_id=f"blocker-{i:03d}")).workflow_id
-            for i in range(30)
+            for i in range(15)
         ]
 
         async def all_running() -> bool:
@@ -114,23 +114,23 @@ async def test_counts_by_tier_and_history_match_ground_truth(make_store, tmp_pat
         await poll(all_running)
         ids = cold + warm + waiting + running
         truth_events = await events_of(tf, ids)
-        assert tf.index.count_by_tier() == {"cold": 100, "warm": 100, "hot": 100}
+        assert tf.index.count_by_tier() == {"cold": 45, "warm": 45, "hot": 45}
 
         by_tier = await tf.sql("SELECT tier, count(*) FROM workflows GROUP BY 1 ORDER BY 1")
         assert by_tier.columns[0] == "tier"
-        assert by_tier.rows == [("cold", 100), ("hot", 100), ("warm", 100)]
+        assert by_tier.rows == [("cold", 45), ("hot", 45), ("warm", 45)]
         (total,) = (await tf.sql("SELECT count(*) FROM history")).rows
         assert total == (truth_events,)
         statuses = await tf.sql(
             "SELECT status, count(*) FROM workflows WHERE tier = ? GROUP BY 1 ORDER BY 1",
             ["hot"],
         )
-        assert statuses.rows == [("paused", 70), ("running", 30)]
+        assert statuses.rows == [("paused", 30), ("running", 15)]
         per_tier = await tf.sql(
             "SELECT tier, count(DISTINCT workflow_id) FROM history GROUP BY 1 ORDER BY 1"
         )
-        assert per_tier.rows == [("cold", 100), ("hot", 100), ("warm", 100)]
-        for view, n in (("hot", 100), ("warm", 100), ("cold", 100)):
+        assert per_tier.rows == [("cold", 45), ("hot", 45), ("warm", 45)]
+        for view, n in (("hot", 45), ("warm", 45), ("cold", 45)):
             assert (await tf.sql(f"SELECT count(*) FROM {view}_workflows")).rows == [(n,)]
 
         # One workflow's history through SQL equals history() in every tier.
@@ -146,7 +146,7 @@ async def test_counts_by_tier_and_history_match_ground_truth(make_store, tmp_pat
             assert rows == expected
 
         table = (await tf.sql("SELECT * FROM workflows")).to_arrow()
-        assert table.num_rows == 300 and table.column_names[-1] == "tier"
+        assert table.num_rows == 135 and table.column_names[-1] == "tier"
         assert (
             await tf.sql("SELECT result FROM workflows WHERE workflow_id = 'alpha-00000'")
         ).rows[0][0] == json.dumps([f"A0-{i}" for i in range(5)], separators=(",", ":"))
