@@ -187,12 +187,13 @@ class Runtime:
         detail: str | None = None,
     ) -> Callable[[sqlite3.Connection], None]:
         """A write job telling other processes about a change (see ``hot/notify.py``)."""
-        origin, at = self.owner_id, self.now_us()
+        origin, at, index = self.owner_id, self.now_us(), self.index
 
         def fn(conn: sqlite3.Connection) -> None:
             notify.record(
                 conn, workflow_id, workflow_type, kind, origin=origin, at_us=at, detail=detail
             )
+            index.ring_after_commit()  # wakes the other processes once it is visible
 
         return fn
 

@@ -45,10 +45,6 @@ FEED_POLL_SECONDS = 0.005
 # How often to look for owners that died (their lock files, ~10 µs each), so
 # another process's instances are taken over within this long.
 OWNER_CHECK_SECONDS = 0.25
-# After a wake-up that showed no commit yet, look again after these pauses (a
-# commit is visible only after its fsync, which can take milliseconds). Our own
-# commits wake us too and never show: this bounds what each one costs.
-_SETTLE_DELAYS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032)
 # How often to prune old changes.
 PRUNE_SECONDS = 30.0
 
@@ -181,7 +177,7 @@ class Scheduler:
     async def _feed_loop(self) -> None:
         """Act on what other processes change; notice dead owners within a fraction of a second.
 
-        Woken by the index watch (``hot/wakeup.py``) when any process commits,
+        Woken by the index watch (``hot/wakeup.py``) when a process announces a change,
         and at least every :data:`OWNER_CHECK_SECONDS` to look for dead owners;
         without inotify it polls every :data:`FEED_POLL_SECONDS`.
         """
@@ -191,7 +187,7 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         watcher: IndexWatcher | None = None
         try:
-            watcher = IndexWatcher(rt.index.path, loop)
+            watcher = IndexWatcher(rt.index.bell_path, loop)
         except OSError as exc:
             log.info("no index watch (%s): polling every %.0f ms", exc, FEED_POLL_SECONDS * 1e3)
         next_owner_check = loop.time() + OWNER_CHECK_SECONDS
@@ -209,22 +205,13 @@ class Scheduler:
                         )
                     finally:
                         waiter.cancel()
-                    watcher.event_seen = watcher.event.is_set()
                     watcher.event.clear()
                 else:
                     await asyncio.sleep(FEED_POLL_SECONDS)
                 try:
+                    # The bell rings after the commit: what woke us is visible now.
                     for change in feed.poll():
                         self.runner.apply_change(change)
-                    if watcher is not None and watcher.event_seen and not feed.moved:
-                        # Woken by a WAL write whose commit is not visible yet (SQLite
-                        # writes the frames, fsyncs, then publishes): look again soon.
-                        for delay in _SETTLE_DELAYS:
-                            await asyncio.sleep(delay)
-                            for change in feed.poll():
-                                self.runner.apply_change(change)
-                            if feed.moved:
-                                break
                     now = loop.time()
                     if now >= next_owner_check:
                         next_owner_check = now + OWNER_CHECK_SECONDS

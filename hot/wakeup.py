@@ -1,18 +1,24 @@
-"""Wake the event loop when another process commits to the index.
+"""Wake the event loop when another process announces a change in the index.
 
-Every commit to the index appends to its WAL file (``index.sqlite-wal``). On
-Linux a thread blocks on an inotify watch of the index's directory and, when
-the WAL is written, sets an :class:`asyncio.Event` on the loop; the scheduler
-then checks ``PRAGMA data_version`` and reads the change feed
-(``hot/notify.py``). An idle process therefore spends no CPU waiting, and a
-change reaches it in well under a millisecond plus the loop's own latency.
+A process that appends to the change feed (``hot/notify.py``) rings the
+index's bell once the transaction has committed: it writes one byte to
+``index.sqlite-bell`` (:meth:`IndexDB.ring_after_commit`). On Linux a thread
+blocks on an inotify watch of the index's directory and, when the bell is
+written, sets an :class:`asyncio.Event` on the loop; the scheduler then checks
+``PRAGMA data_version`` and reads the feed. An idle process therefore spends
+no CPU waiting, and a change reaches it in well under a millisecond plus the
+loop's own latency.
 
 Measured here (``make bench``, "cross-process"): polling ``data_version``
 every 5 ms from the loop cost ~3 % of a core in an idle worker (the loop's
 wake-ups, not the PRAGMA), every 50 ms ~0.6 %; the watch costs nothing idle.
 
-Under load this process's own commits also write the WAL; the thread wakes
-the loop at most once per :data:`MIN_INTERVAL` so that costs little. Where
+The watch used to be on the index's WAL, which every commit writes: under
+load each process's own commits (two per workflow) woke its watcher thread
+and its loop, about a sixth of a workflow's CPU, and since the WAL is written
+before the commit is visible the scheduler had to look again for up to 63 ms.
+The bell rings only for announcements, and only after they are visible. The
+thread still wakes the loop at most once per :data:`MIN_INTERVAL`. Where
 inotify is missing (not Linux) the scheduler polls instead.
 """
 
@@ -37,29 +43,24 @@ log = logging.getLogger("tierflow.scheduler")
 MIN_INTERVAL = 0.001
 
 _IN_MODIFY = 0x00000002
-_IN_CREATE = 0x00000100
-_IN_MOVED_TO = 0x00000080
 _IN_CLOEXEC = 0o2000000
 _IN_NONBLOCK = 0o4000
 
 
 class IndexWatcher:
-    """Sets :attr:`event` soon after any process writes the index's WAL.
+    """Sets :attr:`event` soon after any process rings the index's bell.
 
     Args:
-        index_path: The index database file.
+        bell_path: The index's bell (:attr:`IndexDB.bell_path`).
         loop: The event loop to wake.
 
     Raises:
         OSError: inotify is not available (the caller falls back to polling).
     """
 
-    def __init__(self, index_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, bell_path: Path, loop: asyncio.AbstractEventLoop) -> None:
         self.event = asyncio.Event()
-        # Set by the scheduler: whether its last wait ended with the event set.
-        self.event_seen = False
         self._loop = loop
-        self._name = f"{index_path.name}-wal".encode()
         libc = _libc()
         if libc is None or not hasattr(libc, "inotify_init1"):
             raise OSError("inotify is not available on this platform")
@@ -67,11 +68,12 @@ class IndexWatcher:
         if fd < 0:
             err = ctypes.get_errno()
             raise OSError(err, f"inotify_init1: {os.strerror(err)}")
-        mask = _IN_MODIFY | _IN_CREATE | _IN_MOVED_TO
-        if libc.inotify_add_watch(fd, str(index_path.parent).encode(), mask) < 0:
+        # The file itself, not its directory: the index's WAL beside it is written by
+        # every commit, and each of those events would wake this thread for nothing.
+        if libc.inotify_add_watch(fd, str(bell_path).encode(), _IN_MODIFY) < 0:
             err = ctypes.get_errno()
             os.close(fd)
-            raise OSError(err, f"inotify_add_watch {index_path.parent}: {os.strerror(err)}")
+            raise OSError(err, f"inotify_add_watch {bell_path}: {os.strerror(err)}")
         self._fd = fd
         self._stop_r, self._stop_w = os.pipe()
         self._thread = threading.Thread(target=self._run, name="tierflow-watch", daemon=True)
@@ -89,7 +91,7 @@ class IndexWatcher:
             except OSError as exc:
                 log.error("index watch failed (%s); falling back to the periodic check", exc)
                 return
-            if self._name in data:  # the event records carry the file name
+            if data:  # only the bell is watched: any event is a ring
                 with contextlib.suppress(RuntimeError):  # loop closed at shutdown
                     self._loop.call_soon_threadsafe(self.event.set)
                 time.sleep(MIN_INTERVAL)
