@@ -399,11 +399,15 @@ class Execution:
         events: Sequence[EventRow] = (),
         ops: Sequence[OpRecord] = (),
         updates: dict[str, Any] | None = None,
+        last: bool = False,
     ) -> None:
         """Commit buffered records plus these in one transaction; return once durable.
 
         The transaction is written here, on the event loop; the fdatasync that
         makes it durable runs on an I/O thread (see ``InstanceFile.use_split_sync``).
+        ``last``: the execution writes nothing more (it finished or pauses), so the
+        file is closed instead, which makes the commit durable in the same thread
+        hop (``InstanceFile.close_durably``).
         """
         file = self.file
         if self.query_mode or file is None:
@@ -420,13 +424,20 @@ class Execution:
         if file.split_sync:
             # Tracked, so a suspension in a sibling branch waits for this write to land.
             await self.track(
-                asyncio.get_running_loop().run_in_executor(self.env.io_pool, file.sync)
+                asyncio.get_running_loop().run_in_executor(
+                    self.env.io_pool, self._close_durably if last else file.sync
+                )
             )
         else:
             await asyncio.sleep(0)  # nothing to sync; still a yield point, as before
         for op in ops:
             self.ops[op.seq] = op
         self.env.events_committed(self.workflow_id, self._stream_info(batch))
+
+    def _close_durably(self) -> None:
+        assert self.file is not None
+        with self.file_lock:  # never close a connection another thread is using
+            self.file.close_durably()
 
     async def read_signals(self, name: str) -> list[tuple[int, str | None, int]]:
         """Return unconsumed inbox signals named ``name``, oldest first."""
@@ -681,6 +692,7 @@ class Execution:
         await self.commit(
             events=[self.event(EventType.WORKFLOW_PAUSED, payload=payload, at=now)],
             updates={"status": Status.PAUSED, "wake_at": s.wake_at},
+            last=True,
         )
         return Outcome(
             last_event_id=self.last_event_id,
@@ -719,6 +731,7 @@ class Execution:
                 "finished_at": now,
                 "wake_at": None,
             },
+            last=True,
         )
         return Outcome(
             last_event_id=self.last_event_id,

@@ -403,7 +403,8 @@ class Instances:
         finally:
             if file is not None:
                 self.active.pop(wid, None)
-                self.rt.io_pool.submit(_close_locked, file, ex.file_lock)
+                if not file.closed:  # usually its last commit closed it
+                    self.rt.io_pool.submit(_close_locked, file, ex.file_lock)
         if outcome.status == Status.TERMINATED:
             return outcome  # terminate() already mirrored it
         await self._mirror(
