@@ -15,6 +15,7 @@ records read and written here are declared in ``hot/records.py``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import threading
@@ -92,7 +93,16 @@ _EVENT_NAMES = ",".join(names(EVENT_COLUMNS))
 _SELECT_EVENTS = f"SELECT {_EVENT_NAMES} FROM events"
 _READ_EVENTS_AFTER = f"{_SELECT_EVENTS} WHERE event_id > ? ORDER BY event_id"
 _READ_ALL_EVENTS = f"{_SELECT_EVENTS} ORDER BY event_id"
-_INSERT_EVENTS = f"INSERT INTO events VALUES ({','.join('?' * len(EVENT_COLUMNS))})"
+# event_id is the table's rowid: an insert that leaves it NULL gets max(event_id) + 1.
+_EVENT_ROW = f"(NULL,{','.join('?' * (len(EVENT_COLUMNS) - 1))})"
+# Events per INSERT statement (well under SQLite's limit of bound parameters).
+_EVENTS_PER_INSERT = 100
+
+
+@functools.lru_cache(maxsize=_EVENTS_PER_INSERT)
+def _insert_events_sql(n: int) -> str:
+    return f"INSERT INTO events VALUES {','.join([_EVENT_ROW] * n)}"
+
 
 _SCHEMA = f"""
 CREATE TABLE schema_version (version INTEGER NOT NULL) STRICT;
@@ -422,17 +432,27 @@ class InstanceFile:
     # -- writing -------------------------------------------------------------
 
     def _append_events(self, events: Sequence[EventRow]) -> int:
-        """Append events with consecutive ids; return the last id (inside a transaction)."""
-        last = int(self.conn.execute("SELECT coalesce(max(event_id), 0) FROM events").fetchone()[0])
-        if events:
-            self.conn.executemany(
-                _INSERT_EVENTS,
-                [
-                    (last + i, ev.event_type, ev.event_time, ev.step_name, ev.attempt, ev.payload)
-                    for i, ev in enumerate(events, start=1)
-                ],
+        """Append events with consecutive ids; return the last id (inside a transaction).
+
+        SQLite numbers them (each NULL ``event_id`` becomes the largest so far plus
+        one) and reports the last: no ``SELECT max(event_id)`` first, one statement
+        fewer in every commit that writes events.
+        """
+        if not events:
+            return int(
+                self.conn.execute("SELECT coalesce(max(event_id), 0) FROM events").fetchone()[0]
             )
-        return last + len(events)
+        last = 0
+        for start in range(0, len(events), _EVENTS_PER_INSERT):
+            chunk = events[start : start + _EVENTS_PER_INSERT]
+            values = [
+                v
+                for ev in chunk
+                for v in (ev.event_type, ev.event_time, ev.step_name, ev.attempt, ev.payload)
+            ]
+            cur = self.conn.execute(_insert_events_sql(len(chunk)), values)
+            last = int(cur.lastrowid or 0)
+        return last
 
     def commit(
         self,

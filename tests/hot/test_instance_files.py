@@ -57,6 +57,20 @@ def test_closed_instance_reads_back_whole(tmp_path: Path) -> None:
     assert [e[1] for e in events] == ["workflow.queued", "workflow.started", "step.completed"]
 
 
+def test_events_get_consecutive_ids_across_commits_of_any_size(tmp_path: Path) -> None:
+    inst = _new_file(tmp_path)
+    inst.deferred = _row()  # two events ride along with the first commit
+    many = [EventRow("step.completed", 10 + i, f"s{i}", 1, f'"{i}"') for i in range(250)]
+    assert inst.commit(events=many) == 252
+    assert inst.commit(updates={"step_count": 250}) == 252  # no events: the last id stays
+    assert inst.commit(events=[EventRow("workflow.completed", 999)]) == 253
+    inst.close()
+    _, events = read_for_archive(inst.path)
+    assert [e[0] for e in events] == list(range(1, 254))
+    assert [e[3] for e in events[2:252]] == [f"s{i}" for i in range(250)]  # in the given order
+    assert events[-1][1] == "workflow.completed"
+
+
 def test_split_sync_writes_at_normal_and_syncs_on_demand(tmp_path: Path) -> None:
     inst = _new_file(tmp_path)
     inst.use_split_sync()
