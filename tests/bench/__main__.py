@@ -14,7 +14,7 @@ commit and the machine's cores.
 ``--quick`` (``make bench-quick``) is a smoke run with tiny sizes: every phase on both sides and
 every completion check, no figure worth reading and no target judged.
 
-``--only PHASE`` runs one phase that stands alone (``erasure``) and writes its figures to
+``--only PHASE`` runs one phase that stands alone (``erasure``, ``export``, ``hot``) and writes its figures to
 ``bench-results/<phase>-latest.json`` (``<phase>-quick-latest.json`` with ``--quick``).
 """
 
@@ -42,6 +42,7 @@ from tests.bench import (
     cross_process,
     erasure_bench,
     export_bench,
+    hot_alone,
     hot_engine,
     replay_bench,
     sql_bench,
@@ -171,7 +172,7 @@ def main() -> int:
 
 # Phases that stand alone (``--only``): a module with measure(quick, console) and
 # report(console, figures, judged).
-ALONE: dict[str, Any] = {"erasure": erasure_bench, "export": export_bench}
+ALONE: dict[str, Any] = {"erasure": erasure_bench, "export": export_bench, "hot": hot_alone}
 
 
 def run_alone(args: argparse.Namespace, console: Console) -> int:
@@ -319,6 +320,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             f"synchronous={pr['sqlite_synchronous']:.0f} (2 = FULL), "
             f"WAL={'yes' if pr['sqlite_wal'] else 'no'}"
         )
+    hot_engine.report_cpu(console, ours, judged)
     console.print(
         f"memory: {ours['paused_instances']['value']:.0f} paused instances -> process RSS "
         f"{ours['paused_rss_mb']['value']:.0f} MB (+{ours['paused_rss_delta_mb']['value']:.0f}"

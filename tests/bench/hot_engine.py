@@ -143,14 +143,14 @@ async def seq(data: Path, warmup: int, n: int) -> dict[str, float]:
     async with CountingTierflow(data, WORKFLOWS) as tf:
         await warm_up(tf, warmup)
         c0 = tf.commits
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), process_cpu_s()
         for _ in range(n):
             h = await tf.run(three_steps, ITEMS)
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, process_cpu_s() - cpu0
         commits = tf.commits - c0
         await check_completed(tf, "seq", warmup + n)
         await check_steps(tf, h.workflow_id)
-    return {"seq_wps": n / elapsed, "commits_per_wf": commits / n}
+    return {"seq_wps": n / elapsed, "commits_per_wf": commits / n, "seq_cpu_ms": cpu / n * 1000}
 
 
 async def conc8(data: Path, warmup: int, n: int) -> dict[str, float]:
@@ -414,3 +414,100 @@ def measure(quick: bool) -> dict[str, dict[str, float]]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+# Issue 21's targets, each judged against a floor measured in the same run:
+# (name, ours, floor, how ours must compare with the floor, unit, what the floor is).
+def cpu_targets(figs: dict[str, dict[str, float]]) -> list[tuple[str, float, float, str, str, str]]:
+    """The hot engine's figures beside their floors, as judged by issue 21."""
+    v = {k: f["value"] for k, f in figs.items()}
+    seq_floor = 1000 / (v["commits_per_wf"] * v["commit_ms"])
+    return [
+        (
+            "sequential",
+            v["seq_wps"],
+            seq_floor,
+            ">= 50 %",
+            "wf/s",
+            f"{v['commits_per_wf']:.1f} fsync'd commits/wf x {v['commit_ms']:.3f} ms",
+        ),
+        (
+            "8 callers",
+            v["conc8_wps"],
+            v["conc8_floor_wps"],
+            ">= 60 %",
+            "wf/s",
+            "the instance files alone, 8 threads, no engine",
+        ),
+        (
+            "CPU per wf, 8 callers",
+            v["conc8_cpu_ms"],
+            v["conc8_floor_cpu_ms"],
+            "<= 1.5x",
+            "ms",
+            "CPU of the instance files alone",
+        ),
+        (
+            "CPU per wf, sequential",
+            v["seq_cpu_ms"],
+            v["conc8_floor_cpu_ms"],
+            "",
+            "ms",
+            "CPU of the instance files alone (8 threads)",
+        ),
+        (
+            "start p50",
+            v["start_p50_ms"],
+            v["start_floor_p50_ms"],
+            "<= 1.5x",
+            "ms",
+            "one fsync'd one-row commit under the same load",
+        ),
+        (
+            f"RSS, {v['paused_instances']:.0f} paused",
+            v["paused_rss_mb"],
+            250.0,
+            "<= 1x" if v["paused_instances"] >= 10_000 else "",
+            "MB",
+            "the budget for 10,000 paused instances (whole process)",
+        ),
+    ]
+
+
+def met(ours: float, floor: float, rule: str) -> bool | None:
+    """Whether ``ours`` meets ``rule`` against ``floor`` (None: nothing to judge)."""
+    if not rule:
+        return None
+    op, text = rule.split()
+    bound = float(text.rstrip("x%")) / (100 if text.endswith("%") else 1)
+    return ours >= bound * floor if op == ">=" else ours <= bound * floor
+
+
+def report_cpu(console: Any, figs: dict[str, dict[str, float]], judged: bool) -> None:
+    """Print issue 21's table: each figure beside its floor from the same run."""
+    from rich.table import Table
+
+    t = Table(
+        "metric",
+        "tierflow",
+        "floor",
+        "ours / floor",
+        "target",
+        "met",
+        "floor is",
+        title="issue 21: hot engine against its floors (same run; a shared machine is noisy)"
+        + ("" if judged else "; QUICK: figures mean nothing"),
+    )
+    for name, ours, floor, rule, unit, what in cpu_targets(figs):
+        ok = met(ours, floor, rule) if judged else None
+        share = ours / floor
+        t.add_row(
+            name,
+            f"{ours:.2f} {unit}",
+            f"{floor:.2f} {unit}",
+            f"{share:.0%}" if unit == "wf/s" else f"{share:.2f}x",
+            rule,
+            {True: "yes", False: "[red]NO[/red]", None: "-"}[ok],
+            what,
+        )
+    console.print(t)
