@@ -14,8 +14,9 @@ commit and the machine's cores.
 ``--quick`` (``make bench-quick``) is a smoke run with tiny sizes: every phase on both sides and
 every completion check, no figure worth reading and no target judged.
 
-``--only PHASE`` runs one phase that stands alone (``erasure``, ``export``, ``hot``) and writes its figures to
-``bench-results/<phase>-latest.json`` (``<phase>-quick-latest.json`` with ``--quick``).
+``--only PHASE`` runs one phase that stands alone (``erasure``, ``export``, ``hot``) and
+writes its figures to ``bench-results/<phase>-latest.json`` (``<phase>-quick-latest.json``
+with ``--quick``).
 """
 
 from __future__ import annotations
