@@ -365,9 +365,12 @@ class IndexDB:
         moved = 0
         for i in range(0, len(workflow_ids), 500):
             chunk = list(workflow_ids[i : i + 500])
+            # The unary plus keeps tier and status out of the plan: SQLite would
+            # otherwise search instances_tier for (tier, status) and check every
+            # finished instance of the tier against the chunk, once per chunk.
             cur = conn.execute(
-                "UPDATE instances SET tier=?, batch_id=? WHERE tier=? AND "
-                f"status IN ({','.join('?' * len(finished))}) AND "
+                "UPDATE instances SET tier=?, batch_id=? WHERE +tier=? AND "
+                f"+status IN ({','.join('?' * len(finished))}) AND "
                 f"workflow_id IN ({','.join('?' * len(chunk))})",
                 [to_tier, batch_id, from_tier, *finished, *chunk],
             )
@@ -386,8 +389,9 @@ class IndexDB:
         moved = 0
         for i in range(0, len(batch_ids), 500):
             chunk = list(batch_ids[i : i + 500])
+            # +tier: look the batches up in instances_batch, not every row of the tier.
             cur = conn.execute(
-                "UPDATE instances SET tier=? WHERE tier=? AND "
+                "UPDATE instances SET tier=? WHERE +tier=? AND "
                 f"batch_id IN ({','.join('?' * len(chunk))})",
                 [to_tier, from_tier, *chunk],
             )
