@@ -35,6 +35,7 @@ What could go elsewhere has: the durable operations are in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -148,6 +149,15 @@ class _Pending:
     consume: list[tuple[int, str]] = field(default_factory=list)  # (inbox id, seq)
 
 
+def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:
+    if fut.done():  # cancelled meanwhile
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)
+
+
 class _Batch:
     """Records taken from an execution's buffer, to be written in one transaction."""
 
@@ -249,6 +259,8 @@ class Execution:
         self.query_handlers: dict[str, Callable[..., Any]] = {}
         self.last_event_id: int = state.last_event_id
         self.task: asyncio.Task[Outcome] | None = None
+        # Set by the last commit, whose I/O thread closes the file after syncing it.
+        self.closes_file = False
         # Serialises this instance's transactions (the executor's, on the event
         # loop, and outside writers', on I/O threads).
         self.file_lock = threading.Lock()
@@ -405,9 +417,9 @@ class Execution:
 
         The transaction is written here, on the event loop; the fdatasync that
         makes it durable runs on an I/O thread (see ``InstanceFile.use_split_sync``).
-        ``last``: the execution writes nothing more (it finished or pauses), so the
-        file is closed instead, which makes the commit durable in the same thread
-        hop (``InstanceFile.close_durably``).
+        ``last``: the execution writes nothing more (it finished or pauses): the
+        I/O thread that syncs the commit also closes the file once the loop has
+        been told, so closing costs no thread hop of its own.
         """
         file = self.file
         if self.query_mode or file is None:
@@ -422,22 +434,39 @@ class Execution:
                 batch.restore()
             raise
         if file.split_sync:
+            loop = asyncio.get_running_loop()
+            if last:
+                synced: asyncio.Future[None] = loop.create_future()
+                self.closes_file = True
+                self.env.io_pool.submit(self._sync_then_close, file, loop, synced)
+                waited: Awaitable[Any] = synced
+            else:
+                waited = loop.run_in_executor(self.env.io_pool, file.sync)
             # Tracked, so a suspension in a sibling branch waits for this write to land.
-            await self.track(
-                asyncio.get_running_loop().run_in_executor(
-                    self.env.io_pool, self._close_durably if last else file.sync
-                )
-            )
+            await self.track(waited)
         else:
             await asyncio.sleep(0)  # nothing to sync; still a yield point, as before
         for op in ops:
             self.ops[op.seq] = op
         self.env.events_committed(self.workflow_id, self._stream_info(batch))
 
-    def _close_durably(self) -> None:
-        assert self.file is not None
+    def _sync_then_close(
+        self, file: InstanceFile, loop: asyncio.AbstractEventLoop, synced: asyncio.Future[None]
+    ) -> None:
+        """On an I/O thread: make the last commit durable, tell the loop, then close the file.
+
+        The loop goes on as soon as the commit is durable; the close (SQLite's
+        checkpoint into the file, two more syncs) follows on this thread.
+        """
+        error: BaseException | None = None
+        try:
+            file.sync()
+        except BaseException as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed at shutdown
+            loop.call_soon_threadsafe(_settle, synced, error)
         with self.file_lock:  # never close a connection another thread is using
-            self.file.close_durably()
+            file.close()
 
     async def read_signals(self, name: str) -> list[tuple[int, str | None, int]]:
         """Return unconsumed inbox signals named ``name``, oldest first."""

@@ -403,7 +403,7 @@ class Instances:
         finally:
             if file is not None:
                 self.active.pop(wid, None)
-                if not file.closed:  # usually its last commit closed it
+                if not ex.closes_file:  # usually its last commit's thread closes it
                     self.rt.io_pool.submit(_close_locked, file, ex.file_lock)
         if outcome.status == Status.TERMINATED:
             return outcome  # terminate() already mirrored it
@@ -443,7 +443,8 @@ class Instances:
             pass
         finally:
             self.active.pop(wid, None)
-            self.rt.io_pool.submit(_close_locked, ex.file, ex.file_lock)
+            if not ex.closes_file:
+                self.rt.io_pool.submit(_close_locked, ex.file, ex.file_lock)
 
     async def _mirror(self, wid: str, outcome: Outcome, parent: str | None, wtype: str) -> None:
         """Copy an execution outcome into the index, wake waiters, arm timers.

@@ -267,43 +267,6 @@ class InstanceFile:
                 os.close(self._wal_fd)
                 self._wal_fd = None
 
-    def close_durably(self) -> None:
-        """Close, with every commit so far durable (split-sync mode; else just close).
-
-        Closing the last connection checkpoints the WAL into the database file,
-        and at ``synchronous=NORMAL`` SQLite syncs the WAL before copying it,
-        syncs the database after, then deletes the WAL: the last commit is on
-        disk without a :meth:`sync` of its own. So an execution's final commit
-        (finish or pause) is acknowledged after this instead of after a sync and
-        then a close: one thread hop and one fdatasync fewer per run. If the
-        checkpoint could not complete (another connection was reading the file)
-        the WAL stays, and it is synced here.
-
-        Raises:
-            StorageError: The WAL stayed and cannot be synced.
-        """
-        if not self.split_sync or self.closed:
-            self.close()
-            return
-        wal = Path(f"{self.path}-wal")
-        self.closed = True
-        with contextlib.suppress(sqlite3.Error):
-            self.conn.close()
-        with self._fd_lock:
-            fd, self._wal_fd = self._wal_fd, None
-            try:
-                if wal.exists():
-                    if fd is None:
-                        fd = os.open(wal, os.O_RDONLY)
-                    os.fdatasync(fd)
-                    if not self.wal_durable:
-                        _fsync_dir(self.path.parent)
-            except OSError as exc:
-                raise StorageError(f"cannot sync {wal.name}: {exc}", url=str(wal)) from exc
-            finally:
-                if fd is not None:
-                    os.close(fd)
-
     # -- durability ------------------------------------------------------------
 
     def made_durable(self, durability: str) -> None:
@@ -356,7 +319,11 @@ class InstanceFile:
                 os.fdatasync(fd)
                 if not self.wal_durable:
                     # SQLite's FULL syncs the directory after creating a WAL; so do we.
-                    _fsync_dir(self.path.parent)
+                    dfd = os.open(self.path.parent, os.O_RDONLY)
+                    try:
+                        os.fsync(dfd)
+                    finally:
+                        os.close(dfd)
                     self.wal_durable = True
         except OSError as exc:
             raise StorageError(f"cannot sync {wal.name}: {exc}", url=str(wal)) from exc
@@ -548,14 +515,6 @@ class InstanceFile:
         if sync:
             self.sync()
         return last
-
-
-def _fsync_dir(path: Path) -> None:
-    dfd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def quarantine(path: Path, quarantine_dir: Path) -> Path:

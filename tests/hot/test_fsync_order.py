@@ -10,9 +10,7 @@ one list with what the step functions log.
 from __future__ import annotations
 
 import os
-import sqlite3
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -90,78 +88,3 @@ async def test_step_result_synced_before_the_next_step_runs(
     ran = _log.index(("step 2 runs",))
     synced = [i for i, e in enumerate(_log) if e == ("fdatasync", wal, True)]
     assert any(returned < i < ran for i in synced), (wal, _log)
-
-
-# -- the last commit (finish or pause) is made durable by closing the file --------------------
-
-_readers: list[sqlite3.Connection] = []
-_held_path: list[Path] = []
-
-
-def _hold_a_reader() -> str:
-    """Open the instance file for reading and keep a read transaction: no checkpoint can run."""
-    conn = sqlite3.connect(_held_path[0], check_same_thread=False)
-    conn.execute("BEGIN")
-    conn.execute("SELECT count(*) FROM events").fetchone()
-    _readers.append(conn)
-    return "held"
-
-
-@workflow
-async def finishes_with_a_marker(ctx: WorkflowContext, args: dict[str, Any]) -> str:
-    if args["hold"]:
-        await ctx.step("hold", _hold_a_reader)
-    return f"final-result-{args['tag']}"
-
-
-async def test_a_finished_run_is_checkpointed_into_its_file_before_run_returns(make_tf, uid):
-    # SQLite checkpoints when the last connection closes: at synchronous=NORMAL it syncs the
-    # WAL, copies it into the file, syncs the file and deletes the WAL. No WAL left means the
-    # whole history, result included, was synced into the file.
-    tf = await make_tf([finishes_with_a_marker], options=EngineOptions(durability="full"))
-    wid, tag = uid(), uuid.uuid4().hex
-    handle = await tf.run(finishes_with_a_marker, {"tag": tag, "hold": False}, workflow_id=wid)
-    path = tf.engine.instance_path(wid)
-    assert not Path(f"{path}-wal").exists()
-    assert f"final-result-{tag}".encode() in path.read_bytes()
-    assert await handle.result(timeout=30) == f"final-result-{tag}"
-
-
-async def test_the_last_commit_is_synced_when_a_reader_keeps_the_checkpoint_from_running(
-    make_tf, uid, monkeypatch: pytest.MonkeyPatch
-):
-    tag = uuid.uuid4().hex
-    marker = f"final-result-{tag}".encode()
-    real_fdatasync = os.fdatasync
-    synced: list[tuple[str, bool]] = []
-
-    def fdatasync(fd: int) -> None:
-        real_fdatasync(fd)
-        holds = marker in os.pread(fd, os.fstat(fd).st_size, 0)
-        synced.append((os.readlink(f"/proc/self/fd/{fd}"), holds))
-
-    monkeypatch.setattr(os, "fdatasync", fdatasync)
-    tf = await make_tf([finishes_with_a_marker], options=EngineOptions(durability="full"))
-    wid = uid()
-    tf.engine.open()
-    # The spare the run takes is chosen at run time: learn its path from the index once
-    # the run has it, by starting the reader inside the workflow's step.
-    _readers.clear()
-    _held_path.clear()
-    real_take = tf.engine.runtime.take_spare
-
-    async def take_spare() -> Any:
-        spare = await real_take()
-        _held_path.append(spare.path)
-        return spare
-
-    monkeypatch.setattr(tf.engine.runtime, "take_spare", take_spare)
-    try:
-        handle = await tf.run(finishes_with_a_marker, {"tag": tag, "hold": True}, workflow_id=wid)
-        wal = os.path.realpath(tf.engine.instance_path(wid)) + "-wal"
-        assert Path(wal).exists()  # the reader kept SQLite from checkpointing at close
-        assert (wal, True) in synced, synced  # so the engine synced the WAL itself
-        assert await handle.result(timeout=30) == f"final-result-{tag}"
-    finally:
-        for conn in _readers:
-            conn.close()
