@@ -9,29 +9,7 @@ from __future__ import annotations
 
 import json
 
-from tests.http.conftest import Api, wait_status
-
-
-def tier_now(api: Api, to: str) -> dict:
-    r = api.client().post("/v1/tiering/run", json={"to": to})
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def run_order(api: Api, wid: str, customer: str, n: int = 1) -> dict:
-    r = api.client().post(
-        "/v1/workflows",
-        json={
-            "workflow_type": "order",
-            "input": {"customer": customer, "n": n},
-            "workflow_id": wid,
-            "mode": "run",
-        },
-    )
-    assert r.status_code == 201, r.text
-    body = r.json()
-    assert body["status"] == "completed" and body["workflow"]["result"] == n + 2
-    return body
+from tests.http.conftest import Api, run_order, tier_now, wait_status
 
 
 def test_start_query_signal_result(api: Api, uid):
