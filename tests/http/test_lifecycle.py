@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from tierflow.hot.rows import WORKFLOWS, names
+
 from tests.http.conftest import Api, run_order, tier_now, wait_status
 
 
@@ -27,6 +29,7 @@ def test_start_query_signal_result(api: Api, uid):
     row = wait_status(c, wid, "completed")
     assert row["result"] == "hello ada: {'amount': 9.5}"
     assert row["input"] == "ada" and row["tier"] == "hot" and row["workflow_type"] == "greet"
+    assert tuple(row) == names(WORKFLOWS)  # the row definition, column for column
     # The same id again answers with the existing instance; on_conflict=fail is a 409.
     again = c.post(
         "/v1/workflows", json={"workflow_type": "greet", "input": "x", "workflow_id": wid}
