@@ -9,13 +9,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from tierflow.hot.errors import InvalidArgument
+from tierflow.hot.errors import InvalidArgument, TierflowError
 from tierflow.hot.models import HistoryEvent, WorkflowInfo
 from tierflow.hot.rows import HISTORY, WORKFLOWS, names
 
 from .auth import Principal, Scope
 from .deps import AppState, get_state, require
-from .errors import ERROR_RESPONSES
+from .errors import ERROR_RESPONSES, ApiError
 from .models import (
     CancelResponse,
     ForkRequest,
@@ -188,7 +188,16 @@ async def query_workflow(
 ) -> dict[str, Any]:
     """Answer a query by replaying history: nothing runs, nothing is recorded."""
     args = body.args if body is not None else []
-    return {"result": await state.tf.query(workflow_id, name, *args)}
+    try:
+        result = await state.tf.query(workflow_id, name, *args)
+    except TierflowError:
+        raise
+    except Exception as exc:
+        # The handler itself raised (most often: arguments it does not take).
+        raise ApiError(
+            400, "query_failed", f"query {name!r} raised {type(exc).__name__}: {exc}"
+        ) from None
+    return {"result": result}
 
 
 @router.post("/{workflow_id}/cancel", response_model=CancelResponse)

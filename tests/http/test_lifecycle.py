@@ -24,6 +24,8 @@ def test_start_query_signal_result(api: Api, uid):
     assert c.post(f"/v1/workflows/{wid}/queries/who", json={"args": []}).json() == {"result": "ada"}
     echo = c.post(f"/v1/workflows/{wid}/queries/echo", json={"args": [1, "x", {"k": None}]})
     assert echo.json() == {"result": [1, "x", {"k": None}]}
+    wrong = c.post(f"/v1/workflows/{wid}/queries/who", json={"args": [1]})
+    assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "query_failed"
     r = c.post(f"/v1/workflows/{wid}/signals/go", json={"amount": 9.5})
     assert r.status_code == 202 and r.json() == {"workflow_id": wid, "signal": "go"}
     row = wait_status(c, wid, "completed")

@@ -77,3 +77,18 @@ def test_a_key_over_its_sql_concurrency_is_429(api: Api):
     assert slots.running("analyst") == 0
     again = api.client("analyst").post("/v1/sql", json={"sql": "SELECT 1"})
     assert again.status_code == 200
+
+
+def test_an_unexpected_error_is_a_500_envelope_and_the_connection_goes_on(api: Api):
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    api.app.add_api_route("/test-only/boom", boom)
+    c = api.client()
+    r = c.get("/test-only/boom")
+    assert r.status_code == 500
+    assert r.json() == {
+        "error": {"code": "internal", "message": "internal error (logged on the server)"}
+    }
+    # The same keep-alive connection still serves.
+    assert c.get("/healthz").json()["status"] == "ok"
