@@ -104,12 +104,20 @@ async def list_workflows(
     workflow_type: Annotated[list[str] | None, Query(description="Any of these types.")] = None,
     tier: Annotated[list[str] | None, Query(description="hot, warm or cold.")] = None,
     parent_workflow_id: Annotated[str | None, Query(max_length=255)] = None,
-    created_after: datetime | None = None,
+    created_after: Annotated[datetime | None, Query(description="At or after (ISO 8601).")] = None,
     created_before: datetime | None = None,
+    started_after: datetime | None = None,
+    started_before: datetime | None = None,
+    finished_after: datetime | None = None,
+    finished_before: datetime | None = None,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    """List instances of every tier, newest first; ``attr.NAME=value`` filters on attributes."""
+    """List instances of every tier, newest first; ``attr.NAME=value`` filters on attributes.
+
+    Time ranges: ``*_after`` is inclusive, ``*_before`` exclusive; a time without a
+    zone is UTC. Never-started instances have no start, unfinished ones no finish.
+    """
     attributes = {
         key[len(ATTRIBUTE_PREFIX) :]: _attribute_value(value)
         for key, value in request.query_params.items()
@@ -123,6 +131,10 @@ async def list_workflows(
         parent_workflow_id=parent_workflow_id,
         created_after=created_after,
         created_before=created_before,
+        started_after=started_after,
+        started_before=started_before,
+        finished_after=finished_after,
+        finished_before=finished_before,
         cursor=cursor,
         limit=limit,
     )

@@ -133,6 +133,22 @@ def test_list_filters_and_cursor_paging_across_tiers(api: Api, uid):
     # Attribute values are read as JSON when they parse: n=2 is the number 2.
     two = c.get("/v1/workflows", params={"attr.customer": customer, "attr.n": "2"}).json()
     assert [w["workflow_id"] for w in two["items"]] == [warm_ids[2]]
+    # Time ranges: every one of them finished after the first one was created.
+    first = next(w for w in seen if w["workflow_id"] == warm_ids[0])
+    ranged = c.get(
+        "/v1/workflows",
+        params={
+            "attr.customer": customer,
+            "finished_after": first["created_at"],
+            "started_before": "2999-01-01T00:00:00Z",
+        },
+    ).json()
+    assert len(ranged["items"]) == 5
+    later = c.get(
+        "/v1/workflows", params={"attr.customer": customer, "created_after": first["finished_at"]}
+    ).json()
+    assert warm_ids[0] not in [w["workflow_id"] for w in later["items"]]
+    assert len(later["items"]) == 4
     none = c.get("/v1/workflows", params={"attr.customer": customer, "status": "failed"}).json()
     assert none == {"items": [], "next_cursor": None}
 
