@@ -8,6 +8,7 @@ from typing import Literal
 
 from fastapi import FastAPI
 from tierflow.facade import Tierflow
+from tierflow.hot.errors import InvalidArgument
 
 from . import routes_compliance, routes_sql, routes_workflows
 from .auth import KeyRing
@@ -52,8 +53,6 @@ def create_app(
         InvalidArgument: The API keys are malformed or unreadable, or ``engine``
             is not one of the modes.
     """
-    from tierflow.hot.errors import InvalidArgument
-
     if engine not in ("run", "open", "external"):
         raise InvalidArgument(f"engine must be 'run', 'open' or 'external', got {engine!r}")
     settings = HttpSettings.from_env() if settings is None else settings
