@@ -151,6 +151,8 @@ def test_malformed_key_configuration_is_refused_clearly(tmp_path: Path):
         HttpSettings.from_env({"TIERFLOW_HTTP_MAX_BODY_BYTES": "lots"})
     with pytest.raises(InvalidArgument):
         create_app(Tierflow(tmp_path / "d", WORKFLOWS), settings=HttpSettings(api_keys="[{}]"))
+    with pytest.raises(InvalidArgument, match="engine must be"):
+        create_app(Tierflow(tmp_path / "d", WORKFLOWS), settings=HttpSettings(), engine="both")  # type: ignore[arg-type]
 
 
 def test_without_keys_every_caller_is_anonymous_on_loopback(tmp_path: Path, uid):
