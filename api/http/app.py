@@ -13,7 +13,7 @@ from tierflow.hot.errors import InvalidArgument
 from . import routes_compliance, routes_sql, routes_workflows
 from .auth import KeyRing
 from .deps import AppState
-from .errors import install_error_handlers
+from .errors import CatchUnexpected, install_error_handlers
 from .limits import BodyLimit, SqlSlots
 from .observability import install_observability
 from .settings import HttpSettings
@@ -78,6 +78,8 @@ def create_app(
     )
     app.state.tierflow = state
     install_error_handlers(app)
+    app.add_middleware(CatchUnexpected)
+    # Added last, so outermost: an oversized body is refused before anything else runs.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(routes_workflows.router)
     app.include_router(routes_sql.router)
