@@ -66,3 +66,8 @@ class FlakyService:
         if failures < 0 or n <= failures:
             raise ServiceUnavailableError(f"{self.name} unavailable (call {n} for {key})")
         return n
+
+    def reset(self) -> None:
+        """Forget every call counted so far (a new run of the same ids fails the same way)."""
+        with self._lock:
+            self._calls.clear()
