@@ -87,8 +87,10 @@ async def _run_wave(
     task = bar.add_task(f"{label}: starting", total=wave.count)
     started = await start_wave(tf, wave)
     bar.update(task, completed=wave.count)
-    before = tf.index.execute("SELECT count(*) FROM instances WHERE status IN (?, ?, ?, ?)",
-                              ("completed", "failed", "cancelled", "terminated"))[0][0]
+    before = tf.index.execute(
+        "SELECT count(*) FROM instances WHERE status IN (?, ?, ?, ?)",
+        ("completed", "failed", "cancelled", "terminated"),
+    )[0][0]
     # Children count too: each provisioning account has three.
     total = wave.count + 3 * sum(1 for w in started.ids if "-account-" in w)
     run = bar.add_task(f"{label}: running", total=total)
@@ -162,9 +164,7 @@ async def run_demo(
             console.print("stopping the local S3 server; its bucket goes with it")
 
 
-async def _run(
-    data: Path, server: Any, size: int, console: Console, t0: float
-) -> DemoSummary:
+async def _run(data: Path, server: Any, size: int, console: Console, t0: float) -> DemoSummary:
     from tierflow.facade import Tierflow
     from tierflow.tiering.policy import TieringPolicy
     from tierflow.warm.storage import ObjectStore
@@ -300,9 +300,7 @@ async def _fork(tf: Tierflow, clock: ManualClock, console: Console, expired: lis
     source = expired[0]
     events: list[HistoryEvent] = await tf.history(source)
     at = next(
-        e.event_id
-        for e in events
-        if e.event_type == "step.completed" and e.step_name == "reserve"
+        e.event_id for e in events if e.event_type == "step.completed" and e.step_name == "reserve"
     )
     info = await tf.describe(source)
     fork_id = f"{source}-fork"

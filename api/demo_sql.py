@@ -8,8 +8,8 @@ prints is known to work.
 
 from __future__ import annotations
 
-import contextlib
 import ast
+import contextlib
 import io
 import textwrap
 from pathlib import Path
@@ -141,10 +141,8 @@ def run_snippet(snippet: str) -> list[tuple[Any, ...]]:
     """Run the snippet as a user would and return the rows it printed."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(textwrap.dedent(snippet), "<demo snippet>", "exec"), {})  # noqa: S102
+        exec(compile(textwrap.dedent(snippet), "<demo snippet>", "exec"), {})
     printed = out.getvalue().strip()
     # It prints a Python list of tuples; literal_eval reads it back without running code.
     rows: list[tuple[Any, ...]] = ast.literal_eval(printed)
     return rows
-
-

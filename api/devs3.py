@@ -17,7 +17,7 @@ __all__ = ["DUMMY_ACCESS_KEY", "DUMMY_REGION", "DUMMY_SECRET_KEY", "LocalS3"]
 
 # moto accepts any key pair; these say plainly that they are not real.
 DUMMY_ACCESS_KEY = "tierflow-dev"
-DUMMY_SECRET_KEY = "tierflow-dev-secret"  # noqa: S105 - a placeholder moto accepts, not a secret
+DUMMY_SECRET_KEY = "tierflow-dev-secret"
 DUMMY_REGION = "us-east-1"
 
 _INSTALL_HINT = (
@@ -74,7 +74,7 @@ class LocalS3:
                 or the port is taken.
         """
         try:
-            import boto3
+            import boto3  # type: ignore[import-untyped, unused-ignore]  # no type hints shipped
             from moto.server import ThreadedMotoServer
         except ImportError as exc:
             raise TierflowError(_INSTALL_HINT) from exc

@@ -25,7 +25,9 @@ class PaymentRefusedError(ValueError):
 def authorize(payment_id: str, amount: float, risk: float) -> str:
     """Authorize with the card network; risky payments are refused."""
     if risk > 0.9:
-        raise PaymentRefusedError(f"payment {payment_id} refused by the fraud rules (risk {risk:.2f})")
+        raise PaymentRefusedError(
+            f"payment {payment_id} refused by the fraud rules (risk {risk:.2f})"
+        )
     return f"auth_{payment_id}"
 
 
