@@ -55,22 +55,24 @@ QUERIES: dict[str, str] = {
     "cold_retried_order": """
         SELECT workflow_id FROM history
         WHERE tier = 'cold' AND workflow_type = 'process_order'
-          AND event_type = 'retry.scheduled'
-        ORDER BY workflow_id LIMIT 1""",
+        GROUP BY 1 ORDER BY count(*) FILTER (WHERE event_type = 'retry.scheduled') DESC, 1
+        LIMIT 1""",
     "customer_count": """
         SELECT count(*), coalesce(string_agg(DISTINCT tier, ' ' ORDER BY tier), 'no tier')
         FROM workflows WHERE json_extract_string(attributes, '$.customer') = ?""",
 }
 
 _LOCAL = """\
-import glob, json
+import json
+from pathlib import Path
+
 import duckdb
 from pyiceberg.catalog.sql import SqlCatalog
 
 lake = {lake!r}
 # warm: the Parquet files listed by the manifests of committed batches
-warm = [f"{{lake}}/{{f['key']}}" for m in sorted(glob.glob(f"{{lake}}/warm/manifests/*.json"))
-        for f in json.load(open(m))["files"] if f["dataset"] == "workflows"]
+warm = [f"{{lake}}/{{f['key']}}" for m in sorted(Path(lake, "warm/manifests").glob("*.json"))
+        for f in json.loads(m.read_text())["files"] if f["dataset"] == "workflows"]
 # cold: the data files of the current snapshot of the Iceberg table tierflow.workflows
 catalog = SqlCatalog("tierflow", uri={catalog_uri!r})
 cold = [t.file.file_path.removeprefix("file://")
