@@ -90,9 +90,9 @@ import pyarrow.dataset as ds
 import pyarrow.fs as fs
 from pyiceberg.catalog.sql import SqlCatalog
 
-s3 = fs.S3FileSystem(endpoint_override={host!r}, scheme="http", region={region!r},
-                     access_key={key!r}, secret_key={secret!r})  # moto's placeholders
-root = {root!r}
+# moto's placeholder keys; a real store takes its keys from the environment instead
+s3, root = fs.FileSystem.from_uri(
+    "s3://{key}:{secret}@{root}?scheme=http&endpoint_override={host}&region={region}")
 # warm: the Parquet files listed by the manifests of committed batches
 manifests = s3.get_file_info(fs.FileSelector(f"{{root}}/warm/manifests"))
 warm = [f"{{root}}/{{f['key']}}" for m in manifests

@@ -74,7 +74,6 @@ class LocalS3:
                 or the port is taken.
         """
         try:
-            import boto3  # type: ignore[import-untyped, unused-ignore]  # no type hints shipped
             from moto.server import ThreadedMotoServer
         except ImportError as exc:
             raise TierflowError(_INSTALL_HINT) from exc
@@ -86,14 +85,16 @@ class LocalS3:
         except OSError as exc:
             raise TierflowError(f"cannot listen on 127.0.0.1:{self.port}: {exc}") from exc
         self._server = server
-        client = boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=DUMMY_ACCESS_KEY,
-            aws_secret_access_key=DUMMY_SECRET_KEY,
-            region_name=DUMMY_REGION,
-        )
-        client.create_bucket(Bucket=self.bucket)
+        # The bucket is made with the plain S3 call (PUT /<bucket>): moto accepts it unsigned,
+        # and the object-store SDKs stay in tierflow.warm.storage.
+        import httpx
+
+        response = httpx.put(f"{self.endpoint}/{self.bucket}", timeout=30)
+        if response.status_code != 200:
+            self.stop()
+            raise TierflowError(
+                f"creating bucket {self.bucket!r} failed: HTTP {response.status_code}"
+            )
         return self
 
     def stop(self) -> None:
