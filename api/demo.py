@@ -291,6 +291,11 @@ async def _report(
     summary.snippet = duckdb_snippet(tf, summary.data_dir)
     console.print("Read them with DuckDB directly (no tierflow needed):")
     console.print(summary.snippet, markup=False, highlight=False, soft_wrap=True)
+    if tf.store.settings.is_s3:
+        console.print(
+            "(moto keeps the bucket in memory, so this works only until the demo stops its "
+            "server; for MinIO or AWS, put your endpoint and keys in the URI and catalog)"
+        )
     rows = run_snippet(summary.snippet)
     # What the run leaves behind, after the erasure (the snippet counts the same).
     summary.tiers = {r[0]: int(r[1]) for r in (await _sql(tf, QUERIES["tiers"])).rows}
