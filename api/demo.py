@@ -29,7 +29,7 @@ from tierflow.hot.clock import ManualClock
 from tierflow.hot.options import EngineOptions
 
 if TYPE_CHECKING:
-    from tierflow.facade import Tierflow
+    from tierflow.facade import Tierflow, TierTarget
     from tierflow.hot.models import HistoryEvent
 
 __all__ = ["DemoSummary", "run_demo"]
@@ -87,10 +87,6 @@ async def _run_wave(
     task = bar.add_task(f"{label}: starting", total=wave.count)
     started = await start_wave(tf, wave)
     bar.update(task, completed=wave.count)
-    before = tf.index.execute(
-        "SELECT count(*) FROM instances WHERE status IN (?, ?, ?, ?)",
-        ("completed", "failed", "cancelled", "terminated"),
-    )[0][0]
     # Children count too: each provisioning account has three.
     total = wave.count + 3 * sum(1 for w in started.ids if "-account-" in w)
     run = bar.add_task(f"{label}: running", total=total)
@@ -102,12 +98,12 @@ async def _run_wave(
     def progress(done: int) -> None:
         bar.update(run, completed=min(total, done))
 
-    await drive(tf, clock, total + before, lambda d: progress(d - before), cancel_withdrawn)
+    await drive(tf, clock, total, progress, cancel_withdrawn)
     bar.update(run, completed=total)
     return started.expired_orders
 
 
-async def _tier(tf: Tierflow, bar: Progress, now: float, to: str) -> Any:
+async def _tier(tf: Tierflow, bar: Progress, now: float, to: TierTarget) -> Any:
     tasks: dict[str, Any] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -115,7 +111,7 @@ async def _tier(tf: Tierflow, bar: Progress, now: float, to: str) -> Any:
             tasks[stage] = bar.add_task(f"tiering: {stage}", total=total)
         bar.update(tasks[stage], completed=done, total=total)
 
-    return await tf.tier(now=now, progress=progress, to=to)  # type: ignore[arg-type]
+    return await tf.tier(now=now, progress=progress, to=to)
 
 
 def _reset_services() -> None:

@@ -163,8 +163,8 @@ async def drive(
     Args:
         tf: The running Tierflow (its scheduler executes the instances).
         clock: The clock its engine uses.
-        total: How many instances (children included) ``progress`` counts toward.
-        progress: Called with how many have finished (of the live ones counted here).
+        total: How many instances (children included) were started for this drive.
+        progress: Called with how many of them have finished (``total`` minus the live).
         on_idle: Called once, awaited if it returns an awaitable, the first time every
             live instance waits (the demo cancels approvals then, so their waits end).
     """
