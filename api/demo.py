@@ -40,7 +40,16 @@ DAY = 86400.0
 
 @dataclass
 class DemoSummary:
-    """What one demo run did (for tests and for callers that print their own report)."""
+    """What one demo run did (for tests and for callers that print their own report).
+
+    Attributes:
+        data_dir: The run's own data directory.
+        storage_url: Where its warm and cold tiers are.
+        workflows: Workflows run, children included (before the erasure).
+        tiers: Workflows in each tier at the end (after the erasure).
+        snippet: The DuckDB snippet printed (and run).
+        seconds: Wall time of the run.
+    """
 
     data_dir: Path
     storage_url: str

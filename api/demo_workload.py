@@ -45,7 +45,13 @@ _MIX = (
 
 @dataclass
 class Started:
-    """What one wave started, and what the demo does to some of them later."""
+    """What one wave started, and what the demo does to some of them later.
+
+    Attributes:
+        ids: Every top-level workflow started.
+        to_cancel: Approvals the submitter withdraws once they wait for a decision.
+        expired_orders: Orders that get no payment signal (they expire after an hour).
+    """
 
     ids: list[str] = field(default_factory=list)
     to_cancel: list[str] = field(default_factory=list)
