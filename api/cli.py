@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
-from tierflow import cli_query
+from tierflow import cli_query, cli_serve
 from tierflow.cli_common import (
     FROM_OPTIONS,
     AppOpt,
@@ -45,6 +45,7 @@ app = typer.Typer(
     add_completion=True,
 )
 cli_query.register(app)
+cli_serve.register(app)
 
 
 @app.command()
