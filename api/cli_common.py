@@ -62,10 +62,10 @@ __all__ = [
     "console",
     "err_console",
     "exit_code",
-    "fit_table",
     "load_workflows",
     "parse_attribute",
     "parse_json",
+    "print_table",
     "run_command",
     "storage_options",
     "with_tf",
@@ -267,26 +267,31 @@ def parse_json(text: str, option: str) -> Any:
         raise typer.BadParameter(f"{option} is not JSON: {exc}") from exc
 
 
-def fit_table(
+def print_table(
     columns: Sequence[str], rows: Iterable[Sequence[str]], ids: Sequence[str] = ()
-) -> Table:
-    """A table that fits the terminal by folding cells, never by cutting an identifier.
+) -> None:
+    """Print a table that fits the terminal by folding cells, never by cutting an identifier.
 
     Args:
         columns: The column headers.
         rows: The cells, row by row.
         ids: The headers of columns that hold identifiers: they keep the width of their
             longest cell (a cut id is useless: it cannot be pasted into the next command);
-            the other columns fold onto more lines when the terminal is narrow.
+            the other columns fold onto more lines when the terminal is narrow. Ids wider
+            than the terminal make the table wider than the terminal: it wraps there, the
+            ids stay whole.
     """
     cells = [list(row) for row in rows]
     table = Table()
+    needed = 1  # the left border; each column adds its padding and a border (3)
     for i, name in enumerate(columns):
         if name in ids:
             width = max([len(name), *(len(row[i]) for row in cells)])
             table.add_column(name, no_wrap=True, min_width=width)
+            needed += width + 3
         else:
             table.add_column(name, overflow="fold")
+            needed += 1 + 3
     for row in cells:
         table.add_row(*row)
-    return table
+    console.print(table, width=max(console.width, needed), crop=False)

@@ -17,10 +17,10 @@ from tierflow.cli_common import (
     AsJson,
     DataDir,
     console,
-    fit_table,
     load_workflows,
     parse_attribute,
     parse_json,
+    print_table,
     run_command,
     with_tf,
 )
@@ -111,7 +111,7 @@ def list_cmd(
             )
             for i in page.items
         ]
-        console.print(fit_table(columns, rows, ids=("workflow_id",)))
+        print_table(columns, rows, ids=("workflow_id",))
         if page.next_cursor:
             console.print(f"next page: --cursor {page.next_cursor}", highlight=False)
 
@@ -127,7 +127,7 @@ def describe(workflow_id: str, data_dir: DataDir = None, as_json: AsJson = False
             print(json.dumps(info))
             return
         rows = [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in info.items()]
-        console.print(fit_table(("field", "value"), rows, ids=("field",)))
+        print_table(("field", "value"), rows, ids=("field",))
 
     run_command(lambda: with_tf(data_dir, go), as_json)
 
@@ -158,7 +158,7 @@ def history(workflow_id: str, data_dir: DataDir = None, as_json: AsJson = False)
             )
             for e in events
         ]
-        console.print(fit_table(columns, rows, ids=("#",)))
+        print_table(columns, rows, ids=("#",))
 
     run_command(lambda: with_tf(data_dir, go), as_json)
 
