@@ -21,21 +21,18 @@ import contextlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from types import EllipsisType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from tierflow.hot.authoring import WorkflowDefinition, WorkflowFn
 from tierflow.hot.clock import Clock
-from tierflow.hot.engine import Engine, OnConflict
+from tierflow.hot.delegate import forward
+from tierflow.hot.engine import Engine
 from tierflow.hot.errors import InvalidArgument, StorageError
-from tierflow.hot.handle import WorkflowHandle
 from tierflow.hot.index import IndexDB, IndexRow
 from tierflow.hot.models import HistoryEvent, WorkflowInfo
 from tierflow.hot.options import EngineOptions
-from tierflow.hot.reads import Page, WorkflowRef
-from tierflow.hot.replay import ReplayResult
 from tierflow.hot.router import Tier
 from tierflow.hot.stream import Subscriber
 from tierflow.settings import Settings
@@ -174,120 +171,26 @@ class Tierflow:
 
     # -- workflows (delegated to the engine; reads go through its tier router) -----------
 
-    async def start(
-        self,
-        wf: WorkflowRef,
-        input: Any = None,
-        *,
-        workflow_id: str | None = None,
-        on_conflict: OnConflict = "use_existing",
-        attributes: dict[str, Any] | None = None,
-    ) -> WorkflowHandle:
-        """Queue an instance and return at once (see ``Engine.start``)."""
-        return await self.engine.start(
-            wf, input, workflow_id=workflow_id, on_conflict=on_conflict, attributes=attributes
-        )
-
-    async def run(
-        self,
-        wf: WorkflowRef,
-        input: Any = None,
-        *,
-        workflow_id: str | None = None,
-        on_conflict: OnConflict = "use_existing",
-        attributes: dict[str, Any] | None = None,
-    ) -> WorkflowHandle:
-        """Run an instance inline until it completes or first pauses (see ``Engine.run``)."""
-        return await self.engine.run(
-            wf, input, workflow_id=workflow_id, on_conflict=on_conflict, attributes=attributes
-        )
-
-    def get_handle(self, workflow_id: str) -> WorkflowHandle:
-        """Return a handle for an existing instance, in any tier (checked lazily on use)."""
-        return self.engine.get_handle(workflow_id)
-
-    async def describe(self, workflow_id: str) -> WorkflowInfo:
-        """The instance's ``workflows`` row, from whichever tier holds it."""
-        return await self.engine.describe(workflow_id)
-
-    async def history(self, workflow_id: str) -> list[HistoryEvent]:
-        """Every event of the instance, in order, from whichever tier holds it."""
-        return await self.engine.history(workflow_id)
-
-    async def status(self, workflow_id: str) -> str:
-        """The instance's status."""
-        return await self.engine.status(workflow_id)
-
-    async def result(self, workflow_id: str, timeout: float | None = None) -> Any:
-        """Wait for the instance to finish and return its result (see ``Engine.result``)."""
-        return await self.engine.result(workflow_id, timeout)
-
-    async def query(self, workflow_id: str, name: str, *args: Any) -> Any:
-        """Answer a query by replaying history from whichever tier holds it."""
-        return await self.engine.query(workflow_id, name, *args)
-
-    async def replay(self, workflow_id: str) -> ReplayResult:
-        """Re-run today's code against the history from whichever tier holds it.
-
-        Runs no step and writes nothing; raises ``NonDeterminismError`` at the
-        first event where code and history disagree (see ``Engine.replay``).
-        """
-        return await self.engine.replay(workflow_id)
-
-    async def fork(
-        self, source_id: str, at_event: int, workflow_id: str | None = None
-    ) -> WorkflowHandle:
-        """A new hot instance with ``source_id``'s history up to ``at_event``, then live.
-
-        Works whichever tier holds the source; see ``Engine.fork``.
-        """
-        return await self.engine.fork(source_id, at_event, workflow_id)
-
-    async def list(
-        self,
-        *,
-        status: str | Sequence[str] | None = None,
-        workflow_type: WorkflowRef | Sequence[str] | None = None,
-        attributes: dict[str, Any] | None = None,
-        parent_workflow_id: str | None = None,
-        tier: str | Sequence[str] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        cursor: str | None = None,
-        limit: int = 100,
-    ) -> Page:
-        """List instances of every tier, newest first, with cursor paging."""
-        return await self.engine.list(
-            status=status,
-            workflow_type=workflow_type,
-            attributes=attributes,
-            parent_workflow_id=parent_workflow_id,
-            tier=tier,
-            created_after=created_after,
-            created_before=created_before,
-            cursor=cursor,
-            limit=limit,
-        )
-
-    async def signal(self, workflow_id: str, name: str, payload: Any = None) -> None:
-        """Deliver a signal (durable when this returns)."""
-        await self.engine.signal(workflow_id, name, payload)
-
-    async def cancel(self, workflow_id: str, reason: str | None = None) -> str:
-        """Ask an instance to stop; returns its status after the request."""
-        return await self.engine.cancel(workflow_id, reason)
-
-    async def terminate(self, workflow_id: str, reason: str | None = None) -> None:
-        """Stop an instance now."""
-        await self.engine.terminate(workflow_id, reason)
+    # Each takes the engine's signature and docstring (tierflow.hot.delegate): one definition.
+    start = forward("engine", Engine.start)
+    run = forward("engine", Engine.run)
+    get_handle = forward("engine", Engine.get_handle)
+    describe = forward("engine", Engine.describe)
+    history = forward("engine", Engine.history)
+    status = forward("engine", Engine.status)
+    result = forward("engine", Engine.result)
+    query = forward("engine", Engine.query)
+    replay = forward("engine", Engine.replay)
+    fork = forward("engine", Engine.fork)
+    list = forward("engine", Engine.list)
+    signal = forward("engine", Engine.signal)
+    cancel = forward("engine", Engine.cancel)
+    terminate = forward("engine", Engine.terminate)
+    add_sink = forward("engine", Engine.add_sink)
 
     def subscribe(self, name: str, fn: Any, **options: Any) -> None:
         """Deliver every history event to ``fn(events)`` (see ``Engine.subscribe``)."""
         self.engine.subscribe(name, fn, **options)
-
-    def add_sink(self, sink: Subscriber) -> None:
-        """Register an event sink such as ``HttpSink``."""
-        self.engine.add_sink(sink)
 
     # -- the tiers beyond hot ------------------------------------------------------------
 

@@ -52,7 +52,6 @@ from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
-import pyarrow.fs as pafs  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.manifest import DataFile
@@ -463,22 +462,10 @@ def _delete(cold: ColdTables, groups: Sequence[set[str]], tally: _Tally) -> None
     """Delete each group of locations in turn (only objects that exist are counted)."""
     store = cold.store
     for group in groups:
-        keys = sorted(k for k in (store_key(store.url, loc) for loc in group) if k is not None)
-        if not keys:
-            continue
-        try:
-            infos = store.fs.get_file_info([store.path(k) for k in keys])
-        except OSError as exc:
-            raise StorageError(f"cannot look up cold files to erase: {exc}") from exc
-        there = [
-            (k, int(i.size or 0))
-            for k, i in zip(keys, infos, strict=True)
-            if i.type == pafs.FileType.File
-        ]
-        if there:
-            store.delete_many([k for k, _ in there])
-        tally.deleted += len(there)
-        tally.bytes_removed += sum(size for _, size in there)
+        keys = [k for k in (store_key(store.url, loc) for loc in group) if k is not None]
+        deleted, size = store.delete_present(keys)
+        tally.deleted += deleted
+        tally.bytes_removed += size
 
 
 def _expire(cold: ColdTables, dataset: str, doomed: Sequence[int], tally: _Tally) -> None:

@@ -128,13 +128,7 @@ class Control:
         """
         rt = self.rt
         row = rt.live_row_or_raise(workflow_id)
-        if (
-            row.status == Status.QUEUED
-            and row.file is None
-            and await self._finish_queued(
-                row, Status.CANCELLED, EventType.WORKFLOW_CANCELLED, reason
-            )
-        ):
+        if await self._finish_queued(row, Status.CANCELLED, reason):
             return Status.CANCELLED.value
         ex = self.instances.active.get(workflow_id)
         # Paused (or queued with a file) and of a type this process knows: run its
@@ -199,13 +193,7 @@ class Control:
         """
         rt = self.rt
         row = rt.live_row_or_raise(workflow_id)
-        if (
-            row.status == Status.QUEUED
-            and row.file is None
-            and await self._finish_queued(
-                row, Status.TERMINATED, EventType.WORKFLOW_TERMINATED, reason
-            )
-        ):
+        if await self._finish_queued(row, Status.TERMINATED, reason):
             return
         now = rt.now_us()
         error = serde.encode(
@@ -248,14 +236,19 @@ class Control:
         await rt.index.write(mirror_and_announce)
         self.instances.notify(workflow_id, row.parent_workflow_id)
 
-    async def _finish_queued(
-        self, row: IndexRow, status: Status, etype: EventType, reason: str | None
-    ) -> bool:
-        """End a queued instance before it ever ran.
+    async def _finish_queued(self, row: IndexRow, status: Status, reason: str | None) -> bool:
+        """End a queued instance that never ran (``status``: cancelled or terminated).
 
-        Returns False, changing nothing, if it was claimed by a run or given a
-        file by a signal meanwhile.
+        Returns False, changing nothing, if it has a file (it ran, or a signal
+        gave it one), or if it was claimed by a run or given a file meanwhile.
         """
+        if row.status != Status.QUEUED or row.file is not None:
+            return False
+        etype = (
+            EventType.WORKFLOW_CANCELLED
+            if status == Status.CANCELLED
+            else EventType.WORKFLOW_TERMINATED
+        )
         rt = self.rt
         now = rt.now_us()
         error = serde.encode(

@@ -24,7 +24,6 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -34,6 +33,7 @@ from tierflow.hot.authoring import Registry, WorkflowDefinition, WorkflowFn
 from tierflow.hot.clock import Clock
 from tierflow.hot.control import Control
 from tierflow.hot.creation import check_attributes
+from tierflow.hot.delegate import forward
 from tierflow.hot.errors import InvalidArgument, WorkflowAlreadyExists
 from tierflow.hot.fork import plan_fork, write_fork
 from tierflow.hot.handle import WorkflowHandle
@@ -481,31 +481,7 @@ class Engine:
         await self.instances.execute(wid)
         return WorkflowHandle(self, wid)
 
-    async def list(
-        self,
-        *,
-        status: str | Sequence[str] | None = None,
-        workflow_type: WorkflowRef | Sequence[str] | None = None,
-        attributes: dict[str, Any] | None = None,
-        parent_workflow_id: str | None = None,
-        tier: str | Sequence[str] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        cursor: str | None = None,
-        limit: int = 100,
-    ) -> Page:
-        """List instances from the index, newest first, with cursor paging (see ``Reads.list``)."""
-        return await self.reads.list(
-            status=status,
-            workflow_type=workflow_type,
-            attributes=attributes,
-            parent_workflow_id=parent_workflow_id,
-            tier=tier,
-            created_after=created_after,
-            created_before=created_before,
-            cursor=cursor,
-            limit=limit,
-        )
+    list = forward("reads", Reads.list)
 
     async def signal(self, workflow_id: str, name: str, payload: Any = None) -> None:
         """Deliver a signal (durable when this returns; see ``Control.signal``)."""

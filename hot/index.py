@@ -29,7 +29,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import EllipsisType
@@ -39,6 +39,7 @@ from tierflow.hot.errors import InvalidArgument, StorageError
 from tierflow.hot.models import TERMINAL_STATUSES, Status
 from tierflow.hot.rows import WORKFLOWS, Column, LogicalType, names, pick, sqlite_columns
 from tierflow.hot.store import INSTANCE_STATE
+from tierflow.hot.where import Where
 
 __all__ = ["INDEX_COLUMNS", "INDEX_ONLY", "IndexDB", "IndexRow", "attribute_value"]
 
@@ -591,50 +592,45 @@ class IndexDB:
         parent_workflow_id: str | None = None,
         tier: Sequence[str] | None = None,
         attributes: dict[str, Any] | None = None,
-        created_after: int | None = None,
-        created_before: int | None = None,
+        ranges: Mapping[str, tuple[int | None, int | None]] | None = None,
         cursor: str | None = None,
         limit: int = 100,
     ) -> tuple[list[IndexRow], str | None]:
         """Return one page of rows, newest first, and the cursor of the next page.
+
+        ``ranges`` maps ``created_at``, ``started_at`` or ``finished_at`` to
+        ``(from, before)`` in epoch microseconds, either bound open (None).
 
         Raises:
             InvalidArgument: A malformed cursor or limit.
         """
         if not 1 <= limit <= 10_000:
             raise InvalidArgument("limit must be between 1 and 10000")
-        where: list[str] = [_NOT_ERASING]
-        params: list[Any] = []
-        if status:
-            where.append(f"status IN ({','.join('?' * len(status))})")
-            params.extend(status)
-        if workflow_type:
-            where.append(f"workflow_type IN ({','.join('?' * len(workflow_type))})")
-            params.extend(workflow_type)
-        if parent_workflow_id is not None:
-            where.append("parent_workflow_id = ?")
-            params.append(parent_workflow_id)
-        if tier:
-            where.append(f"tier IN ({','.join('?' * len(tier))})")
-            params.extend(tier)
-        if created_after is not None:
-            where.append("created_at >= ?")
-            params.append(created_after)
-        if created_before is not None:
-            where.append("created_at < ?")
-            params.append(created_before)
+        where = Where(_NOT_ERASING)
+        where.one_of("status", status)
+        where.one_of("workflow_type", workflow_type)
+        where.equals("parent_workflow_id", parent_workflow_id)
+        where.one_of("tier", tier)
+        for column, (low, high) in (ranges or {}).items():
+            if column not in _RANGE_COLUMNS:
+                raise InvalidArgument(f"cannot filter on {column!r}; use {sorted(_RANGE_COLUMNS)}")
+            where.between(column, low, high)
         for key, value in (attributes or {}).items():
-            where.append(
-                "workflow_id IN (SELECT workflow_id FROM attributes WHERE key=? AND value=?)"
+            where.add(
+                "workflow_id IN (SELECT workflow_id FROM attributes WHERE key=? AND value=?)",
+                key,
+                _attr_value(value),
             )
-            params.extend([key, _attr_value(value)])
         if cursor is not None:
             created, last_id = _decode_cursor(cursor)
-            where.append("(created_at < ? OR (created_at = ? AND workflow_id < ?))")
-            params.extend([created, created, last_id])
-        sql = _SELECT
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+            where.add(
+                "(created_at < ? OR (created_at = ? AND workflow_id < ?))",
+                created,
+                created,
+                last_id,
+            )
+        sql = _SELECT + where.sql
+        params = where.params
         sql += " ORDER BY created_at DESC, workflow_id DESC LIMIT ?"
         params.append(limit + 1)
         rows = [IndexRow(*r) for r in self._read(sql, params)]
@@ -644,6 +640,9 @@ class IndexDB:
             last = rows[-1]
             next_cursor = _encode_cursor(last.created_at, last.workflow_id)
         return rows, next_cursor
+
+
+_RANGE_COLUMNS = frozenset({"created_at", "started_at", "finished_at"})
 
 
 def attribute_value(value: Any) -> Any:

@@ -14,7 +14,7 @@ import contextlib
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -362,6 +362,10 @@ class Reads:
         tier: str | Sequence[str] | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
+        finished_after: datetime | None = None,
+        finished_before: datetime | None = None,
         cursor: str | None = None,
         limit: int = 100,
     ) -> Page:
@@ -370,6 +374,24 @@ class Reads:
         Rows come from the index alone (no instance file is opened), so
         ``input``, ``result`` and ``error`` are None except ``error`` of failed
         instances; use ``describe`` for the full row.
+
+        Args:
+            status: One status or several (any of them).
+            workflow_type: A workflow (function, definition or name) or several names.
+            attributes: Attribute values that must all match (``set_attributes``).
+            parent_workflow_id: Only the children of this instance.
+            tier: ``"hot"``, ``"warm"``, ``"cold"``, or several.
+            created_after: Created at or after this time (aware datetimes; naive is UTC).
+            created_before: Created before this time.
+            started_after: Started at or after this time (never-started instances excluded).
+            started_before: Started before this time.
+            finished_after: Finished at or after this time (unfinished instances excluded).
+            finished_before: Finished before this time.
+            cursor: ``next_cursor`` of the previous page.
+            limit: Rows per page, 1 to 10,000.
+
+        Raises:
+            InvalidArgument: An unknown status, a malformed cursor or limit.
         """
         statuses = [status] if isinstance(status, str) else list(status or [])
         for s in statuses:
@@ -390,14 +412,24 @@ class Reads:
             attributes=attributes,
             parent_workflow_id=parent_workflow_id,
             tier=[tier] if isinstance(tier, str) else (list(tier) if tier else None),
-            created_after=None if created_after is None else to_micros(created_after.timestamp()),
-            created_before=None
-            if created_before is None
-            else to_micros(created_before.timestamp()),
+            ranges={
+                "created_at": (_micros(created_after), _micros(created_before)),
+                "started_at": (_micros(started_after), _micros(started_before)),
+                "finished_at": (_micros(finished_after), _micros(finished_before)),
+            },
             cursor=cursor,
             limit=limit,
         )
         return Page([info_from(r, None) for r in rows], next_cursor)
+
+
+def _micros(moment: datetime | None) -> int | None:
+    """Epoch microseconds of ``moment`` (a naive datetime is taken as UTC)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return to_micros(moment.timestamp())
 
 
 def _read_file_row(path: Path, durability: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from tierflow import InvalidArgument, RetryPolicy, WorkflowContext, workflow
@@ -69,3 +69,39 @@ async def test_attributes_at_start_and_validation(make_tf, uid):
     ]
     with pytest.raises(InvalidArgument):
         await tf.start(tagged, {}, workflow_id=uid(), attributes={"bad": [1, 2]})
+
+
+@workflow
+async def waits(ctx: WorkflowContext, inp: dict) -> str:
+    return await ctx.wait_for_signal("go")
+
+
+async def test_list_filters_by_created_started_and_finished_ranges(make_tf, uid, clock):
+    """Each range is [after, before): an instance is in it from its own time, not after."""
+    tf = await make_tf([tagged, waits], clock=clock)
+    t0 = datetime.fromtimestamp(clock.now(), UTC)
+    first = await tf.run(
+        tagged, {"customer": "c", "priority": 0, "vip": False, "key": uid("k")}, workflow_id=uid()
+    )
+    clock.advance(60)
+    t1 = datetime.fromtimestamp(clock.now(), UTC)
+    second = await tf.run(
+        tagged, {"customer": "c", "priority": 1, "vip": False, "key": uid("k")}, workflow_id=uid()
+    )
+    clock.advance(60)
+    t2 = datetime.fromtimestamp(clock.now(), UTC)
+    paused = await tf.run(waits, {}, workflow_id=uid())  # started, never finished
+
+    async def ids(**filters: datetime) -> set[str]:
+        return {i.workflow_id for i in (await tf.list(**filters)).items}
+
+    a, b, p = first.workflow_id, second.workflow_id, paused.workflow_id
+    assert await ids(created_after=t0) == {a, b, p}
+    assert await ids(created_after=t1) == {b, p}
+    assert await ids(created_before=t1) == {a}
+    assert await ids(started_after=t1, started_before=t2) == {b}
+    assert await ids(finished_after=t0) == {a, b}  # the paused one has not finished
+    assert await ids(finished_before=t1) == {a}
+    # A naive datetime is UTC, not the machine's local time.
+    assert await ids(created_after=t1.replace(tzinfo=None)) == {b, p}
+    assert await ids(started_after=t2 + timedelta(seconds=1)) == set()

@@ -46,6 +46,7 @@ from tierflow.hot.errors import InvalidArgument, StorageError
 from tierflow.hot.index import IndexDB
 from tierflow.hot.models import from_micros
 from tierflow.hot.rows import AUDIT, names, sqlite_columns
+from tierflow.hot.where import Where
 
 __all__ = [
     "AUDIT_COLUMNS",
@@ -365,19 +366,13 @@ class ComplianceRecords:
             after_seq: Only records after this position.
             limit: At most this many.
         """
-        where = ["seq > ?"]
-        params: list[Any] = [after_seq]
-        if subject_hash is not None:
-            where.append("subject_hash = ?")
-            params.append(subject_hash)
-        if operation is not None:
-            where.append("operation = ?")
-            params.append(operation)
-        if since_us is not None:
-            where.append("at >= ?")
-            params.append(since_us)
+        where = Where()
+        where.add("seq > ?", after_seq)
+        where.equals("subject_hash", subject_hash)
+        where.equals("operation", operation)
+        where.between("at", since_us, None)
         rows = self.index.execute(
-            f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?", (*params, limit)
+            f"{_SELECT}{where.sql} ORDER BY seq LIMIT ?", (*where.params, limit)
         )
         return [_record(r) for r in rows]
 

@@ -50,7 +50,6 @@ from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
-import pyarrow.fs as pafs  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 from tierflow.hot.errors import InvalidArgument, StorageError
 from tierflow.hot.index import IndexDB
@@ -556,19 +555,6 @@ def _unfinished(store: ObjectStore, keys: Iterable[str]) -> list[str]:
 
 def _delete(store: ObjectStore, keys: Iterable[str], tally: _Tally) -> None:
     """Delete the keys that exist; count them and their bytes."""
-    unique = sorted(set(keys))
-    if not unique:
-        return
-    try:
-        infos = store.fs.get_file_info([store.path(k) for k in unique])
-    except OSError as exc:
-        raise StorageError(f"cannot look up warm objects to erase: {exc}", url=store.url) from exc
-    there = [
-        (k, int(i.size or 0))
-        for k, i in zip(unique, infos, strict=True)
-        if i.type == pafs.FileType.File
-    ]
-    if there:
-        store.delete_many([k for k, _ in there])
-    tally.deleted += len(there)
-    tally.bytes_removed += sum(size for _, size in there)
+    deleted, size = store.delete_present(keys)
+    tally.deleted += deleted
+    tally.bytes_removed += size

@@ -327,6 +327,37 @@ class ObjectStore:
             _validate_key(key)
         self._backend.delete(unique)
 
+    def delete_present(self, keys: Iterable[str]) -> tuple[int, int]:
+        """Delete those of ``keys`` that exist, and say how many there were and their bytes.
+
+        For erasure, whose audit record counts what was really removed: one metadata
+        lookup for all keys, then :meth:`delete_many` of the ones found.
+
+        Returns:
+            ``(objects deleted, bytes they held)``.
+
+        Raises:
+            InvalidArgument: A key is malformed (nothing was deleted).
+            StorageError: The lookup or a delete failed.
+        """
+        unique = sorted(set(keys))
+        if not unique:
+            return 0, 0
+        for key in unique:
+            _validate_key(key)
+        try:
+            infos = self.fs.get_file_info([self.path(k) for k in unique])
+        except OSError as exc:
+            raise StorageError(f"cannot look up objects to delete: {exc}", url=self.url) from exc
+        there = [
+            (k, int(i.size or 0))
+            for k, i in zip(unique, infos, strict=True)
+            if i.type == pafs.FileType.File
+        ]
+        if there:
+            self.delete_many([k for k, _ in there])
+        return len(there), sum(size for _, size in there)
+
     # ---------------------------------------------------------------- reads
 
     def get(self, key: str) -> bytes:
