@@ -42,6 +42,14 @@ def _moment(text: str | None, option: str) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+Moment = Annotated[
+    str | None,
+    typer.Option(
+        help="ISO 8601 time, UTC if it has no offset (after: at or after; before: before)"
+    ),
+]
+
+
 def list_cmd(
     data_dir: DataDir = None,
     status: Annotated[
@@ -64,12 +72,12 @@ def list_cmd(
     parent: Annotated[
         str | None, typer.Option("--parent", help="Only children of this workflow")
     ] = None,
-    created_after: Annotated[
-        str | None, typer.Option("--created-after", help="ISO 8601 time (UTC if no offset)")
-    ] = None,
-    created_before: Annotated[
-        str | None, typer.Option("--created-before", help="ISO 8601 time (UTC if no offset)")
-    ] = None,
+    created_after: Moment = None,
+    created_before: Moment = None,
+    started_after: Moment = None,
+    started_before: Moment = None,
+    finished_after: Moment = None,
+    finished_before: Moment = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000)] = 50,
     cursor: Annotated[
         str | None, typer.Option("--cursor", help="next_cursor of the previous page")
@@ -80,8 +88,15 @@ def list_cmd(
     attributes: dict[str, Any] = {}
     for text in attribute or ():
         attributes.update(parse_attribute(text))
-    after = _moment(created_after, "--created-after")
-    before = _moment(created_before, "--created-before")
+    given = {
+        "created_after": created_after,
+        "created_before": created_before,
+        "started_after": started_after,
+        "started_before": started_before,
+        "finished_after": finished_after,
+        "finished_before": finished_before,
+    }
+    ranges = {k: _moment(v, "--" + k.replace("_", "-")) for k, v in given.items()}
 
     async def go(tf: Tierflow) -> None:
         page = await tf.list(
@@ -90,8 +105,7 @@ def list_cmd(
             tier=tier or None,
             attributes=attributes or None,
             parent_workflow_id=parent,
-            created_after=after,
-            created_before=before,
+            **ranges,
             limit=limit,
             cursor=cursor,
         )

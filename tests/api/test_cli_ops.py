@@ -89,6 +89,8 @@ def test_query_list_filters_and_json(seeded: tuple[Cli, dict[str, str]]):
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     assert listed("--created-after", later) == []
     assert len(listed("--created-before", later)) == 3
+    assert set(listed("--finished-before", later)) == {ids["o1"], ids["o2"]}  # g runs on
+    assert listed("--started-after", later) == []
     # Cursor paging: two pages of 2 and 1, every id once.
     first = cli.json("list", "--limit", "2")
     assert len(first["items"]) == 2 and first["next_cursor"]
