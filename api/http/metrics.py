@@ -13,9 +13,10 @@ What is measured, and where it comes from:
   throughput).
 * ``tierflow_step_duration_seconds{workflow_type, step, outcome}``: a histogram of
   the steps this process runs, from the engine's event stream (``step.started``
-  paired with its ``step.completed`` / ``step.failed``). The stream delivers in
-  the background, in batches, after the commits, so steps do not wait for it;
-  delivery is at-least-once, so a restart may count a few steps twice.
+  paired with its ``step.completed`` / ``step.failed``), subscribed live
+  (``durable=False``): delivered in the background, in batches, after the
+  commits, so steps do not wait for it; it writes no cursors and tiering never
+  waits for it.
 * ``tierflow_storage_errors_total{code}``: requests that failed with a storage
   error (disk, SQLite, object store).
 * ``tierflow_http_request_duration_seconds{method, route, status}``: a histogram
@@ -211,8 +212,10 @@ def install_metrics(app: FastAPI, tf: Tierflow) -> Metrics:
     app.state.metrics = metrics
     app.add_middleware(_HttpLatency, metrics=metrics)
     if METRICS_SUBSCRIBER not in tf.engine.stream.subscriber_names():
-        # Large, slow batches: a cursor write per instance per batch is the cost.
-        tf.subscribe(METRICS_SUBSCRIBER, metrics.observe_events, batch_size=1000, batch_ms=1000)
+        # Live (durable=False): no cursor writes, no backlog, and tiering never waits for it.
+        tf.subscribe(
+            METRICS_SUBSCRIBER, metrics.observe_events, batch_size=1000, batch_ms=200, durable=False
+        )
 
     answer = app.exception_handlers.get(TierflowError)
     if answer is not None:
