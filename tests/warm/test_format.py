@@ -813,7 +813,7 @@ def _workflow(draw: st.DrawFn, wid: str) -> tuple[dict[str, Any], list[dict[str,
         "step_count": draw(st.integers(0, 2**40)),
         "tier": "warm",
     }
-    n = draw(st.integers(0, 120))
+    n = draw(st.integers(0, 40))
     big = draw(st.dictionaries(st.integers(1, max(1, n)), _big_text, max_size=2))
     events = [
         {
@@ -847,7 +847,7 @@ def _batches(draw: st.DrawFn) -> list[tuple[dict[str, Any], list[dict[str, Any]]
 )
 @given(
     batch=_batches(),
-    max_rows=st.integers(1, 300),
+    max_rows=st.integers(1, 100),
     group_rows=st.integers(1, 64),
     derive=st.booleans(),
     seed=st.integers(0, 2**32),
