@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tierflow.hot.errors import (
     ExportVerificationError,
     InvalidArgument,
@@ -38,6 +39,7 @@ __all__ = [
     "ERROR_RESPONSES",
     "STATUS_OF",
     "ApiError",
+    "CatchUnexpected",
     "ErrorBody",
     "ErrorDetail",
     "error_response",
@@ -135,6 +137,43 @@ def _validation_message(exc: RequestValidationError) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()))
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
+
+
+class CatchUnexpected:
+    """ASGI middleware: answer an unexpected exception with a 500 envelope, and go on serving.
+
+    Starlette's own last-resort handler answers and then re-raises, and the
+    server then drops the connection, failing the client's next request on
+    it too. Here the exception is logged and the connection stays usable.
+
+    Args:
+        app: The application it wraps.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection scope."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception:
+            log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            if started:
+                raise  # too late for an answer of our own: let the server close it
+            response = error_response(500, "internal", "internal error (logged on the server)")
+            await response(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:

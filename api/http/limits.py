@@ -104,6 +104,10 @@ class SqlSlots:
         self.per_key = per_key
         self._running: dict[str, int] = {}
 
+    def running(self, key_name: str) -> int:
+        """How many queries ``key_name`` has running now."""
+        return self._running.get(key_name, 0)
+
     @contextmanager
     def slot(self, key_name: str) -> Iterator[None]:
         """Hold one of ``key_name``'s slots for the duration of the block.

@@ -22,9 +22,6 @@ __all__ = ["READY_TIMEOUT", "Health", "install_observability"]
 READY_TIMEOUT = 5.0
 """Seconds each readiness check may take before the server reports not ready."""
 
-# A prefix nothing is written under: listing it reaches the store and the bucket
-# (a missing bucket or bad credentials fail) and returns nothing.
-_PROBE_PREFIX = "_tierflow_ready/"
 
 
 class Health(BaseModel):
@@ -42,7 +39,9 @@ async def _check(tf: Tierflow) -> str | None:
         return f"instance index: {exc.message}"
     try:
         store = tf.store
-        await asyncio.wait_for(tf.engine.io(store.list, _PROBE_PREFIX), timeout=READY_TIMEOUT)
+        # The store's own check: endpoint, bucket, credentials, and a probe object written,
+        # read back, listed and deleted (a listing alone passes for a missing bucket).
+        await asyncio.wait_for(tf.engine.io(store.check), timeout=READY_TIMEOUT)
     except TimeoutError:
         return f"object store: no answer within {READY_TIMEOUT:g} s"
     except TierflowError as exc:

@@ -9,13 +9,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from tierflow.hot.errors import InvalidArgument
+from tierflow.hot.errors import InvalidArgument, TierflowError
 from tierflow.hot.models import HistoryEvent, WorkflowInfo
 from tierflow.hot.rows import HISTORY, WORKFLOWS, names
 
 from .auth import Principal, Scope
 from .deps import AppState, get_state, require
-from .errors import ERROR_RESPONSES
+from .errors import ERROR_RESPONSES, ApiError
 from .models import (
     CancelResponse,
     ForkRequest,
@@ -104,12 +104,20 @@ async def list_workflows(
     workflow_type: Annotated[list[str] | None, Query(description="Any of these types.")] = None,
     tier: Annotated[list[str] | None, Query(description="hot, warm or cold.")] = None,
     parent_workflow_id: Annotated[str | None, Query(max_length=255)] = None,
-    created_after: datetime | None = None,
+    created_after: Annotated[datetime | None, Query(description="At or after (ISO 8601).")] = None,
     created_before: datetime | None = None,
+    started_after: datetime | None = None,
+    started_before: datetime | None = None,
+    finished_after: datetime | None = None,
+    finished_before: datetime | None = None,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    """List instances of every tier, newest first; ``attr.NAME=value`` filters on attributes."""
+    """List instances of every tier, newest first; ``attr.NAME=value`` filters on attributes.
+
+    Time ranges: ``*_after`` is inclusive, ``*_before`` exclusive; a time without a
+    zone is UTC. Never-started instances have no start, unfinished ones no finish.
+    """
     attributes = {
         key[len(ATTRIBUTE_PREFIX) :]: _attribute_value(value)
         for key, value in request.query_params.items()
@@ -123,6 +131,10 @@ async def list_workflows(
         parent_workflow_id=parent_workflow_id,
         created_after=created_after,
         created_before=created_before,
+        started_after=started_after,
+        started_before=started_before,
+        finished_after=finished_after,
+        finished_before=finished_before,
         cursor=cursor,
         limit=limit,
     )
@@ -188,7 +200,16 @@ async def query_workflow(
 ) -> dict[str, Any]:
     """Answer a query by replaying history: nothing runs, nothing is recorded."""
     args = body.args if body is not None else []
-    return {"result": await state.tf.query(workflow_id, name, *args)}
+    try:
+        result = await state.tf.query(workflow_id, name, *args)
+    except TierflowError:
+        raise
+    except Exception as exc:
+        # The handler itself raised (most often: arguments it does not take).
+        raise ApiError(
+            400, "query_failed", f"query {name!r} raised {type(exc).__name__}: {exc}"
+        ) from None
+    return {"result": result}
 
 
 @router.post("/{workflow_id}/cancel", response_model=CancelResponse)

@@ -129,3 +129,25 @@ def wait_status(c: httpx.Client, workflow_id: str, *statuses: str, timeout: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"{workflow_id} is {row['status']}, not in {statuses}")
         time.sleep(0.01)
+
+
+def tier_now(api: Api, to: str) -> dict:
+    r = api.client().post("/v1/tiering/run", json={"to": to})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def run_order(api: Api, wid: str, customer: str, n: int = 1) -> dict:
+    r = api.client().post(
+        "/v1/workflows",
+        json={
+            "workflow_type": "order",
+            "input": {"customer": customer, "n": n},
+            "workflow_id": wid,
+            "mode": "run",
+        },
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["status"] == "completed" and body["workflow"]["result"] == n + 2
+    return body

@@ -9,29 +9,9 @@ from __future__ import annotations
 
 import json
 
-from tests.http.conftest import Api, wait_status
+from tierflow.hot.rows import WORKFLOWS, names
 
-
-def tier_now(api: Api, to: str) -> dict:
-    r = api.client().post("/v1/tiering/run", json={"to": to})
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def run_order(api: Api, wid: str, customer: str, n: int = 1) -> dict:
-    r = api.client().post(
-        "/v1/workflows",
-        json={
-            "workflow_type": "order",
-            "input": {"customer": customer, "n": n},
-            "workflow_id": wid,
-            "mode": "run",
-        },
-    )
-    assert r.status_code == 201, r.text
-    body = r.json()
-    assert body["status"] == "completed" and body["workflow"]["result"] == n + 2
-    return body
+from tests.http.conftest import Api, run_order, tier_now, wait_status
 
 
 def test_start_query_signal_result(api: Api, uid):
@@ -44,11 +24,14 @@ def test_start_query_signal_result(api: Api, uid):
     assert c.post(f"/v1/workflows/{wid}/queries/who", json={"args": []}).json() == {"result": "ada"}
     echo = c.post(f"/v1/workflows/{wid}/queries/echo", json={"args": [1, "x", {"k": None}]})
     assert echo.json() == {"result": [1, "x", {"k": None}]}
+    wrong = c.post(f"/v1/workflows/{wid}/queries/who", json={"args": [1]})
+    assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "query_failed"
     r = c.post(f"/v1/workflows/{wid}/signals/go", json={"amount": 9.5})
     assert r.status_code == 202 and r.json() == {"workflow_id": wid, "signal": "go"}
     row = wait_status(c, wid, "completed")
     assert row["result"] == "hello ada: {'amount': 9.5}"
     assert row["input"] == "ada" and row["tier"] == "hot" and row["workflow_type"] == "greet"
+    assert tuple(row) == names(WORKFLOWS)  # the row definition, column for column
     # The same id again answers with the existing instance; on_conflict=fail is a 409.
     again = c.post(
         "/v1/workflows", json={"workflow_type": "greet", "input": "x", "workflow_id": wid}
@@ -150,6 +133,22 @@ def test_list_filters_and_cursor_paging_across_tiers(api: Api, uid):
     # Attribute values are read as JSON when they parse: n=2 is the number 2.
     two = c.get("/v1/workflows", params={"attr.customer": customer, "attr.n": "2"}).json()
     assert [w["workflow_id"] for w in two["items"]] == [warm_ids[2]]
+    # Time ranges: every one of them finished after the first one was created.
+    first = next(w for w in seen if w["workflow_id"] == warm_ids[0])
+    ranged = c.get(
+        "/v1/workflows",
+        params={
+            "attr.customer": customer,
+            "finished_after": first["created_at"],
+            "started_before": "2999-01-01T00:00:00Z",
+        },
+    ).json()
+    assert len(ranged["items"]) == 5
+    later = c.get(
+        "/v1/workflows", params={"attr.customer": customer, "created_after": first["finished_at"]}
+    ).json()
+    assert warm_ids[0] not in [w["workflow_id"] for w in later["items"]]
+    assert len(later["items"]) == 4
     none = c.get("/v1/workflows", params={"attr.customer": customer, "status": "failed"}).json()
     assert none == {"items": [], "next_cursor": None}
 
