@@ -23,7 +23,6 @@ READY_TIMEOUT = 5.0
 """Seconds each readiness check may take before the server reports not ready."""
 
 
-
 class Health(BaseModel):
     """``{"status": "ok"}``, or ``"unavailable"`` with the reason."""
 
