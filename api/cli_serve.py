@@ -106,7 +106,7 @@ def serve(
         raise typer.Exit(exit_code(exc)) from None
     mode = "API only: workers run the workflows" if no_worker else "API and workflows"
     err_console.print(f"tierflow serving {tf.data_dir} on http://{host}:{port} ({mode})")
-    # loop/http "auto": uvloop and httptools when installed (they are dependencies).
+    # loop "auto": uvloop (a dependency); http "auto": h11 (see pyproject on httptools).
     config = uvicorn.Config(
         app, host=host, port=port, access_log=access_log, log_level="info", lifespan="on"
     )

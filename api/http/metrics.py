@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -233,7 +234,7 @@ def install_metrics(app: FastAPI, tf: Tierflow) -> Metrics:
     @app.get(
         "/metrics",
         tags=["operations"],
-        response_class=Response,
+        response_class=PlainTextResponse,
         dependencies=[Depends(require(Scope.READ))],
     )
     async def metrics_route() -> Response:

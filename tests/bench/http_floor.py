@@ -1,6 +1,6 @@
 """The HTTP benchmark's floor: a FastAPI route that answers a constant.
 
-Served by the same uvicorn configuration as ``tierflow serve`` (uvloop, httptools, no
+Served by the same uvicorn configuration as ``tierflow serve`` (uvloop, h11, no
 access log), it is what the same clients get from FastAPI alone: the ceiling of any
 route, and so the floor our ``POST /v1/workflows`` is compared with.
 """
