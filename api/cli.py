@@ -31,6 +31,7 @@ from tierflow.cli_common import (
 from tierflow.cli_common import run_command as _run
 from tierflow.cli_common import with_tf as _with_tf
 from tierflow.cli_compliance import compliance_app
+from tierflow.cli_demo import demo, dev_s3
 from tierflow.hot.errors import NonDeterminismError, TierflowError
 
 if TYPE_CHECKING:
@@ -298,6 +299,8 @@ def tier(
 cold_app = typer.Typer(help="The cold tier: Iceberg tables of old workflows.", no_args_is_help=True)
 app.add_typer(cold_app, name="cold")
 app.add_typer(compliance_app, name="compliance")
+app.command()(demo)
+app.command("dev-s3")(dev_s3)
 
 
 @cold_app.command("maintain")
@@ -428,14 +431,6 @@ def sql_cmd(
             result.close()
 
     _run(lambda: _with_tf(where.data_dir, go, **where.options()), as_json)
-
-
-@app.command()
-def demo(data_dir: DataDir = None) -> None:
-    """Run the end-to-end demo on the embedded default storage."""
-    from tierflow.demo import run_demo
-
-    _run(lambda: run_demo(data_dir))
 
 
 def main(argv: Sequence[str] | None = None) -> Any:

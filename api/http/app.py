@@ -8,11 +8,12 @@ from typing import Literal
 
 from fastapi import FastAPI
 from tierflow.facade import Tierflow
+from tierflow.hot.errors import InvalidArgument
 
 from . import routes_compliance, routes_sql, routes_workflows
 from .auth import KeyRing
 from .deps import AppState
-from .errors import install_error_handlers
+from .errors import CatchUnexpected, install_error_handlers
 from .limits import BodyLimit, SqlSlots
 from .observability import install_observability
 from .settings import HttpSettings
@@ -52,8 +53,6 @@ def create_app(
         InvalidArgument: The API keys are malformed or unreadable, or ``engine``
             is not one of the modes.
     """
-    from tierflow.hot.errors import InvalidArgument
-
     if engine not in ("run", "open", "external"):
         raise InvalidArgument(f"engine must be 'run', 'open' or 'external', got {engine!r}")
     settings = HttpSettings.from_env() if settings is None else settings
@@ -79,6 +78,8 @@ def create_app(
     )
     app.state.tierflow = state
     install_error_handlers(app)
+    app.add_middleware(CatchUnexpected)
+    # Added last, so outermost: an oversized body is refused before anything else runs.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(routes_workflows.router)
     app.include_router(routes_sql.router)

@@ -50,7 +50,9 @@ __all__ = [
     "Scope",
     "check_bind",
     "hash_key",
+    "is_loopback",
     "new_key",
+    "parse_keys",
 ]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")

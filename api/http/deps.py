@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from tierflow.facade import Tierflow
 
-from .auth import ANONYMOUS, KeyRing, Principal, Scope
+from .auth import ANONYMOUS, KeyRing, Principal, Scope, is_loopback
 from .errors import ApiError
 from .limits import SqlSlots
 
@@ -51,6 +51,15 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     ) -> Principal:
         keys = get_state(request).keys
         if not keys.enabled:
+            # check_bind keeps a server without keys on loopback; should it be bound wider
+            # anyway (uvicorn run by hand), callers from elsewhere are still refused.
+            client = request.client
+            if client is None or not is_loopback(client.host):
+                raise ApiError(
+                    401,
+                    "unauthorized",
+                    "no API keys are configured: only callers on this machine are served",
+                )
             return ANONYMOUS
         presented = bearer.credentials if bearer is not None else header
         if not presented:

@@ -11,16 +11,20 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.requests import Request
 from tierflow import InvalidArgument, Tierflow
 from tierflow.http import (
+    ApiError,
     HttpSettings,
     InsecureBindError,
     KeyRing,
+    Scope,
     check_bind,
     create_app,
     hash_key,
     new_key,
 )
+from tierflow.http.deps import require
 
 from tests.http.conftest import Api, running_api, wait_status
 from tests.http.http_app import WORKFLOWS
@@ -151,6 +155,8 @@ def test_malformed_key_configuration_is_refused_clearly(tmp_path: Path):
         HttpSettings.from_env({"TIERFLOW_HTTP_MAX_BODY_BYTES": "lots"})
     with pytest.raises(InvalidArgument):
         create_app(Tierflow(tmp_path / "d", WORKFLOWS), settings=HttpSettings(api_keys="[{}]"))
+    with pytest.raises(InvalidArgument, match="engine must be"):
+        create_app(Tierflow(tmp_path / "d", WORKFLOWS), settings=HttpSettings(), engine="both")  # type: ignore[arg-type]
 
 
 def test_without_keys_every_caller_is_anonymous_on_loopback(tmp_path: Path, uid):
@@ -169,3 +175,18 @@ def test_without_keys_every_caller_is_anonymous_on_loopback(tmp_path: Path, uid)
         assert r.status_code == 201 and r.json()["workflow"]["result"] == 3
         hold = c.post("/v1/compliance/holds", json={"workflow_id": wid, "reason": "r"})
         assert hold.status_code == 201 and hold.json()["actor"] == "anonymous"
+
+
+async def test_without_keys_a_caller_from_elsewhere_is_refused(tmp_path: Path):
+    # Defence in depth for a server bound wide by hand despite check_bind: the request a
+    # non-loopback client makes (tests bind only 127.0.0.1, so the request is built here).
+    app = create_app(Tierflow(tmp_path / "d", WORKFLOWS), settings=HttpSettings())
+    check = require(Scope.READ)
+    for host, allowed in (("127.0.0.1", True), ("::1", True), ("192.0.2.9", False)):
+        request = Request({"type": "http", "app": app, "client": (host, 5000), "headers": []})
+        if allowed:
+            assert (await check(request, None, None)).name == "anonymous"
+        else:
+            with pytest.raises(ApiError) as info:
+                await check(request, None, None)
+            assert info.value.status == 401

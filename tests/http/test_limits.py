@@ -79,7 +79,9 @@ def test_a_key_over_its_sql_concurrency_is_429(api: Api):
     assert again.status_code == 200
 
 
-def test_an_unexpected_error_is_a_500_envelope_and_the_connection_goes_on(api: Api):
+def test_an_unexpected_error_is_a_500_envelope_and_the_connection_goes_on(
+    api: Api, caplog: pytest.LogCaptureFixture
+):
     def boom() -> None:
         raise RuntimeError("a bug")
 
@@ -92,3 +94,8 @@ def test_an_unexpected_error_is_a_500_envelope_and_the_connection_goes_on(api: A
     }
     # The same keep-alive connection still serves.
     assert c.get("/healthz").json()["status"] == "ok"
+    # Answered by the app: nothing reached the server as an unhandled exception.
+    assert [r.getMessage() for r in caplog.records if r.name == "tierflow.http"] == [
+        "GET /test-only/boom failed"
+    ]
+    assert not [r for r in caplog.records if r.name.startswith("uvicorn.error")]
