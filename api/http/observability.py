@@ -15,6 +15,8 @@ from pydantic import BaseModel
 from tierflow.facade import Tierflow
 from tierflow.hot.errors import TierflowError
 
+from .metrics import install_metrics
+
 __all__ = ["READY_TIMEOUT", "Health", "install_observability"]
 
 READY_TIMEOUT = 5.0
@@ -47,7 +49,7 @@ async def _check(tf: Tierflow) -> str | None:
 
 
 def install_observability(app: FastAPI, tf: Tierflow) -> None:
-    """Add ``/healthz`` and ``/readyz`` to ``app``.
+    """Add ``/healthz``, ``/readyz`` and ``/metrics`` (:mod:`.metrics`) to ``app``.
 
     Args:
         app: The app ``create_app`` builds.
@@ -71,3 +73,5 @@ def install_observability(app: FastAPI, tf: Tierflow) -> None:
         if reason is None:
             return Health(status="ok")
         return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+
+    install_metrics(app, tf)
