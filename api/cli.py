@@ -8,7 +8,6 @@ application module that defines the workflows: ``--app mypkg.workflows``.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import signal
 from collections.abc import Sequence
@@ -16,131 +15,38 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
+from tierflow import cli_query, cli_serve
 from tierflow.cli_common import (
+    FROM_OPTIONS,
+    AppOpt,
     AsJson,
-    CatalogUrl,
     DataDir,
-    S3Endpoint,
-    StorageUrl,
+    Where,
     console,
     err_console,
+    load_workflows,
+    parse_json,
+    storage_options,
 )
 from tierflow.cli_common import run_command as _run
 from tierflow.cli_common import with_tf as _with_tf
 from tierflow.cli_compliance import compliance_app
+from tierflow.cli_demo import demo, dev_s3
 from tierflow.hot.errors import NonDeterminismError, TierflowError
 
 if TYPE_CHECKING:
     from tierflow.facade import Tierflow, TierTarget
-    from tierflow.hot.authoring import WorkflowDefinition
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
     help="tierflow: durable workflows with storage tiers.",
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion for bash, zsh, fish and PowerShell.
+    add_completion=True,
 )
-AppOpt = Annotated[
-    str, typer.Option("--app", "-a", help="Module defining the workflows, e.g. mypkg.flows")
-]
-
-
-def load_workflows(module_name: str) -> list[WorkflowDefinition]:
-    """Import ``module_name`` and return every workflow it defines."""
-    from tierflow.hot.authoring import WorkflowDefinition
-
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise typer.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
-    found = [v for v in vars(module).values() if isinstance(v, WorkflowDefinition)]
-    if not found:
-        raise typer.BadParameter(f"module {module_name!r} defines no @workflow functions")
-    return found
-
-
-@app.command("list")
-def list_cmd(
-    data_dir: DataDir = None,
-    status: Annotated[list[str] | None, typer.Option("--status", "-s")] = None,
-    workflow_type: Annotated[list[str] | None, typer.Option("--type", "-t")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
-    cursor: Annotated[str | None, typer.Option("--cursor")] = None,
-    as_json: AsJson = False,
-) -> None:
-    """List workflow instances, newest first."""
-
-    async def go(tf: Tierflow) -> None:
-        page = await tf.list(
-            status=status or None, workflow_type=workflow_type or None, limit=limit, cursor=cursor
-        )
-        if as_json:
-            print(
-                json.dumps(
-                    {"items": [i.to_dict() for i in page.items], "next_cursor": page.next_cursor}
-                )
-            )
-            return
-        table = Table("workflow_id", "type", "status", "created", "steps", "tier")
-        for i in page.items:
-            table.add_row(
-                i.workflow_id,
-                i.workflow_type,
-                i.status,
-                i.created_at.isoformat(timespec="seconds"),
-                str(i.step_count),
-                i.tier,
-            )
-        console.print(table)
-        if page.next_cursor:
-            console.print(f"next page: --cursor {page.next_cursor}")
-
-    _run(lambda: _with_tf(data_dir, go))
-
-
-@app.command()
-def describe(workflow_id: str, data_dir: DataDir = None) -> None:
-    """Show one instance (JSON)."""
-
-    async def go(tf: Tierflow) -> None:
-        print(json.dumps((await tf.describe(workflow_id)).to_dict(), indent=2))
-
-    _run(lambda: _with_tf(data_dir, go))
-
-
-@app.command()
-def history(workflow_id: str, data_dir: DataDir = None, as_json: AsJson = False) -> None:
-    """Show an instance's events."""
-
-    async def go(tf: Tierflow) -> None:
-        events = await tf.history(workflow_id)
-        if as_json:
-            row = tf.index.get(workflow_id)
-            print(
-                json.dumps(
-                    {
-                        "workflow_id": workflow_id,
-                        "tier": row.tier if row is not None else None,
-                        "events": [e.to_dict() for e in events],
-                    }
-                )
-            )
-            return
-        table = Table("#", "time", "event", "step", "attempt", "payload")
-        for e in events:
-            payload = "" if e.payload is None else json.dumps(e.payload)
-            table.add_row(
-                str(e.event_id),
-                e.event_time.isoformat(timespec="milliseconds"),
-                e.event_type,
-                e.step_name or "",
-                str(e.attempt or ""),
-                payload[:80],
-            )
-        console.print(table)
-
-    _run(lambda: _with_tf(data_dir, go))
+cli_query.register(app)
+cli_serve.register(app)
 
 
 @app.command()
@@ -193,7 +99,7 @@ def replay(
                 f"{r.status}, result {json.dumps(r.result)[:200]}"
             )
 
-    _run(lambda: _with_tf(data_dir, go, wfs))
+    _run(lambda: _with_tf(data_dir, go, wfs), as_json)
 
 
 @app.command()
@@ -203,6 +109,7 @@ def fork(
     at_event: Annotated[int, typer.Option("--at-event", help="Last event the fork keeps")],
     new_id: Annotated[str | None, typer.Option("--id", help="The fork's workflow id")] = None,
     data_dir: DataDir = None,
+    as_json: AsJson = False,
 ) -> None:
     """Fork an instance (any tier) at a step boundary and run the fork live.
 
@@ -213,25 +120,38 @@ def fork(
 
     async def go(tf: Tierflow) -> None:
         h = await tf.fork(workflow_id, at_event=at_event, workflow_id=new_id)
-        print(json.dumps({"workflow_id": h.workflow_id, "status": await h.status()}))
+        _said(as_json, {"workflow_id": h.workflow_id, "status": await h.status()})
 
-    _run(lambda: _with_tf(data_dir, go, wfs))
+    _run(lambda: _with_tf(data_dir, go, wfs), as_json)
+
+
+def _said(as_json: bool, out: dict[str, Any], text: str | None = None) -> None:
+    """Print what a command did: ``out`` as JSON, or ``text`` (default: ``out`` as JSON)."""
+    if as_json or text is None:
+        print(json.dumps(out))
+    else:
+        console.print(text, highlight=False)
+
+
+Reason = Annotated[str | None, typer.Option("--reason", help="Why (kept in the history)")]
 
 
 @app.command()
 def cancel(
     workflow_id: str,
     data_dir: DataDir = None,
-    reason: Annotated[str | None, typer.Option()] = None,
+    reason: Reason = None,
     app_module: Annotated[str | None, typer.Option("--app", "-a")] = None,
+    as_json: AsJson = False,
 ) -> None:
-    """Cancel an instance (cooperatively)."""
+    """Cancel an instance (cooperatively); prints its status after the request."""
     wfs = load_workflows(app_module) if app_module else []
 
     async def go(tf: Tierflow) -> None:
-        console.print(f"{workflow_id}: {await tf.cancel(workflow_id, reason)}")
+        status = await tf.cancel(workflow_id, reason)
+        _said(as_json, {"workflow_id": workflow_id, "status": status}, f"{workflow_id}: {status}")
 
-    _run(lambda: _with_tf(data_dir, go, wfs))
+    _run(lambda: _with_tf(data_dir, go, wfs), as_json)
 
 
 @app.command("signal")
@@ -242,31 +162,31 @@ def signal_cmd(
         str, typer.Option("--payload", "-p", help="JSON payload [default: null]")
     ] = "null",
     data_dir: DataDir = None,
+    as_json: AsJson = False,
 ) -> None:
     """Send a signal; the process running the instance (or a worker) acts on it."""
-    try:
-        payload = json.loads(payload_json)
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"--payload is not JSON: {exc}") from exc
+    payload = parse_json(payload_json, "--payload")
 
     async def go(tf: Tierflow) -> None:
         await tf.signal(workflow_id, name, payload)
-        console.print(f"{workflow_id}: signal {name!r} delivered")
+        out = {"workflow_id": workflow_id, "signal": name, "delivered": True}
+        _said(as_json, out, f"{workflow_id}: signal {name!r} delivered")
 
-    _run(lambda: _with_tf(data_dir, go))
+    _run(lambda: _with_tf(data_dir, go), as_json)
 
 
 @app.command()
 def terminate(
-    workflow_id: str, data_dir: DataDir = None, reason: Annotated[str | None, typer.Option()] = None
+    workflow_id: str, data_dir: DataDir = None, reason: Reason = None, as_json: AsJson = False
 ) -> None:
     """Terminate an instance immediately."""
 
     async def go(tf: Tierflow) -> None:
         await tf.terminate(workflow_id, reason)
-        console.print(f"{workflow_id}: terminated")
+        out = {"workflow_id": workflow_id, "status": "terminated"}
+        _said(as_json, out, f"{workflow_id}: terminated")
 
-    _run(lambda: _with_tf(data_dir, go))
+    _run(lambda: _with_tf(data_dir, go), as_json)
 
 
 @app.command()
@@ -276,19 +196,17 @@ def start(
     input_json: Annotated[str, typer.Option("--input", "-i", help="JSON input")] = "null",
     workflow_id: Annotated[str | None, typer.Option("--id")] = None,
     data_dir: DataDir = None,
+    as_json: AsJson = False,
 ) -> None:
-    """Queue a workflow; a running ``tierflow worker`` picks it up."""
-    try:
-        payload = json.loads(input_json)
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"--input is not JSON: {exc}") from exc
+    """Queue a workflow and print its id; a running ``tierflow worker`` picks it up."""
+    payload = parse_json(input_json, "--input")
     wfs = load_workflows(app_module)
 
     async def go(tf: Tierflow) -> None:
         h = await tf.start(workflow_type, payload, workflow_id=workflow_id)
-        print(h.workflow_id)
+        _said(as_json, {"workflow_id": h.workflow_id}, h.workflow_id)
 
-    _run(lambda: _with_tf(data_dir, go, wfs))
+    _run(lambda: _with_tf(data_dir, go, wfs), as_json)
 
 
 @app.command()
@@ -323,11 +241,9 @@ def _progress_bar(disable: bool) -> Any:
 
 
 @app.command()
+@storage_options
 def tier(
-    data_dir: DataDir = None,
-    storage_url: StorageUrl = None,
-    s3_endpoint: S3Endpoint = None,
-    catalog_url: CatalogUrl = None,
+    where: Where = FROM_OPTIONS,
     min_age: Annotated[str, typer.Option("--min-age", help="age after finish, e.g. 1h")] = "1h",
     cold_after: Annotated[
         str, typer.Option("--cold-after", help="age after finish before going cold, e.g. 7d")
@@ -376,29 +292,21 @@ def tier(
             if cold.recovered_commits:
                 console.print(f"recovered {len(cold.recovered_commits)} interrupted commits")
 
-    _run(
-        lambda: _with_tf(
-            data_dir,
-            go,
-            storage_url=storage_url,
-            s3_endpoint=s3_endpoint,
-            catalog_url=catalog_url,
-            tiering=TieringPolicy(min_age=min_age, cold_after=cold_after),
-        )
-    )
+    policy = TieringPolicy(min_age=min_age, cold_after=cold_after)
+    _run(lambda: _with_tf(where.data_dir, go, tiering=policy, **where.options()), as_json)
 
 
 cold_app = typer.Typer(help="The cold tier: Iceberg tables of old workflows.", no_args_is_help=True)
 app.add_typer(cold_app, name="cold")
 app.add_typer(compliance_app, name="compliance")
+app.command()(demo)
+app.command("dev-s3")(dev_s3)
 
 
 @cold_app.command("maintain")
+@storage_options
 def cold_maintain(
-    data_dir: DataDir = None,
-    storage_url: StorageUrl = None,
-    s3_endpoint: S3Endpoint = None,
-    catalog_url: CatalogUrl = None,
+    where: Where = FROM_OPTIONS,
     retention: Annotated[
         str, typer.Option("--retention", help="keep snapshots younger than this, e.g. 7d")
     ] = "7d",
@@ -435,19 +343,13 @@ def cold_maintain(
             f"{len(report.orphans.deleted)} orphan files"
         )
 
-    _run(
-        lambda: _with_tf(
-            data_dir, go, storage_url=storage_url, s3_endpoint=s3_endpoint, catalog_url=catalog_url
-        )
-    )
+    _run(lambda: _with_tf(where.data_dir, go, **where.options()), as_json)
 
 
 @cold_app.command("status")
+@storage_options
 def cold_status(
-    data_dir: DataDir = None,
-    storage_url: StorageUrl = None,
-    s3_endpoint: S3Endpoint = None,
-    catalog_url: CatalogUrl = None,
+    where: Where = FROM_OPTIONS,
     as_json: AsJson = False,
 ) -> None:
     """Show the cold tables: snapshots, data files, rows and bytes of each."""
@@ -470,20 +372,14 @@ def cold_status(
             )
         console.print(table)
 
-    _run(
-        lambda: _with_tf(
-            data_dir, go, storage_url=storage_url, s3_endpoint=s3_endpoint, catalog_url=catalog_url
-        )
-    )
+    _run(lambda: _with_tf(where.data_dir, go, **where.options()), as_json)
 
 
 @app.command("sql")
+@storage_options
 def sql_cmd(
     query: Annotated[str, typer.Argument(help="One SELECT statement over the tierflow views")],
-    data_dir: DataDir = None,
-    storage_url: StorageUrl = None,
-    s3_endpoint: S3Endpoint = None,
-    catalog_url: CatalogUrl = None,
+    where: Where = FROM_OPTIONS,
     param: Annotated[
         list[str] | None,
         typer.Option("--param", "-p", help="value of the next ? placeholder (repeatable)"),
@@ -500,8 +396,11 @@ def sql_cmd(
     output: Annotated[
         str | None, typer.Option("--output", "-o", help="write to this file (parquet needs it)")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
 ) -> None:
     """Run one read-only SQL query across hot, warm and cold (views: workflows, history, ...)."""
+    if as_json:
+        fmt = "json"
     if fmt not in ("table", "json", "csv", "parquet"):
         raise typer.BadParameter("--format must be table, json, csv or parquet")
     if fmt == "parquet" and output is None:
@@ -531,19 +430,7 @@ def sql_cmd(
         finally:
             result.close()
 
-    _run(
-        lambda: _with_tf(
-            data_dir, go, storage_url=storage_url, s3_endpoint=s3_endpoint, catalog_url=catalog_url
-        )
-    )
-
-
-@app.command()
-def demo(data_dir: DataDir = None) -> None:
-    """Run the end-to-end demo on the embedded default storage."""
-    from tierflow.demo import run_demo
-
-    _run(lambda: run_demo(data_dir))
+    _run(lambda: _with_tf(where.data_dir, go, **where.options()), as_json)
 
 
 def main(argv: Sequence[str] | None = None) -> Any:

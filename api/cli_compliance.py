@@ -3,9 +3,10 @@
 Each command opens the data directory (and the warm and cold storage, which erasure and
 retention reach) and calls ``tf.compliance``. Every command that changes something records
 ``--actor`` (default: the operating-system user) and ``--reason`` in the audit log.
-``--json`` prints the result as JSON instead of a table. Exit codes: 0 done, 1 a
-``remove`` found no policy or an export did not verify, 2 refused (``TierflowError``: a
-hold, a running workflow, an unknown id, bad input).
+``--json`` prints the result as JSON instead of a table. Exit codes are those of every
+command (``tierflow.cli_common``): 0 done, 1 a ``remove`` found no policy or an export
+did not verify, 2 bad input, 3 an unknown workflow id, 4 refused (a legal hold, a
+workflow still running).
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 from tierflow.cli_common import (
+    FROM_OPTIONS,
     AsJson,
-    CatalogUrl,
-    DataDir,
-    S3Endpoint,
-    StorageUrl,
+    Where,
     console,
     err_console,
+    parse_attribute,
     run_command,
+    storage_options,
     with_tf,
 )
 from tierflow.hot.errors import ExportVerificationError
@@ -75,19 +76,7 @@ def _actor(actor: str | None) -> str:
 
 
 def _attribute(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    name, sep, raw = text.partition("=")
-    if not sep or not name:
-        raise typer.BadParameter(f"--attribute must be NAME=VALUE, got {text!r}")
-    value: Any = raw
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        parsed = raw
-    if parsed is None or isinstance(parsed, bool | int | float | str):
-        value = parsed
-    return {name: value}
+    return None if text is None else parse_attribute(text)
 
 
 def _plain(value: Any) -> Any:
@@ -156,24 +145,15 @@ _HOLD_COLUMNS = ("hold_id", "workflow_id", "attribute", "reason", "actor", "crea
 _AUDIT_COLUMNS = ("seq", "at", "operation", "actor", "reason", "subject", "counts")
 
 
-def _go(
-    data_dir: str | None,
-    storage_url: str | None,
-    s3_endpoint: str | None,
-    catalog_url: str | None,
-    fn: Callable[[Tierflow], Awaitable[Any]],
-) -> Any:
-    return run_command(
-        lambda: with_tf(
-            data_dir, fn, storage_url=storage_url, s3_endpoint=s3_endpoint, catalog_url=catalog_url
-        )
-    )
+def _go(where: Where, fn: Callable[[Tierflow], Awaitable[Any]], as_json: bool) -> Any:
+    return run_command(lambda: with_tf(where.data_dir, fn, **where.options()), as_json)
 
 
 # -- retention -----------------------------------------------------------------------------
 
 
 @retention_app.command("set")
+@storage_options
 def retention_set(
     workflow_type: Annotated[str, typer.Argument(help='A type name or a glob: "debug_*", "*"')],
     keep: Annotated[str, typer.Argument(help="How long to keep: 90d, 7y, 12h or seconds")],
@@ -185,10 +165,7 @@ def retention_set(
     ] = None,
     actor: Actor = None,
     reason: Reason = None,
-    data_dir: DataDir = None,
-    storage_url: StorageUrl = None,
-    s3_endpoint: S3Endpoint = None,
-    catalog_url: CatalogUrl = None,
+    where: Where = FROM_OPTIONS,
     as_json: AsJson = False,
 ) -> None:
     """Keep finished workflows of a type for KEEP, then delete them from every tier."""
@@ -207,15 +184,13 @@ def retention_set(
         )
         _show(policy, as_json, "retention policy set")
 
-    _go(data_dir, storage_url, s3_endpoint, catalog_url, go)
+    _go(where, go, as_json)
 
 
 @retention_app.command("list")
+@storage_options
 def retention_list(
-    data_dir: DataDir = None,
-    storage_url: StorageUrl = None,
-    s3_endpoint: S3Endpoint = None,
-    catalog_url: CatalogUrl = None,
+    where: Where = FROM_OPTIONS,
     as_json: AsJson = False,
 ) -> None:
     """List the retention policies."""
@@ -224,10 +199,11 @@ def retention_list(
         policies = await tf.compliance.retention_policies()
         _show(policies, as_json, "retention policies", _POLICY_COLUMNS)
 
-    _go(data_dir, storage_url, s3_endpoint, catalog_url, go)
+    _go(where, go, as_json)
 
 
 @retention_app.command("remove")
+@storage_options
 def retention_remove(
     workflow_type: Annotated[str, typer.Argument(help="The policy's type name or glob")],
     status: Annotated[
@@ -235,10 +211,7 @@ def retention_remove(
     ] = None,
     actor: Actor = None,
     reason: Reason = None,
-    data_dir: DataDir = None,
-    storage_url: StorageUrl = None,
-    s3_endpoint: S3Endpoint = None,
-    catalog_url: CatalogUrl = None,
+    where: Where = FROM_OPTIONS,
     as_json: AsJson = False,
 ) -> None:
     """Remove a retention policy; exits 1 if there was none."""
@@ -257,20 +230,18 @@ def retention_remove(
             err_console.print(f"no retention policy for {workflow_type!r}")
         return bool(removed)
 
-    if not _go(data_dir, storage_url, s3_endpoint, catalog_url, go):
+    if not _go(where, go, as_json):
         raise typer.Exit(1)
 
 
 @compliance_app.command("apply")
+@storage_options
 def apply_cmd(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Count what would be deleted; change nothing")
     ] = False,
     actor: Actor = None,
-    data_dir: DataDir = None,
-    storage_url: StorageUrl = None,
-    s3_endpoint: S3Endpoint = None,
-    catalog_url: CatalogUrl = None,
+    where: Where = FROM_OPTIONS,
     as_json: AsJson = False,
 ) -> None:
     """Delete every expired finished workflow from every tier (held ones are kept)."""
@@ -279,13 +250,14 @@ def apply_cmd(
         report = await tf.compliance.apply_retention(dry_run=dry_run, actor=_actor(actor))
         _show(report, as_json, "retention (dry run)" if dry_run else "retention applied")
 
-    _go(data_dir, storage_url, s3_endpoint, catalog_url, go)
+    _go(where, go, as_json)
 
 
 # -- holds ---------------------------------------------------------------------------------
 
 
 @compliance_app.command("hold")
+@storage_options
 def hold_cmd(
     reason: NeededReason,
     workflow_id: Annotated[
@@ -293,10 +265,7 @@ def hold_cmd(
     ] = None,
     attribute: Attribute = None,
     actor: Actor = None,
-    data_dir: DataDir = None,
-    storage_url: StorageUrl = None,
-    s3_endpoint: S3Endpoint = None,
-    catalog_url: CatalogUrl = None,
+    where: Where = FROM_OPTIONS,
     as_json: AsJson = False,
 ) -> None:
     """Place a legal hold (--id or --attribute): no retention or erasure until released."""
@@ -310,18 +279,16 @@ def hold_cmd(
         )
         _show(hold, as_json, "hold placed")
 
-    _go(data_dir, storage_url, s3_endpoint, catalog_url, go)
+    _go(where, go, as_json)
 
 
 @compliance_app.command("release")
+@storage_options
 def release_cmd(
     hold_id: Annotated[str, typer.Argument(help="The hold's id")],
     reason: NeededReason,
     actor: Actor = None,
-    data_dir: DataDir = None,
-    storage_url: StorageUrl = None,
-    s3_endpoint: S3Endpoint = None,
-    catalog_url: CatalogUrl = None,
+    where: Where = FROM_OPTIONS,
     as_json: AsJson = False,
 ) -> None:
     """Release a legal hold."""
@@ -330,18 +297,16 @@ def release_cmd(
         hold = await tf.compliance.release(hold_id, actor=_actor(actor), reason=reason)
         _show(hold, as_json, "hold released")
 
-    _go(data_dir, storage_url, s3_endpoint, catalog_url, go)
+    _go(where, go, as_json)
 
 
 @compliance_app.command("holds")
+@storage_options
 def holds_cmd(
     workflow_id: Annotated[
         str | None, typer.Option("--id", help="Only the holds covering this workflow")
     ] = None,
-    data_dir: DataDir = None,
-    storage_url: StorageUrl = None,
-    s3_endpoint: S3Endpoint = None,
-    catalog_url: CatalogUrl = None,
+    where: Where = FROM_OPTIONS,
     as_json: AsJson = False,
 ) -> None:
     """List the active legal holds."""
@@ -349,13 +314,14 @@ def holds_cmd(
     async def go(tf: Tierflow) -> None:
         _show(await tf.compliance.holds(workflow_id), as_json, "legal holds", _HOLD_COLUMNS)
 
-    _go(data_dir, storage_url, s3_endpoint, catalog_url, go)
+    _go(where, go, as_json)
 
 
 # -- erasure -------------------------------------------------------------------------------
 
 
 @compliance_app.command("erase")
+@storage_options
 def erase_cmd(
     reason: NeededReason,
     workflow_id: Annotated[
@@ -366,10 +332,7 @@ def erase_cmd(
         bool, typer.Option("--force", help="Terminate a workflow that has not finished, first")
     ] = False,
     actor: Actor = None,
-    data_dir: DataDir = None,
-    storage_url: StorageUrl = None,
-    s3_endpoint: S3Endpoint = None,
-    catalog_url: CatalogUrl = None,
+    where: Where = FROM_OPTIONS,
     as_json: AsJson = False,
 ) -> None:
     """Erase a workflow (ID) or every workflow with an attribute value from every tier.
@@ -392,7 +355,7 @@ def erase_cmd(
         )
         _show(report, as_json, "erased")
 
-    _go(data_dir, storage_url, s3_endpoint, catalog_url, go)
+    _go(where, go, as_json)
 
 
 # -- audit ---------------------------------------------------------------------------------
@@ -417,6 +380,7 @@ def _since(text: str | None) -> float | datetime | None:
 
 
 @compliance_app.command("audit")
+@storage_options
 def audit_cmd(
     workflow_id: Annotated[
         str | None,
@@ -429,10 +393,7 @@ def audit_cmd(
         str | None, typer.Option("--since", help="Only records from then on (ISO 8601 or seconds)")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="Records at most")] = 1000,
-    data_dir: DataDir = None,
-    storage_url: StorageUrl = None,
-    s3_endpoint: S3Endpoint = None,
-    catalog_url: CatalogUrl = None,
+    where: Where = FROM_OPTIONS,
     as_json: AsJson = False,
 ) -> None:
     """Show the audit log, oldest first."""
@@ -452,13 +413,14 @@ def audit_cmd(
                 row["counts"] = " ".join(f"{k} {v}" for k, v in counts.items() if v) or None
         _show(rows, as_json, "audit log", _AUDIT_COLUMNS)
 
-    _go(data_dir, storage_url, s3_endpoint, catalog_url, go)
+    _go(where, go, as_json)
 
 
 # -- export --------------------------------------------------------------------------------
 
 
 @compliance_app.command("export")
+@storage_options
 def export_cmd(
     workflow_id: Annotated[str, typer.Argument(help="The workflow to export")],
     out: Annotated[
@@ -466,10 +428,7 @@ def export_cmd(
     ],
     actor: Actor = None,
     reason: Reason = None,
-    data_dir: DataDir = None,
-    storage_url: StorageUrl = None,
-    s3_endpoint: S3Endpoint = None,
-    catalog_url: CatalogUrl = None,
+    where: Where = FROM_OPTIONS,
     as_json: AsJson = False,
 ) -> None:
     """Write a workflow's row, every event and a manifest of checksums to --out."""
@@ -489,10 +448,11 @@ def export_cmd(
         for f in manifest.files:
             console.print(f"  {f.name}  {f.size:>10,} B  sha256 {f.sha256}")
 
-    _go(data_dir, storage_url, s3_endpoint, catalog_url, go)
+    _go(where, go, as_json)
 
 
 @compliance_app.command("verify")
+@storage_options
 def verify_cmd(
     directory: Annotated[Path, typer.Argument(help="The export's directory")],
     files_only: Annotated[
@@ -502,10 +462,7 @@ def verify_cmd(
             help="Check the files against the manifest only; open no data directory",
         ),
     ] = False,
-    data_dir: DataDir = None,
-    storage_url: StorageUrl = None,
-    s3_endpoint: S3Endpoint = None,
-    catalog_url: CatalogUrl = None,
+    where: Where = FROM_OPTIONS,
     as_json: AsJson = False,
 ) -> None:
     """Check an export: checksums, no file missing or added, events equal to the archive's.
@@ -527,7 +484,7 @@ def verify_cmd(
         except ExportVerificationError as exc:
             outcome = exc
     else:
-        outcome = _go(data_dir, storage_url, s3_endpoint, catalog_url, go)
+        outcome = _go(where, go, as_json)
     if isinstance(outcome, ExportVerificationError):
         if as_json:
             print(

@@ -25,6 +25,8 @@ grouped by what a caller can do about them::
     ├── SignalTimeout
     ├── ResultTimeout (also TimeoutError)        handle.result(timeout) expired
     ├── ExportVerificationError                  an export's files or events differ
+    ├── ApiError                                 HTTP API: auth, limits (.status, .code)
+    ├── InsecureBindError                        HTTP API: no keys, non-loopback host
     └── StorageError                             disk, SQLite or object store
         ├── CorruptInstance                      an instance file is unreadable
         └── ObjectNotFound (also LookupError)    no object at that key in the store
@@ -42,8 +44,9 @@ not (``InvalidArgument``, ``WorkflowNotFound``, ``StepTimeout``,
 catch them by name; this tree is where each of them is documented. A new
 exception ends in ``Error`` and is added to the tree; a test checks that
 every exception ``tierflow`` exports appears here. ``QueryTimeout`` lives in
-``tierflow.tiering.sql`` and ``ObjectNotFound`` in ``tierflow.warm.storage``;
-every other one is defined in this module. Exceptions the engine raises and
+``tierflow.tiering.sql``, ``ObjectNotFound`` in ``tierflow.warm.storage``,
+``ApiError`` and ``InsecureBindError`` in ``tierflow.http``; every other one is
+defined in this module. Exceptions the engine raises and
 catches itself (``IncompleteInstance``, the signals that suspend or stop a
 running workflow, a SQL worker's deadline) never reach a caller and are not
 part of the tree.

@@ -441,6 +441,27 @@ class IndexDB:
         """How many instances each tier holds."""
         return {r[0]: r[1] for r in self._read("SELECT tier, count(*) FROM instances GROUP BY 1")}
 
+    def count_by_type_and_status(self) -> dict[tuple[str, str], int]:
+        """How many instances of each ``(workflow_type, status)`` the index holds (all tiers)."""
+        rows = self._read("SELECT workflow_type, status, count(*) FROM instances GROUP BY 1, 2")
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    def oldest_finish(self, tier: str) -> int | None:
+        """The earliest ``finished_at`` (µs) of a finished instance still in ``tier``, if any.
+
+        One probe of the ``(tier, status, finished_at)`` index per terminal status.
+        """
+        found = [
+            r[0]
+            for status in sorted(TERMINAL_STATUSES)
+            for r in self._read(
+                "SELECT min(finished_at) FROM instances WHERE tier=? AND status=?",
+                (tier, status),
+            )
+            if r[0] is not None
+        ]
+        return min(found) if found else None
+
     def finished_in_tier(
         self,
         tier: str,

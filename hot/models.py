@@ -9,12 +9,12 @@ precision; in SQLite they are stored as integer microseconds since the epoch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, overload
 
-from tierflow.hot.rows import HISTORY, WORKFLOWS, LogicalType, names_of_type
+from tierflow.hot.rows import HISTORY, WORKFLOWS, LogicalType, names, names_of_type
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -99,6 +99,9 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
+# The dataclasses' fields are these columns, in this order (tests/test_rows.py pins it).
+_WORKFLOW_FIELDS = names(WORKFLOWS)
+_HISTORY_FIELDS = names(HISTORY)
 _WORKFLOW_TIMESTAMPS = names_of_type(WORKFLOWS, LogicalType.TIMESTAMP_US)
 _HISTORY_TIMESTAMPS = names_of_type(HISTORY, LogicalType.TIMESTAMP_US)
 
@@ -118,8 +121,12 @@ class HistoryEvent:
     workflow_type: str
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the event as JSON-ready data (timestamps in ISO 8601)."""
-        d = asdict(self)
+        """Return the event as JSON-ready data (timestamps in ISO 8601).
+
+        The payload is the event's own decoded value, not a copy (a deep copy cost more
+        than the rest of the conversion): treat it as read-only.
+        """
+        d = {name: getattr(self, name) for name in _HISTORY_FIELDS}
         for key in _HISTORY_TIMESTAMPS:
             d[key] = _iso(d[key])
         return d
@@ -156,8 +163,12 @@ class WorkflowInfo:
         return self.status in TERMINAL_STATUSES
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the row as JSON-ready data (timestamps in ISO 8601)."""
-        d = asdict(self)
+        """Return the row as JSON-ready data (timestamps in ISO 8601).
+
+        ``input``, ``result``, ``error`` and ``attributes`` are the row's own decoded
+        values, not copies: treat them as read-only.
+        """
+        d = {name: getattr(self, name) for name in _WORKFLOW_FIELDS}
         for key in _WORKFLOW_TIMESTAMPS:
             d[key] = _iso(d[key])
         return d

@@ -63,10 +63,21 @@ class Subscriber:
         batch_size: Most events per delivery.
         batch_ms: How long to gather events before delivering a partial batch.
         max_backoff: Cap, in seconds, of the wait between failed deliveries.
+        durable: True (the default): cursors in the index, the backlog of every hot
+            instance on first start, redelivery after a crash, and tiering waits for
+            this subscriber's acknowledgement. False: a live view for in-process
+            observers such as metrics: only events committed by this process while it
+            runs, no cursors written, and tiering never waits for it.
     """
 
     def __init__(
-        self, name: str, *, batch_size: int = 100, batch_ms: float = 50, max_backoff: float = 30.0
+        self,
+        name: str,
+        *,
+        batch_size: int = 100,
+        batch_ms: float = 50,
+        max_backoff: float = 30.0,
+        durable: bool = True,
     ) -> None:
         if not name or not isinstance(name, str):
             raise InvalidArgument("a subscriber needs a non-empty name")
@@ -76,6 +87,7 @@ class Subscriber:
         self.batch_size = batch_size
         self.batch_ms = batch_ms
         self.max_backoff = max_backoff
+        self.durable = durable
 
     async def deliver(self, events: list[dict[str, Any]]) -> None:
         """Deliver one batch; raise to have it retried later."""
@@ -196,8 +208,11 @@ class _Feed:
     def offer(self, workflow_id: str, events: list[tuple[int, str]]) -> None:
         """Keep committed events in memory if they extend what is pending."""
         held = self.mem.get(workflow_id)
-        if not held and events and events[0][0] == 1 and workflow_id not in self.cursors:
-            self.cursors[workflow_id] = 0  # a new instance: nothing to look up
+        if not held and events and workflow_id not in self.cursors:
+            if events[0][0] == 1:
+                self.cursors[workflow_id] = 0  # a new instance: nothing to look up
+            elif not self.sub.durable:
+                self.cursors[workflow_id] = events[0][0] - 1  # live: from what commits now
         nxt = held[-1][0] + 1 if held else self._cursor(workflow_id) + 1
         if events and events[0][0] == nxt and self.mem_count < _MEM_LIMIT:
             self.mem.setdefault(workflow_id, []).extend(events)
@@ -288,7 +303,12 @@ class _Feed:
             self.cursors.clear()  # a cache of the index; reloaded on demand
         for wid, last in upto.items():
             self.cursors[wid] = last
-        self.stream.save_cursors(self.sub.name, upto)
+        if self.sub.durable:
+            self.stream.save_cursors(self.sub.name, upto)
+        else:  # live: the next offer of an instance sets its cursor again
+            for wid in upto:
+                if wid not in self.dirty:
+                    self.cursors.pop(wid, None)
         return len(batch)
 
 
@@ -330,8 +350,9 @@ class EventStream:
             self._start_feed(feed)
 
     def _start_feed(self, feed: _Feed) -> None:
-        for wid in self.backlog(feed.sub.name):
-            feed.mark(wid)
+        if feed.sub.durable:  # a live subscriber has no backlog
+            for wid in self.backlog(feed.sub.name):
+                feed.mark(wid)
         feed.task = asyncio.get_running_loop().create_task(feed.run())
 
     def start(self) -> None:
@@ -357,7 +378,10 @@ class EventStream:
         """New events were committed for ``workflow_id`` (cheap; called on every commit)."""
         if written is None:
             for feed in self._feeds.values():
-                feed.mark(workflow_id)
+                # A live feed that holds no cursor for it cannot tell the new events from
+                # the old: it takes events the executor hands over (steps among them) only.
+                if feed.sub.durable or workflow_id in feed.cursors:
+                    feed.mark(workflow_id)
             return
         run_id, wtype, rows = written
         fmt = _WireFormatter(workflow_id, run_id, wtype).format
@@ -417,10 +441,10 @@ class EventStream:
 
         Returns:
             ``(sql, params)`` to AND into a query on the ``instances`` table
-            (``"1"`` when no subscriber is registered). Tiering uses it never
+            (``"1"`` when no durable subscriber is registered). Tiering uses it never
             to move events a subscriber has not seen.
         """
-        names = self.subscriber_names()
+        names = [n for n, f in self._feeds.items() if f.sub.durable]
         sql = " AND ".join(
             "coalesce((SELECT upto FROM stream_cursors WHERE subscriber=? AND "
             "workflow_id=instances.workflow_id), 0) >= coalesce(instances.events_upto, 0)"

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,7 @@ class Child:
         self._conn = conn
         self._status = b""
         self._out: list[bytes] = []
+        self._line_at = 0  # where readline() goes on in the joined output
         self._err: list[bytes] = []
         self._readers = [
             threading.Thread(target=_drain, args=(fd, sink), daemon=True)
@@ -230,6 +232,32 @@ class Child:
                 raise subprocess.TimeoutExpired(f"python -m (pid {self.pid})", timeout) from None
         assert self.returncode is not None
         return self.returncode
+
+    def readline(self, timeout: float = 60) -> str:
+        """The child's next stdout line (with its newline), waiting up to ``timeout`` seconds.
+
+        Returns what there is (possibly "") if the child ends first, as a pipe's readline does.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            out = b"".join(list(self._out))
+            end = out.find(b"\n", self._line_at)
+            if end >= 0 or self.poll() is not None:
+                if end < 0:
+                    for reader in self._readers:
+                        reader.join(1)
+                    out = b"".join(list(self._out))
+                    end = out.find(b"\n", self._line_at)
+                stop = len(out) if end < 0 else end + 1
+                line, self._line_at = out[self._line_at : stop], stop
+                return line.decode(errors="replace")
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"python -m (pid {self.pid})", timeout)
+            time.sleep(0.005)
+
+    def errors_so_far(self) -> str:
+        """What the child has written to stderr until now."""
+        return b"".join(list(self._err)).decode(errors="replace")
 
     def output_so_far(self) -> str:
         """What the child has written to stdout until now (it may be mid-line)."""

@@ -28,6 +28,9 @@ SELECTION = (
     "tests/tiering/test_sql_confinement.py::test_time_limits_hold_and_the_next_query_works",
     "tests/tiering/test_sql_confinement.py::test_a_failing_query_runs_once",
     "tests/tiering/test_tiering_promises.py::test_two_tiering_processes_at_once_write_each_workflow_once",
+    "tests/http/test_serve_workers.py",
+    "tests/http/test_observability.py",
+    "tests/http/test_limits.py",
 )
 
 

@@ -55,6 +55,7 @@ def _documented_exceptions() -> set[str]:
 
 def test_every_exported_exception_is_in_the_documented_tree():
     import tierflow.hot.errors as errors
+    import tierflow.http as http
     from tierflow.tiering.sql import QueryTimeout
     from tierflow.warm.storage import ObjectNotFound
 
@@ -67,6 +68,11 @@ def test_every_exported_exception_is_in_the_documented_tree():
     }
     # Raised to callers from the lower packages.
     exported |= {QueryTimeout.__name__, ObjectNotFound.__name__}
+    exported |= {
+        name
+        for name in http.__all__
+        if isinstance(getattr(http, name), type) and issubclass(getattr(http, name), BaseException)
+    }
     documented = _documented_exceptions()
     assert {"TierflowError", "StorageError", "WorkflowCancelled"} <= documented
     assert exported - documented == set()

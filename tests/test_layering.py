@@ -9,11 +9,24 @@ package boundary.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = ["hot", "warm", "cold", "tiering", "api"]
 SUBPACKAGES = {"hot", "warm", "cold", "tiering"}
+
+
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    """The syntax tree of ``path``, parsed once per test process (the tests only read it)."""
+    return ast.parse(path.read_text())
+
+
+@functools.cache
+def nodes(path: Path) -> tuple[ast.AST, ...]:
+    """Every node of ``path``'s tree, walked once."""
+    return tuple(ast.walk(parsed(path)))
 
 
 def package_of(module: str) -> str | None:
@@ -28,9 +41,8 @@ def package_of(module: str) -> str | None:
 
 def imported_modules(path: Path) -> set[str]:
     """Every absolute module name ``path`` imports."""
-    tree = ast.parse(path.read_text())
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in nodes(path):
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -76,7 +88,7 @@ def private_names_defined(package: str) -> set[str]:
     names: set[str] = set()
     for path in (ROOT / package).rglob("*.py"):
         names.add(path.stem)
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in nodes(path):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 names.add(node.name)
             elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
@@ -91,7 +103,7 @@ def private_names_defined(package: str) -> set[str]:
 def private_uses(path: Path) -> list[tuple[int, str, str | None]]:
     """``(line, name, package)`` of each ``x._name`` use and each import of a private name."""
     out: list[tuple[int, str, str | None]] = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in nodes(path):
         if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
             if not node.attr.startswith("__"):
                 out.append((node.lineno, node.attr, None))
@@ -140,7 +152,7 @@ def private_names_in(folder: Path) -> set[str]:
     names: set[str] = set()
     for path in folder.rglob("*.py"):
         names.add(path.stem)
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in nodes(path):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 names.add(node.name)
             elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
@@ -169,7 +181,7 @@ def test_sub_packages_use_only_public_names_of_their_package():
             for path in (ROOT / package).rglob("*.py"):
                 if folder in path.parents:
                     continue
-                for node in ast.walk(ast.parse(path.read_text())):
+                for node in nodes(path):
                     if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(dotted):
                         private = [a.name for a in node.names if a.name.startswith("_")]
                         tail = (node.module or "")[len(dotted) :].split(".")

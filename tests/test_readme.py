@@ -50,7 +50,7 @@ def test_cli_commands_in_readme_exist():
 
     names = {c.name or c.callback.__name__ for c in app.registered_commands}  # type: ignore[union-attr]
     groups = {g.name: g.typer_instance for g in app.registered_groups}
-    for cmd, sub in re.findall(r"^tierflow (\w+)(?: (\w+))?", README, re.M):
+    for cmd, sub in re.findall(r"^tierflow (\w[\w-]*)(?: (\w+))?", README, re.M):
         if cmd in groups:
             group = groups[cmd]
             assert group is not None

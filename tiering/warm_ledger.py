@@ -223,6 +223,14 @@ class WarmLedger:
             ),
         )
 
+    def moved_totals(self) -> tuple[int, int, int]:
+        """``(batches, workflows, events)`` moved to warm by every committed batch so far."""
+        ((batches, workflows, events),) = self.index.execute(
+            "SELECT count(*), coalesce(sum(workflow_count), 0), coalesce(sum(event_count), 0) "
+            "FROM tier_batches WHERE committed_at IS NOT NULL"
+        )
+        return int(batches), int(workflows), int(events)
+
     def hot_files_of(self, batch_id: str) -> list[tuple[str, str]]:
         """``(workflow_id, file)`` of moved instances whose hot file is not yet deleted."""
         return self.index.files_of_batch(batch_id)

@@ -14,9 +14,9 @@ commit and the machine's cores.
 ``--quick`` (``make bench-quick``) is a smoke run with tiny sizes: every phase on both sides and
 every completion check, no figure worth reading and no target judged.
 
-``--only PHASE`` runs one phase that stands alone (``erasure``, ``export``, ``hot``) and
-writes its figures to ``bench-results/<phase>-latest.json`` (``<phase>-quick-latest.json``
-with ``--quick``).
+``--only PHASE`` runs one phase that stands alone (``erasure``, ``export``, ``hot``,
+``http``) and writes its figures to ``bench-results/<phase>-latest.json``
+(``<phase>-quick-latest.json`` with ``--quick``).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from tests.bench import (
     export_bench,
     hot_alone,
     hot_engine,
+    http_bench,
     replay_bench,
     sql_bench,
     tiering_bench,
@@ -173,7 +174,12 @@ def main() -> int:
 
 # Phases that stand alone (``--only``): a module with measure(quick, console) and
 # report(console, figures, judged).
-ALONE: dict[str, Any] = {"erasure": erasure_bench, "export": export_bench, "hot": hot_alone}
+ALONE: dict[str, Any] = {
+    "erasure": erasure_bench,
+    "export": export_bench,
+    "hot": hot_alone,
+    "http": http_bench,
+}
 
 
 def run_alone(args: argparse.Namespace, console: Console) -> int:
@@ -424,6 +430,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     t5.add_row("samples per kind", f"{xp['samples']}", "", "")
     console.print(t5)
 
+    console.print("[bold]HTTP API[/bold] (tierflow serve under 16 clients, beside FastAPI) ...")
+    http_fig = http_bench.measure(args.quick, console)
+    http_bench.report(console, http_fig, judged)
+
     checks = list(CHECKS)
     for pr in peers.values():
         checks.extend(pr["checks"])
@@ -479,6 +489,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             "replay": rp,
             "sql": sql_fig,
             "erasure": erase_fig,
+            "http": http_fig,
             "export": ex,
         },
         "dbos": {

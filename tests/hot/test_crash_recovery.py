@@ -7,29 +7,24 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests import procs
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def spawn(
-    mode: str, data: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.hot.crash_app", mode, str(data), *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+def spawn(mode: str, data: Path, *args: str, env: dict[str, str] | None = None) -> procs.Child:
+    """Run ``tests.hot.crash_app MODE DATA ARGS`` in a child forked from the test zygote."""
+    return procs.popen(
+        "tests.hot.crash_app", mode, str(data), *args, env={**os.environ, **(env or {})}
     )
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = 120) -> str:
+def finish(proc: procs.Child, timeout: float = 120) -> str:
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -40,11 +35,11 @@ def finish(proc: subprocess.Popen[str], timeout: float = 120) -> str:
     return out
 
 
-def wait_path(path: Path, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+def wait_path(path: Path, proc: procs.Child, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         if proc.poll() is not None:
-            raise AssertionError(f"child exited early: {proc.stderr.read() if proc.stderr else ''}")
+            raise AssertionError(f"child exited early: {proc.errors_so_far()}")
         if time.monotonic() > deadline:
             proc.kill()
             raise AssertionError(f"{path} never appeared")
@@ -64,12 +59,9 @@ def index_status(data: Path, *ids: str) -> set[str]:
     return {r[0] for r in rows} if len(rows) == len(ids) else set()
 
 
-def kill(proc: subprocess.Popen[str]) -> None:
-    os.kill(proc.pid, signal.SIGKILL)
+def kill(proc: procs.Child) -> None:
+    proc.kill()
     proc.wait(timeout=10)
-    for stream in (proc.stdout, proc.stderr):
-        if stream:
-            stream.close()
 
 
 @pytest.mark.timeout(180)
@@ -91,9 +83,8 @@ def test_thousand_sleepers_wake_after_process_restart(tmp_path: Path):
     data = tmp_path / "data"
     n = 1000
     proc = spawn("sleepers", data, str(n))
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.strip() == "ready", proc.stderr.read() if proc.stderr else ""
+    line = proc.readline(timeout=240)
+    assert line.strip() == "ready", proc.errors_so_far()
     kill(proc)
     # The restarted process's clock is 2 h ahead, so every 1 h timer is due.
     out = finish(spawn("wake", data, str(n), "7200"), timeout=240)
@@ -145,7 +136,7 @@ def test_events_committed_before_a_crash_reach_the_sink_after_restart(tmp_path: 
     port = _free_port()
     url = f"http://127.0.0.1:{port}/events"
     proc = spawn("stream-run", data, url, str(n))  # the sink is down all along
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    assert proc.readline().strip() == "ready", proc.errors_so_far()
     kill(proc)
     _Sink.received = []
     server = ThreadingHTTPServer(("127.0.0.1", port), _Sink)

@@ -84,6 +84,27 @@ async def test_subscriber_name_is_durable_across_restart(make_tf, uid, tmp_path:
     assert {e["workflow_id"] for e in later} == {b}
 
 
+async def test_a_live_subscriber_sees_new_events_only_and_never_holds_back_tiering(
+    make_tf, uid, tmp_path: Path
+):
+    data = tmp_path / "d"
+    tf1 = await make_tf([three], data_dir=data)
+    await tf1.run(three, ["x"], workflow_id=uid())
+    await tf1.aclose()
+    live: list[dict] = []
+    tf = await make_tf([three], data_dir=data, scheduler=False)
+    tf.subscribe("metrics", live.extend, batch_ms=0, durable=False)
+    await tf.start_scheduler()
+    new = (await tf.run(three, ["y", "z"], workflow_id=uid())).workflow_id
+    await wait_for(lambda: _has(live, new, "workflow.completed"))
+    assert {e["workflow_id"] for e in live} == {new}  # no backlog of what ran before
+    assert [e["event_id"] for e in live] == sorted({e["event_id"] for e in live})  # each once
+    # No cursor in the index, and tiering waits for durable subscribers only.
+    rows = tf.index.execute("SELECT count(*) FROM stream_cursors WHERE subscriber = 'metrics'")
+    assert rows == [(0,)]
+    assert tf.engine.stream.acknowledged_condition() == ("1", [])
+
+
 async def _has(events: list[dict], wid: str, etype: str) -> bool:
     return any(e["workflow_id"] == wid and e["event_type"] == etype for e in events)
 

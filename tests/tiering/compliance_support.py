@@ -16,6 +16,7 @@ import pytest
 from tierflow import InvalidArgument, Tierflow, TierflowError, WorkflowNotFound
 from tierflow.warm.storage import ObjectStore
 
+from tests import procs
 from tests.tiering.compliance_app import LATER, order
 from tests.tiering.test_tiering import _env_for
 
@@ -28,14 +29,7 @@ def run_app(
     mode: str, data: Path, env: dict[str, str], *args: str
 ) -> subprocess.CompletedProcess[str]:
     """Run ``tests.tiering.compliance_app`` to completion (or its death)."""
-    return subprocess.run(
-        [sys.executable, "-m", "tests.tiering.compliance_app", mode, str(data), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return procs.run("tests.tiering.compliance_app", mode, str(data), *args, env=env)
 
 
 @dataclass(frozen=True)

@@ -210,7 +210,15 @@ def commit_state(data: Path) -> list[tuple[str, str, list[str]]]:
 # -- 1. SIGKILL at each crash point, reads in between, the rerun repairs ---------------
 
 
-@pytest.mark.parametrize("point", KILL_POINTS)
+# Every point on file://; on S3 one between the two Iceberg commits and one after the index
+# flip (warm originals left to delete), the two whose leftovers live in the bucket.
+KILL_CASES = [("file", p) for p in KILL_POINTS] + [
+    ("s3", "cold-after-history"),
+    ("s3", "cold-after-index-commit"),
+]
+
+
+@pytest.mark.parametrize(("backend", "point"), KILL_CASES)
 async def test_kill_at_each_cold_point_then_rerun(make_store, tmp_path: Path, point: str):
     store = make_store()
     data = tmp_path / "data"

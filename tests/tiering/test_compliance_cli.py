@@ -107,7 +107,9 @@ def test_export_then_verify_and_every_tampering_exits_1_naming_the_file(
     assert record["detail"]["tier"] == "cold"
 
 
-def test_export_refusals_exit_2_with_the_reason(cli: Cli, tmp_path: Path, uid):
+def test_export_refusals_exit_2_bad_input_or_3_not_found_with_the_reason(
+    cli: Cli, tmp_path: Path, uid
+):
     wid = uid("hot")
     archive(cli.data, {"hot": wid})
     busy = tmp_path / "busy"
@@ -115,7 +117,7 @@ def test_export_refusals_exit_2_with_the_reason(cli: Cli, tmp_path: Path, uid):
     (busy / "mine").write_text("keep")
     _, err = cli("compliance", "export", wid, "--out", str(busy), code=2)
     assert "not empty" in err
-    _, err = cli("compliance", "export", uid("nobody"), "--out", str(tmp_path / "x"), code=2)
+    _, err = cli("compliance", "export", uid("nobody"), "--out", str(tmp_path / "x"), code=3)
     assert "no workflow" in err
     _, err = cli("compliance", "verify", str(tmp_path / "nowhere"), code=1)
     assert "does not exist" in err
@@ -151,7 +153,7 @@ def test_retention_hold_erase_and_audit_commands(cli: Cli, uid):
     assert [h["hold_id"] for h in cli.json("compliance", "holds", "--id", ids["cold"])] == [
         hold["hold_id"]
     ]
-    _, err = cli("compliance", "erase", ids["cold"], "--reason", "DSAR", code=2)
+    _, err = cli("compliance", "erase", ids["cold"], "--reason", "DSAR", code=4)  # held
     assert hold["hold_id"] in err
     cli.json("compliance", "release", hold["hold_id"], "--reason", "settled")
     assert cli.json("compliance", "holds") == []
@@ -162,7 +164,7 @@ def test_retention_hold_erase_and_audit_commands(cli: Cli, uid):
         by_customer["hold_id"]
     ]
     assert cli.json("compliance", "holds", "--id", ids["cold"]) == []
-    _, err = cli("compliance", "erase", "--attribute", "customer=c-1", "--reason", "x", code=2)
+    _, err = cli("compliance", "erase", "--attribute", "customer=c-1", "--reason", "x", code=4)
     assert by_customer["hold_id"] in err
     # A number is a number (its amount is 11), and a JSON string is text.
     by_amount = cli.json("compliance", "hold", "--attribute", "amount=11", "--reason", "n")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from datetime import date
@@ -26,6 +25,7 @@ from tierflow.cold.erase import STEPS, erase_rows
 from tierflow.tiering.compliance.warm import CRASH_POINTS, erase_from_warm
 from tierflow.warm.storage import ObjectStore
 
+from tests import procs
 from tests.cold.test_cold_erase import load, table_rows
 from tests.tiering.erase_app import LATER, WORKFLOWS, populate, secret_of
 from tests.tiering.forensics import find_marker
@@ -42,14 +42,7 @@ DAYS = (date(2026, 4, 1), date(2026, 4, 2))
 def run_app(
     mode: str, data: Path, env: dict[str, str], *ids: str
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tests.tiering.erase_app", mode, str(data), *ids],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
+    return procs.run("tests.tiering.erase_app", mode, str(data), *ids, env=env, timeout=100)
 
 
 # Every point on file://; on S3, one before the swap (new objects to clean up) and one after.
