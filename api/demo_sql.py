@@ -15,23 +15,26 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tierflow.hot.models import EventType, Status
+from tierflow.hot.router import Tier
+
 if TYPE_CHECKING:
     from tierflow.facade import Tierflow
 
 __all__ = ["QUERIES", "duckdb_snippet", "run_snippet"]
 
-_TIER_ORDER = "CASE tier WHEN 'hot' THEN 1 WHEN 'warm' THEN 2 ELSE 3 END"
+_TIER_ORDER = f"CASE tier WHEN '{Tier.HOT}' THEN 1 WHEN '{Tier.WARM}' THEN 2 ELSE 3 END"
 
 QUERIES: dict[str, str] = {
     "tiers": f"""
         SELECT tier, count(*) AS workflows, count(DISTINCT workflow_type) AS types,
                min(finished_at)::DATE AS "first finished", max(finished_at)::DATE AS "last finished"
         FROM workflows GROUP BY tier ORDER BY {_TIER_ORDER}""",
-    "failures": """
+    "failures": f"""
         SELECT workflow_type AS type, count(*) AS workflows,
-               count(*) FILTER (WHERE status = 'failed') AS failed,
-               count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
-               round(100.0 * count(*) FILTER (WHERE status = 'failed') / count(*), 1)
+               count(*) FILTER (WHERE status = '{Status.FAILED}') AS failed,
+               count(*) FILTER (WHERE status = '{Status.CANCELLED}') AS cancelled,
+               round(100.0 * count(*) FILTER (WHERE status = '{Status.FAILED}') / count(*), 1)
                    AS "failed %",
                string_agg(DISTINCT tier, ' ' ORDER BY tier) AS "read from"
         FROM workflows GROUP BY 1 ORDER BY failed DESC, type""",
@@ -41,21 +44,22 @@ QUERIES: dict[str, str] = {
                to_milliseconds(quantile_cont(duration_ms, 0.95)::BIGINT)::VARCHAR AS p95,
                to_milliseconds(max(duration_ms)::BIGINT)::VARCHAR AS longest
         FROM workflows GROUP BY 1 ORDER BY quantile_cont(duration_ms, 0.95) DESC""",
-    "slowest_step": """
+    "slowest_step": f"""
         WITH steps AS (
             SELECT workflow_type, step_name, workflow_id,
                    max(event_time) - min(event_time) AS took,
-                   count(*) FILTER (WHERE event_type = 'step.failed') AS failures
+                   count(*) FILTER (WHERE event_type = '{EventType.STEP_FAILED}') AS failures
             FROM history WHERE step_name IS NOT NULL AND event_type LIKE 'step.%'
             GROUP BY ALL)
         SELECT workflow_type AS type, step_name AS step, count(*) AS runs,
                sum(failures) AS "failed attempts", quantile_disc(took, 0.95)::VARCHAR AS p95,
                max(took)::VARCHAR AS slowest, arg_max(workflow_id, took) AS "slowest in"
         FROM steps GROUP BY 1, 2 ORDER BY slowest DESC, p95 DESC LIMIT 5""",
-    "cold_retried_order": """
+    "cold_retried_order": f"""
         SELECT workflow_id FROM history
-        WHERE tier = 'cold' AND workflow_type = 'process_order'
-        GROUP BY 1 ORDER BY count(*) FILTER (WHERE event_type = 'retry.scheduled') DESC, 1
+        WHERE tier = '{Tier.COLD}' AND workflow_type = 'process_order'
+        GROUP BY 1
+        ORDER BY count(*) FILTER (WHERE event_type = '{EventType.RETRY_SCHEDULED}') DESC, 1
         LIMIT 1""",
     "customer_count": """
         SELECT count(*), coalesce(string_agg(DISTINCT tier, ' ' ORDER BY tier), 'no tier')

@@ -23,6 +23,7 @@ from tierflow.examples import (
     refund_payment,
 )
 from tierflow.examples.flaky import fraction
+from tierflow.hot.models import Status
 
 if TYPE_CHECKING:
     from tierflow.facade import Tierflow
@@ -141,17 +142,17 @@ async def start_wave(tf: Tierflow, wave: Wave) -> Started:
     return out
 
 
-_LIVE = ("queued", "running", "paused")
+_LIVE = (Status.QUEUED.value, Status.RUNNING.value, Status.PAUSED.value)
 
 
 def _counts(tf: Tierflow) -> tuple[int, int, int | None]:
     """(runnable, paused, earliest wake-up in µs) of the live instances, from the index."""
     rows = tf.index.execute(
-        "SELECT count(*) FILTER (WHERE status IN ('queued', 'running')), "
-        "count(*) FILTER (WHERE status = 'paused'), "
-        "min(wake_at) FILTER (WHERE status = 'paused') "
+        "SELECT count(*) FILTER (WHERE status IN (?, ?)), "
+        "count(*) FILTER (WHERE status = ?), "
+        "min(wake_at) FILTER (WHERE status = ?) "
         "FROM instances WHERE status IN (?, ?, ?)",
-        _LIVE,
+        (*_LIVE[:2], Status.PAUSED.value, Status.PAUSED.value, *_LIVE),
     )
     runnable, paused, wake = rows[0]
     return int(runnable), int(paused), wake
