@@ -8,6 +8,7 @@ grouped by what a caller can do about them::
     │   ├── InvalidWorkflowId
     │   ├── PayloadError                         not JSON, or too large
     │   ├── UnknownQuery
+    │   ├── HoldNotFound (also LookupError)      no active legal hold with that id
     │   └── QueryTimeout (also TimeoutError)     tf.sql() ran past its timeout
     ├── WorkflowNotFound (also LookupError)      unknown id, or unknown type
     ├── WorkflowAlreadyExists                    start(..., on_conflict="fail")
@@ -60,6 +61,7 @@ __all__ = [
     "ChildWorkflowFailed",
     "CorruptInstance",
     "ExportVerificationError",
+    "HoldNotFound",
     "InvalidArgument",
     "InvalidWorkflowId",
     "NonDeterminismError",
@@ -99,6 +101,10 @@ class TierflowError(Exception):
 
 class InvalidArgument(TierflowError, ValueError):
     """The caller passed something tierflow cannot accept; nothing was changed."""
+
+
+class HoldNotFound(InvalidArgument, LookupError):
+    """No active legal hold has this id: it was never placed, or it was already released."""
 
 
 class InvalidWorkflowId(InvalidArgument):

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tierflow.hot.errors import (
     ExportVerificationError,
+    HoldNotFound,
     InvalidArgument,
     InvalidWorkflowId,
     NonDeterminismError,
@@ -55,6 +56,7 @@ STATUS_OF: dict[type[TierflowError], tuple[int, str]] = {
     PayloadError: (400, "invalid_payload"),
     InvalidArgument: (400, "invalid_argument"),
     WorkflowNotFound: (404, "not_found"),
+    HoldNotFound: (404, "hold_not_found"),
     WorkflowAlreadyExists: (409, "already_exists"),
     WorkflowAlreadyFinished: (409, "already_finished"),
     WorkflowOnHold: (409, "on_hold"),

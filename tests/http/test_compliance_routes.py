@@ -31,7 +31,9 @@ def test_hold_blocks_erasure_until_released_and_the_audit_shows_it(api: Api, uid
     released = c.delete(f"/v1/compliance/holds/{hold['hold_id']}", params={"reason": "settled"})
     assert released.status_code == 200 and released.json()["released_by"] == "admin"
     again = c.delete(f"/v1/compliance/holds/{hold['hold_id']}", params={"reason": "twice"})
-    assert again.status_code == 400
+    assert again.status_code == 404 and again.json()["error"]["code"] == "hold_not_found"
+    unknown = c.delete(f"/v1/compliance/holds/{uid('no-hold')}", params={"reason": "x"})
+    assert unknown.status_code == 404 and "no hold" in unknown.json()["error"]["message"]
     erased = c.post("/v1/compliance/erasures", json={"workflow_id": wid, "reason": "gdpr"})
     assert erased.status_code == 200, erased.text
     report = erased.json()

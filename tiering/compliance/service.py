@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tierflow.hot.errors import (
+    HoldNotFound,
     InvalidArgument,
     WorkflowAlreadyFinished,
     WorkflowNotFound,
@@ -357,15 +358,16 @@ class Compliance:
         """Release a hold; what it covered may be erased or expire again.
 
         Raises:
-            InvalidArgument: No such active hold, or no reason or actor.
+            HoldNotFound: No such active hold (never placed, or already released).
+            InvalidArgument: No reason or actor.
         """
         _text(reason, "reason")
         _text(actor, "actor")
         found = read_holds(self._run(), active_only=False, hold_id=hold_id)
         if not found:
-            raise InvalidArgument(f"no hold {hold_id!r}")
+            raise HoldNotFound(f"no hold {hold_id!r}")
         if not found[0].active:
-            raise InvalidArgument(f"hold {hold_id!r} was already released")
+            raise HoldNotFound(f"hold {hold_id!r} was already released")
         now = self.tf.engine.now_us()
         audit = self.records.values(
             "release",
@@ -378,7 +380,7 @@ class Compliance:
 
         def fn(conn: sqlite3.Connection) -> None:
             if not _holds.release(conn, hold_id, actor=actor, reason=reason, now_us=now):
-                raise InvalidArgument(f"hold {hold_id!r} was already released")
+                raise HoldNotFound(f"hold {hold_id!r} was already released")
             ComplianceRecords.insert(conn, [audit])
 
         self.tf.index.write_now(fn, durable=True)
