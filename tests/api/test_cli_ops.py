@@ -12,32 +12,18 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from tierflow import Tierflow, cli_common
 from tierflow.cli import app
 from typer.testing import CliRunner
 
+from tests.cli_runner import Cli
 from tests.http.http_app import WORKFLOWS, greet, order
 
 pytestmark = pytest.mark.timeout(60)
 
 APP = "tests.http.http_app"
-
-
-class Cli:
-    def __init__(self, data: Path) -> None:
-        self.data = data
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str, code: int = 0) -> tuple[str, str]:
-        result = self.runner.invoke(app, [*args, "--data-dir", str(self.data)])
-        assert result.exit_code == code, (args, result.exit_code, result.output, result.exception)
-        return result.stdout, result.stderr
-
-    def json(self, *args: str, code: int = 0) -> Any:
-        return json.loads(self(*args, "--json", code=code)[0])
 
 
 @pytest.fixture

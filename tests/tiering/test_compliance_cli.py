@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from tierflow import ManualClock, Tierflow
@@ -21,26 +20,10 @@ from tierflow.cli import app
 from tierflow.tiering.policy import TieringPolicy
 from typer.testing import CliRunner
 
+from tests.cli_runner import Cli
 from tests.tiering.test_compliance_export import FLOWS, HOUR, START, an_order, order
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class Cli:
-    """``tierflow ARGS --data-dir DATA`` in this process; returns (exit code, stdout, stderr)."""
-
-    def __init__(self, data: Path) -> None:
-        self.data = data
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str, code: int = 0) -> tuple[str, str]:
-        result = self.runner.invoke(app, [*args, "--data-dir", str(self.data)])
-        assert result.exit_code == code, (args, result.exit_code, result.output, result.exception)
-        return result.stdout, " ".join(result.stderr.split())  # rich wraps lines at 80 columns
-
-    def json(self, *args: str, code: int = 0) -> Any:
-        out, _ = self(*args, "--json", code=code)
-        return json.loads(out)
 
 
 def archive(data: Path, ids: dict[str, str]) -> None:
