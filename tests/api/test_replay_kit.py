@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 from tierflow import NonDeterminismError, Tierflow, WorkflowContext, workflow
 from tierflow.testing import load_history, replay_history
 
+from tests import procs
 from tests.api import kit_app
 from tests.api.kit_app import charge, checkout, price
 
@@ -28,13 +28,7 @@ ORDER = {"id": "o-1", "items": [{"qty": 2, "unit": 9.5}, {"qty": 1, "unit": 3.25
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tierflow.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return procs.run("tierflow.cli", *args, cwd=ROOT)
 
 
 # -- the example: what a user's test looks like ------------------------------------------

@@ -1,9 +1,9 @@
 """Several processes on one data directory, as operators run them.
 
-Real processes: ``tierflow worker`` subprocesses, ``tierflow start / signal /
-cancel / terminate`` from other processes, and this test process reading the
-index. Work queued, signalled, cancelled or terminated by any process reaches
-the process that runs (or should run) the instance without a restart.
+Real processes, forked from the suite's zygote (:mod:`tests.procs`): ``tierflow worker``
+processes, ``tierflow start / signal / cancel / terminate`` from other processes, and this
+test process reading the index. Work queued, signalled, cancelled or terminated by any
+process reaches the process that runs (or should run) the instance without a restart.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from pathlib import Path
 import pytest
 from tierflow import Tierflow
 
+from tests import procs as zygote
 from tests.conftest import wait_for
 from tests.hot.proc_app import first_then_signal
 
@@ -42,39 +41,29 @@ class Processes:
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": str(ROOT),
         }
-        self.workers: list[subprocess.Popen[bytes]] = []
-        self._n = 0
-        self._tmp = tmp
+        self.workers: list[zygote.Child] = []
 
     def cli(self, *args: str) -> str:
         """Run one ``tierflow`` command to completion; return its stdout."""
-        out = subprocess.run(
-            [sys.executable, "-m", "tierflow.cli", *args, "--data-dir", str(self.data)],
-            env=self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
+        out = zygote.run(
+            "tierflow.cli", *args, "--data-dir", str(self.data), env=self.env, timeout=60
         )
         assert out.returncode == 0, out.stderr
         return out.stdout
 
-    def worker(self, app: str = APP) -> subprocess.Popen[bytes]:
+    def worker(self, app: str = APP) -> zygote.Child:
         """Start ``tierflow worker`` and wait until its scheduler runs."""
-        self._n += 1
-        out = self._tmp / f"worker-{self._n}.out"
-        with out.open("wb") as sink:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "tierflow.cli", "worker", "--app", app],
-                env={**self.env, "TIERFLOW_DATA_DIR": str(self.data)},
-                cwd=ROOT,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
+        proc = zygote.popen(
+            "tierflow.cli",
+            "worker",
+            "--app",
+            app,
+            env={**self.env, "TIERFLOW_DATA_DIR": str(self.data)},
+        )
         self.workers.append(proc)
         deadline = time.monotonic() + 30
-        while b"worker running" not in out.read_bytes():
-            assert proc.poll() is None, out.read_text()
+        while "worker running" not in proc.output_so_far() + proc.errors_so_far():
+            assert proc.poll() is None, proc.output_so_far() + proc.errors_so_far()
             assert time.monotonic() < deadline, "worker did not start"
             time.sleep(0.01)
         return proc
@@ -224,7 +213,7 @@ async def test_a_worker_takes_only_the_types_it_knows(procs, uid):
         await tf.aclose()
 
 
-def _leased_to(tf: Tierflow, proc: subprocess.Popen[bytes]) -> list[str]:
+def _leased_to(tf: Tierflow, proc: zygote.Child) -> list[str]:
     """The running instances the index shows leased to ``proc`` (owner ids are
     ``<pid>-<random>``)."""
     rows = tf.index.execute(
@@ -246,7 +235,7 @@ def _stopped(pid: int) -> bool:
     return True
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _stop(proc: zygote.Child) -> None:
     """SIGSTOP ``proc`` and return once every thread of it is stopped."""
     proc.send_signal(signal.SIGSTOP)
     deadline = time.monotonic() + 10
@@ -255,7 +244,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.001)
 
 
-async def kill_holding_work(tf: Tierflow, proc: subprocess.Popen[bytes]) -> set[str]:
+async def kill_holding_work(tf: Tierflow, proc: zygote.Child) -> set[str]:
     """SIGKILL ``proc`` at a moment it holds running instances; return their ids.
 
     Stopped (SIGSTOP), a worker can neither finish nor release what it holds, so what the

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,49 +37,15 @@ class Killed:
     stdout: str
 
 
-_PRELOAD = [
-    "tests.tiering.compliance_app",
-    "tierflow.tiering.compliance.service",
-    "tierflow.tiering.compliance.erase",
-    "tierflow.tiering.to_warm",
-    "tierflow.tiering.to_cold",
-    "tierflow.cold.audit",
-]
-
-
-def _forked_main(mode: str, data: str, env: dict[str, str], args: list[str], out: str) -> None:
-    import asyncio
-    import os
-
-    from tests.tiering import compliance_app
-
-    os.environ.clear()
-    os.environ.update(env)
-    with open(out, "w") as f:
-        sys.stdout = f
-        asyncio.run(compliance_app.main(mode, data, args))
-
-
 def run_forked(mode: str, data: Path, env: dict[str, str], *args: str) -> Killed:
-    """Run the app like :func:`run_app`, in a process forked from a server that imported it.
+    """Run the app like :func:`run_app` and return how it ended (``TIERFLOW_CRASH_AT`` kills).
 
-    The fork server imports tierflow, pyarrow and pyiceberg once per test session, so each
-    run (each kill) does not pay seconds of imports; the child is still a process of its
-    own that ``TIERFLOW_CRASH_AT`` kills with SIGKILL.
+    The child is forked from the suite's zygote (:mod:`tests.procs`), which has imported
+    tierflow, pyarrow and pyiceberg once, so each run (each kill) does not pay seconds of
+    imports; it is still a process of its own that SIGKILL ends.
     """
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(_PRELOAD)
-    out = data.parent / f"forked-{mode}-{os.getpid()}-{time.monotonic_ns()}.out"
-    proc = ctx.Process(target=_forked_main, args=(mode, str(data), dict(env), list(args), str(out)))
-    proc.start()
-    proc.join(timeout=120)
-    if proc.exitcode is None:
-        proc.kill()
-        proc.join()
-        raise AssertionError(f"{mode} did not end in time")
-    text = out.read_text() if out.exists() else ""
-    out.unlink(missing_ok=True)
-    return Killed(int(proc.exitcode), text)
+    done = run_app(mode, data, env, *args)
+    return Killed(done.returncode, done.stdout)
 
 
 def last_json(proc: subprocess.CompletedProcess[str]) -> Any:
@@ -139,7 +102,6 @@ async def start_orders(tf: Tierflow, ids: list[str], customer: str = "c-1") -> d
 
 async def tier_all(tf: Tierflow, *, to: str | None = None) -> None:
     """Move every finished workflow as far as ``to`` (default: cold)."""
-    import time
 
     await tf.tier(now=time.time() + LATER, to="warm")
     if to != "warm":
