@@ -234,7 +234,7 @@ class Reads:
         Args:
             workflow_id: The instance.
             after_seq: Start after this ``event_id`` (0: from the first event).
-            chunk: At most this many events per yielded list (each list is non-empty).
+            chunk: Events per yielded list (the last one may hold fewer, never none).
 
         Returns:
             An async iterator of lists of events. The instance is looked up, and the

@@ -58,8 +58,8 @@ class TierReader(Protocol):
     ) -> AsyncGenerator[list[HistoryEvent], None]:
         """Yield the events with ``event_id > after_seq`` in order, ``chunk`` at a time.
 
-        Each yielded list is non-empty and holds at most ``chunk`` events; the
-        whole history is never held.
+        Each yielded list holds ``chunk`` events, the last one from 1 to
+        ``chunk``; the whole history is never held.
 
         Raises:
             StorageError: The tier's data is missing or unreadable (the router then

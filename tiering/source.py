@@ -178,10 +178,12 @@ def _batch(chunk: int) -> int:
 class EventChunks:
     """Turns a stream of one workflow's history rows (Arrow tables) into chunks of events.
 
-    Holds one table and converts ``chunk`` of its rows per :meth:`take`, so at
-    most one chunk of Python objects exists at a time, however many rows a
-    record batch had. After each chunk it looks ahead for more rows, so the
-    end is known with the last chunk (no extra trip to an I/O thread to learn it).
+    Converts ``chunk`` rows per :meth:`take`, gathered from as many tables as
+    it takes (a table is one record batch's rows of the workflow, often fewer
+    than a chunk), so every chunk but the last is full, as in the hot tier, and
+    at most one chunk of Python objects exists at a time. After each chunk it
+    looks ahead for more rows, so the end is known with the last chunk (no
+    extra trip to an I/O thread to learn it).
 
     Args:
         parts: The tables, ascending in ``event_id``.
@@ -215,14 +217,18 @@ class EventChunks:
 
     def take(self) -> list[HistoryEvent]:
         """The next chunk of events, empty once :attr:`done` (reads files: I/O thread)."""
-        if not self._fill():
+        pieces = []
+        need = self.chunk
+        while need and self._fill():
+            held = self._held
+            assert held is not None
+            pieces.append(held.slice(0, need))
+            self._held = held.slice(need)
+            need -= pieces[-1].num_rows
+        if not pieces:
             return []
-        held = self._held
-        assert held is not None
-        head, self._held = held.slice(0, self.chunk), held.slice(self.chunk)
-        events = history_events(as_rows(head))
         self._fill()
-        return events
+        return history_events(as_rows(pa.concat_tables(pieces)))
 
     def close(self) -> None:
         """Close the files the rows come from."""
