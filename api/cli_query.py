@@ -8,6 +8,7 @@ replaying the instance's history from whichever tier holds it.
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -27,6 +28,7 @@ from tierflow.cli_common import (
 
 if TYPE_CHECKING:
     from tierflow.facade import Tierflow
+    from tierflow.hot.models import HistoryEvent
 
 __all__ = ["register"]
 
@@ -147,19 +149,14 @@ def describe(workflow_id: str, data_dir: DataDir = None, as_json: AsJson = False
 
 
 def history(workflow_id: str, data_dir: DataDir = None, as_json: AsJson = False) -> None:
-    """Show an instance's events, from whichever tier holds it."""
+    """Show an instance's events, from whichever tier holds it (``--json``: streamed)."""
 
     async def go(tf: Tierflow) -> None:
-        events = await tf.history(workflow_id)
         if as_json:
-            row = tf.index.get(workflow_id)
-            out = {
-                "workflow_id": workflow_id,
-                "tier": row.tier if row is not None else None,
-                "events": [e.to_dict() for e in events],
-            }
-            print(json.dumps(out))
+            await _print_history_json(tf, workflow_id)
             return
+        # The table sizes its columns to every row: it needs the whole history.
+        events = await tf.history(workflow_id)
         columns = ("#", "time", "event", "step", "attempt", "payload")
         rows = [
             (
@@ -175,6 +172,26 @@ def history(workflow_id: str, data_dir: DataDir = None, as_json: AsJson = False)
         print_table(columns, rows, ids=("#",))
 
     run_command(lambda: with_tf(data_dir, go), as_json)
+
+
+async def _print_history_json(tf: Tierflow, workflow_id: str) -> None:
+    """Print ``{"workflow_id", "tier", "events"}`` as the events are read, chunk by chunk.
+
+    The same text ``json.dumps`` of the whole document gives. The first chunk is
+    read before anything is printed, so an unknown id prints only the error.
+    """
+    chunks = tf.iter_history(workflow_id)
+    events: list[HistoryEvent] = await anext(chunks, [])
+    row = tf.index.get(workflow_id)
+    head = json.dumps({"workflow_id": workflow_id, "tier": row.tier if row else None, "events": []})
+    sys.stdout.write(head[:-2])  # everything up to the events' "["
+    sep = ""
+    while events:
+        sys.stdout.write(sep + ", ".join(json.dumps(e.to_dict()) for e in events))
+        sys.stdout.flush()
+        sep = ", "
+        events = await anext(chunks, [])
+    sys.stdout.write("]}\n")
 
 
 def query(

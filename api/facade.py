@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
 from types import EllipsisType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,7 +33,7 @@ from tierflow.hot.errors import InvalidArgument, StorageError
 from tierflow.hot.index import IndexDB, IndexRow
 from tierflow.hot.models import HistoryEvent, WorkflowInfo
 from tierflow.hot.options import EngineOptions
-from tierflow.hot.router import Tier
+from tierflow.hot.router import HISTORY_CHUNK, Tier
 from tierflow.hot.stream import Subscriber
 from tierflow.settings import Settings
 
@@ -177,6 +177,7 @@ class Tierflow:
     get_handle = forward("engine", Engine.get_handle)
     describe = forward("engine", Engine.describe)
     history = forward("engine", Engine.history)
+    iter_history = forward("engine", Engine.iter_history)
     status = forward("engine", Engine.status)
     result = forward("engine", Engine.result)
     query = forward("engine", Engine.query)
@@ -505,6 +506,14 @@ class _LazySource:
         result: WorkflowInfo = await self._get().describe(row)
         return result
 
-    async def history(self, row: IndexRow) -> list[HistoryEvent]:
-        result: list[HistoryEvent] = await self._get().history(row)
-        return result
+    async def iter_history(
+        self, row: IndexRow, *, after_seq: int = 0, chunk: int = HISTORY_CHUNK
+    ) -> AsyncGenerator[list[HistoryEvent], None]:
+        # A generator, so that opening the tier (which can fail) happens inside the
+        # router's guarded read, as it does for ``history``.
+        source = self._get()
+        async with contextlib.aclosing(
+            source.iter_history(row, after_seq=after_seq, chunk=chunk)
+        ) as parts:
+            async for part in parts:
+                yield part

@@ -18,11 +18,14 @@ loaded it into cold since), the reader reloads the table once and tries again.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
+import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 from pyiceberg.table import Table
 from tierflow.cold import tables
 from tierflow.cold.catalog import ColdTables
@@ -174,6 +177,52 @@ class ColdReader:
         if dataset == "history":
             found = found.sort_by([("event_id", "ascending")])
         return found
+
+    def iter_history(
+        self, workflow_id: str, finished_date: str, *, after: int = 0, batch_rows: int
+    ) -> Generator[pa.Table, None, None]:
+        """The history rows of ``workflow_id`` with ``event_id > after``, ascending, batch by batch.
+
+        Like :meth:`lookup` (same files, same reload when a file is gone or the
+        cached snapshot lacks the workflow), but never holding the whole
+        history: the candidate files are read a record batch at a time and
+        merged by ``event_id`` (one workflow's rows can span several files: a
+        data file ends where the writer's target size falls, inside a workflow
+        or not). A file removed meanwhile (maintenance replaced it) means a
+        reload and a new read that resumes after the last row already yielded.
+
+        Raises:
+            StorageError: The catalog, the table or a file cannot be read.
+        """
+        schema = tables.arrow_schema("history")
+        last = after
+        for attempt in range(2):
+            try:
+                paths = [
+                    fs_path(f.path) for f in self.candidates("history", workflow_id, finished_date)
+                ]
+                parts = self._points.iter_sorted(
+                    paths, workflow_id, schema, "event_id", batch_rows=batch_rows
+                )
+                with contextlib.closing(parts):
+                    for part in parts:
+                        if last:
+                            part = part.filter(pc.greater(part.column("event_id"), last))
+                        if part.num_rows:
+                            last = part.column("event_id")[-1].as_py()
+                            yield part
+            except (OSError, pa.ArrowException) as exc:
+                if attempt:
+                    raise StorageError(
+                        f"cannot read cold history of {workflow_id!r}: {exc}",
+                        workflow_id=workflow_id,
+                        url=self.cold.where,
+                    ) from exc
+                self.refresh()
+                continue
+            if last > after or attempt:
+                return
+            self.refresh()  # nothing found: another process may have loaded it since
 
     def rows(self, dataset: str, workflow_id: str, finished_date: str) -> list[dict[str, Any]]:
         """:meth:`lookup` as dicts, timestamps as integer microseconds (UTC)."""

@@ -426,6 +426,8 @@ class Engine:
         """
         return await self.reads.history(workflow_id)
 
+    iter_history = forward("reads", Reads.iter_history)
+
     async def status(self, workflow_id: str) -> str:
         """Return the instance's status."""
         return await self.reads.status(workflow_id)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
 from tierflow.hot.models import HistoryEvent, WorkflowInfo
+from tierflow.hot.router import HISTORY_CHUNK
 
 __all__ = ["HandleTarget", "WorkflowHandle"]
 
@@ -26,6 +28,12 @@ class HandleTarget(Protocol):
 
     async def history(self, workflow_id: str) -> list[HistoryEvent]:
         """Every event."""
+        ...
+
+    def iter_history(
+        self, workflow_id: str, *, after_seq: int = 0, chunk: int = HISTORY_CHUNK
+    ) -> AsyncGenerator[list[HistoryEvent], None]:
+        """Every event, streamed in chunks."""
         ...
 
     async def signal(self, workflow_id: str, name: str, payload: Any = None) -> None:
@@ -74,6 +82,12 @@ class WorkflowHandle:
     async def history(self) -> list[HistoryEvent]:
         """Return every event, in order."""
         return await self._engine.history(self.workflow_id)
+
+    def iter_history(
+        self, *, after_seq: int = 0, chunk: int = HISTORY_CHUNK
+    ) -> AsyncGenerator[list[HistoryEvent], None]:
+        """Stream the events in order, ``chunk`` at a time (see ``Engine.iter_history``)."""
+        return self._engine.iter_history(self.workflow_id, after_seq=after_seq, chunk=chunk)
 
     async def signal(self, name: str, payload: Any = None) -> None:
         """Send a signal (see ``Engine.signal``)."""

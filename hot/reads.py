@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,7 +47,7 @@ from tierflow.hot.models import (
     to_micros,
 )
 from tierflow.hot.records import InstanceState
-from tierflow.hot.router import TierRouter
+from tierflow.hot.router import HISTORY_CHUNK, TierRouter, check_chunk
 from tierflow.hot.runtime import Runtime
 from tierflow.hot.store import IncompleteInstance, InstanceFile
 
@@ -93,66 +93,63 @@ class HotReader:
                 row = self.rt.row_or_raise(wid)
         return info_from(row, frow)
 
-    async def history(self, row: IndexRow) -> list[HistoryEvent]:
-        """Every event of a hot instance (only ``workflow.queued`` before its first run).
+    async def iter_history(
+        self, row: IndexRow, *, after_seq: int = 0, chunk: int = HISTORY_CHUNK
+    ) -> AsyncGenerator[list[HistoryEvent], None]:
+        """The events of a hot instance after ``after_seq``, ``chunk`` at a time.
+
+        Before its first run an instance has one event, ``workflow.queued``,
+        made from its index row.
+
+        Each chunk opens the file, reads ``event_id > last LIMIT chunk`` on an I/O
+        thread and closes it again. Nothing is held open between chunks: a slow
+        consumer keeps no read transaction that would stall the running
+        instance's checkpoints, and an instance that moved to warm (or was
+        erased) meanwhile is noticed at the next chunk as a missing file, a
+        :class:`StorageError` the router answers by reading from where it went.
 
         Raises:
             StorageError: The file of a started instance is missing.
             CorruptInstance: The file was unreadable (now quarantined).
         """
         wid = row.workflow_id
-        path = self.rt.path(wid) if row.file is not None else None
-        rows: list[tuple[Any, ...]] | None
-        try:
-            if path is None:
-                raise FileNotFoundError(wid)
-            rows = await self.rt.io(_read_events, path, self.rt.durability)
-        except IncompleteInstance:
-            rows = None  # started, first commit not yet done: only the queue entry exists
-        except FileNotFoundError as exc:
-            if row.status != Status.QUEUED:
-                raise StorageError(
-                    f"the instance file of {wid!r} is missing (status {row.status}: {row.error})",
-                    workflow_id=wid,
-                    url=str(path),
-                ) from exc
-            rows = None
-        except CorruptInstance as exc:
-            if not self.instances.is_active(wid):
-                await self.instances.quarantine(wid, exc)
-            raise
-        if rows is None:
-            return [
-                HistoryEvent(
-                    wid,
-                    row.run_id,
-                    1,
-                    EventType.WORKFLOW_QUEUED.value,
-                    from_micros(row.created_at),
-                    None,
-                    None,
-                    {
-                        "input": serde.decode(row.input),
-                        "attributes": serde.decode(row.attributes),
-                        "parent_workflow_id": row.parent_workflow_id,
-                    },
-                    row.workflow_type,
-                )
-            ]
-        return [
-            HistoryEvent(
-                wid,
-                row.run_id,
-                r[0],
-                r[1],
-                from_micros(r[2]),
-                r[3],
-                r[4],
-                serde.decode(r[5]),
-                row.workflow_type,
-            )
-            for r in rows
-        ]
+        last = after_seq
+        first = True
+        while True:
+            path: Path | None = None
+            rows: list[tuple[Any, ...]] | None
+            try:
+                if first and row.file is None:
+                    raise FileNotFoundError(wid)
+                path = self.rt.path(wid)  # the index's current file, every chunk
+                rows = await self.rt.io(_read_events, path, self.rt.durability, last, chunk)
+            except IncompleteInstance:
+                if not first:
+                    raise
+                rows = None  # started, first commit not yet done: only the queue entry exists
+            except FileNotFoundError as exc:
+                if not first or row.status != Status.QUEUED:
+                    raise StorageError(
+                        f"the instance file of {wid!r} is missing (status {row.status}: "
+                        f"{row.error})",
+                        workflow_id=wid,
+                        url=str(path),
+                    ) from exc
+                rows = None
+            except CorruptInstance as exc:
+                if not self.instances.is_active(wid):
+                    await self.instances.quarantine(wid, exc)
+                raise
+            if rows is None:
+                if last < 1:
+                    yield [_queued_event(row)]
+                return
+            if rows:
+                yield _events_of(row, rows)
+                last = rows[-1][0]
+            if len(rows) < chunk:
+                return
+            first = False
 
     async def state(self, row: IndexRow) -> InstanceState:
         """The replay state of a hot instance, from its file (queued: from its row)."""
@@ -221,6 +218,39 @@ class Reads:
             CorruptInstance: The instance file was unreadable (now quarantined).
         """
         return await self.router.history(self.rt.row_or_raise(workflow_id))
+
+    def iter_history(
+        self, workflow_id: str, *, after_seq: int = 0, chunk: int = HISTORY_CHUNK
+    ) -> AsyncGenerator[list[HistoryEvent], None]:
+        """Stream the instance's events in order, a chunk at a time, from whichever tier holds it.
+
+        The history is never held whole: each tier reads ``chunk`` events at a
+        time (a hot file by ``event_id`` range, warm and cold Parquet by record
+        batch). If the instance moves to another tier meanwhile, the read
+        continues there after the last event yielded, so every event comes out
+        exactly once. ``[e async for c in iter_history(id) for e in c]`` equals
+        ``history(id)``.
+
+        Args:
+            workflow_id: The instance.
+            after_seq: Start after this ``event_id`` (0: from the first event).
+            chunk: Events per yielded list (the last one may hold fewer, never none).
+
+        Returns:
+            An async iterator of lists of events. The instance is looked up, and the
+            arguments checked, when this is called, not at the first ``anext``.
+
+        Raises:
+            WorkflowNotFound: No such instance.
+            InvalidWorkflowId: Malformed id.
+            InvalidArgument: ``chunk`` below 1 or ``after_seq`` below 0.
+            StorageError: While iterating: a tier's data is missing or unreadable.
+            CorruptInstance: While iterating: the instance file was unreadable
+                (now quarantined).
+        """
+        check_chunk(after_seq, chunk)
+        row = self.rt.row_or_raise(workflow_id)
+        return self.router.iter_history(row, after_seq=after_seq, chunk=chunk)
 
     async def status(self, workflow_id: str) -> str:
         """Return the instance's status."""
@@ -350,7 +380,7 @@ class Reads:
         reader = self.router.reader(row)
         if isinstance(reader, HotReader):
             return await reader.state(row)  # the file has the records: no history rebuild
-        return state_from_history(await reader.describe(row), await reader.history(row))
+        return state_from_history(await reader.describe(row), await self.router.history(row))
 
     async def list(
         self,
@@ -440,12 +470,42 @@ def _read_file_row(path: Path, durability: str) -> dict[str, Any]:
         f.close()
 
 
-def _read_events(path: Path, durability: str) -> list[tuple[Any, ...]]:
+def _read_events(path: Path, durability: str, after: int, limit: int) -> list[tuple[Any, ...]]:
     f = InstanceFile.open(path, durability=durability)
     try:
-        return f.read_events()
+        return f.read_events(after, limit)
     finally:
         f.close()
+
+
+def _events_of(row: IndexRow, rows: list[tuple[Any, ...]]) -> list[HistoryEvent]:
+    """Event rows of an instance file (``EVENT_COLUMNS``) as :class:`HistoryEvent` objects."""
+    wid, run_id, wtype = row.workflow_id, row.run_id, row.workflow_type
+    return [
+        HistoryEvent(
+            wid, run_id, r[0], r[1], from_micros(r[2]), r[3], r[4], serde.decode(r[5]), wtype
+        )
+        for r in rows
+    ]
+
+
+def _queued_event(row: IndexRow) -> HistoryEvent:
+    """The one event of an instance that has not run yet, from its index row."""
+    return HistoryEvent(
+        row.workflow_id,
+        row.run_id,
+        1,
+        EventType.WORKFLOW_QUEUED.value,
+        from_micros(row.created_at),
+        None,
+        None,
+        {
+            "input": serde.decode(row.input),
+            "attributes": serde.decode(row.attributes),
+            "parent_workflow_id": row.parent_workflow_id,
+        },
+        row.workflow_type,
+    )
 
 
 def info_from(row: IndexRow, file_row: dict[str, Any] | None) -> WorkflowInfo:

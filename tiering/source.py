@@ -1,32 +1,42 @@
-"""Reads of instances that live in the warm and cold tiers (the router's readers for them)."""
+"""Reads of instances that live in the warm and cold tiers (the router's readers for them).
+
+``iter_history`` streams an instance's history: its Parquet row groups are
+decoded a record batch at a time and converted a chunk at a time, each step on
+an I/O thread; the router's ``history`` is that stream in one chunk.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
+import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 from tierflow.cold.reader import ColdReader
 from tierflow.hot import serde
 from tierflow.hot.errors import StorageError
 from tierflow.hot.index import IndexRow
 from tierflow.hot.models import HistoryEvent, WorkflowInfo, from_micros
+from tierflow.hot.router import HISTORY_CHUNK
 from tierflow.tiering.warm_ledger import WarmLedger
 from tierflow.warm import writer
 from tierflow.warm.lookup import PointReader, as_rows
 from tierflow.warm.schema import schema_for
 from tierflow.warm.storage import ObjectStore
 
-__all__ = ["IO", "ColdSource", "WarmSource"]
+__all__ = ["IO", "ColdSource", "EventChunks", "WarmSource", "drain"]
 
 # Runs blocking work off the event loop (``Engine.io``).
 IO = Callable[..., Awaitable[Any]]
+# Parquet rows decoded at a time, at least (see ``_batch``).
+_BATCH_ROWS = 4096
 
 
 class WarmSource:
-    """Answers ``describe``/``history`` for warm instances from their batch's files.
+    """Answers ``describe``/``iter_history`` for warm instances from their batch's files.
 
     The index row names the batch; the batch's manifest (kept in the ledger)
     names its files; the files are sorted by workflow id with row-group
@@ -109,11 +119,38 @@ class WarmSource:
             )
         return workflow_info(found, row.tier)
 
-    async def history(self, row: IndexRow) -> list[HistoryEvent]:
-        """Every event of the instance, in order, read from warm."""
-        rows = await self._io(self._rows_of, row, "history")
-        rows.sort(key=lambda r: r["event_id"])
-        return history_events(rows)
+    async def iter_history(
+        self, row: IndexRow, *, after_seq: int = 0, chunk: int = HISTORY_CHUNK
+    ) -> AsyncGenerator[list[HistoryEvent], None]:
+        """The instance's events after ``after_seq``, in order, ``chunk`` at a time, from warm.
+
+        The batch's history files are read a record batch at a time (only the
+        row groups that can hold the id) and merged by ``event_id``: a batch
+        splits its files by size, so one long workflow can span several.
+        """
+
+        def parts() -> Generator[pa.Table, None, None]:
+            # Runs on the I/O thread with the first read: the manifest costs no hop of its own.
+            keys = self._keys(row, "history")
+            paths = [writer.full_path(self.store.root, k) for k in keys]
+            yield from self._points.iter_sorted(
+                paths, row.workflow_id, schema_for("history"), "event_id", batch_rows=_batch(chunk)
+            )
+
+        chunks = EventChunks(parts(), chunk, after_seq)
+
+        def take() -> list[HistoryEvent]:
+            try:
+                return chunks.take()
+            except (OSError, pa.ArrowException) as exc:
+                raise StorageError(
+                    f"cannot read warm history of {row.workflow_id!r}: {exc}",
+                    workflow_id=row.workflow_id,
+                    url=self.store.url,
+                ) from exc
+
+        async for events in drain(self._io, chunks, take):
+            yield events
 
     def _rows_of(self, row: IndexRow, dataset: str) -> list[dict[str, Any]]:
         paths = [writer.full_path(self.store.root, k) for k in self._keys(row, dataset)]
@@ -126,6 +163,98 @@ class WarmSource:
                 url=self.store.url,
             ) from exc
         return as_rows(found)
+
+
+def _batch(chunk: int) -> int:
+    """Rows to decode at a time for chunks of ``chunk`` events.
+
+    A row group (16,384 rows) holds many workflows; the batches are filtered
+    to one. Measured on one workflow of 6 events (Arrow reads alone) and one
+    of 50,000 (server's peak RSS growth over HTTP), decoding 1,000 / 4,096 /
+    16,384 rows at a time: 7.2 / 5.3 / 4.8 ms, 15-23 / 17-35 / 27-51 MiB.
+    4,096 keeps most of the short read's speed for a fraction of the memory.
+    """
+    return max(chunk, _BATCH_ROWS)
+
+
+class EventChunks:
+    """Turns a stream of one workflow's history rows (Arrow tables) into chunks of events.
+
+    Converts ``chunk`` rows per :meth:`take`, gathered from as many tables as
+    it takes (a table is one record batch's rows of the workflow, often fewer
+    than a chunk), so every chunk but the last is full, as in the hot tier, and
+    at most one chunk of Python objects exists at a time. After each chunk it
+    looks ahead for more rows, so the end is known with the last chunk (no
+    extra trip to an I/O thread to learn it).
+
+    Args:
+        parts: The tables, ascending in ``event_id``.
+        chunk: Events per chunk.
+        after_seq: Skip rows with an ``event_id`` up to this one.
+
+    Attributes:
+        done: No rows are left.
+    """
+
+    def __init__(
+        self, parts: Generator[pa.Table, None, None], chunk: int, after_seq: int = 0
+    ) -> None:
+        self.parts = parts
+        self.chunk = chunk
+        self.after_seq = after_seq
+        self.done = False
+        self._held: pa.Table | None = None
+
+    def _fill(self) -> bool:
+        """Hold a non-empty table if any rows are left; False when there are none."""
+        while self._held is None or not self._held.num_rows:
+            part = next(self.parts, None)
+            if part is None:
+                self.done = True
+                return False
+            if self.after_seq:
+                part = part.filter(pc.greater(part.column("event_id"), self.after_seq))
+            self._held = part
+        return True
+
+    def take(self) -> list[HistoryEvent]:
+        """The next chunk of events, empty once :attr:`done` (reads files: I/O thread)."""
+        pieces = []
+        need = self.chunk
+        while need and self._fill():
+            held = self._held
+            assert held is not None
+            pieces.append(held.slice(0, need))
+            self._held = held.slice(need)
+            need -= pieces[-1].num_rows
+        if not pieces:
+            return []
+        self._fill()
+        return history_events(as_rows(pa.concat_tables(pieces)))
+
+    def close(self) -> None:
+        """Close the files the rows come from."""
+        # After a cancellation an I/O thread may still be inside ``take``; the files
+        # are then closed when the generator is collected.
+        with contextlib.suppress(ValueError):
+            self.parts.close()
+
+
+async def drain(
+    io: IO, chunks: EventChunks, take: Callable[[], list[HistoryEvent]]
+) -> AsyncGenerator[list[HistoryEvent], None]:
+    """Yield the chunks ``take`` returns (each call on an I/O thread) until ``chunks`` is done.
+
+    ``take`` is ``chunks.take``, or a wrapper of it that translates errors.
+    The files are closed at the end, or when the consumer stops early.
+    """
+    try:
+        while not chunks.done:
+            events = await io(take)
+            if events:
+                yield events
+    finally:
+        chunks.close()
 
 
 def workflow_info(found: dict[str, Any], tier: str) -> WorkflowInfo:
@@ -168,7 +297,7 @@ def history_events(rows: list[dict[str, Any]]) -> list[HistoryEvent]:
 
 
 class ColdSource:
-    """Answers ``describe``/``history`` for cold instances from the Iceberg tables.
+    """Answers ``describe``/``iter_history`` for cold instances from the Iceberg tables.
 
     The index row gives the partition (the date of ``finished_at``); the
     reader prunes to the files whose ``workflow_id`` bounds hold the id.
@@ -203,10 +332,19 @@ class ColdSource:
             )
         return workflow_info(found[0], row.tier)
 
-    async def history(self, row: IndexRow) -> list[HistoryEvent]:
-        """Every event of the instance, in order, read from cold."""
-        rows = await self._io(self.reader.rows, "history", row.workflow_id, self._day(row))
-        return history_events(rows)
+    async def iter_history(
+        self, row: IndexRow, *, after_seq: int = 0, chunk: int = HISTORY_CHUNK
+    ) -> AsyncGenerator[list[HistoryEvent], None]:
+        """The instance's events after ``after_seq``, in order, ``chunk`` at a time, from cold.
+
+        See :meth:`~tierflow.cold.reader.ColdReader.iter_history`.
+        """
+        parts = self.reader.iter_history(
+            row.workflow_id, self._day(row), after=after_seq, batch_rows=_batch(chunk)
+        )
+        chunks = EventChunks(parts, chunk)
+        async for events in drain(self._io, chunks, chunks.take):
+            yield events
 
 
 def _dt(value: Any) -> datetime:

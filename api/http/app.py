@@ -56,7 +56,12 @@ def create_app(
     if engine not in ("run", "open", "external"):
         raise InvalidArgument(f"engine must be 'run', 'open' or 'external', got {engine!r}")
     settings = HttpSettings.from_env() if settings is None else settings
-    state = AppState(tf, KeyRing.from_settings(settings), SqlSlots(settings.sql_concurrency))
+    state = AppState(
+        tf,
+        KeyRing.from_settings(settings),
+        SqlSlots(settings.sql_concurrency),
+        settings.history_chunk,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

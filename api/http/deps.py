@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from tierflow.facade import Tierflow
+from tierflow.hot.router import HISTORY_CHUNK
 
 from .auth import ANONYMOUS, KeyRing, Principal, Scope, is_loopback
 from .errors import ApiError
@@ -27,12 +28,16 @@ class AppState:
         tf: The tierflow the routes serve.
         keys: The configured API keys.
         sql_slots: The per-key SQL concurrency limit.
+        history_chunk: Events a history request reads and writes at a time.
     """
 
-    def __init__(self, tf: Tierflow, keys: KeyRing, sql_slots: SqlSlots) -> None:
+    def __init__(
+        self, tf: Tierflow, keys: KeyRing, sql_slots: SqlSlots, history_chunk: int = HISTORY_CHUNK
+    ) -> None:
         self.tf = tf
         self.keys = keys
         self.sql_slots = sql_slots
+        self.history_chunk = history_chunk
 
 
 def get_state(request: Request) -> AppState:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -11,11 +10,12 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from tierflow.hot.errors import InvalidArgument, TierflowError
 from tierflow.hot.models import HistoryEvent, WorkflowInfo
-from tierflow.hot.rows import HISTORY, WORKFLOWS, names
+from tierflow.hot.rows import WORKFLOWS, names
 
 from .auth import Principal, Scope
 from .deps import AppState, get_state, require
 from .errors import ERROR_RESPONSES, ApiError
+from .history_body import json_body, ndjson_body
 from .models import (
     CancelResponse,
     ForkRequest,
@@ -41,7 +41,6 @@ ATTRIBUTE_PREFIX = "attr."
 NDJSON = "application/x-ndjson"
 
 _WORKFLOW_FIELDS = names(WORKFLOWS)
-_EVENT_FIELDS = names(HISTORY)
 
 State = Annotated[AppState, Depends(get_state)]
 Reader = Annotated[Principal, Depends(require(Scope.READ))]
@@ -52,11 +51,6 @@ WorkflowId = Annotated[str, Path(description="The workflow id.", max_length=255)
 def workflow_row(info: WorkflowInfo) -> dict[str, Any]:
     """The response body of a workflow: its ``workflows`` row (no deep copy)."""
     return {name: getattr(info, name) for name in _WORKFLOW_FIELDS}
-
-
-def event_row(event: HistoryEvent) -> dict[str, Any]:
-    """The response body of one event: its ``history`` row."""
-    return {name: getattr(event, name) for name in _EVENT_FIELDS}
 
 
 @router.post("", status_code=201, response_model=StartResponse)
@@ -147,12 +141,6 @@ async def describe_workflow(workflow_id: WorkflowId, state: State, _: Reader) ->
     return workflow_row(await state.tf.describe(workflow_id))
 
 
-def _ndjson(events: list[HistoryEvent]) -> Iterator[bytes]:
-    # One line at a time: the body is never held whole as text.
-    for event in events:
-        yield json.dumps(event.to_dict(), separators=(",", ":")).encode() + b"\n"
-
-
 @router.get(
     "/{workflow_id}/history",
     response_model=History,
@@ -161,20 +149,29 @@ def _ndjson(events: list[HistoryEvent]) -> Iterator[bytes]:
 async def workflow_history(
     workflow_id: WorkflowId, request: Request, state: State, _: Reader
 ) -> Any:
-    """Every event, from whichever tier holds it.
+    """Every event, from whichever tier holds it, streamed as it is read.
 
-    With ``Accept: application/x-ndjson`` the events are streamed, one JSON object a line.
+    With ``Accept: application/x-ndjson`` the events come one JSON object a line;
+    otherwise as the ``History`` document, written piece by piece. Either way the
+    server never holds the whole history. Header ``X-Tierflow-Tier``: the tier the
+    read started in.
     """
     tf = state.tf
-    events = await tf.history(workflow_id)
-    # The index locates every instance: the tier the history was just read from.
+    chunks = tf.iter_history(workflow_id, chunk=state.history_chunk)
+    # The first read happens before the answer starts: an unknown id or an
+    # unreadable tier is still an error envelope with its own status (a read that
+    # raised has also finished the iterator: there is nothing to close).
+    first: list[HistoryEvent] = await anext(chunks, [])
+    # The index locates every instance: the tier the first chunk was just read from.
     row = tf.index.find(workflow_id)
     tier = row.tier if row is not None else "hot"
-    if NDJSON in request.headers.get("accept", ""):
-        return StreamingResponse(
-            _ndjson(events), media_type=NDJSON, headers={"X-Tierflow-Tier": tier}
-        )
-    return {"workflow_id": workflow_id, "tier": tier, "events": [event_row(e) for e in events]}
+    ndjson = NDJSON in request.headers.get("accept", "")
+    body = ndjson_body(first, chunks) if ndjson else json_body(workflow_id, tier, first, chunks)
+    return StreamingResponse(
+        body,
+        media_type=NDJSON if ndjson else "application/json",
+        headers={"X-Tierflow-Tier": tier},
+    )
 
 
 @router.post("/{workflow_id}/signals/{name}", status_code=202, response_model=SignalResponse)

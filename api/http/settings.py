@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tierflow.hot.errors import InvalidArgument
+from tierflow.hot.router import HISTORY_CHUNK
 
 __all__ = ["HttpSettings"]
 
@@ -39,18 +40,24 @@ class HttpSettings:
             :mod:`tierflow.http.auth` for its format.
         api_keys: API keys given inline, in the same format (``TIERFLOW_API_KEYS``).
             With neither, auth is off and the server may bind only loopback.
+        history_chunk: Events ``GET /v1/workflows/{id}/history`` reads and writes
+            at a time (``TIERFLOW_HTTP_HISTORY_CHUNK``, default 1,000): what one
+            history request holds in memory, whatever the history's length.
     """
 
     max_body_bytes: int = _MIB
     sql_concurrency: int = 2
     api_keys_file: str | None = None
     api_keys: str | None = None
+    history_chunk: int = HISTORY_CHUNK
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
             raise InvalidArgument("max_body_bytes must be at least 1")
         if self.sql_concurrency < 1:
             raise InvalidArgument("sql_concurrency must be at least 1")
+        if self.history_chunk < 1:
+            raise InvalidArgument("history_chunk must be at least 1")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HttpSettings:
@@ -65,4 +72,5 @@ class HttpSettings:
             sql_concurrency=_int(env, "TIERFLOW_HTTP_SQL_CONCURRENCY", 2, 1),
             api_keys_file=env.get("TIERFLOW_API_KEYS_FILE") or None,
             api_keys=env.get("TIERFLOW_API_KEYS") or None,
+            history_chunk=_int(env, "TIERFLOW_HTTP_HISTORY_CHUNK", HISTORY_CHUNK, 1),
         )

@@ -89,6 +89,18 @@ def test_query_list_filters_and_json(seeded: tuple[Cli, dict[str, str]]):
     assert described["status"] == "completed" and described["result"] == 3
     history = cli.json("history", ids["o1"])
     assert history["tier"] == "hot" and history["events"][-1]["event_type"] == "workflow.completed"
+    # Printed as it is read, yet the text json.dumps gives the whole document.
+    text, _ = cli("history", ids["o1"], "--json")
+    assert text == asyncio.run(_whole_history(cli.data, ids["o1"])) + "\n"
+    out, err = cli("history", "no-such-order", "--json", code=3)
+    assert out == "" and json.loads(err)["error"]["code"] == "WorkflowNotFound"
+
+
+async def _whole_history(data: Path, wid: str) -> str:
+    async with Tierflow(data, WORKFLOWS) as tf:
+        events = await tf.history(wid)
+    doc = {"workflow_id": wid, "tier": "hot", "events": [e.to_dict() for e in events]}
+    return json.dumps(doc)
 
 
 def test_tables_fold_other_columns_but_never_cut_an_id(cli: Cli, uid, monkeypatch):

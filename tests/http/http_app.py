@@ -29,10 +29,17 @@ async def order(ctx: WorkflowContext, spec: dict[str, Any]) -> int:
 
 
 @workflow
+async def chatty(ctx: WorkflowContext, n: int) -> int:
+    """``n`` recorded values, then a step: a history of ``n + 5`` events, as long as asked."""
+    values = [ctx.uuid() for _ in range(n)]
+    return await ctx.step("count", len, values)
+
+
+@workflow
 async def waiter(ctx: WorkflowContext) -> str:
     """Waits for a signal that never comes (cancel and terminate it)."""
     await ctx.wait_for_signal("never", timeout=3600)
     return "unreachable"
 
 
-WORKFLOWS = [greet, order, waiter]
+WORKFLOWS = [chatty, greet, order, waiter]
