@@ -210,21 +210,53 @@ def start(
 
 
 @app.command()
-def worker(app_module: AppOpt, data_dir: DataDir = None) -> None:
+def worker(
+    app_module: AppOpt,
+    data_dir: DataDir = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=1,
+            max=65535,
+            help="Also serve /metrics, /healthz and /readyz on this port (the steps this "
+            "worker runs among them)",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            "--metrics-host", help="Address for --metrics-port (beyond loopback needs API keys)"
+        ),
+    ] = "127.0.0.1",
+) -> None:
     """Run the scheduler for an application's workflows until interrupted."""
     wfs = load_workflows(app_module)
+    if metrics_port is not None:
+        cli_serve.check_host(metrics_host)
+    metrics: list[cli_serve.MetricsServer] = []
+
+    def prepare(tf: Tierflow) -> None:
+        if metrics_port is not None:
+            metrics.append(cli_serve.MetricsServer(tf, metrics_host, metrics_port))
 
     async def go(tf: Tierflow) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        served = [asyncio.create_task(m.serve()) for m in metrics]
+        where = f"; metrics on http://{metrics_host}:{metrics_port}" if metrics else ""
         console.print(
-            f"worker running {', '.join(w.name for w in wfs)} on {tf.data_dir} (Ctrl-C to stop)"
+            f"worker running {', '.join(w.name for w in wfs)} on {tf.data_dir}{where} "
+            "(Ctrl-C to stop)"
         )
         await stop.wait()
+        for m in metrics:
+            m.stop()
+        await asyncio.gather(*served)
 
-    _run(lambda: _with_tf(data_dir, go, wfs, scheduler=True))
+    _run(lambda: _with_tf(data_dir, go, wfs, scheduler=True, prepare=prepare))
 
 
 def _progress_bar(disable: bool) -> Any:

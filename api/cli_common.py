@@ -210,13 +210,20 @@ async def with_tf(
     fn: Callable[[Tierflow], Awaitable[T]],
     workflows: Sequence[WorkflowDefinition] = (),
     scheduler: bool = False,
+    prepare: Callable[[Tierflow], object] | None = None,
     **options: Any,
 ) -> T:
-    """Open a ``Tierflow`` on ``data_dir``, call ``fn`` with it, and close it."""
+    """Open a ``Tierflow`` on ``data_dir``, call ``fn`` with it, and close it.
+
+    ``prepare(tf)`` runs before the engine opens (event-stream subscribers must be
+    registered by then to see every event).
+    """
     from tierflow.facade import Tierflow  # not at import: a refused statement needs none of it
 
     tf = Tierflow(data_dir, workflows, **options)
     try:
+        if prepare is not None:
+            prepare(tf)
         if scheduler:
             await tf.start_scheduler()
         else:

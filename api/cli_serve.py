@@ -19,7 +19,7 @@ from tierflow.hot.errors import TierflowError
 if TYPE_CHECKING:
     from tierflow.facade import Tierflow
 
-__all__ = ["load_target", "register"]
+__all__ = ["MetricsServer", "check_host", "load_target", "register"]
 
 
 def load_target(spec: str, data_dir: str | None) -> Tierflow:
@@ -92,15 +92,12 @@ def serve(
     (TIERFLOW_API_KEYS_FILE or TIERFLOW_API_KEYS).
     """
     import uvicorn
-    from tierflow.http import InsecureBindError, check_bind, create_app
+    from tierflow.http import create_app
 
+    check_host(host)
     try:
-        check_bind(host)
         tf = load_target(app_spec, data_dir)
         app = create_app(tf, engine="open" if no_worker else "run")
-    except InsecureBindError as exc:
-        err_console.print(f"[red]refused:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(EXIT_REFUSED) from None
     except TierflowError as exc:
         err_console.print(f"[red]error:[/red] {exc.message}", highlight=False)
         raise typer.Exit(exit_code(exc)) from None
@@ -111,6 +108,53 @@ def serve(
         app, host=host, port=port, access_log=access_log, log_level="info", lifespan="on"
     )
     uvicorn.Server(config).run()
+
+
+def check_host(host: str) -> None:
+    """Exit 4 (refused) if ``host`` is beyond loopback and no API keys are configured."""
+    from tierflow.http import InsecureBindError, check_bind
+
+    try:
+        check_bind(host)
+    except InsecureBindError as exc:
+        err_console.print(f"[red]refused:[/red] {exc.message}", highlight=False)
+        raise typer.Exit(EXIT_REFUSED) from None
+
+
+class MetricsServer:
+    """``/metrics``, ``/healthz`` and ``/readyz`` of a ``tierflow worker``, beside its engine.
+
+    Built before the engine opens (its step-latency subscriber must see every step), served
+    on the worker's own event loop by :meth:`serve`, stopped by :meth:`stop`. The same rule
+    as ``serve`` applies: beyond loopback only with API keys, and then scraping needs a key
+    with the ``read`` scope.
+
+    Args:
+        tf: The worker's tierflow, not opened yet.
+        host: Address to listen on.
+        port: Port to listen on.
+
+    Raises:
+        InsecureBindError: ``host`` is not loopback and no API keys are configured.
+        InvalidArgument: The API keys are malformed or unreadable.
+    """
+
+    def __init__(self, tf: Tierflow, host: str, port: int) -> None:
+        import uvicorn
+        from tierflow.http import check_bind, create_app
+
+        check_bind(host)
+        app = create_app(tf, engine="external", api=False)
+        config = uvicorn.Config(app, host=host, port=port, access_log=False, log_level="warning")
+        self._server = uvicorn.Server(config)
+
+    async def serve(self) -> None:
+        """Serve until :meth:`stop` (or a SIGINT/SIGTERM, which uvicorn passes on when done)."""
+        await self._server.serve()
+
+    def stop(self) -> None:
+        """Ask the server to finish (it completes the requests in flight)."""
+        self._server.should_exit = True
 
 
 def register(app: typer.Typer) -> None:

@@ -32,7 +32,11 @@ EngineMode = Literal["run", "open", "external"]
 
 
 def create_app(
-    tf: Tierflow, *, settings: HttpSettings | None = None, engine: EngineMode = "run"
+    tf: Tierflow,
+    *,
+    settings: HttpSettings | None = None,
+    engine: EngineMode = "run",
+    api: bool = True,
 ) -> FastAPI:
     """Build the HTTP API of ``tf`` (routes under ``/v1``, ``/healthz``, ``/readyz``).
 
@@ -45,6 +49,9 @@ def create_app(
             ``POST /v1/workflows`` accepts.
         settings: Limits and API keys (default: ``HttpSettings.from_env()``).
         engine: How the lifespan drives ``tf`` (:data:`EngineMode`).
+        api: False: no ``/v1`` routes, only ``/healthz``, ``/readyz`` and ``/metrics``
+            (what ``tierflow worker --metrics-port`` serves: a worker's own metrics, the
+            steps it runs among them).
 
     Returns:
         The app, ready for uvicorn.
@@ -86,9 +93,10 @@ def create_app(
     app.add_middleware(CatchUnexpected)
     # Added last, so outermost: an oversized body is refused before anything else runs.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.include_router(routes_workflows.router)
-    app.include_router(routes_sql.router)
-    app.include_router(routes_compliance.router)
+    if api:
+        app.include_router(routes_workflows.router)
+        app.include_router(routes_sql.router)
+        app.include_router(routes_compliance.router)
     install_observability(app, tf)
     return app
 

@@ -161,3 +161,52 @@ def test_api_start_signal_cancel_reach_the_workers_and_a_survivor_finishes_a_kil
     finally:
         asyncio.run(reader.aclose())
     assert server.poll() is None  # it served throughout
+
+
+def _scrape(url: str) -> str:
+    try:
+        resp = httpx.get(f"{url}/metrics", timeout=2)
+    except httpx.HTTPError:
+        return ""
+    return resp.text if resp.status_code == 200 else ""
+
+
+def _step_count(text: str, step: str) -> float:
+    """``tierflow_step_duration_seconds_count`` of ``step`` (completed), 0 if absent."""
+    for line in text.splitlines():
+        labels = line.partition("}")[0]
+        if (
+            line.startswith("tierflow_step_duration_seconds_count{")
+            and f'step="{step}"' in labels
+            and 'outcome="completed"' in labels
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_worker_serves_the_metrics_of_the_steps_it_runs(site: Site, uid):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    site.start("worker", "--app", APP, "--metrics-port", str(port), ready=lambda c: _scrape(url))
+    assert _step_count(_scrape(url), "first") == 0
+    wid = uid("metered")
+    # Started from another process: the worker runs the step, its /metrics counts it.
+    done = procs.run(
+        "tierflow.cli", "start", "first_then_signal", "--app", APP, "--id", wid, env=site.env
+    )
+    assert done.returncode == 0, done.stderr
+    poll(lambda: site.ran(wid, "first"))
+    poll(lambda: _step_count(_scrape(url), "first") >= 1)
+    # Only the operations routes: the worker serves no API.
+    assert httpx.get(f"{url}/v1/workflows", timeout=5).status_code == 404
+    assert httpx.get(f"{url}/readyz", timeout=5).json()["status"] == "ok"
+
+
+def test_a_worker_refuses_metrics_beyond_loopback_without_keys(site: Site):
+    env = {k: v for k, v in site.env.items() if not k.startswith("TIERFLOW_API_KEYS")}
+    done = procs.run(
+        "tierflow.cli", "worker", "--app", APP, "--metrics-port", str(free_port()),
+        "--metrics-host", "0.0.0.0", env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    assert "refused" in done.stderr
