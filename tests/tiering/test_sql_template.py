@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -53,8 +54,9 @@ def state(pid: int) -> str | None:
         return None
 
 
-def status(pid: int) -> dict[str, str]:
-    text = Path(f"/proc/{pid}/status").read_text()
+def status(pid: int, task: str | None = None) -> dict[str, str]:
+    """The fields of ``/proc/PID/status`` (of one of its threads with ``task``)."""
+    text = Path(f"/proc/{pid}" + (f"/task/{task}" if task else "") + "/status").read_text()
     return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
 
 
@@ -62,7 +64,7 @@ def running(pid: int) -> bool:
     return state(pid) not in ("Z", "X", None)
 
 
-async def until(check, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+async def until(check: Callable[[], bool], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "condition not reached"
@@ -91,23 +93,19 @@ async def test_two_engines_share_one_template_and_their_workers_are_its_children
         assert len(ours) == 2
         assert ours <= children(shared.pid)
         assert not ours & children(os.getpid())  # none is the engine's own child
-        # The template is one thread (it forks; DuckDB and Arrow started no pool in it) and
-        # unfenced; every thread of each worker runs under the kernel fence.
+        # The template is one thread: DuckDB and Arrow started no pool in it (it checks
+        # threading.active_count() and /proc/self/task itself before each fork, and would
+        # have refused). It is not fenced; every thread of each worker is.
         assert os.listdir(f"/proc/{shared.pid}/task") == [str(shared.pid)]
         assert status(shared.pid)["Seccomp"] == "0"
         for pid in ours:
             for task in os.listdir(f"/proc/{pid}/task"):
-                fields = status(int(task)) if task == str(pid) else _task_status(pid, task)
+                fields = status(pid, task)
                 assert (fields["Seccomp"], fields["NoNewPrivs"]) == ("2", "1"), (pid, task)
     # Closing both engines stopped their workers, not the template.
     assert shared.alive and template.shared() is shared
     await until(lambda: not ours & children(shared.pid))
     assert os.listdir(f"/proc/{shared.pid}/task") == [str(shared.pid)]
-
-
-def _task_status(pid: int, task: str) -> dict[str, str]:
-    text = Path(f"/proc/{pid}/task/{task}/status").read_text()
-    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
 
 
 ENDLESS = "SELECT count(*) FROM range(10000000000000) t(a) WHERE a % 7 = 3"
