@@ -4,12 +4,14 @@ A worker started as a fresh interpreter spends about half a second of CPU
 importing DuckDB, Arrow and tierflow before it can answer. The template
 (``python -m tierflow.tiering.sql.template FD``, started on the first
 worker request of the process and shared by every engine in it) imports
-all of that once, then forks a worker per request. The child is the same
-worker (:func:`tierflow.tiering.sql.worker.main` on its own socket) in the
-same state as a fresh one: the engine's environment, working directory,
-standard error and ``RLIMIT_DATA`` of the moment it asked, and everything a
-fresh worker does at start — the DuckDB probe, the kernel fence, the
-statement checker — happens in the child after the fork.
+all of that once (what a worker imports only for its first Arrow-dataset
+read: before its second fork), then forks a worker per request. The child
+is the same worker (:func:`tierflow.tiering.sql.worker.main` on its own
+socket) in the same state as a fresh one: the engine's environment, working
+directory, standard error and ``RLIMIT_DATA`` of the moment it asked, and
+everything a fresh worker does at start — the DuckDB probe, the kernel
+fence, the statement checker — happens in the child after the fork. Those
+remain its start's cost (about 0.2 s of CPU, against 0.5 s fresh).
 
 Fork safety: the template only imports and forks. It never opens a DuckDB
 database nor allocates through Arrow, and it checks before each fork that it
@@ -73,6 +75,7 @@ from typing import Any
 __all__ = [
     "ENV_SWITCH",
     "PRELOAD",
+    "PRELOAD_LATER",
     "Forked",
     "Template",
     "disable",
@@ -83,14 +86,15 @@ __all__ = [
     "stop",
 ]
 
-PRELOAD = (
-    "pyarrow",
-    "pyarrow.dataset",
-    "duckdb",
-    "tierflow.tiering.sql.worker",
-    "tierflow.warm.reader",
-)
-"""What the template imports before it forks: all a worker imports (``warm.reader``: lazily)."""
+PRELOAD = ("pyarrow", "pyarrow.dataset", "duckdb", "tierflow.tiering.sql.worker")
+"""What the template imports before its first fork: all a worker imports to start."""
+
+PRELOAD_LATER = ("tierflow.warm.reader",)
+"""Imported before the second fork: what a worker imports on its first Arrow-dataset read.
+
+Not before the first: a process that needs one worker only (``tierflow sql``) would pay
+for it (boto3, about 0.15 s) without a use; its worker imports it if it reads datasets.
+"""
 
 ENV_SWITCH = "TIERFLOW_SQL_TEMPLATE"
 """Set to ``off``, workers start as fresh interpreters (as where forking is not available)."""
@@ -187,12 +191,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     control = socket.socket(fileno=int(args[0]))
     # Ctrl-C in a terminal reaches the whole process group; the engine decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for name in PRELOAD:
+    _preload(PRELOAD)
+    _serve(control)
+
+
+def _preload(names: Sequence[str]) -> None:
+    for name in names:
         importlib.import_module(name)
     # Out of the collector's reach: a child's collections would otherwise touch (and copy)
     # every page of the imported modules.
     gc.freeze()
-    _serve(control)
 
 
 def _threads() -> int:
@@ -202,6 +210,7 @@ def _threads() -> int:
 def _serve(control: socket.socket) -> None:
     children: dict[int, int] = {}  # token -> pid, not reaped: its status is the engine's
     dying: set[int] = set()  # given up by the engine while running: reaped when they end
+    forks = 0
     try:
         while True:
             for pid in list(dying):
@@ -218,8 +227,11 @@ def _serve(control: socket.socket) -> None:
             request = json.loads(payload)
             op, token = request.get("op"), int(request.get("token", 0))
             if op == "fork":
+                if forks == 1:
+                    _preload(PRELOAD_LATER)
                 forked = _fork(control, request, fds)
                 if forked is not None:
+                    forks += 1
                     children[token] = forked
             elif op == "status":
                 _send(control, {"token": token, "code": _status(children, token)})
