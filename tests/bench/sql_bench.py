@@ -28,6 +28,12 @@ of ``await tf.sql(...)``. Peak RSS of the query: a subprocess that opens the dat
 and runs it (``ru_maxrss`` from ``os.wait4``), beside its RSS just before the query; its
 first query also shows the cost of a cold hot-history cache (every hot file read).
 Each time is the best of a few runs; every run's rows are checked against the truth.
+
+Worker start (``--worker-start`` runs only this): ``Workers.take()`` eleven times in a
+fresh process, forked from the template and as fresh interpreters
+(``TIERFLOW_SQL_TEMPLATE=off``); wall and CPU (this process, the worker up to ready, the
+template while it forks) of the first start (with the template's own) and the median of
+the rest.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import random
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +64,7 @@ from tierflow.cold import tables as cold_tables
 from tierflow.cold.reader import fs_path
 from tierflow.cold.writer import BATCHES_PROPERTY, COMMIT_ID_PROPERTY
 from tierflow.tiering.cold_ledger import ColdLedger, CommitState
+from tierflow.tiering.sql import template
 from tierflow.tiering.warm_ledger import BatchState, WarmLedger
 from tierflow.warm import writer
 from tierflow.warm.reader import analytic_dataset
@@ -224,9 +232,97 @@ async def child_query(spec: dict[str, Any]) -> dict[str, Any]:
         r = await tf.sql(QUERY)
         elapsed = time.perf_counter() - t
         rows = [list(x) for x in r.rows]
-    # The query ran in a worker process, reaped when the engine closed: its peak is here.
+    # The query ran in a worker forked from the template; stopping the template reaps both,
+    # so the worker's peak is here.
+    template.stop()
     worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"rows": rows, "before_mb": before, "elapsed_s": elapsed, "worker_peak_mb": worker_mb}
+
+
+# -- worker start: forked from the template vs a fresh interpreter ----------------------
+
+WORKER_STARTS = 11  # per mode: the first (the template starts with it) and 10 more
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a live process has used (``/proc``; 0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_start_child(n: int) -> dict[str, Any]:
+    """Time ``Workers.take()`` ``n`` times in this fresh process, each on a new worker.
+
+    CPU per start: this process's, the worker's up to ready (``/proc``, read
+    before it is killed), and the template's while it forked it.
+    """
+    from tierflow.tiering.sql import template
+    from tierflow.tiering.sql.pool import Workers
+
+    pool = Workers(max_workers=1, keep=0)
+    runs = []
+    try:
+        for _ in range(n):
+            shared = template.shared()
+            base = _cpu_s(shared.pid) if shared else 0.0
+            cpu, wall = time.process_time(), time.perf_counter()
+            worker = pool.take(None)
+            wall = time.perf_counter() - wall
+            cpu = time.process_time() - cpu
+            assert worker.pid is not None
+            cpu += _cpu_s(worker.pid) + (_cpu_s(shared.pid) - base if shared else 0.0)
+            runs.append((wall, cpu, bool(shared)))
+            pool.discard(worker)
+    finally:
+        pool.close()
+    rest = runs[1:]
+    return {
+        "forked": all(f for _, _, f in runs),
+        "first_wall_s": runs[0][0],
+        "first_cpu_s": runs[0][1],
+        "wall_s": statistics.median(w for w, _, _ in rest),
+        "cpu_s": statistics.median(c for _, c, _ in rest),
+    }
+
+
+def worker_start() -> dict[str, Any]:
+    """Worker start in a fresh process each: forked from the template, and fresh interpreters."""
+    out = {}
+    for mode, env in (("forked", {}), ("fresh", {"TIERFLOW_SQL_TEMPLATE": "off"})):
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.bench.sql_bench", "--worker-start-child"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+            env={**os.environ, **env},
+        )
+        require(done.returncode == 0, f"worker start ({mode}): {done.stderr[-2000:]}")
+        out[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    require(out["forked"]["forked"] and not out["fresh"]["forked"], f"worker start: {out}")
+    return out
+
+
+def report_worker_start(console: Console, fig: dict[str, Any]) -> None:
+    t = Table(
+        "SQL worker start (Workers.take)",
+        "wall, median",
+        "CPU, median",
+        "first in the process: wall / CPU",
+        title=f"SQL worker start, {WORKER_STARTS} in a fresh process",
+    )
+    for mode, label in (("forked", "forked from the template"), ("fresh", "fresh interpreter")):
+        f = fig[mode]
+        t.add_row(
+            label,
+            f"{f['wall_s'] * 1000:.0f} ms",
+            f"{f['cpu_s'] * 1000:.0f} ms",
+            f"{f['first_wall_s'] * 1000:.0f} / {f['first_cpu_s'] * 1000:.0f} ms",
+        )
+    console.print(t)
 
 
 # -- the floors ---------------------------------------------------------------------------
@@ -432,6 +528,8 @@ def measure(
     work = Path(tempfile.mkdtemp(prefix="tierflow-sqlbench-"))
     moto = None
     try:
+        say("  SQL worker start: forked, then fresh ...")
+        out["worker_start"] = worker_start()
         say(f"  {sizes.events:,} events across tiers, file:// ...")
         (work / "file").mkdir()
         out["file"] = asyncio.run(
@@ -452,6 +550,8 @@ def measure(
 
 
 def report(console: Console, figs: dict[str, Any], judged: bool) -> None:
+    if "worker_start" in figs:
+        report_worker_start(console, figs["worker_start"])
     mark = (lambda ok: "yes" if ok else "[red]NO[/red]") if judged else (lambda ok: "-")
     f = figs["file"]
     s = figs.get("s3")
@@ -600,7 +700,17 @@ def main() -> None:
     p.add_argument("--events", type=int, default=0)
     p.add_argument("--no-moto", action="store_true")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--worker-start", action="store_true", help="only the worker start figure")
+    p.add_argument("--worker-start-child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.worker_start_child:
+        print(json.dumps(worker_start_child(WORKER_STARTS)))
+        return
+    if a.worker_start:
+        fig = worker_start()
+        report_worker_start(Console(), fig)
+        print(json.dumps(fig))
+        return
     if a.child:
         print(json.dumps(asyncio.run(child_query(json.loads(Path(a.child).read_text())))))
         return

@@ -45,6 +45,7 @@ VARIABLES = (
     "TIERFLOW_CATALOG_URL",
     "TIERFLOW_SQL_NATIVE_READS",
     "TIERFLOW_SQL_HOT_CACHE_MB",
+    "TIERFLOW_SQL_TEMPLATE",  # tested in tests/tiering/test_sql_template.py
     "TIERFLOW_AUDIT_KEY",
     "TIERFLOW_API_KEYS_FILE",
     "TIERFLOW_API_KEYS",

@@ -227,6 +227,7 @@ MEMORY_APP = textwrap.dedent(
     """
     import asyncio, json, resource, sys
     from tierflow import InvalidArgument, Tierflow
+    from tierflow.tiering.sql import template
 
     async def main():
         async with Tierflow(sys.argv[1], []) as tf:
@@ -237,6 +238,9 @@ MEMORY_APP = textwrap.dedent(
                        "bytes": r.to_arrow().nbytes}
             except InvalidArgument as exc:
                 out = {"error": str(exc)[:200]}
+        # The worker is the template's child: stopping the template reaps both, so the
+        # worker's peak reaches this process's RUSAGE_CHILDREN.
+        template.stop()
         out["peak_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         out["self_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(out))

@@ -12,6 +12,7 @@
   statement allowlist and the kernel fence of the worker;
 - :mod:`~tierflow.tiering.sql.pool`, :mod:`~tierflow.tiering.sql.worker` — the
   worker processes that run queries under hard time and memory limits;
+  :mod:`~tierflow.tiering.sql.template` — the warm process they are forked from;
 - :mod:`~tierflow.tiering.sql.result` — limits and results;
   :mod:`~tierflow.tiering.sql.output` — writing a result for the CLI.
 

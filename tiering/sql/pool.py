@@ -1,16 +1,21 @@
 """SQL worker processes, seen from the engine: start, talk, lend, kill.
 
 A worker (:mod:`tierflow.tiering.sql.worker`) runs one query at a time.
-:class:`Workers` keeps idle ones for the next query (starting one costs
-about a second: Python, DuckDB and Arrow are imported), starts more while
-several queries run at once (up to ``max_workers``; beyond that a query
-waits, within its deadline), and kills a worker whose query ran past its
-deadline or was abandoned mid-stream — the only way to stop a DuckDB call
-that does not react to an interrupt. A worker that dies is never reused.
+:class:`Workers` keeps idle ones for the next query (a worker's start costs
+a DuckDB probe and its statement checker, a fresh interpreter's also half a
+second of imports), starts more while several queries run at once (up to
+``max_workers``; beyond that a query waits, within its deadline), and kills
+a worker whose query ran past its deadline or was abandoned mid-stream — the
+only way to stop a DuckDB call that does not react to an interrupt. A worker
+that dies is never reused.
 
-Workers inherit nothing but one end of a socket pair; the engine's end is
-closed when the engine closes, so a worker also exits when its engine's
-process dies.
+A worker is forked from the process's warm template
+(:mod:`tierflow.tiering.sql.template`, which has imported everything once)
+where that is available, else started as a fresh ``python -m
+tierflow.tiering.sql.worker``; either way it runs the same code from the
+same state. Workers hold nothing of the engine's but one end of a socket
+pair; the engine's end is closed when the engine closes, so a worker also
+exits when its engine's process dies.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from tierflow.hot.errors import StorageError
+from tierflow.tiering.sql import template
 
 __all__ = ["Deadline", "WorkerGone", "WorkerProcess", "Workers"]
 
@@ -49,33 +55,42 @@ class WorkerProcess:
     Attributes:
         fenced: Whether the worker runs under the kernel fence (it then may
             read local Parquet files natively).
-        pid: Its process id.
+        pid: Its process id (a forked worker's is known once it is ready).
     """
 
     def __init__(self) -> None:
+        self.pid: int | None = None
+        self.fenced = False
+        self._ready = False
+        self._launch(forked=True)
+
+    def _launch(self, forked: bool) -> None:
+        """Ask the template for a worker, or start a fresh interpreter where there is none."""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._forked: template.Forked | None = None
         ours, theirs = socket.socketpair()
         try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "tierflow.tiering.sql.worker", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                # Arrow's default allocator (mimalloc) maps a gigabyte up front, which the
-                # worker's RLIMIT_DATA would count; the system allocator maps what it uses.
-                env={**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"},
-            )
+            self._forked = template.fork(theirs) if forked else None
+            if self._forked is None:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", "tierflow.tiering.sql.worker", str(theirs.fileno())],
+                    pass_fds=(theirs.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    # Arrow's default allocator (mimalloc) maps a gigabyte up front, which the
+                    # worker's RLIMIT_DATA would count; the system allocator maps what it uses.
+                    env={**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"},
+                )
+                self.pid = self._proc.pid
         except BaseException:
             ours.close()
             raise
         finally:
             theirs.close()
-        self.pid = self._proc.pid
         self._conn = Connection(ours.detach())
-        self.fenced = False
-        self._ready = False
 
     def ready(self, deadline: float | None) -> None:
-        """Wait for the worker to say it is ready (once; it imports for about a second).
+        """Wait for the worker to say it is ready (once; a fresh one imports for a second).
 
         Raises:
             Deadline: It was not ready by ``deadline`` (it is killed).
@@ -83,10 +98,11 @@ class WorkerProcess:
         """
         if self._ready:
             return
+        limit = deadline if deadline is not None else time.monotonic() + _START_LIMIT
         try:
-            tag, msg = self.recv(
-                deadline if deadline is not None else time.monotonic() + _START_LIMIT
-            )
+            if self._forked is not None and self._forked.pid is None:
+                self._hello(limit, retry=True)
+            tag, msg = self.recv(limit)
         except BaseException:
             self.kill()
             raise
@@ -96,9 +112,48 @@ class WorkerProcess:
         self.fenced = bool(msg.get("fenced"))
         self._ready = True
 
+    def _hello(self, limit: float, retry: bool) -> None:
+        """Take a forked worker's pid and pidfd; start it another way if the template failed."""
+        forked = self._forked
+        assert forked is not None
+        try:
+            hello = template.read_hello(self._conn.fileno(), limit)
+        except TimeoutError:
+            raise Deadline() from None
+        except OSError:
+            hello = None
+        if hello is not None:
+            message, pidfd = hello
+            pid = message.get("pid")
+            if isinstance(pid, int) and pidfd is not None:
+                forked.attach(pid, pidfd)
+                self.pid = pid
+                return
+            if pidfd is not None:
+                os.close(pidfd)
+            refused = message.get("refused")
+            if isinstance(refused, str):
+                template.disable(forked.template, refused)
+        owner = forked.template
+        if hello is None:
+            if owner.alive:
+                raise WorkerGone("the SQL worker did not start")  # it ended before its hello
+            code = owner.close()
+            if code >= 0 and owner.hellos == 0:  # it failed by itself, not killed: give up
+                template.disable(owner, f"the SQL worker template exited with code {code}")
+        # The template refused, or died: its replacement, or a fresh interpreter, once.
+        self._conn.close()
+        forked.release()
+        self._launch(forked=retry)
+        if self._forked is not None:
+            self._hello(limit, retry=False)
+
     @property
     def alive(self) -> bool:
         """Whether the process still runs."""
+        if self._forked is not None:
+            return self._forked.running()
+        assert self._proc is not None
         return self._proc.poll() is None
 
     def send(self, message: dict[str, Any]) -> None:
@@ -125,38 +180,62 @@ class WorkerProcess:
                     raise WorkerGone(self._death())
                 if deadline is not None and time.monotonic() >= deadline:
                     raise Deadline()
-        except (EOFError, OSError) as exc:
+        except EOFError:
+            # The worker's end closed: it is ending. Its end of the socket closes a moment
+            # before it can be waited for, so _death() waits for it (up to a second).
+            raise WorkerGone(self._death()) from None
+        except OSError as exc:
             raise WorkerGone(self._death() if not self.alive else str(exc)) from None
         tag = data[:1].decode()
         if tag == "J":
             return tag, json.loads(data[1:])
         return tag, memoryview(data)[1:]
 
+    def _wait(self, timeout: float | None) -> int | None:
+        """Wait for the end; the exit code (None: a forked worker whose template is gone)."""
+        if self._forked is not None:
+            return self._forked.wait(timeout)
+        assert self._proc is not None
+        return self._proc.wait(timeout)
+
     def _death(self) -> str:
         try:
-            code = self._proc.wait(timeout=1.0)
+            code = self._wait(1.0)
         except subprocess.TimeoutExpired:
             return "the SQL worker stopped answering"
+        if code is None:
+            return "the SQL worker ended (its exit status was lost with the SQL worker template)"
         if code < 0:
             return f"the SQL worker was ended by signal {signal.Signals(-code).name}"
         return f"the SQL worker exited with code {code}"
 
     def kill(self) -> None:
         """End the process now (SIGKILL) and reap it."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        self._proc.wait()
-        self._conn.close()
+        if self._forked is not None:
+            self._forked.kill()
+        else:
+            assert self._proc is not None
+            self._proc.kill()
+        self._wait(None)
+        self._conn.close()  # before the release: an unforked request is then dropped
+        if self._forked is not None:
+            self._forked.release()
 
     def stop(self) -> None:
         """Ask the process to exit; kill it if it does not within a second."""
+        if self._forked is not None and self._forked.pid is None:
+            self.kill()  # a forked worker that has not said hello: the template drops it
+            return
         with contextlib.suppress(OSError):
             self._conn.send_bytes(pickle.dumps({"op": "exit"}))
         self._conn.close()
         try:
-            self._proc.wait(timeout=1.0)
+            self._wait(1.0)
         except subprocess.TimeoutExpired:
             self.kill()
+            return
+        if self._forked is not None:
+            self._forked.release()
 
 
 class Workers:

@@ -1,9 +1,11 @@
 """The SQL worker: a process that runs one confined query at a time for the engine.
 
-``python -m tierflow.tiering.sql.worker FD``: FD is a connected socket to
-the engine (:mod:`tierflow.tiering.sql.pool`). The worker imports what it
-needs, installs the kernel fence (:mod:`tierflow.tiering.sql.fence`: from
-then on it cannot create, change or delete any file) and says ``ready``.
+``python -m tierflow.tiering.sql.worker FD``, or forked from the template
+(:mod:`tierflow.tiering.sql.template`), which calls :func:`main`: FD is a
+connected socket to the engine (:mod:`tierflow.tiering.sql.pool`). The
+worker imports what it needs (a forked one has it already), installs the
+kernel fence (:mod:`tierflow.tiering.sql.fence`: from then on it cannot
+create, change or delete any file) and says ``ready``.
 Then, per query (or ``forget``: drop what it keeps between queries):
 
 1. the statement check (:class:`tierflow.tiering.sql.guard.Checker`);
@@ -49,7 +51,9 @@ __all__ = ["SLACK", "classify", "lock", "main", "sandbox"]
 SLACK = 64 * 2**20
 """Bytes a query may map beyond its limit (hot data, result batches in flight)."""
 
-# The limits the worker started with: restored while a query is checked and prepared.
+# The limits the worker started with: restored while a query is checked and prepared. Read
+# again by main(): a worker forked from the template starts with the engine's limits of the
+# moment, not the template's.
 _START = resource.getrlimit(resource.RLIMIT_DATA)
 _INVALID_PREFIXES = (
     "Invalid Input Error",
@@ -394,7 +398,9 @@ def _literal(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Serve queries on the socket whose descriptor is the first argument."""
+    global _START
     args = sys.argv[1:] if argv is None else list(argv)
+    _START = resource.getrlimit(resource.RLIMIT_DATA)
     conn = Connection(int(args[0]))
     try:
         import pyarrow.dataset  # type: ignore[import-untyped, unused-ignore]  # noqa: F401
