@@ -46,6 +46,10 @@ request. Where the template cannot be used (not Linux, no pidfds,
 ``TIERFLOW_SQL_TEMPLATE=off``, or it refused or failed to start) workers
 start as fresh interpreters.
 
+Why one module of ~600 lines: both ends of one small protocol (the template's
+loop and the engine's client) and the fork-safety checks are read together;
+split, each half would only make sense beside the other.
+
 Not ``multiprocessing``'s forkserver: it is process-global with a
 first-caller-wins preload list (the application's, or a test suite's, may
 differ), and its children are known by pid only.
