@@ -51,6 +51,7 @@ VARIABLES = (
     "TIERFLOW_API_KEYS",
     "TIERFLOW_HTTP_MAX_BODY_BYTES",
     "TIERFLOW_HTTP_SQL_CONCURRENCY",
+    "TIERFLOW_HTTP_HISTORY_CHUNK",  # tested in tests/http/test_history_stream.py
 )
 # Passed through to the Iceberg catalog as properties (README: TIERFLOW_CATALOG_<NAME>).
 PASSTHROUGH = "TIERFLOW_CATALOG_"
