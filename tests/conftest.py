@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,6 +12,17 @@ from typing import Any
 
 import pytest
 from tierflow import ManualClock, Tierflow
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Exempt what collection imported (tierflow, pyarrow, pyiceberg, moto...) from the GC.
+
+    Those objects live as long as the worker; left in the collected generations, every full
+    collection walks them all again (measured: ~7 % of the CPU of the storage tests).
+    """
+    gc.collect()
+    gc.freeze()
+
 
 _ids = itertools.count()
 
