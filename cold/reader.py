@@ -9,8 +9,8 @@ statistics skip every row group but about one (files are sorted by id).
 
 Data files never change once written, so the reader keeps the Parquet
 footers of recently read files: a repeated lookup in a file costs one ranged
-read of the row groups whose ``workflow_id`` statistics hold the id (on S3 a
-HEAD and one GET).
+read of the row groups whose ``workflow_id`` statistics hold the id (on S3 one
+ranged GET: the file's size is kept with its footer, so no HEAD).
 
 When a snapshot it has cached does not hold the workflow (another process
 loaded it into cold since), the reader reloads the table once and tries again.
@@ -115,7 +115,7 @@ class ColdReader:
         self.cold = cold
         self._files: dict[str, _Files] = {}
         self._lock = threading.Lock()
-        self._points = PointReader(cold.store.fs, footers=footers)
+        self._points = PointReader(cold.store.fs, footers=footers, read_range=cold.store.read_range)
 
     def refresh(self) -> None:
         """Reload both tables from the catalog (the next read re-lists their files)."""

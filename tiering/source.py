@@ -53,7 +53,7 @@ class WarmSource:
         self.ledger = ledger
         self._io = io
         self._manifests: OrderedDict[str, writer.BatchManifest] = OrderedDict()
-        self._points = PointReader(store.fs)
+        self._points = PointReader(store.fs, read_range=store.read_range)
 
     def _manifest(self, row: IndexRow) -> writer.BatchManifest:
         bid = row.batch_id

@@ -3,16 +3,20 @@
 Archive files (warm batches, cold data files) never change once written, so
 :class:`PointReader` keeps the footers of recently read files: a repeated
 lookup in a file reads only the row groups whose ``workflow_id`` statistics
-can hold the id (on S3: a HEAD and one ranged GET), without re-reading the
-footer or building a dataset. :meth:`PointReader.iter_sorted` reads the same
-row groups a record batch at a time, for histories too long to hold whole.
+can hold the id, without re-reading the footer or building a dataset. Given
+the store's ``read_range``, it also keeps each file's size and reads those
+row groups with one ranged GET (on S3 a file opened through pyarrow costs a
+HEAD first, a round trip for a size that never changes).
+:meth:`PointReader.iter_sorted` reads the same row groups a record batch at
+a time, for histories too long to hold whole.
 """
 
 from __future__ import annotations
 
+import io
 import threading
 from collections import OrderedDict
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
@@ -20,7 +24,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.fs as pafs  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
-__all__ = ["PointReader", "as_rows", "merge_sorted"]
+__all__ = ["SPAN_BYTES", "PointReader", "as_rows", "merge_sorted"]
 
 
 class PointReader:
@@ -29,31 +33,67 @@ class PointReader:
     Args:
         fs: The filesystem holding the files.
         footers: How many file footers to keep (least recently used go first).
+        read_range: ``read_range(path, offset, length)`` (``ObjectStore.read_range``):
+            with it, a file whose footer is kept is read without opening it: the
+            row groups a lookup needs, at most :data:`SPAN_BYTES` apart, in one read.
     """
 
-    def __init__(self, fs: pafs.FileSystem, *, footers: int = 256) -> None:
+    def __init__(
+        self,
+        fs: pafs.FileSystem,
+        *,
+        footers: int = 256,
+        read_range: Callable[[str, int, int], bytes] | None = None,
+    ) -> None:
         self.fs = fs
-        self._footers: OrderedDict[str, pq.FileMetaData] = OrderedDict()
+        self._footers: OrderedDict[str, tuple[pq.FileMetaData, int]] = OrderedDict()
         self._max = footers
         self._lock = threading.Lock()
+        self._read_range = read_range
 
     def forget(self) -> None:
         """Drop every cached footer."""
         with self._lock:
             self._footers.clear()
 
-    def _footer(self, path: str, source: pa.NativeFile) -> pq.FileMetaData:
+    def _kept(self, path: str) -> tuple[pq.FileMetaData, int] | None:
         with self._lock:
-            meta = self._footers.get(path)
-            if meta is not None:
+            kept = self._footers.get(path)
+            if kept is not None:
                 self._footers.move_to_end(path)
-                return meta
+            return kept
+
+    def _footer(self, path: str, source: pa.NativeFile) -> pq.FileMetaData:
+        kept = self._kept(path)
+        if kept is not None:
+            return kept[0]
         meta = pq.read_metadata(source)
         with self._lock:
-            self._footers[path] = meta
+            self._footers[path] = (meta, source.size())
             while len(self._footers) > self._max:
                 self._footers.popitem(last=False)
         return meta
+
+    def _open(self, path: str, workflow_id: str) -> tuple[pa.NativeFile, pq.FileMetaData] | None:
+        """The file (or the span of it a lookup reads) and its footer; None: nothing in it."""
+        kept = self._kept(path) if self._read_range is not None else None
+        if kept is not None:
+            meta, size = kept
+            groups = _groups(meta, workflow_id)
+            if not groups:
+                return None
+            span = _span(meta, groups)
+            if span is not None and span[1] - span[0] <= SPAN_BYTES:
+                assert self._read_range is not None
+                data = self._read_range(path, span[0], span[1] - span[0])
+                if len(data) == span[1] - span[0]:
+                    return pa.PythonFile(_Span(size, span[0], data), mode="r"), meta
+        source = self.fs.open_input_file(path)
+        try:
+            return source, self._footer(path, source)
+        except BaseException:
+            source.close()
+            raise
 
     def read_file(self, path: str, workflow_id: str, schema: pa.Schema) -> pa.Table | None:
         """The rows of ``workflow_id`` in one file (cast to ``schema``), or None.
@@ -62,8 +102,11 @@ class PointReader:
             OSError: The file cannot be opened or read.
             pyarrow.ArrowException: The file is not valid Parquet.
         """
-        with self.fs.open_input_file(path) as source:
-            meta = self._footer(path, source)
+        opened = self._open(path, workflow_id)
+        if opened is None:
+            return None
+        source, meta = opened
+        with source:
             groups = _groups(meta, workflow_id)
             if not groups:
                 return None
@@ -85,8 +128,11 @@ class PointReader:
             OSError: The file cannot be opened or read.
             pyarrow.ArrowException: The file is not valid Parquet.
         """
-        with self.fs.open_input_file(path) as source:
-            meta = self._footer(path, source)
+        opened = self._open(path, workflow_id)
+        if opened is None:
+            return
+        source, meta = opened
+        with source:
             groups = _groups(meta, workflow_id)
             if not groups:
                 return
@@ -151,6 +197,66 @@ def _groups(meta: pq.FileMetaData, workflow_id: str) -> list[int]:
             continue
         groups.append(i)
     return groups
+
+
+SPAN_BYTES = 16 * 2**20
+"""The most a kept file's lookup reads in one request; a longer span opens the file."""
+
+
+def _span(meta: pq.FileMetaData, groups: list[int]) -> tuple[int, int] | None:
+    """The byte range holding every column chunk of ``groups`` (None if a chunk has no offset)."""
+    start, end = None, 0
+    for g in groups:
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            first = chunk.data_page_offset
+            if chunk.has_dictionary_page and chunk.dictionary_page_offset is not None:
+                first = min(first, chunk.dictionary_page_offset)
+            if first is None or first < 0:
+                return None
+            start = first if start is None else min(start, first)
+            end = max(end, first + chunk.total_compressed_size)
+    return None if start is None else (start, end)
+
+
+class _Span(io.RawIOBase):
+    """A read-only file of ``size`` bytes of which only ``data`` at ``offset`` is held.
+
+    What pyarrow reads of a Parquet file whose footer it is given: the column chunks
+    of the row groups asked for. A read outside the span is a bug, never zeros.
+    """
+
+    def __init__(self, size: int, offset: int, data: bytes) -> None:
+        super().__init__()
+        self._size, self._offset, self._data, self._at = size, offset, data, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._at, 2: self._size}[whence]
+        self._at = base + pos
+        return self._at
+
+    def tell(self) -> int:
+        return self._at
+
+    def read(self, n: int = -1) -> bytes:
+        end = self._size if n is None or n < 0 else min(self._size, self._at + n)
+        lo, hi = self._at - self._offset, end - self._offset
+        if lo < 0 or hi > len(self._data):
+            raise OSError(f"read of bytes {self._at}-{end} outside the span fetched")
+        self._at = end
+        return self._data[lo:hi]
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _only(part: pa.Table, workflow_id: str, schema: pa.Schema) -> pa.Table | None:

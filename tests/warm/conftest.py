@@ -13,6 +13,7 @@ asks for either runs once per backend.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import logging
@@ -51,6 +52,8 @@ class S3Server:
     region: str = REGION
     access_key: str = ACCESS_KEY
     secret_key: str = SECRET_KEY
+    requests: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Requests the server has answered, by HTTP method (for tests that count round trips)."""
 
     def client(self, service: str = "s3", **kw: Any) -> Any:
         """A boto3 client for this server (tests only: product code never imports boto3).
@@ -95,8 +98,15 @@ def s3_server() -> Iterator[S3Server]:
     modules = frozenset(moto.backends.list_of_moto_modules())
     list_modules = moto.backends.list_of_moto_modules
     moto.backends.list_of_moto_modules = lambda: modules  # type: ignore[assignment]
+    moto_app = DomainDispatcherApplication(create_backend_app)
+    counted: collections.Counter[str] = collections.Counter()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        counted[environ["REQUEST_METHOD"]] += 1
+        return moto_app(environ, start_response)
+
     server = waitress.server.create_server(
-        DomainDispatcherApplication(create_backend_app),
+        app,
         host="127.0.0.1",
         port=0,
         threads=8,
@@ -114,7 +124,7 @@ def s3_server() -> Iterator[S3Server]:
     thread = threading.Thread(target=server.run, name="moto-s3", daemon=True)
     thread.start()
     try:
-        yield S3Server(endpoint=f"http://127.0.0.1:{server.effective_port}")
+        yield S3Server(endpoint=f"http://127.0.0.1:{server.effective_port}", requests=counted)
     finally:
         _stop_waitress(server)
         thread.join(10)

@@ -69,6 +69,16 @@ class Backend(Protocol):
             StorageError: The location is not usable.
         """
 
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes at ``offset`` of the file at ``path`` (``ObjectStore.path``).
+
+        One request on S3 (a ranged GET, no HEAD). Fewer bytes come back only at the end.
+
+        Raises:
+            FileNotFoundError: No such file or object.
+            OSError: The read failed.
+        """
+
     def batch(self) -> Sink:
         """Start the sink of one :class:`WriteBatch`."""
 

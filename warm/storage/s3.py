@@ -80,6 +80,20 @@ class _S3Backend:
     def describe(self) -> str:
         return f"ObjectStore({self._loc.url!r}, endpoint={self.endpoint!r})"
 
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        bucket, _, key = path.partition("/")
+        try:
+            answer = self.client.get_object(
+                Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}"
+            )
+            return bytes(answer["Body"].read())
+        except botocore.exceptions.ClientError as exc:
+            if _aws_code(exc) in ("NOT_FOUND", "NO_SUCH_KEY"):
+                raise FileNotFoundError(f"no object {path!r}") from None
+            raise OSError(f"reading {path!r}: {exc}") from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise OSError(f"reading {path!r}: {exc}") from None
+
     def object_key(self, key: str) -> str:
         """The S3 object key of ``key`` (its path without the bucket)."""
         return self._loc.path(key).split("/", 1)[1]

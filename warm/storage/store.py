@@ -300,6 +300,19 @@ class ObjectStore:
             fail(exc)
         return pa.PythonFile(_GuardedStream(raw, fail), mode=mode)
 
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes at ``offset`` of the file at ``path`` (a :meth:`path`).
+
+        One ranged GET on S3 and no HEAD (``fs.open_input_file`` asks for the size
+        first): for readers that already know what they want, such as a Parquet
+        footer read before. Fewer bytes come back only at the end of the file.
+
+        Raises:
+            FileNotFoundError: No such file or object.
+            OSError: The read failed.
+        """
+        return self._backend.read_range(path, offset, length)
+
     # ---------------------------------------------------------------- deletes
 
     def delete(self, key: str) -> None:
