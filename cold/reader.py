@@ -164,11 +164,7 @@ class ColdReader:
             except (OSError, pa.ArrowException) as exc:
                 # A file a newer snapshot replaced and maintenance removed: reload and retry.
                 if attempt:
-                    raise StorageError(
-                        f"cannot read cold {dataset} of {workflow_id!r}: {exc}",
-                        workflow_id=workflow_id,
-                        url=self.cold.where,
-                    ) from exc
+                    raise self._unreadable(dataset, workflow_id, exc) from exc
                 self.refresh()
                 continue
             if found.num_rows or attempt:
@@ -177,6 +173,13 @@ class ColdReader:
         if dataset == "history":
             found = found.sort_by([("event_id", "ascending")])
         return found
+
+    def _unreadable(self, dataset: str, workflow_id: str, exc: Exception) -> StorageError:
+        return StorageError(
+            f"cannot read cold {dataset} of {workflow_id!r}: {exc}",
+            workflow_id=workflow_id,
+            url=self.cold.where,
+        )
 
     def iter_history(
         self, workflow_id: str, finished_date: str, *, after: int = 0, batch_rows: int
@@ -213,11 +216,7 @@ class ColdReader:
                             yield part
             except (OSError, pa.ArrowException) as exc:
                 if attempt:
-                    raise StorageError(
-                        f"cannot read cold history of {workflow_id!r}: {exc}",
-                        workflow_id=workflow_id,
-                        url=self.cold.where,
-                    ) from exc
+                    raise self._unreadable("history", workflow_id, exc) from exc
                 self.refresh()
                 continue
             if last > after or attempt:

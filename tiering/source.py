@@ -143,11 +143,7 @@ class WarmSource:
             try:
                 return chunks.take()
             except (OSError, pa.ArrowException) as exc:
-                raise StorageError(
-                    f"cannot read warm history of {row.workflow_id!r}: {exc}",
-                    workflow_id=row.workflow_id,
-                    url=self.store.url,
-                ) from exc
+                raise self._unreadable("history", row, exc) from exc
 
         async for events in drain(self._io, chunks, take):
             yield events
@@ -157,12 +153,15 @@ class WarmSource:
         try:
             found = self._points.read(paths, row.workflow_id, schema_for(dataset))
         except (OSError, pa.ArrowException) as exc:
-            raise StorageError(
-                f"cannot read warm {dataset} of {row.workflow_id!r}: {exc}",
-                workflow_id=row.workflow_id,
-                url=self.store.url,
-            ) from exc
+            raise self._unreadable(dataset, row, exc) from exc
         return as_rows(found)
+
+    def _unreadable(self, dataset: str, row: IndexRow, exc: Exception) -> StorageError:
+        return StorageError(
+            f"cannot read warm {dataset} of {row.workflow_id!r}: {exc}",
+            workflow_id=row.workflow_id,
+            url=self.store.url,
+        )
 
 
 def _batch(chunk: int) -> int:
