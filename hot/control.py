@@ -108,9 +108,9 @@ class Control:
                 only_if_no_file=True,
             )
         )
-        rt.io_pool.submit(f.close)
+        rt.io_pool.post(f.close)
         if not done:
-            rt.io_pool.submit(delete_instance_file, f.path)
+            rt.io_pool.post(delete_instance_file, f.path)
         else:
             self.instances.env.events_committed(row.workflow_id)
         return bool(done)
@@ -280,9 +280,9 @@ class Control:
                 only_if_no_file=True,
             )
         )
-        rt.io_pool.submit(f.close)
+        rt.io_pool.post(f.close)
         if not done:  # it was claimed, or a signal gave it a file, meanwhile; ours is unused
-            rt.io_pool.submit(delete_instance_file, f.path)
+            rt.io_pool.post(delete_instance_file, f.path)
             return False
         self.instances.env.events_committed(row.workflow_id)
         self.instances.notify(row.workflow_id, row.parent_workflow_id)

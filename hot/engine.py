@@ -23,7 +23,6 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -40,6 +39,7 @@ from tierflow.hot.handle import WorkflowHandle
 from tierflow.hot.ids import validate_workflow_id
 from tierflow.hot.index import IndexDB
 from tierflow.hot.instances import Instances
+from tierflow.hot.iothreads import IoThreads
 from tierflow.hot.models import HistoryEvent, Status, WorkflowInfo
 from tierflow.hot.notify import ChangeKind
 from tierflow.hot.options import Durability, EngineOptions
@@ -118,8 +118,8 @@ class Engine:
         return self.runtime.clock
 
     @property
-    def io_pool(self) -> Executor:
-        """The I/O thread pool."""
+    def io_pool(self) -> IoThreads:
+        """The I/O threads."""
         return self.runtime.io_pool
 
     @property

@@ -35,11 +35,9 @@ What could go elsewhere has: the durable operations are in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -53,6 +51,7 @@ from tierflow.hot.errors import (
     WorkflowCancelled,
     error_info,
 )
+from tierflow.hot.iothreads import IoThreads
 from tierflow.hot.models import EventType, Status, to_micros
 from tierflow.hot.records import EventRow, InstanceState, OpKind, OpRecord, OpStatus
 from tierflow.hot.store import InstanceFile
@@ -90,7 +89,7 @@ class ExecutionEnv(Protocol):
         ...
 
     @property
-    def io_pool(self) -> Executor:
+    def io_pool(self) -> IoThreads:
         """Threads for blocking work (fsyncs, sync steps)."""
         ...
 
@@ -147,15 +146,6 @@ class _Pending:
     updates: dict[str, Any] = field(default_factory=dict)
     values: bool = False  # holds recorded values that must be durable before a side effect
     consume: list[tuple[int, str]] = field(default_factory=list)  # (inbox id, seq)
-
-
-def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:
-    if fut.done():  # cancelled meanwhile
-        return
-    if error is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(error)
 
 
 class _Batch:
@@ -434,14 +424,14 @@ class Execution:
                 batch.restore()
             raise
         if file.split_sync:
-            loop = asyncio.get_running_loop()
             if last:
-                synced: asyncio.Future[None] = loop.create_future()
+                # The loop goes on as soon as the commit is durable; the close
+                # (SQLite's checkpoint into the file, two more syncs) follows on
+                # the same thread, with no round trip of its own.
                 self.closes_file = True
-                self.env.io_pool.submit(self._sync_then_close, file, loop, synced)
-                waited: Awaitable[Any] = synced
+                waited = self.env.io_pool.call(file.sync, then=self._close_file)
             else:
-                waited = loop.run_in_executor(self.env.io_pool, file.sync)
+                waited = self.env.io_pool.call(file.sync)
             # Tracked, so a suspension in a sibling branch waits for this write to land.
             await self.track(waited)
         else:
@@ -450,23 +440,11 @@ class Execution:
             self.ops[op.seq] = op
         self.env.events_committed(self.workflow_id, self._stream_info(batch))
 
-    def _sync_then_close(
-        self, file: InstanceFile, loop: asyncio.AbstractEventLoop, synced: asyncio.Future[None]
-    ) -> None:
-        """On an I/O thread: make the last commit durable, tell the loop, then close the file.
-
-        The loop goes on as soon as the commit is durable; the close (SQLite's
-        checkpoint into the file, two more syncs) follows on this thread.
-        """
-        error: BaseException | None = None
-        try:
-            file.sync()
-        except BaseException as exc:
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop closed at shutdown
-            loop.call_soon_threadsafe(_settle, synced, error)
+    def _close_file(self) -> None:
+        """On an I/O thread, after the last commit is durable: close the file."""
+        assert self.file is not None
         with self.file_lock:  # never close a connection another thread is using
-            file.close()
+            self.file.close()
 
     async def read_signals(self, name: str) -> list[tuple[int, str | None, int]]:
         """Return unconsumed inbox signals named ``name``, oldest first."""
@@ -479,7 +457,7 @@ class Execution:
             with lock:
                 return file.pending_signals(name)
 
-        return await asyncio.get_running_loop().run_in_executor(self.env.io_pool, go)
+        return await self.env.io_pool.call(go)
 
     def has_pending(self) -> bool:
         """True if buffered records wait for the next commit."""
@@ -524,9 +502,7 @@ class Execution:
             except Exception as exc:
                 return False, exc
 
-        tracked = asyncio.ensure_future(
-            asyncio.get_running_loop().run_in_executor(self.env.io_pool, work)
-        )
+        tracked = self.env.io_pool.call(work)
         self.inflight.add(tracked)
         try:
             ok, value = await tracked

@@ -41,9 +41,9 @@ class Handoffs:
         """Hold ``f`` for ``wid``'s resume (closing a file held before for it)."""
         previous = self.held.pop(wid, None)
         if previous is not None:
-            self.rt.io_pool.submit(previous[0].close)
+            self.rt.io_pool.post(previous[0].close)
         if len(self.held) >= HANDOFF_MAX:
-            self.rt.io_pool.submit(f.close)
+            self.rt.io_pool.post(f.close)
             return
         self.held[wid] = (f, time.monotonic())
         asyncio.get_running_loop().call_later(HANDOFF_TTL, self._expire)
@@ -56,7 +56,7 @@ class Handoffs:
     def close(self) -> None:
         """Close every held file."""
         for f, _ in self.held.values():
-            self.rt.io_pool.submit(f.close)
+            self.rt.io_pool.post(f.close)
         self.held.clear()
 
     def _expire(self) -> None:
@@ -68,4 +68,4 @@ class Handoffs:
             # that as the cut means timer jitter cannot leave one behind.
             if now - at >= HANDOFF_TTL / 2:
                 del self.held[wid]
-                self.rt.io_pool.submit(f.close)
+                self.rt.io_pool.post(f.close)

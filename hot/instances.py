@@ -106,7 +106,7 @@ class Instances:
             self.results.forget(wid)
             held = self.handoffs.take(wid)
             if held is not None:
-                self.rt.io_pool.submit(held.close)
+                self.rt.io_pool.post(held.close)
 
     def notify(self, wid: str, parent: str | None) -> None:
         """An instance finished: wake ``result()`` waiters and its parent (if any)."""
@@ -404,7 +404,7 @@ class Instances:
             if file is not None:
                 self.active.pop(wid, None)
                 if not ex.closes_file:  # usually its last commit's thread closes it
-                    self.rt.io_pool.submit(_close_locked, file, ex.file_lock)
+                    self.rt.io_pool.post(_close_locked, file, ex.file_lock)
         if outcome.status == Status.TERMINATED:
             return outcome  # terminate() already mirrored it
         await self._mirror(
@@ -444,7 +444,7 @@ class Instances:
         finally:
             self.active.pop(wid, None)
             if not ex.closes_file:
-                self.rt.io_pool.submit(_close_locked, ex.file, ex.file_lock)
+                self.rt.io_pool.post(_close_locked, ex.file, ex.file_lock)
 
     async def _mirror(self, wid: str, outcome: Outcome, parent: str | None, wtype: str) -> None:
         """Copy an execution outcome into the index, wake waiters, arm timers.

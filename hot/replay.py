@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +45,7 @@ from tierflow.hot.errors import (
     error_info,
 )
 from tierflow.hot.executor import Execution, QueryStop, Suspend
+from tierflow.hot.iothreads import IoThreads
 from tierflow.hot.models import EventType, HistoryEvent, Status
 from tierflow.hot.records import EventRow, InstanceState, OpKind, OpRecord
 
@@ -313,7 +313,7 @@ class ReplayEnv:
         return self._clock
 
     @property
-    def io_pool(self) -> Executor:
+    def io_pool(self) -> IoThreads:
         """Never used: a replay runs no step and syncs no file."""
         raise RuntimeError("a replay runs no I/O")
 

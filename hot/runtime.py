@@ -11,11 +11,9 @@ through it.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +28,7 @@ from tierflow.hot.errors import (
 )
 from tierflow.hot.ids import validate_workflow_id
 from tierflow.hot.index import IndexDB, IndexRow
+from tierflow.hot.iothreads import IoThreads
 from tierflow.hot.models import TERMINAL_STATUSES, to_micros
 from tierflow.hot.options import Durability, EngineOptions
 from tierflow.hot.recovery import OwnerLock, other_owners
@@ -71,9 +70,7 @@ class Runtime:
         self.options = options
         self.durability: Durability = options.durability
         self.clock: Clock = clock or SystemClock()
-        self.io_pool: Executor = ThreadPoolExecutor(
-            max_workers=_IO_THREADS, thread_name_prefix="tierflow-io"
-        )
+        self.io_pool = IoThreads(_IO_THREADS, "tierflow-io")
         self._index: IndexDB | None = None
         self._spares: SparePool | None = None
         self._owner: OwnerLock | None = None
@@ -139,7 +136,7 @@ class Runtime:
 
     async def io(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn(*args)`` on an I/O thread and return its result."""
-        return await asyncio.get_running_loop().run_in_executor(self.io_pool, fn, *args)
+        return await self.io_pool.call(fn, *args)
 
     def now_us(self) -> int:
         """Current engine time in µs since the epoch."""
