@@ -40,13 +40,14 @@ def file_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def first_events(row: dict[str, Any], started: int) -> list[EventRow]:
     """``workflow.queued`` (carrying input, attributes, parent) and ``workflow.started``."""
-    payload = serde.encode(
-        {
-            "input": serde.decode(row["input"]),
-            "attributes": serde.decode(row["attributes"]) or {},
-            "parent_workflow_id": row.get("parent_workflow_id"),
-        },
-        what="workflow input",
+    # The payload is {"input": ..., "attributes": ..., "parent_workflow_id": ...},
+    # spliced from texts serde.encode already wrote (re-encoding what it decodes
+    # gives the same text): a large input is neither decoded nor copied twice.
+    attrs = row["attributes"]
+    payload = (
+        f'{{"input":{row["input"] if row["input"] is not None else "null"},'
+        f'"attributes":{attrs if attrs and attrs != "null" else "{}"},'
+        f'"parent_workflow_id":{serde.encode(row.get("parent_workflow_id"), what="parent id")}}}'
     )
     return [
         EventRow(EventType.WORKFLOW_QUEUED.value, row["created_at"], None, None, payload),

@@ -243,8 +243,12 @@ class Execution:
         self.cancel_delivered = any(op.status == OpStatus.CANCELLED for op in self.ops.values())
         self.terminated = False
         self.suspending: Suspend | None = None
-        self.attributes: dict[str, Any] = serde.decode(state.row["attributes"]) or {}
+        attrs = state.row["attributes"]
+        self.attributes: dict[str, Any] = {} if attrs == "{}" else serde.decode(attrs) or {}
         self.attributes_dirty = False
+        # Whether the index's copy of the attributes may differ from this run's: an
+        # instance created by this run starts with the same text in both.
+        self.attributes_changed = file is None or file.deferred is None
         self.inflight: set[asyncio.Future[Any]] = set()
         self.query_handlers: dict[str, Callable[..., Any]] = {}
         self.last_event_id: int = state.last_event_id
@@ -256,9 +260,19 @@ class Execution:
         self.file_lock = threading.Lock()
         if file is not None:
             file.use_split_sync()
-        # Deterministic per-instance RNG for retry jitter: replay never reads it,
-        # but a stable seed keeps a rerun's schedule explainable.
-        self.rng = random.Random(self.run_id)
+        self._rng: random.Random | None = None
+
+    @property
+    def rng(self) -> random.Random:
+        """Deterministic per-instance RNG for retry jitter.
+
+        Replay never reads it, but a stable seed keeps a rerun's schedule
+        explainable. Made on first use: seeding from a string hashes it, and
+        most executions never retry.
+        """
+        if self._rng is None:
+            self._rng = random.Random(self.run_id)
+        return self._rng
 
     # -- time and ids ----------------------------------------------------------
 
@@ -602,6 +616,7 @@ class Execution:
         for key, value in values:
             self.attributes[key] = value
         self.attributes_dirty = True
+        self.attributes_changed = True
 
     def set_query_handler(self, name: str, fn: Callable[..., Any]) -> None:
         """Answer queries named ``name`` with ``fn``."""
@@ -708,7 +723,10 @@ class Execution:
             pause_reason=s.reason,
         )
 
-    def _attrs_text(self) -> str:
+    def _attrs_text(self) -> str | None:
+        """The attributes for the index to mirror; None if it already has them."""
+        if not self.attributes_changed:
+            return None
         return serde.encode(self.attributes, what="attributes")
 
     async def _finish(

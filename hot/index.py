@@ -523,7 +523,7 @@ class IndexDB:
                 f"INSERT OR IGNORE INTO instances ({cols}) VALUES ({','.join('?' * len(row))})",
                 tuple(row.values()),
             )
-            if cur.rowcount and row.get("attributes"):
+            if cur.rowcount and row.get("attributes") not in (None, "", "{}"):
                 IndexDB._put_attributes(conn, row["workflow_id"], json.loads(row["attributes"]))
             return cur.rowcount == 1
 

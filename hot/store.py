@@ -95,6 +95,7 @@ _READ_EVENTS_AFTER = f"{_SELECT_EVENTS} WHERE event_id > ? ORDER BY event_id"
 _READ_ALL_EVENTS = f"{_SELECT_EVENTS} ORDER BY event_id"
 # event_id is the table's rowid: an insert that leaves it NULL gets max(event_id) + 1.
 _EVENT_ROW = f"(NULL,{','.join('?' * (len(EVENT_COLUMNS) - 1))})"
+_PUT_OP = "INSERT OR REPLACE INTO operations VALUES (?,?,?,?,?,?,?,?)"
 # Events per INSERT statement (well under SQLite's limit of bound parameters).
 _EVENTS_PER_INSERT = 100
 
@@ -196,6 +197,7 @@ class InstanceFile:
         self.wal_durable = False
         self._wal_fd: int | None = None
         self._fd_lock = threading.Lock()
+        self.wal_path = Path(f"{path}-wal")
 
     # -- opening -------------------------------------------------------------
 
@@ -312,7 +314,7 @@ class InstanceFile:
         """
         if not self.split_sync:
             return
-        wal = Path(f"{self.path}-wal")
+        wal = self.wal_path
         try:
             with self._fd_lock:
                 if self.closed:
@@ -479,22 +481,21 @@ class InstanceFile:
                         f"instance has already finished ({status[0] if status else 'unknown'})",
                         status=status[0] if status else None,
                     )
-                if ops:
-                    conn.executemany(
-                        "INSERT OR REPLACE INTO operations VALUES (?,?,?,?,?,?,?,?)",
-                        [
-                            (
-                                op.seq,
-                                op.kind,
-                                op.name,
-                                op.status,
-                                op.attempt,
-                                op.result,
-                                op.error,
-                                op.wake_at,
-                            )
-                            for op in ops
-                        ],
+                # One statement per record: executemany's own setup cost more
+                # than a loop over the usual one or two records.
+                for op in ops:
+                    conn.execute(
+                        _PUT_OP,
+                        (
+                            op.seq,
+                            op.kind,
+                            op.name,
+                            op.status,
+                            op.attempt,
+                            op.result,
+                            op.error,
+                            op.wake_at,
+                        ),
                     )
                 if add_signals:
                     conn.executemany(

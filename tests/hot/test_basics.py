@@ -241,3 +241,26 @@ async def test_describe_is_json_ready(make_tf, uid):
     assert d["attributes"] == {"customer": "c-7"}
     assert d["tier"] == "hot"
     assert (await tf.list(attributes={"customer": "c-7"})).items[0].workflow_id == h.workflow_id
+
+
+@workflow
+async def parent_of_double(ctx: WorkflowContext, inp: dict) -> int:
+    return await ctx.child(double, inp, workflow_id=f"{ctx.workflow_id}-child")
+
+
+@pytest.mark.parametrize("how", ["run", "start"])
+async def test_queued_event_carries_input_attributes_and_parent_as_given(make_tf, uid, how):
+    # The queued event's payload is the instance's input, attributes and parent exactly
+    # as started (unicode, nesting, key order kept), whichever way it was started.
+    tf = await make_tf([double, parent_of_double])
+    inp = {"value": 21, "note": "naïve ☃", "nested": [1, 2.5, None, {"z": True}]}
+    attrs = {"region": "eu", "tier": 3}
+    starter = tf.run if how == "run" else tf.start
+    h = await starter(parent_of_double, inp, workflow_id=uid(), attributes=attrs)
+    assert await h.result(timeout=30) == 42
+    queued = (await h.history())[0]
+    assert queued.event_type == "workflow.queued"
+    assert queued.payload == {"input": inp, "attributes": attrs, "parent_workflow_id": None}
+    assert list(queued.payload["input"]) == ["value", "note", "nested"]
+    child = (await tf.get_handle(f"{h.workflow_id}-child").history())[0]
+    assert child.payload == {"input": inp, "attributes": {}, "parent_workflow_id": h.workflow_id}
