@@ -461,26 +461,34 @@ class InstanceFile:
             conn = self.conn
             conn.execute("BEGIN IMMEDIATE")
             try:
+                to_append = events
                 if self.deferred is not None:
+                    # The first commit writes the row with this commit's updates
+                    # folded in, and the first events with this commit's: two
+                    # statements fewer than insert, update, and two appends.
                     row, first = self.deferred
+                    row = {**row, **(updates or {})}
                     cols = ",".join(row)
                     conn.execute(
                         f"INSERT INTO instance (id,{cols}) VALUES (1,{','.join('?' * len(row))})",
                         tuple(row.values()),
                     )
-                    self._append_events(first)
-                sets = dict(updates or {})
-                assignments = ",".join(f"{k}=?" for k in sets) or "id=id"
-                where = "id=1" if allow_finished else f"id=1 AND status NOT IN ({_TERMINAL_SQL})"
-                cur = conn.execute(
-                    f"UPDATE instance SET {assignments} WHERE {where}", tuple(sets.values())
-                )
-                if cur.rowcount != 1:
-                    status = conn.execute("SELECT status FROM instance").fetchone()
-                    raise WorkflowAlreadyFinished(
-                        f"instance has already finished ({status[0] if status else 'unknown'})",
-                        status=status[0] if status else None,
+                    to_append = [*first, *events]
+                else:
+                    sets = updates or {}
+                    assignments = ",".join(f"{k}=?" for k in sets) or "id=id"
+                    where = (
+                        "id=1" if allow_finished else f"id=1 AND status NOT IN ({_TERMINAL_SQL})"
                     )
+                    cur = conn.execute(
+                        f"UPDATE instance SET {assignments} WHERE {where}", tuple(sets.values())
+                    )
+                    if cur.rowcount != 1:
+                        status = conn.execute("SELECT status FROM instance").fetchone()
+                        raise WorkflowAlreadyFinished(
+                            f"instance has already finished ({status[0] if status else 'unknown'})",
+                            status=status[0] if status else None,
+                        )
                 # One statement per record: executemany's own setup cost more
                 # than a loop over the usual one or two records.
                 for op in ops:
@@ -507,7 +515,7 @@ class InstanceFile:
                         "UPDATE inbox SET consumed_seq=? WHERE id=?",
                         [(seq, inbox_id) for inbox_id, seq in consume_signals],
                     )
-                last = self._append_events(events)
+                last = self._append_events(to_append)
                 conn.execute("COMMIT")
                 self.deferred = None
                 return last
