@@ -213,20 +213,23 @@ class IoThreads(Executor):
     # -- the loop side -------------------------------------------------------------------
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Deliver results for ``loop`` through the deque (called on that loop)."""
+        """Deliver results for ``loop`` through the deque (called on that loop).
+
+        The eventfd is made once and closed only once the threads have exited:
+        a thread may be about to write to it, and a closed descriptor's number
+        can be reused by a file, which the write would then corrupt.
+        """
         self._unbind()
-        self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        if self._efd < 0:
+            self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         loop.add_reader(self._efd, self._drain)
         self._loop = loop
 
     def _unbind(self) -> None:
-        loop, efd = self._loop, self._efd
-        self._loop, self._efd = None, -1
+        loop, self._loop = self._loop, None
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(Exception):
-                loop.remove_reader(efd)
-        if efd >= 0:
-            os.close(efd)
+                loop.remove_reader(self._efd)
         self._settle_all()
 
     def _drain(self) -> None:
@@ -239,6 +242,8 @@ class IoThreads(Executor):
         done = self._done
         while done:
             fut, ok, value = done.popleft()
+            if fut.get_loop().is_closed():
+                continue  # its loop ended (the pool moved to a new one): nobody waits
             _settle(fut, ok, value)
 
     # -- shutting down -------------------------------------------------------------------
@@ -262,4 +267,7 @@ class IoThreads(Executor):
                     t.join()
             if self._loop is not None and _running_loop() is self._loop:
                 self._unbind()  # on the bound loop: unregister, deliver what is left
+            if self._loop is None and self._efd >= 0:
+                os.close(self._efd)  # no thread is left to write to it
+                self._efd = -1
         _LIVE.discard(self)

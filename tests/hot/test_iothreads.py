@@ -150,3 +150,23 @@ def test_threads_start_only_when_none_is_idle() -> None:
         assert all(f.result(timeout=10) for f in futs)
     finally:
         pool.shutdown()
+
+
+def test_a_job_outliving_its_loop_is_dropped_and_the_next_loop_is_served() -> None:
+    pool = IoThreads(2)
+    gate = threading.Event()
+
+    async def first() -> int:
+        pool.call(gate.wait, 10)  # never awaited: this loop ends before the job does
+        return await pool.call(lambda: 1)
+
+    async def second() -> tuple[int, int]:
+        fut = pool.call(lambda: 2)
+        gate.set()  # the first loop's job finishes now, for a loop that is gone
+        return await fut, await pool.call(lambda: 3)
+
+    try:
+        assert asyncio.run(first()) == 1
+        assert asyncio.run(second()) == (2, 3)
+    finally:
+        pool.shutdown()
