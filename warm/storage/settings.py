@@ -325,6 +325,32 @@ class StorageSettings:
         return props
 
 
+def single_put_uploads(fs: pafs.FileSystem) -> pafs.FileSystem:
+    """Return ``fs``; for S3, the same filesystem sending a small file as one PutObject.
+
+    pyarrow's S3 filesystem starts a multipart upload as soon as a file is opened for writing,
+    so every file, however small, takes three requests (create, one part, complete). With its
+    ``allow_delayed_open`` option the upload starts only once a file outgrows a part, and a
+    smaller file is one PutObject at close (measured on the test S3 server: 10 ms of CPU per
+    2 kB file down to 4-5 ms, client and server together). What changes for the caller: an
+    error such as a missing bucket is raised by a write or by ``close()``, not by the open.
+
+    The filesystem is rebuilt from pyarrow's own pickled form of ``fs``: every option it was
+    made with, plus this one, except a custom ``retry_strategy``, which that form leaves out
+    (do not pass a filesystem made with one).
+
+    Args:
+        fs: A pyarrow filesystem.
+
+    Returns:
+        A new ``S3FileSystem`` for an S3 one; ``fs`` itself for any other.
+    """
+    if not isinstance(fs, pafs.S3FileSystem):
+        return fs
+    rebuild, (options,) = fs.__reduce__()
+    return rebuild({**options, "allow_delayed_open": True})
+
+
 _loader: Any = None
 _loader_lock = threading.Lock()
 
