@@ -12,23 +12,27 @@ everything a commit references is on disk before the pointer moves.
 Selected with the ``py-io-impl`` catalog property for ``file://``
 warehouses (:class:`tierflow.cold.catalog.CatalogSettings`). Object stores
 need nothing for durability (a completed PUT is durable), but pyiceberg's
-pyarrow FileIO spends requests there that a commit does not need:
+pyarrow FileIO spends requests there that are not needed:
 :class:`ObjectFileIO`, selected for ``s3://`` warehouses, writes each file
-with one PUT instead of a three-request multipart upload, and knows the
-length of a file it has just written instead of asking with a HEAD.
+with one PUT instead of a three-request multipart upload, knows the length
+of a file it has just written instead of asking with a HEAD, and reads
+metadata and manifests with one GET instead of a HEAD and a GET.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.fs as pafs  # type: ignore[import-untyped, unused-ignore]
 from pyiceberg.io import S3_RETRY_STRATEGY_IMPL
 from pyiceberg.io.pyarrow import BUFFER_SIZE, ONE_MEGABYTE, PyArrowFile, PyArrowFileIO
 from tierflow.hot.durable_fs import fsync_dirs
-from tierflow.warm.storage import single_put_uploads
+from tierflow.warm.storage import ObjectStore, StorageSettings, single_put_uploads
 
 __all__ = ["DURABLE_FILE_IO", "OBJECT_FILE_IO", "DurableFileIO", "ObjectFileIO"]
 
@@ -137,9 +141,17 @@ class _SizedOnClose(_Wrapped):
         self._file.written = size
 
 
+# What pyiceberg always reads whole: table metadata, manifest lists and manifests.
+_READ_WHOLE = (".metadata.json", ".avro")
+
+
 class _ObjectFile(PyArrowFile):
     written: int | None = None
     """Bytes in the object this file wrote and closed (None: not written through it)."""
+
+    def __init__(self, *args: Any, read_all: Callable[[str], bytes] | None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._read_all = read_all
 
     def create(self, overwrite: bool = False) -> Any:
         return _SizedOnClose(super().create(overwrite=overwrite), self)
@@ -149,9 +161,25 @@ class _ObjectFile(PyArrowFile):
         # manifest's length): a HEAD per file, for a number the writer counted.
         return super().__len__() if self.written is None else self.written
 
+    def open(self, seekable: bool = True) -> Any:
+        if self._read_all is None or not self.location.endswith(_READ_WHOLE):
+            return super().open(seekable=seekable)
+        try:
+            return pa.BufferReader(self._read_all(self._path))
+        except FileNotFoundError as exc:  # pyiceberg's own wording, which callers match
+            raise FileNotFoundError(f"Cannot open file, does not exist: {self.location}") from exc
+
+
+@functools.lru_cache(maxsize=16)
+def _whole_reader(bucket: str, properties: frozenset[tuple[str, str]]) -> Any:
+    # One store per bucket and credentials in the process: pyiceberg makes a FileIO for each
+    # table it loads, and a store's S3 client costs ~20 ms of CPU to make.
+    settings = StorageSettings.from_iceberg_io_properties(f"s3://{bucket}", dict(properties))
+    return None if settings is None else ObjectStore(settings).read_all
+
 
 class ObjectFileIO(PyArrowFileIO):
-    """pyiceberg's pyarrow FileIO, without the requests a commit to an object store does not need.
+    """pyiceberg's pyarrow FileIO, without the requests an object store does not need.
 
     * A file smaller than a part is one PutObject
       (:func:`tierflow.warm.storage.single_put_uploads`): pyarrow's S3 filesystem otherwise
@@ -159,8 +187,13 @@ class ObjectFileIO(PyArrowFileIO):
       requests (create, one part, complete).
     * The length of a file just written (pyiceberg records it in the manifest and the
       manifest list) is the byte count written, not a HEAD.
+    * Table metadata, manifest lists and manifests, which pyiceberg reads whole, are one GET
+      each (:meth:`tierflow.warm.storage.ObjectStore.read_all`), not a HEAD for the size and
+      then a GET. When the properties hold an S3 option the store cannot express
+      (:meth:`~tierflow.warm.storage.StorageSettings.from_iceberg_io_properties`), they are
+      read the pyarrow way. Data files are read the pyarrow way (in ranges).
 
-    Reads are pyiceberg's own. Only for ``s3://`` warehouses (the catalog selects it).
+    Only for ``s3://`` warehouses (the catalog selects it).
     """
 
     def _initialize_fs(self, scheme: str, netloc: str | None = None) -> pafs.FileSystem:
@@ -171,12 +204,23 @@ class ObjectFileIO(PyArrowFileIO):
             return fs  # single_put_uploads would drop the retry strategy
         return single_put_uploads(fs)
 
-    def new_output(self, location: str) -> PyArrowFile:
-        """An output file that knows its length once written (no HEAD to ask it)."""
+    def _file(self, location: str) -> _ObjectFile:
         scheme, netloc, path = self.parse_location(location, self.properties)
+        read_all = None
+        if scheme in ("s3", "s3a", "s3n") and netloc:
+            read_all = _whole_reader(netloc, frozenset(self.properties.items()))
         return _ObjectFile(
             fs=self.fs_by_scheme(scheme, netloc),
             location=location,
             path=path,
             buffer_size=int(self.properties.get(BUFFER_SIZE, ONE_MEGABYTE)),
+            read_all=read_all,
         )
+
+    def new_input(self, location: str) -> PyArrowFile:
+        """An input file read with one GET when pyiceberg reads it whole."""
+        return self._file(location)
+
+    def new_output(self, location: str) -> PyArrowFile:
+        """An output file that knows its length once written (no HEAD to ask it)."""
+        return self._file(location)

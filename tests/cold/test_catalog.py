@@ -128,11 +128,12 @@ def test_a_local_warehouse_fsyncs_every_file_a_commit_references(tmp_path: Path,
     assert {p.removeprefix("file://") for p in needed} <= set(synced)
 
 
-def test_an_s3_warehouse_writes_each_file_with_one_put_and_no_head_after(
+def test_an_s3_warehouse_commit_sends_no_request_it_does_not_need(
     tmp_path: Path, s3_server: S3Server, s3_bucket: str
 ):
-    """A commit to S3 sends one PUT per file (no multipart upload: create, part, complete), and
-    the length pyiceberg records for a data file or manifest just written costs no HEAD.
+    """A commit to S3 sends one PUT per file (no multipart upload: create, part, complete); the
+    length pyiceberg records for a data file or manifest just written costs no HEAD, and the
+    metadata it reads whole is one GET (no HEAD for the size first).
 
     Counted on the test S3 server, so the requests cannot come back unnoticed.
     """
@@ -159,10 +160,10 @@ def test_an_s3_warehouse_writes_each_file_with_one_put_and_no_head_after(
     assert (len(data), len(manifests)) == (1, 1)
     assert sent["POST"] == 0, sent
     assert sent["PUT"] == written, sent
-    # What is left: the metadata JSON read twice (the table's refresh before the commit, the
-    # reload after it), each read a HEAD for its size; and pyiceberg's check that the new
-    # metadata JSON's name is free (a HEAD and a one-key listing).
-    assert sent["HEAD"] == 3, sent
+    # The metadata JSON is read twice (the table's refresh before the commit, the reload after
+    # it), each with one GET and no HEAD for its size. The one HEAD left is pyiceberg's check
+    # that the new metadata JSON's name is free (with a one-key listing: the third GET).
+    assert (sent["HEAD"], sent["GET"]) == (1, 3), sent
     assert [f.file_size_in_bytes for f in data] == [
         store.size(f.file_path.removeprefix(f"s3://{s3_bucket}/lake/")) for f in data
     ]
