@@ -54,6 +54,7 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput["dist"] = node.config.getoption("dist")
 
 
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: the chunks are of what runs
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under ``--dist worksteal``, put the :data:`SLOW_FIRST` tests first in each worker's queue.
 
@@ -66,6 +67,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     slow time so far (longest processing time first), and each chunk starts with its share.
     They then all run in the first third of the suite, and stealing evens out the short tests
     that follow.
+
     Each moved test runs exactly as before, only earlier (none of them uses a fixture scoped
     wider than the test, apart from the session's S3 server).
     """
