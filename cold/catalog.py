@@ -31,7 +31,7 @@ from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.table import Table
 from tierflow.cold import tables
-from tierflow.cold.fileio import DURABLE_FILE_IO
+from tierflow.cold.fileio import DURABLE_FILE_IO, OBJECT_FILE_IO
 from tierflow.hot.errors import InvalidArgument, StorageError
 from tierflow.warm.storage import ObjectStore
 
@@ -115,9 +115,9 @@ class CatalogSettings:
             "warehouse": warehouse(store),
         }
         props.update(store.settings.iceberg_io_properties())
-        if not store.settings.is_s3:
-            # Local warehouse: every file fsync'd before the catalog points at it.
-            props["py-io-impl"] = DURABLE_FILE_IO
+        # Local warehouse: every file fsync'd before the catalog points at it. S3: each file
+        # one PUT, and no HEAD for the length of a file just written.
+        props["py-io-impl"] = OBJECT_FILE_IO if store.settings.is_s3 else DURABLE_FILE_IO
         props.update(self.properties)
         return props
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from tierflow import InvalidArgument, StorageError
+from tierflow.cold import tables
 from tierflow.cold.catalog import CatalogSettings, ColdTables, redact_url
+from tierflow.cold.writer import ColdWriter
 from tierflow.warm.storage import ObjectStore, StorageSettings
+
+from tests.warm.conftest import S3Server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -76,23 +82,8 @@ def test_a_catalog_in_a_missing_directory_names_it(tmp_path: Path):
     assert not missing.parent.exists()
 
 
-def test_a_local_warehouse_fsyncs_every_file_a_commit_references(tmp_path: Path, monkeypatch):
-    """Data files, manifests, manifest list and metadata are on disk before the catalog moves."""
-    import pyarrow as pa
-    from tierflow.cold import fileio, tables
-    from tierflow.cold.writer import ColdWriter
-
-    synced: list[str] = []
-    real_close = fileio._SyncOnClose.close
-
-    def close(self: fileio._SyncOnClose) -> None:
-        real_close(self)
-        synced.append(self._path)
-
-    monkeypatch.setattr(fileio._SyncOnClose, "close", close)
-    store = ObjectStore(StorageSettings(url=(tmp_path / "lake").as_uri()))
-    store.check()
-    cold = ColdTables(CatalogSettings(url=f"sqlite:///{tmp_path / 'catalog.sqlite'}"), store)
+def one_workflow_row() -> pa.Table:
+    """One row of the cold workflows table (a completed workflow with empty payloads)."""
     schema = tables.arrow_schema("workflows")
     row: dict[str, object] = {f.name: None for f in schema}
     row.update({f.name: "{}" for f in schema if not f.nullable and f.type == pa.string()})
@@ -109,7 +100,25 @@ def test_a_local_warehouse_fsyncs_every_file_a_commit_references(tmp_path: Path,
         finished_date=0,
         batch_id="b1",
     )
-    part = pa.Table.from_pylist([row], schema=schema)
+    return pa.Table.from_pylist([row], schema=schema)
+
+
+def test_a_local_warehouse_fsyncs_every_file_a_commit_references(tmp_path: Path, monkeypatch):
+    """Data files, manifests, manifest list and metadata are on disk before the catalog moves."""
+    from tierflow.cold import fileio
+
+    synced: list[str] = []
+    real_close = fileio._SyncOnClose.close
+
+    def close(self: fileio._SyncOnClose) -> None:
+        real_close(self)
+        synced.append(self._path)
+
+    monkeypatch.setattr(fileio._SyncOnClose, "close", close)
+    store = ObjectStore(StorageSettings(url=(tmp_path / "lake").as_uri()))
+    store.check()
+    cold = ColdTables(CatalogSettings(url=f"sqlite:///{tmp_path / 'catalog.sqlite'}"), store)
+    part = one_workflow_row()
     snap = ColdWriter(cold).commit("workflows", "c1", ["b1"], [part])
     table = cold.table("workflows", refresh=True)
     assert type(table.io).__name__ == "DurableFileIO"
@@ -117,3 +126,48 @@ def test_a_local_warehouse_fsyncs_every_file_a_commit_references(tmp_path: Path,
     needed |= {m.manifest_path for m in snap.manifests(table.io)}
     needed |= {t.file.file_path for t in table.scan().plan_files()}
     assert {p.removeprefix("file://") for p in needed} <= set(synced)
+
+
+def test_an_s3_warehouse_commit_sends_no_request_it_does_not_need(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str
+):
+    """A commit to S3 sends one PUT per file (no multipart upload: create, part, complete); the
+    length pyiceberg records for a data file or manifest just written costs no HEAD, and the
+    metadata it reads whole is one GET (no HEAD for the size first).
+
+    Counted on the test S3 server, so the requests cannot come back unnoticed.
+    """
+    store = ObjectStore(
+        StorageSettings(
+            url=f"s3://{s3_bucket}/lake",
+            endpoint=s3_server.endpoint,
+            region=s3_server.region,
+            access_key=s3_server.access_key,
+            secret_key=s3_server.secret_key,
+        )
+    )
+    store.check()
+    cold = ColdTables(CatalogSettings(url=f"sqlite:///{tmp_path / 'catalog.sqlite'}"), store)
+    cold.table("workflows", create=True)
+    before = Counter(s3_server.requests)
+    snap = ColdWriter(cold).commit("workflows", "c1", ["b1"], [one_workflow_row()])
+    sent = Counter(s3_server.requests)
+    sent.subtract(before)
+    table = cold.table("workflows", refresh=True)
+    manifests = snap.manifests(table.io)
+    data = [t.file for t in table.scan().plan_files()]
+    written = len(data) + len(manifests) + 2  # + the manifest list and the metadata JSON
+    assert (len(data), len(manifests)) == (1, 1)
+    assert sent["POST"] == 0, sent
+    assert sent["PUT"] == written, sent
+    # The metadata JSON is read twice (the table's refresh before the commit, the reload after
+    # it), each with one GET and no HEAD for its size. The one HEAD left is pyiceberg's check
+    # that the new metadata JSON's name is free (with a one-key listing: the third GET).
+    assert (sent["HEAD"], sent["GET"]) == (1, 3), sent
+    assert [f.file_size_in_bytes for f in data] == [
+        store.size(f.file_path.removeprefix(f"s3://{s3_bucket}/lake/")) for f in data
+    ]
+    assert [m.manifest_length for m in manifests] == [
+        store.size(m.manifest_path.removeprefix(f"s3://{s3_bucket}/lake/")) for m in manifests
+    ]
+    assert type(table.io).__name__ == "ObjectFileIO"

@@ -284,6 +284,42 @@ def test_settings_build_clients_for_s3_compatible_endpoints(
     assert StorageSettings(url="s3://bkt").iceberg_io_properties()["s3.region"] == "us-east-1"
 
 
+def test_settings_come_back_from_their_iceberg_properties() -> None:
+    """pyiceberg's FileIO gets properties only; the store it reads through is the same one."""
+    full = StorageSettings(
+        url="s3://bkt",
+        endpoint="http://127.0.0.1:9000",
+        region="eu-west-3",
+        access_key="AKIAEXAMPLE",
+        secret_key="secret-example",
+        session_token="token-example",
+    )
+    for settings in (full, StorageSettings(url="s3://bkt", region="us-west-2")):
+        props = {**settings.iceberg_io_properties(), "uri": "sqlite:///c", "warehouse": "w"}
+        assert StorageSettings.from_iceberg_io_properties("s3://bkt", props) == settings
+    props = full.iceberg_io_properties()
+    # S3 options the settings cannot express: the FileIO keeps pyarrow's way.
+    for extra in ("s3.role-arn", "s3.signer-uri", "s3.proxy-uri", "s3.anonymous"):
+        assert StorageSettings.from_iceberg_io_properties("s3://bkt", {**props, extra: "x"}) is None
+    virtual = {**props, "s3.force-virtual-addressing": "true"}
+    assert StorageSettings.from_iceberg_io_properties("s3://bkt", virtual) is None
+
+
+def test_read_all_is_one_get_and_missing_is_file_not_found(make_store: MakeStore, request: Any):
+    store = make_store()
+    store.put("cold/m.avro", b"abc" * 1000)
+    counted = request.getfixturevalue("s3_server").requests if store.url.startswith("s3") else None
+    before = dict(counted or {})
+    assert store.read_all(store.path("cold/m.avro")) == b"abc" * 1000
+    if counted is not None:
+        delta = {
+            m: counted[m] - before.get(m, 0) for m in counted if counted[m] != before.get(m, 0)
+        }
+        assert delta == {"GET": 1}
+    with pytest.raises(FileNotFoundError):
+        store.read_all(store.path("cold/none.avro"))
+
+
 def test_local_settings_have_no_s3_client(tmp_path: Path) -> None:
     settings = StorageSettings(url=tmp_path.as_uri())
     with pytest.raises(InvalidArgument, match="not an s3:// location"):

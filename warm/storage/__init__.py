@@ -6,7 +6,8 @@ it. Nothing else in tierflow imports boto3, botocore or pyarrow's S3 classes. Th
 
 * :mod:`~tierflow.warm.storage.settings`: :class:`StorageSettings`, which builds every client
   in one place and hands the same settings to pyiceberg
-  (:meth:`StorageSettings.iceberg_io_properties`).
+  (:meth:`StorageSettings.iceberg_io_properties`), and :func:`single_put_uploads` for the
+  pyarrow filesystem pyiceberg makes from them.
 * :mod:`~tierflow.warm.storage.locations`: storage URLs, S3 endpoints and keys.
 * :mod:`~tierflow.warm.storage.errors`: SDK and OS errors turned into
   :class:`hot.errors.StorageError`, credentials scrubbed from messages and logs.
@@ -17,7 +18,7 @@ it. Nothing else in tierflow imports boto3, botocore or pyarrow's S3 classes. Th
 """
 
 from tierflow.warm.storage.errors import ObjectNotFound
-from tierflow.warm.storage.settings import StorageSettings
+from tierflow.warm.storage.settings import StorageSettings, single_put_uploads
 from tierflow.warm.storage.store import ObjectStore, WriteBatch
 
-__all__ = ["ObjectNotFound", "ObjectStore", "StorageSettings", "WriteBatch"]
+__all__ = ["ObjectNotFound", "ObjectStore", "StorageSettings", "WriteBatch", "single_put_uploads"]

@@ -69,6 +69,14 @@ class Backend(Protocol):
             StorageError: The location is not usable.
         """
 
+    def read_all(self, path: str) -> bytes:
+        """Read the whole file at ``path`` (``ObjectStore.path``): one GET on S3, no HEAD.
+
+        Raises:
+            FileNotFoundError: No such file or object.
+            OSError: The read failed.
+        """
+
     def read_range(self, path: str, offset: int, length: int) -> bytes:
         """Read ``length`` bytes at ``offset`` of the file at ``path`` (``ObjectStore.path``).
 

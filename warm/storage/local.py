@@ -44,6 +44,10 @@ class _LocalBackend:
     def describe(self) -> str:
         return f"ObjectStore({self._loc.url!r})"
 
+    def read_all(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
     def read_range(self, path: str, offset: int, length: int) -> bytes:
         fd = os.open(path, os.O_RDONLY)
         try:

@@ -80,12 +80,17 @@ class _S3Backend:
     def describe(self) -> str:
         return f"ObjectStore({self._loc.url!r}, endpoint={self.endpoint!r})"
 
+    def read_all(self, path: str) -> bytes:
+        return self._get(path)
+
     def read_range(self, path: str, offset: int, length: int) -> bytes:
+        return self._get(path, f"bytes={offset}-{offset + length - 1}")
+
+    def _get(self, path: str, byte_range: str | None = None) -> bytes:
         bucket, _, key = path.partition("/")
+        ranged = {} if byte_range is None else {"Range": byte_range}
         try:
-            answer = self.client.get_object(
-                Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}"
-            )
+            answer = self.client.get_object(Bucket=bucket, Key=key, **ranged)
             return bytes(answer["Body"].read())
         except botocore.exceptions.ClientError as exc:
             if _aws_code(exc) in ("NOT_FOUND", "NO_SUCH_KEY"):

@@ -300,6 +300,18 @@ class ObjectStore:
             fail(exc)
         return pa.PythonFile(_GuardedStream(raw, fail), mode=mode)
 
+    def read_all(self, path: str) -> bytes:
+        """Read the whole file at ``path`` (a :meth:`path`): one GET on S3, no HEAD.
+
+        (``fs.open_input_file`` and ``open_input_stream`` both ask for the size first.) For
+        small files read whole anyway, such as Iceberg's metadata and manifests.
+
+        Raises:
+            FileNotFoundError: No such file or object.
+            OSError: The read failed.
+        """
+        return self._backend.read_all(path)
+
     def read_range(self, path: str, offset: int, length: int) -> bytes:
         """Read ``length`` bytes at ``offset`` of the file at ``path`` (a :meth:`path`).
 
