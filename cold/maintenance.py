@@ -38,7 +38,6 @@ from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
-import pyarrow.fs as pafs  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 from pyiceberg.manifest import DataFile, FileFormat
 from pyiceberg.table import Table
@@ -455,7 +454,10 @@ def _orphans_of_table(
         )
     # List first, then read the metadata: a commit landing in between has its files
     # referenced; one still writing has files newer than the grace period.
-    listed = [k for k, _ in store.list(prefix) if not k.endswith("/")]
+    # The listing's times judge age: a table's files are never rewritten in place (new
+    # names each write), so they are the times a HEAD per file would give.
+    modified = {k: t for k, _, t in store.list_modified(prefix) if not k.endswith("/")}
+    listed = list(modified)
     table = cold.table(dataset, refresh=True)
     keys: set[str] = set()
     for location in referenced_files(table):
@@ -475,13 +477,11 @@ def _orphans_of_table(
     candidates = [k for k in listed if k not in keys and k.rsplit("/", 1)[-1] != _VERSION_HINT]
     if not candidates:
         return [], [], missing
-    infos = store.fs.get_file_info([store.path(k) for k in candidates])
     old: list[str] = []
     young: list[str] = []
-    for key, info in zip(candidates, infos, strict=True):
-        if info.type != pafs.FileType.File:
-            continue  # gone meanwhile
-        if info.mtime is None or info.mtime >= older_than:
+    for key in candidates:
+        mtime = modified[key]
+        if mtime is None or mtime >= older_than:
             young.append(key)
         else:
             old.append(key)
