@@ -38,7 +38,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
-import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+import pyarrow.dataset as pads  # type: ignore[import-untyped, unused-ignore]
 from pyiceberg.manifest import DataFile, FileFormat
 from pyiceberg.table import Table
 from tierflow.cold import tables
@@ -146,9 +146,20 @@ def _parallel(fn: Callable[[DataFile], _T], files: Sequence[DataFile]) -> list[_
         return list(pool.map(fn, files))
 
 
-def _memory_bytes(cold: ColdTables, path: str) -> int:
+def _fragment(cold: ColdTables, f: DataFile) -> Any:
+    """The Parquet data file ``f`` as a pyarrow fragment that knows the file's size.
+
+    The manifest records the size, and a data file never changes once written: given it,
+    pyarrow opens the file without asking its size (on S3, no HEAD before the reads).
+    """
+    return pads.ParquetFileFormat().make_fragment(
+        _path_of(cold, f), filesystem=cold.store.fs, file_size=f.file_size_in_bytes
+    )
+
+
+def _memory_bytes(cold: ColdTables, f: DataFile) -> int:
     """About how many bytes the file takes in memory: its row groups' uncompressed size."""
-    meta = pq.read_metadata(path, filesystem=cold.store.fs)
+    meta = _fragment(cold, f).metadata
     return sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
 
 
@@ -189,7 +200,7 @@ def _plan(cold: ColdTables, table: Table, target: int) -> list[tuple[date, list[
         files = by_day[day]
         if len(files) < 2:
             continue
-        sizes = _parallel(lambda f: _memory_bytes(cold, _path_of(cold, f)), files)
+        sizes = _parallel(lambda f: _memory_bytes(cold, f), files)
         sized = list(zip(files, sizes, strict=True))
         plan.extend((day, b) for b in _bins(sized, target))
     return plan
@@ -200,7 +211,7 @@ def _read_bin(cold: ColdTables, dataset: str, day: date, files: Sequence[DataFil
     schema = tables.arrow_schema(dataset)
 
     def read(f: DataFile) -> pa.Table:
-        part = pq.read_table(_path_of(cold, f), filesystem=cold.store.fs, columns=schema.names)
+        part = _fragment(cold, f).to_table(columns=schema.names)
         if part.num_rows != f.record_count:
             raise StorageError(
                 f"cold {dataset} file {f.file_path} holds {part.num_rows} rows, "
