@@ -16,13 +16,15 @@ pyarrow FileIO spends requests there that are not needed:
 :class:`ObjectFileIO`, selected for ``s3://`` warehouses, writes each file
 with one PUT instead of a three-request multipart upload, knows the length
 of a file it has just written instead of asking with a HEAD, and reads
-metadata and manifests with one GET instead of a HEAD and a GET.
+metadata and manifests with one GET instead of a HEAD and a GET, and writes new
+table metadata without first asking whether its uuid-named file exists.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -141,6 +143,12 @@ class _SizedOnClose(_Wrapped):
         self._file.written = size
 
 
+# The names pyiceberg gives new table metadata: a version, then a fresh uuid4.
+_NEW_METADATA = re.compile(
+    r"(?:^|/)\d+-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+    r"\.metadata\.json$"
+)
+
 # What pyiceberg always reads whole: table metadata, manifest lists and manifests.
 _READ_WHOLE = (".metadata.json", ".avro")
 
@@ -154,6 +162,12 @@ class _ObjectFile(PyArrowFile):
         self._read_all = read_all
 
     def create(self, overwrite: bool = False) -> Any:
+        if not overwrite and _NEW_METADATA.search(self.location):
+            # pyiceberg checks that a new metadata file's name is free (a HEAD, and on S3 a
+            # one-key listing when it is). The name holds a uuid4 made for this write, so it
+            # cannot be taken; and the check was never the guard against a concurrent commit
+            # (it races with the write): the catalog's swap of the metadata pointer is.
+            overwrite = True
         return _SizedOnClose(super().create(overwrite=overwrite), self)
 
     def __len__(self) -> int:
@@ -192,6 +206,8 @@ class ObjectFileIO(PyArrowFileIO):
       then a GET. When the properties hold an S3 option the store cannot express
       (:meth:`~tierflow.warm.storage.StorageSettings.from_iceberg_io_properties`), they are
       read the pyarrow way. Data files are read the pyarrow way (in ranges).
+    * A new table metadata file is written without pyiceberg's check that its name is free
+      (a HEAD and a one-key listing): the name holds a uuid4 made for it.
 
     Only for ``s3://`` warehouses (the catalog selects it).
     """

@@ -38,8 +38,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
-import pyarrow.fs as pafs  # type: ignore[import-untyped, unused-ignore]
-import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+import pyarrow.dataset as pads  # type: ignore[import-untyped, unused-ignore]
 from pyiceberg.manifest import DataFile, FileFormat
 from pyiceberg.table import Table
 from tierflow.cold import tables
@@ -147,9 +146,20 @@ def _parallel(fn: Callable[[DataFile], _T], files: Sequence[DataFile]) -> list[_
         return list(pool.map(fn, files))
 
 
-def _memory_bytes(cold: ColdTables, path: str) -> int:
+def _fragment(cold: ColdTables, f: DataFile) -> Any:
+    """The Parquet data file ``f`` as a pyarrow fragment that knows the file's size.
+
+    The manifest records the size, and a data file never changes once written: given it,
+    pyarrow opens the file without asking its size (on S3, no HEAD before the reads).
+    """
+    return pads.ParquetFileFormat().make_fragment(
+        _path_of(cold, f), filesystem=cold.store.fs, file_size=f.file_size_in_bytes
+    )
+
+
+def _memory_bytes(cold: ColdTables, f: DataFile) -> int:
     """About how many bytes the file takes in memory: its row groups' uncompressed size."""
-    meta = pq.read_metadata(path, filesystem=cold.store.fs)
+    meta = _fragment(cold, f).metadata
     return sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
 
 
@@ -190,7 +200,7 @@ def _plan(cold: ColdTables, table: Table, target: int) -> list[tuple[date, list[
         files = by_day[day]
         if len(files) < 2:
             continue
-        sizes = _parallel(lambda f: _memory_bytes(cold, _path_of(cold, f)), files)
+        sizes = _parallel(lambda f: _memory_bytes(cold, f), files)
         sized = list(zip(files, sizes, strict=True))
         plan.extend((day, b) for b in _bins(sized, target))
     return plan
@@ -201,7 +211,7 @@ def _read_bin(cold: ColdTables, dataset: str, day: date, files: Sequence[DataFil
     schema = tables.arrow_schema(dataset)
 
     def read(f: DataFile) -> pa.Table:
-        part = pq.read_table(_path_of(cold, f), filesystem=cold.store.fs, columns=schema.names)
+        part = _fragment(cold, f).to_table(columns=schema.names)
         if part.num_rows != f.record_count:
             raise StorageError(
                 f"cold {dataset} file {f.file_path} holds {part.num_rows} rows, "
@@ -455,7 +465,10 @@ def _orphans_of_table(
         )
     # List first, then read the metadata: a commit landing in between has its files
     # referenced; one still writing has files newer than the grace period.
-    listed = [k for k, _ in store.list(prefix) if not k.endswith("/")]
+    # The listing's times judge age: a table's files are never rewritten in place (new
+    # names each write), so they are the times a HEAD per file would give.
+    modified = {k: t for k, _, t in store.list_modified(prefix) if not k.endswith("/")}
+    listed = list(modified)
     table = cold.table(dataset, refresh=True)
     keys: set[str] = set()
     for location in referenced_files(table):
@@ -475,13 +488,11 @@ def _orphans_of_table(
     candidates = [k for k in listed if k not in keys and k.rsplit("/", 1)[-1] != _VERSION_HINT]
     if not candidates:
         return [], [], missing
-    infos = store.fs.get_file_info([store.path(k) for k in candidates])
     old: list[str] = []
     young: list[str] = []
-    for key, info in zip(candidates, infos, strict=True):
-        if info.type != pafs.FileType.File:
-            continue  # gone meanwhile
-        if info.mtime is None or info.mtime >= older_than:
+    for key in candidates:
+        mtime = modified[key]
+        if mtime is None or mtime >= older_than:
             young.append(key)
         else:
             old.append(key)

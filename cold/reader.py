@@ -10,7 +10,9 @@ statistics skip every row group but about one (files are sorted by id).
 Data files never change once written, so the reader keeps the Parquet
 footers of recently read files: a repeated lookup in a file costs one ranged
 read of the row groups whose ``workflow_id`` statistics hold the id (on S3 one
-ranged GET: the file's size is kept with its footer, so no HEAD).
+ranged GET: the file's size is kept with its footer, so no HEAD). The first
+lookup in a file reads its footer with a ranged GET as well: the manifests
+record each data file's size, which never changes, so it is not asked.
 
 When a snapshot it has cached does not hold the workflow (another process
 loaded it into cold since), the reader reloads the table once and tries again.
@@ -140,8 +142,13 @@ class ColdReader:
         return [f for f in self.files(dataset, finished_date) if f.may_hold(workflow_id)]
 
     def _read(self, dataset: str, workflow_id: str, finished_date: str) -> pa.Table:
-        paths = [fs_path(f.path) for f in self.candidates(dataset, workflow_id, finished_date)]
-        return self._points.read(paths, workflow_id, tables.arrow_schema(dataset))
+        files = self.candidates(dataset, workflow_id, finished_date)
+        return self._points.read(
+            [fs_path(f.path) for f in files],
+            workflow_id,
+            tables.arrow_schema(dataset),
+            sizes=[f.bytes for f in files],  # from the manifests: a data file never changes
+        )
 
     def lookup(self, dataset: str, workflow_id: str, finished_date: str) -> pa.Table:
         """Every row of ``workflow_id`` in one table (history sorted by ``event_id``).
@@ -201,11 +208,14 @@ class ColdReader:
         last = after
         for attempt in range(2):
             try:
-                paths = [
-                    fs_path(f.path) for f in self.candidates("history", workflow_id, finished_date)
-                ]
+                files = self.candidates("history", workflow_id, finished_date)
                 parts = self._points.iter_sorted(
-                    paths, workflow_id, schema, "event_id", batch_rows=batch_rows
+                    [fs_path(f.path) for f in files],
+                    workflow_id,
+                    schema,
+                    "event_id",
+                    batch_rows=batch_rows,
+                    sizes=[f.bytes for f in files],
                 )
                 with contextlib.closing(parts):
                     for part in parts:

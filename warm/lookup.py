@@ -6,7 +6,9 @@ lookup in a file reads only the row groups whose ``workflow_id`` statistics
 can hold the id, without re-reading the footer or building a dataset. Given
 the store's ``read_range``, it also keeps each file's size and reads those
 row groups with one ranged GET (on S3 a file opened through pyarrow costs a
-HEAD first, a round trip for a size that never changes).
+HEAD first, a round trip for a size that never changes). A caller that
+knows a file's size (the cold tier's manifests record it) passes it, and the
+first lookup in that file reads its footer with a ranged GET too, no HEAD.
 :meth:`PointReader.iter_sorted` reads the same row groups a record batch at
 a time, for histories too long to hold whole.
 """
@@ -68,15 +70,44 @@ class PointReader:
         if kept is not None:
             return kept[0]
         meta = pq.read_metadata(source)
-        with self._lock:
-            self._footers[path] = (meta, source.size())
-            while len(self._footers) > self._max:
-                self._footers.popitem(last=False)
+        self._keep(path, meta, source.size())
         return meta
 
-    def _open(self, path: str, workflow_id: str) -> tuple[pa.NativeFile, pq.FileMetaData] | None:
+    def _keep(self, path: str, meta: pq.FileMetaData, size: int) -> None:
+        with self._lock:
+            self._footers[path] = (meta, size)
+            while len(self._footers) > self._max:
+                self._footers.popitem(last=False)
+
+    def _footer_of_sized(self, path: str, size: int) -> tuple[pq.FileMetaData, int] | None:
+        """Read and keep the footer of a file of known ``size`` with ranged reads (no HEAD).
+
+        None when the bytes are not a Parquet tail (the file is then opened, which raises
+        the reader's usual error).
+        """
+        assert self._read_range is not None
+        n = min(size, _TAIL_BYTES)
+        tail = self._read_range(path, size - n, n)
+        if len(tail) != n or n < 12 or tail[-4:] != b"PAR1":
+            return None
+        length = int.from_bytes(tail[-8:-4], "little") + 8
+        if length > size - 4:
+            return None
+        if length > n:  # a footer larger than the tail: read all of it
+            tail = self._read_range(path, size - length, length)
+            if len(tail) != length:
+                return None
+        meta = pq.read_metadata(pa.PythonFile(_Span(size, size - len(tail), tail), mode="r"))
+        self._keep(path, meta, size)
+        return meta, size
+
+    def _open(
+        self, path: str, workflow_id: str, size: int | None = None
+    ) -> tuple[pa.NativeFile, pq.FileMetaData] | None:
         """The file (or the span of it a lookup reads) and its footer; None: nothing in it."""
         kept = self._kept(path) if self._read_range is not None else None
+        if kept is None and size is not None and self._read_range is not None:
+            kept = self._footer_of_sized(path, size)
         if kept is not None:
             meta, size = kept
             groups = _groups(meta, workflow_id)
@@ -95,14 +126,24 @@ class PointReader:
             source.close()
             raise
 
-    def read_file(self, path: str, workflow_id: str, schema: pa.Schema) -> pa.Table | None:
+    def read_file(
+        self, path: str, workflow_id: str, schema: pa.Schema, *, size: int | None = None
+    ) -> pa.Table | None:
         """The rows of ``workflow_id`` in one file (cast to ``schema``), or None.
+
+        Args:
+            path: The file on :attr:`fs`.
+            workflow_id: The workflow whose rows to read.
+            schema: The schema the rows are cast to.
+            size: The file's size in bytes, if known for certain (only for a file that
+                never changes, such as a cold data file whose manifest records it): with
+                ``read_range``, its footer is then read without asking the size (no HEAD).
 
         Raises:
             OSError: The file cannot be opened or read.
             pyarrow.ArrowException: The file is not valid Parquet.
         """
-        opened = self._open(path, workflow_id)
+        opened = self._open(path, workflow_id, size)
         if opened is None:
             return None
         source, meta = opened
@@ -114,7 +155,13 @@ class PointReader:
         return _only(part, workflow_id, schema)
 
     def iter_file(
-        self, path: str, workflow_id: str, schema: pa.Schema, *, batch_rows: int
+        self,
+        path: str,
+        workflow_id: str,
+        schema: pa.Schema,
+        *,
+        batch_rows: int,
+        size: int | None = None,
     ) -> Generator[pa.Table, None, None]:
         """The rows of ``workflow_id`` in one file, a record batch at a time, in file order.
 
@@ -122,13 +169,13 @@ class PointReader:
         ``batch_rows`` rows at once and yields each batch's rows of the
         workflow (batches without any are skipped), so a workflow with
         millions of rows is never held whole. The file stays open until the
-        iterator is exhausted or closed.
+        iterator is exhausted or closed. ``size`` is as in :meth:`read_file`.
 
         Raises:
             OSError: The file cannot be opened or read.
             pyarrow.ArrowException: The file is not valid Parquet.
         """
-        opened = self._open(path, workflow_id)
+        opened = self._open(path, workflow_id, size)
         if opened is None:
             return
         source, meta = opened
@@ -152,25 +199,44 @@ class PointReader:
         key: str,
         *,
         batch_rows: int,
+        sizes: Sequence[int | None] | None = None,
     ) -> Generator[pa.Table, None, None]:
         """The rows of ``workflow_id`` in any of ``paths``, ascending in ``key``, batch by batch.
 
         Each file must hold the workflow's rows sorted by ``key`` (archive files
         are sorted by ``workflow_id`` then ``key``); the files' rows are merged
         (see :func:`merge_sorted`), so a workflow split across files comes out
-        in one order, holding at most a batch per file.
+        in one order, holding at most a batch per file. ``sizes``, if given, are the
+        files' sizes as in :meth:`read_file`.
         """
-        streams = [self.iter_file(p, workflow_id, schema, batch_rows=batch_rows) for p in paths]
+        known = [None] * len(paths) if sizes is None else sizes
+        streams = [
+            self.iter_file(p, workflow_id, schema, batch_rows=batch_rows, size=n)
+            for p, n in zip(paths, known, strict=True)
+        ]
         try:
             yield from merge_sorted(streams, key)
         finally:
             for stream in streams:
                 stream.close()
 
-    def read(self, paths: Sequence[str], workflow_id: str, schema: pa.Schema) -> pa.Table:
-        """The rows of ``workflow_id`` in any of ``paths``, in path order (empty if none)."""
+    def read(
+        self,
+        paths: Sequence[str],
+        workflow_id: str,
+        schema: pa.Schema,
+        *,
+        sizes: Sequence[int | None] | None = None,
+    ) -> pa.Table:
+        """The rows of ``workflow_id`` in any of ``paths``, in path order (empty if none).
+
+        ``sizes``, if given, are the files' sizes as in :meth:`read_file`.
+        """
+        known = [None] * len(paths) if sizes is None else sizes
         parts = [
-            found for p in paths if (found := self.read_file(p, workflow_id, schema)) is not None
+            found
+            for p, n in zip(paths, known, strict=True)
+            if (found := self.read_file(p, workflow_id, schema, size=n)) is not None
         ]
         return pa.concat_tables(parts) if parts else schema.empty_table()
 
@@ -198,6 +264,11 @@ def _groups(meta: pq.FileMetaData, workflow_id: str) -> list[int]:
         groups.append(i)
     return groups
 
+
+# What a footer read of a file of known size asks for: pyarrow reads this much of a
+# Parquet file's end at once (its default footer read size), so one GET holds any footer
+# up to that size.
+_TAIL_BYTES = 64 * 1024
 
 SPAN_BYTES = 16 * 2**20
 """The most a kept file's lookup reads in one request; a longer span opens the file."""

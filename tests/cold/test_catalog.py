@@ -161,9 +161,9 @@ def test_an_s3_warehouse_commit_sends_no_request_it_does_not_need(
     assert sent["POST"] == 0, sent
     assert sent["PUT"] == written, sent
     # The metadata JSON is read twice (the table's refresh before the commit, the reload after
-    # it), each with one GET and no HEAD for its size. The one HEAD left is pyiceberg's check
-    # that the new metadata JSON's name is free (with a one-key listing: the third GET).
-    assert (sent["HEAD"], sent["GET"]) == (1, 3), sent
+    # it), each with one GET and no HEAD for its size. pyiceberg's check that the new metadata
+    # JSON's name is free (a HEAD and a one-key listing) is skipped: the name holds a new uuid4.
+    assert (sent["HEAD"], sent["GET"]) == (0, 2), sent
     assert [f.file_size_in_bytes for f in data] == [
         store.size(f.file_path.removeprefix(f"s3://{s3_bucket}/lake/")) for f in data
     ]
@@ -171,3 +171,26 @@ def test_an_s3_warehouse_commit_sends_no_request_it_does_not_need(
         store.size(m.manifest_path.removeprefix(f"s3://{s3_bucket}/lake/")) for m in manifests
     ]
     assert type(table.io).__name__ == "ObjectFileIO"
+
+
+def test_an_s3_metadata_name_without_a_fresh_uuid_is_still_checked_free(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str
+):
+    """Only a name holding a uuid4 skips pyiceberg's is-it-free check; any other still refuses
+    to replace an object."""
+    store = ObjectStore(
+        StorageSettings(
+            url=f"s3://{s3_bucket}/lake",
+            endpoint=s3_server.endpoint,
+            region=s3_server.region,
+            access_key=s3_server.access_key,
+            secret_key=s3_server.secret_key,
+        )
+    )
+    cold = ColdTables(CatalogSettings(url=f"sqlite:///{tmp_path / 'catalog.sqlite'}"), store)
+    io = cold.table("workflows", create=True).io
+    taken = f"s3://{s3_bucket}/lake/v1.metadata.json"
+    with io.new_output(taken).create() as out:
+        out.write(b"{}")
+    with pytest.raises(FileExistsError):
+        io.new_output(taken).create()

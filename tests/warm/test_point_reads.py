@@ -71,3 +71,41 @@ def test_a_kept_file_that_is_gone_raises_file_not_found_as_an_open_would(make_st
     store.delete("warm/history/y.parquet")
     with pytest.raises(FileNotFoundError):
         reader.read_file(path, "c", SCHEMA)
+
+
+@pytest.mark.parametrize("ids", [8, 1500], ids=["small-footer", "footer-over-64k"])
+def test_a_first_lookup_with_the_size_known_reads_no_head(make_store, request: Any, ids: int):
+    """Given a file's size (a cold manifest records it), the first lookup reads the footer
+    with a ranged GET (two when the footer exceeds the tail read) and the row groups with
+    another: no HEAD to ask a size that never changes."""
+    store = make_store()
+    data = archive_file([f"wf-{i:04d}" for i in range(ids)], 3)
+    store.put("cold/x.parquet", data)
+    path = store.path("cold/x.parquet")
+    reader = PointReader(store.fs, read_range=store.read_range)
+    counted = request.getfixturevalue("s3_server").requests if store.url.startswith("s3") else None
+    before = dict(counted or {})
+    found = reader.read_file(path, "wf-0003", SCHEMA, size=len(data))
+    sent = {m: n - before.get(m, 0) for m, n in (counted or {}).items()}
+    assert found == PointReader(store.fs).read_file(path, "wf-0003", SCHEMA)
+    assert found is not None and found.column("event_id").to_pylist() == [0, 1, 2]
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    assert (footer > 64 * 1024) == (ids > 1000)
+    if counted is not None:
+        gets = 3 if footer > 64 * 1024 else 2
+        assert sent.get("HEAD", 0) == 0 and sent.get("GET", 0) == gets, sent
+    streamed = pa.concat_tables(
+        PointReader(store.fs, read_range=store.read_range).iter_file(
+            path, "wf-0005", SCHEMA, batch_rows=2, size=len(data)
+        )
+    )
+    assert streamed == PointReader(store.fs).read_file(path, "wf-0005", SCHEMA)
+
+
+def test_a_first_lookup_of_a_missing_file_of_known_size_raises_file_not_found(make_store):
+    store = make_store()
+    store.put("cold/y.parquet", archive_file(["a"], 2))
+    path = store.path("cold/y.parquet")
+    store.delete("cold/y.parquet")
+    with pytest.raises(FileNotFoundError):
+        PointReader(store.fs, read_range=store.read_range).read_file(path, "a", SCHEMA, size=500)

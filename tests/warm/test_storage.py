@@ -91,6 +91,20 @@ def test_list_matches_whole_path_components(make_store: MakeStore) -> None:
     assert store.list("ab") == [("ab/y", 2)]
 
 
+def test_list_modified_gives_the_listing_with_its_times(make_store: MakeStore) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    store = make_store()
+    start = datetime.now(UTC) - timedelta(seconds=5)
+    store.put("a/x", b"1")
+    store.put("a/y/z", b"22")
+    listed = store.list_modified("a")
+    assert [(k, n) for k, n, _ in listed] == store.list("a") == [("a/x", 1), ("a/y/z", 2)]
+    for _, _, modified in listed:
+        assert modified is not None and start <= modified <= datetime.now(UTC) + timedelta(5)
+    assert store.list_modified("no/such/prefix") == []
+
+
 def test_delete_many_deletes_a_large_batch(make_store: MakeStore) -> None:
     store = make_store()
     keys = [f"batch/{i:03d}.bin" for i in range(60)]
