@@ -137,15 +137,7 @@ def test_an_s3_warehouse_commit_sends_no_request_it_does_not_need(
 
     Counted on the test S3 server, so the requests cannot come back unnoticed.
     """
-    store = ObjectStore(
-        StorageSettings(
-            url=f"s3://{s3_bucket}/lake",
-            endpoint=s3_server.endpoint,
-            region=s3_server.region,
-            access_key=s3_server.access_key,
-            secret_key=s3_server.secret_key,
-        )
-    )
+    store = ObjectStore(s3_server.settings(s3_bucket))
     store.check()
     cold = ColdTables(CatalogSettings(url=f"sqlite:///{tmp_path / 'catalog.sqlite'}"), store)
     cold.table("workflows", create=True)
@@ -178,15 +170,7 @@ def test_an_s3_metadata_name_without_a_fresh_uuid_is_still_checked_free(
 ):
     """Only a name holding a uuid4 skips pyiceberg's is-it-free check; any other still refuses
     to replace an object."""
-    store = ObjectStore(
-        StorageSettings(
-            url=f"s3://{s3_bucket}/lake",
-            endpoint=s3_server.endpoint,
-            region=s3_server.region,
-            access_key=s3_server.access_key,
-            secret_key=s3_server.secret_key,
-        )
-    )
+    store = ObjectStore(s3_server.settings(s3_bucket))
     cold = ColdTables(CatalogSettings(url=f"sqlite:///{tmp_path / 'catalog.sqlite'}"), store)
     io = cold.table("workflows", create=True).io
     taken = f"s3://{s3_bucket}/lake/v1.metadata.json"

@@ -55,6 +55,16 @@ class S3Server:
     requests: collections.Counter[str] = field(default_factory=collections.Counter)
     """Requests the server has answered, by HTTP method (for tests that count round trips)."""
 
+    def settings(self, bucket: str, prefix: str = "lake") -> StorageSettings:
+        """Storage settings for ``s3://<bucket>/<prefix>`` on this server."""
+        return StorageSettings(
+            url=f"s3://{bucket}/{prefix}",
+            endpoint=self.endpoint,
+            region=self.region,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+        )
+
     def client(self, service: str = "s3", **kw: Any) -> Any:
         """A boto3 client for this server (tests only: product code never imports boto3).
 
