@@ -328,6 +328,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             f"WAL={'yes' if pr['sqlite_wal'] else 'no'}"
         )
     hot_engine.report_cpu(console, ours, judged)
+    hot_engine.report_python_floor(console, ours, judged)
     console.print(
         f"memory: {ours['paused_instances']['value']:.0f} paused instances -> process RSS "
         f"{ours['paused_rss_mb']['value']:.0f} MB (+{ours['paused_rss_delta_mb']['value']:.0f}"

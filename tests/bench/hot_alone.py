@@ -17,5 +17,6 @@ def measure(quick: bool, console: Any) -> dict[str, Any]:
 
 
 def report(console: Any, figs: dict[str, Any], judged: bool) -> None:
-    """Print issue 21's table."""
+    """Print issue 21's tables: against the floors, and against the least Python."""
     hot_engine.report_cpu(console, figs, judged)
+    hot_engine.report_python_floor(console, figs, judged)

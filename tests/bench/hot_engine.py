@@ -27,6 +27,7 @@ from typing import Any
 
 from tierflow import Tierflow, WorkflowContext, workflow
 
+from tests.bench.python_floor import IndexShape, python_floor
 from tests.bench.workload import CALLERS, ITEMS, STEPS, check, sizes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -314,6 +315,21 @@ def files_floor(work: Path, engine_data: Path, n: int, threads: int) -> dict[str
     }
 
 
+def least_python(work: Path, engine_data: Path, n: int, callers: int) -> dict[str, float]:
+    """The same durable work in the least Python (python_floor.py), on the engine's schemas.
+
+    The instance image and the index's schema and row are read from ``engine_data``, a
+    data directory an engine phase just made, so both sides write the same pages.
+    """
+    return python_floor(
+        work / f"least-python{callers}",
+        _floor_template(engine_data),
+        IndexShape.read(engine_data),
+        n,
+        callers,
+    )
+
+
 async def sleep_latency(data: Path, warmup: int, runs: int) -> dict[str, float]:
     async with Tierflow(data, WORKFLOWS) as tf:
         for _ in range(warmup):
@@ -393,6 +409,13 @@ def measure(quick: bool) -> dict[str, dict[str, float]]:
             ("conc8", lambda: asyncio.run(conc8(work / "conc8", z.warmup, z.conc8))),
             ("conc8_floor", lambda: files_floor(work, work / "conc8", z.conc8, CALLERS)),
             ("seq_floor", lambda: files_floor(work, work / "seq", z.seq, 1)),
+            (
+                "py_floor",
+                lambda: {
+                    **least_python(work, work / "conc8", z.conc8, CALLERS),
+                    **least_python(work, work / "seq", z.seq, 1),
+                },
+            ),
             (
                 "start",
                 lambda: asyncio.run(
@@ -520,5 +543,83 @@ def report_cpu(console: Any, figs: dict[str, dict[str, float]], judged: bool) ->
             rule,
             {True: "yes", False: "[red]NO[/red]", None: "-"}[ok],
             what,
+        )
+    console.print(t)
+
+
+def python_targets(
+    figs: dict[str, dict[str, float]],
+) -> list[tuple[str, float, float, float, str, str]]:
+    """Issue 21's targets met by the least Python (python_floor.py), not only by the engine.
+
+    Rows of (name, tierflow, least Python, the issue's floor, rule, unit): if the least
+    Python that does the same durable work misses a target, no asyncio engine on one
+    SQLite file per instance meets it on this machine, whatever its own logic costs.
+    """
+    v = {k: f["value"] for k, f in figs.items()}
+    return [
+        (
+            "8 callers",
+            v["conc8_wps"],
+            v["conc8_py_floor_wps"],
+            v["conc8_floor_wps"],
+            ">= 60%",
+            "wf/s",
+        ),
+        (
+            "CPU per wf, 8 callers",
+            v["conc8_cpu_ms"],
+            v["conc8_py_floor_cpu_ms"],
+            v["conc8_floor_cpu_ms"],
+            "<= 1.5x",
+            "ms",
+        ),
+        (
+            "sequential",
+            v["seq_wps"],
+            v["seq_py_floor_wps"],
+            1000 / (v["commits_per_wf"] * v["commit_ms"]),
+            ">= 50%",
+            "wf/s",
+        ),
+        (
+            "start p50",
+            v["start_p50_ms"],
+            v["conc8_py_floor_start_ms"],
+            v["start_floor_p50_ms"],
+            "<= 1.5x",
+            "ms",
+        ),
+    ]
+
+
+def report_python_floor(console: Any, figs: dict[str, dict[str, float]], judged: bool) -> None:
+    """Print whether issue 21's targets are within reach of Python itself (same run)."""
+    from rich.table import Table
+
+    t = Table(
+        "metric",
+        "tierflow",
+        "least Python",
+        "issue's floor",
+        "least Python / floor",
+        "target",
+        "reachable in Python",
+        "tierflow / least Python",
+        title="issue 21: the same durable work in the least asyncio Python "
+        "(tests/bench/python_floor.py)" + ("" if judged else "; QUICK: figures mean nothing"),
+    )
+    for name, ours, least, floor, rule, unit in python_targets(figs):
+        ok = met(least, floor, rule) if judged else None
+        ratio = "{:.0%}" if unit == "wf/s" else "{:.2f}x"
+        t.add_row(
+            name,
+            f"{ours:.2f} {unit}",
+            f"{least:.2f} {unit}",
+            f"{floor:.2f} {unit}",
+            ratio.format(least / floor),
+            rule,
+            {True: "yes", False: "[red]no[/red]", None: "-"}[ok],
+            ratio.format(ours / least),
         )
     console.print(t)
