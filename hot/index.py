@@ -4,8 +4,8 @@ The scheduler and ``list`` read only this database, never instance files. It
 holds two kinds of facts:
 
 * **Queued instances** (``start`` has returned but no instance file exists
-  yet): the index is their only record, so these inserts are committed with
-  ``synchronous=FULL`` before ``start`` returns.
+  yet): the index is their only record, so these inserts are on disk before
+  ``start`` returns (committed, then the WAL fdatasync'd, as ``FULL`` would).
 * **Everything else** (status, timestamps, wake-up time, lease) is a cache of
   the instance files. Those commits use ``synchronous=NORMAL``: they survive a
   process crash, and if power loss drops the last few, start-up reconciliation
@@ -213,6 +213,8 @@ class IndexDB:
         self.bell_path = Path(f"{path}-bell")
         self._bell_fd = os.open(self.bell_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._ring = False
+        self.wal_path = Path(f"{path}-wal")
+        self._wal_fd: int | None = None  # opened by the first durable write
 
     def ring_after_commit(self) -> None:
         """Inside a write: ring the bell (:attr:`bell_path`) once this transaction commits.
@@ -235,12 +237,17 @@ class IndexDB:
             log.warning("cannot ring %s: %s", self.bell_path, exc)
 
     def write_now(self, fn: Callable[[sqlite3.Connection], Any], *, durable: bool = False) -> Any:
-        """Run ``fn`` in one transaction and commit it (fsync'd if ``durable``)."""
+        """Run ``fn`` in one transaction and commit it (on disk before returning if ``durable``).
+
+        A durable write commits at ``synchronous=NORMAL`` and then fdatasyncs the WAL
+        (:meth:`_sync_wal`): what ``FULL`` does in WAL mode, without the two ``PRAGMA``
+        statements that switching to ``FULL`` and back cost on the event loop (each
+        statement gives up the GIL and must win it back from the I/O threads; ``start``
+        under load was 1.5x the same work in the least Python). The bell rings after
+        the sync, so other processes hear of a queued instance once it is on disk.
+        """
         conn = self._conn
-        full = durable and self.durability == "full"
         try:
-            if full:
-                conn.execute("PRAGMA synchronous=FULL")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
@@ -252,21 +259,54 @@ class IndexDB:
                 raise
         except sqlite3.Error as exc:
             raise StorageError(f"instance index write failed: {exc}", url=str(self.path)) from exc
-        finally:
-            if full:
-                conn.execute("PRAGMA synchronous=NORMAL")
+        if durable and self.durability == "full":
+            self._sync_wal()
         if self._ring:
             self._ring_bell()
         return result
+
+    def _sync_wal(self) -> None:
+        """Make every commit so far durable: fdatasync the index's WAL.
+
+        The descriptor is opened once and kept: SQLite removes a WAL only when its last
+        connection closes (or the journal mode changes, which tierflow never does), and
+        this connection stays open as long as the descriptor. The first time, the
+        directory is synced too, as ``FULL`` does after creating a WAL.
+
+        Raises:
+            StorageError: The WAL cannot be opened or synced (the commit is visible but
+                may not survive a power cut).
+        """
+        try:
+            if self._wal_fd is None:
+                fd = os.open(self.wal_path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    dfd = os.open(self.path.parent, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        os.fsync(dfd)
+                    finally:
+                        os.close(dfd)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._wal_fd = fd
+            os.fdatasync(self._wal_fd)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot sync the instance index's WAL: {exc}", url=str(self.wal_path)
+            ) from exc
 
     async def write(self, fn: Callable[[sqlite3.Connection], Any], *, durable: bool = False) -> Any:
         """Async spelling of :meth:`write_now` (the write itself is synchronous)."""
         return self.write_now(fn, durable=durable)
 
     def close(self) -> None:
-        """Close the connection and the bell."""
+        """Close the connection, the bell and the WAL's descriptor."""
         self._conn.close()
         os.close(self._bell_fd)
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
 
     # -- the public query/transaction API for the layers above ----------------------
     # In the spirit of Datasette's ``Database.execute`` / ``execute_write_fn``:

@@ -252,3 +252,28 @@ def test_a_step_acknowledged_before_a_power_cut_does_not_run_again(
     # What the power cut left holds the first step's result: it is not run again.
     assert finished(data, wid, {"CRASH_MARKS": str(marks)}) == names
     assert [t for t in runs(marks) if ":" not in t] == [first, second, second, third]
+
+
+@pytest.mark.timeout(60)
+def test_a_start_acknowledged_before_a_power_cut_survives_it(tmp_path: Path):
+    """``start`` returns once its queue entry is on disk, and only the index holds it.
+
+    The process dies right after ``start`` returns, before any instance file exists; the
+    index's WAL is then cut to what the process had synced, as a power cut would leave it.
+    """
+    from tests.hot.test_promises_crash import crashed, finished, runs
+
+    data, marks = tmp_path / "data", tmp_path / "marks.txt"
+    wid = f"power-start-{tmp_path.name}"
+    env = {"CRASH_MARKS": str(marks), "CRASH_SPY_SYNCS": "1"}
+    crashed("start-kill", data, "plain_marks", wid, env=env)
+    tokens = marks.read_text().split()
+    assert [t for t in tokens if ":" not in t] == []  # never ran
+    wal = os.path.realpath(data / "hot" / "index.sqlite-wal")
+    durable = max(_syncs(tokens, wal), default=0)
+    assert 0 < durable <= os.path.getsize(wal)
+    os.truncate(wal, durable)
+    Path(wal[: -len("-wal")] + "-shm").unlink(missing_ok=True)  # rebuilt from the WAL
+
+    assert finished(data, wid, {"CRASH_MARKS": str(marks)}) == ["p1", "p2", "p3"]
+    assert [t for t in runs(marks) if ":" not in t] == ["p1", "p2", "p3"]
