@@ -245,6 +245,10 @@ class IndexDB:
         statement gives up the GIL and must win it back from the I/O threads; ``start``
         under load was 1.5x the same work in the least Python). The bell rings after
         the sync, so other processes hear of a queued instance once it is on disk.
+        Unlike ``FULL``, the commit is visible to other connections a moment before it
+        is synced; a process that acts on it in that moment writes an instance file,
+        and start-up reconciliation brings that file back into the index if a power
+        cut loses the row.
         """
         conn = self._conn
         try:

@@ -48,7 +48,7 @@ from tests.bench.workload import CALLERS, ITEMS, STEPS
 
 @dataclass(frozen=True)
 class IndexShape:
-    """The engine's index as the floor reproduces it: its schema and one queued row.
+    """The engine's index as the floor reproduces it: its schema and one of its rows.
 
     Read from a data directory the engine made (no private API), so the floor's
     ``start`` writes the same tables, SQLite indexes and row width as the engine's.
@@ -87,6 +87,7 @@ class IndexShape:
         )
 
 
+_INPUT = '["a","b","c"]'  # the workflow's input as JSON text, as the engine stores it
 # The start sampler's pacing (the engine's start phase samples every 10 ms at full size).
 _START_EVERY_S = 0.01
 
@@ -157,7 +158,10 @@ async def _run(
         path = root / f"{wid}.sqlite"
         index.execute("BEGIN IMMEDIATE")
         index.execute(
-            insert, shape.new_row(wid, status="running", created_at=now, started_at=now, file=wid)
+            insert,
+            shape.new_row(
+                wid, status="running", input=_INPUT, created_at=now, started_at=now, file=wid
+            ),
         )
         index.execute("COMMIT")
         # The file is made on the first step's hop, off the loop (the engine's spare
@@ -175,7 +179,7 @@ async def _run(
                 conn.execute(
                     "INSERT INTO instance (id,workflow_id,run_id,workflow_type,status,input,"
                     "attributes,created_at,started_at,step_count) VALUES (1,?,?,?,?,?,?,?,?,?)",
-                    (wid, "run", "three_steps", "running", '["a","b","c"]', "{}", now, now, 2),
+                    (wid, "run", "three_steps", "running", _INPUT, "{}", now, now, 2),
                 )
                 events[:0] = [
                     ("workflow.queued", now, None, None, '{"input":["a","b","c"]}'),
@@ -207,7 +211,7 @@ async def _run(
             wid, now = f"queued-{k}", time.time_ns() // 1000
             t0 = time.perf_counter()
             index.execute("BEGIN IMMEDIATE")
-            index.execute(insert, shape.new_row(wid, status="queued", created_at=now))
+            index.execute(insert, shape.new_row(wid, status="queued", input=_INPUT, created_at=now))
             index.execute(_FEED, (wid, "three_steps", "queued", "floor", now))
             index.execute("COMMIT")
             if sync_on_thread:
