@@ -45,6 +45,7 @@ from tests.bench import (
     export_bench,
     hot_alone,
     hot_engine,
+    hot_targets,
     http_bench,
     replay_bench,
     sql_bench,
@@ -327,8 +328,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
             f"synchronous={pr['sqlite_synchronous']:.0f} (2 = FULL), "
             f"WAL={'yes' if pr['sqlite_wal'] else 'no'}"
         )
-    hot_engine.report_cpu(console, ours, judged)
-    hot_engine.report_python_floor(console, ours, judged)
+    hot_targets.report_cpu(console, ours, judged)
+    hot_targets.report_python_floor(console, ours, judged)
     console.print(
         f"memory: {ours['paused_instances']['value']:.0f} paused instances -> process RSS "
         f"{ours['paused_rss_mb']['value']:.0f} MB (+{ours['paused_rss_delta_mb']['value']:.0f}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.bench import hot_engine
+from tests.bench import hot_engine, hot_targets
 
 
 def measure(quick: bool, console: Any) -> dict[str, Any]:
@@ -18,5 +18,5 @@ def measure(quick: bool, console: Any) -> dict[str, Any]:
 
 def report(console: Any, figs: dict[str, Any], judged: bool) -> None:
     """Print issue 21's tables: against the floors, and against the least Python."""
-    hot_engine.report_cpu(console, figs, judged)
-    hot_engine.report_python_floor(console, figs, judged)
+    hot_targets.report_cpu(console, figs, judged)
+    hot_targets.report_python_floor(console, figs, judged)

@@ -1,0 +1,192 @@
+"""Issue 21's tables: the hot engine's figures beside their floors and the least Python.
+
+The figures come from ``hot_engine.measure`` (one run); every ratio here is taken
+between figures of that same run. ``make bench`` and ``--only hot`` print both tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+# Issue 21's targets, each judged against a floor measured in the same run:
+# (name, ours, floor, how ours must compare with the floor, unit, what the floor is).
+def cpu_targets(figs: dict[str, dict[str, float]]) -> list[tuple[str, float, float, str, str, str]]:
+    """The hot engine's figures beside their floors, as judged by issue 21."""
+    v = {k: f["value"] for k, f in figs.items()}
+    seq_floor = 1000 / (v["commits_per_wf"] * v["commit_ms"])
+    return [
+        (
+            "sequential",
+            v["seq_wps"],
+            seq_floor,
+            ">= 50%",
+            "wf/s",
+            f"{v['commits_per_wf']:.1f} fsync'd commits/wf x {v['commit_ms']:.3f} ms",
+        ),
+        (
+            "8 callers",
+            v["conc8_wps"],
+            v["conc8_floor_wps"],
+            ">= 60%",
+            "wf/s",
+            "the instance files alone, 8 threads, no engine",
+        ),
+        (
+            "CPU per wf, 8 callers",
+            v["conc8_cpu_ms"],
+            v["conc8_floor_cpu_ms"],
+            "<= 1.5x",
+            "ms",
+            "CPU of the instance files alone",
+        ),
+        (
+            "sequential, files floor",
+            v["seq_wps"],
+            v["files1_floor_wps"],
+            "",
+            "wf/s",
+            "the instance files alone, 1 thread: 3 commits and the close's checkpoint",
+        ),
+        (
+            "CPU per wf, sequential",
+            v["seq_cpu_ms"],
+            v["files1_floor_cpu_ms"],
+            "",
+            "ms",
+            "CPU of the instance files alone (1 thread)",
+        ),
+        (
+            "start p50",
+            v["start_p50_ms"],
+            v["start_floor_p50_ms"],
+            "<= 1.5x",
+            "ms",
+            "one fsync'd one-row commit under the same load",
+        ),
+        (
+            f"RSS, {v['paused_instances']:.0f} paused",
+            v["paused_rss_mb"],
+            250.0,
+            "<= 1x" if v["paused_instances"] >= 10_000 else "",
+            "MB",
+            "the budget for 10,000 paused instances (whole process)",
+        ),
+    ]
+
+
+def met(ours: float, floor: float, rule: str) -> bool | None:
+    """Whether ``ours`` meets ``rule`` against ``floor`` (None: nothing to judge)."""
+    if not rule:
+        return None
+    op, text = rule.split()
+    bound = float(text.rstrip("x%")) / (100 if text.endswith("%") else 1)
+    return ours >= bound * floor if op == ">=" else ours <= bound * floor
+
+
+def report_cpu(console: Any, figs: dict[str, dict[str, float]], judged: bool) -> None:
+    """Print issue 21's table: each figure beside its floor from the same run."""
+    from rich.table import Table
+
+    t = Table(
+        "metric",
+        "tierflow",
+        "floor",
+        "ours / floor",
+        "target",
+        "met",
+        "floor is",
+        title="issue 21: hot engine against its floors (same run; a shared machine is noisy)"
+        + ("" if judged else "; QUICK: figures mean nothing"),
+    )
+    for name, ours, floor, rule, unit, what in cpu_targets(figs):
+        ok = met(ours, floor, rule) if judged else None
+        share = ours / floor
+        t.add_row(
+            name,
+            f"{ours:.2f} {unit}",
+            f"{floor:.2f} {unit}",
+            f"{share:.0%}" if unit == "wf/s" else f"{share:.2f}x",
+            rule,
+            {True: "yes", False: "[red]NO[/red]", None: "-"}[ok],
+            what,
+        )
+    console.print(t)
+
+
+def python_targets(
+    figs: dict[str, dict[str, float]],
+) -> list[tuple[str, float, float, float, str, str]]:
+    """Issue 21's targets met by the least Python (python_floor.py), not only by the engine.
+
+    Rows of (name, tierflow, least Python, the issue's floor, rule, unit): if the least
+    Python that does the same durable work misses a target, no asyncio engine on one
+    SQLite file per instance meets it on this machine, whatever its own logic costs.
+    """
+    v = {k: f["value"] for k, f in figs.items()}
+    return [
+        (
+            "8 callers",
+            v["conc8_wps"],
+            v["conc8_py_floor_wps"],
+            v["conc8_floor_wps"],
+            ">= 60%",
+            "wf/s",
+        ),
+        (
+            "CPU per wf, 8 callers",
+            v["conc8_cpu_ms"],
+            v["conc8_py_floor_cpu_ms"],
+            v["conc8_floor_cpu_ms"],
+            "<= 1.5x",
+            "ms",
+        ),
+        (
+            "sequential",
+            v["seq_wps"],
+            v["seq_py_floor_wps"],
+            1000 / (v["commits_per_wf"] * v["commit_ms"]),
+            ">= 50%",
+            "wf/s",
+        ),
+        (
+            "start p50",
+            v["start_p50_ms"],
+            v["conc8_py_floor_start_ms"],
+            v["start_floor_p50_ms"],
+            "<= 1.5x",
+            "ms",
+        ),
+    ]
+
+
+def report_python_floor(console: Any, figs: dict[str, dict[str, float]], judged: bool) -> None:
+    """Print whether issue 21's targets are within reach of Python itself (same run)."""
+    from rich.table import Table
+
+    t = Table(
+        "metric",
+        "tierflow",
+        "least Python",
+        "issue's floor",
+        "least Python / floor",
+        "target",
+        "reachable in Python",
+        "tierflow / least Python",
+        title="issue 21: the same durable work in the least asyncio Python "
+        "(tests/bench/python_floor.py)" + ("" if judged else "; QUICK: figures mean nothing"),
+    )
+    for name, ours, least, floor, rule, unit in python_targets(figs):
+        ok = met(least, floor, rule) if judged else None
+        ratio = "{:.0%}" if unit == "wf/s" else "{:.2f}x"
+        t.add_row(
+            name,
+            f"{ours:.2f} {unit}",
+            f"{least:.2f} {unit}",
+            f"{floor:.2f} {unit}",
+            ratio.format(least / floor),
+            rule,
+            {True: "yes", False: "[red]no[/red]", None: "-"}[ok],
+            ratio.format(ours / least),
+        )
+    console.print(t)
