@@ -4,6 +4,7 @@ nothing): compressed Parquet pages, deflated Avro manifests, gzip, SQLite free p
 from __future__ import annotations
 
 import gzip
+import os
 import sqlite3
 import uuid
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from tierflow.cold.catalog import CatalogSettings, ColdTables
 from tierflow.cold.writer import ColdWriter
 from tierflow.warm.storage import ObjectStore
 
-from tests.tiering.forensics import find_marker
+from tests.tiering.forensics import find_marker, scan_bytes
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -97,3 +98,20 @@ def test_markers_in_sqlite_free_pages_wal_and_gzip(
     assert [f.rsplit(" [", 1)[1] for f in found] == ["gzip/raw]"], found
     store.delete("gz/metadata.json.gz")
     assert find_marker(tmp_path, store, marker) == []
+
+
+def test_a_random_key_that_starts_like_gzip_is_not_a_finding():
+    # The audit key is 32 random bytes: about one in 65,536 starts with gzip's two magic
+    # bytes (an erasure test once failed on it), one in 16.7 million with its three.
+    needles = (b"marker-7f3a",)
+    for head in (b"\x1f\x8b", b"\x1f\x8b\x08"):
+        assert scan_bytes(head + os.urandom(30), needles, "audit.key") == []
+
+
+def test_a_gz_file_is_searched_inside_and_a_broken_one_is_a_finding():
+    needles = (b"marker-7f3a",)
+    packed = gzip.compress(b'{"id": "marker-7f3a"}')
+    assert needles[0] not in packed
+    assert scan_bytes(packed, needles, "00001-x.gz.metadata.json") == ["gzip/raw"]
+    [how] = scan_bytes(packed[:10] + b"\x00" * 8, needles, "00001-x.gz.metadata.json")
+    assert how.startswith("gzip unreadable")
