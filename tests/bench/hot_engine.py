@@ -28,19 +28,9 @@ from typing import Any
 from tierflow import Tierflow, WorkflowContext, workflow
 
 from tests.bench.python_floor import IndexShape, python_floor
-from tests.bench.workload import CALLERS, ITEMS, STEPS, check, sizes
+from tests.bench.workload import CALLERS, ITEMS, STEPS, check, process_cpu_s, sizes
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def process_cpu_s() -> float:
-    """User + system CPU seconds of this process so far, all threads.
-
-    Kernel threads working for us (the ext4 journal, block I/O) are not
-    counted, so a ceiling computed from this is optimistic.
-    """
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def peak_rss_mb() -> float:
@@ -315,11 +305,14 @@ def files_floor(work: Path, engine_data: Path, n: int, threads: int) -> dict[str
     }
 
 
-def least_python(work: Path, engine_data: Path, n: int, callers: int) -> dict[str, float]:
+def least_python(
+    work: Path, engine_data: Path, n: int, callers: int, start_every: float
+) -> dict[str, float]:
     """The same durable work in the least Python (python_floor.py), on the engine's schemas.
 
     The instance image and the index's schema and row are read from ``engine_data``, a
-    data directory an engine phase just made, so both sides write the same pages.
+    data directory an engine phase just made, so both sides write the same pages; its
+    ``start`` is sampled every ``start_every`` seconds, as :func:`start_latency` samples.
     """
     return python_floor(
         work / f"least-python{callers}",
@@ -327,6 +320,7 @@ def least_python(work: Path, engine_data: Path, n: int, callers: int) -> dict[st
         IndexShape.read(engine_data),
         n,
         callers,
+        start_every,
     )
 
 
@@ -412,8 +406,8 @@ def measure(quick: bool) -> dict[str, dict[str, float]]:
             (
                 "py_floor",
                 lambda: {
-                    **least_python(work, work / "conc8", z.conc8, CALLERS),
-                    **least_python(work, work / "seq", z.seq, 1),
+                    **least_python(work, work / "conc8", z.conc8, CALLERS, z.start_pacing_s),
+                    **least_python(work, work / "seq", z.seq, 1, z.start_pacing_s),
                 },
             ),
             (

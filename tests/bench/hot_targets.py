@@ -101,12 +101,11 @@ def report_cpu(console: Any, figs: dict[str, dict[str, float]], judged: bool) ->
     )
     for name, ours, floor, rule, unit, what in cpu_targets(figs):
         ok = met(ours, floor, rule) if judged else None
-        share = ours / floor
         t.add_row(
             name,
             f"{ours:.2f} {unit}",
             f"{floor:.2f} {unit}",
-            f"{share:.0%}" if unit == "wf/s" else f"{share:.2f}x",
+            _share(ours / floor, unit),
             rule,
             {True: "yes", False: "[red]NO[/red]", None: "-"}[ok],
             what,
@@ -114,50 +113,34 @@ def report_cpu(console: Any, figs: dict[str, dict[str, float]], judged: bool) ->
     console.print(t)
 
 
+# The least Python's figure for each target row of cpu_targets that it can be held to.
+_LEAST_PYTHON = {
+    "sequential": "seq_py_floor_wps",
+    "8 callers": "conc8_py_floor_wps",
+    "CPU per wf, 8 callers": "conc8_py_floor_cpu_ms",
+    "start p50": "conc8_py_floor_start_ms",
+}
+
+
 def python_targets(
     figs: dict[str, dict[str, float]],
 ) -> list[tuple[str, float, float, float, str, str]]:
     """Issue 21's targets met by the least Python (python_floor.py), not only by the engine.
 
-    Rows of (name, tierflow, least Python, the issue's floor, rule, unit): if the least
-    Python that does the same durable work misses a target, no asyncio engine on one
-    SQLite file per instance meets it on this machine, whatever its own logic costs.
+    Rows of (name, tierflow, least Python, the issue's floor, rule, unit), taken from
+    :func:`cpu_targets`: if the least Python that does the same durable work misses a
+    target, no asyncio engine on one SQLite file per instance meets it on this machine,
+    whatever its own logic costs.
     """
-    v = {k: f["value"] for k, f in figs.items()}
     return [
-        (
-            "8 callers",
-            v["conc8_wps"],
-            v["conc8_py_floor_wps"],
-            v["conc8_floor_wps"],
-            ">= 60%",
-            "wf/s",
-        ),
-        (
-            "CPU per wf, 8 callers",
-            v["conc8_cpu_ms"],
-            v["conc8_py_floor_cpu_ms"],
-            v["conc8_floor_cpu_ms"],
-            "<= 1.5x",
-            "ms",
-        ),
-        (
-            "sequential",
-            v["seq_wps"],
-            v["seq_py_floor_wps"],
-            1000 / (v["commits_per_wf"] * v["commit_ms"]),
-            ">= 50%",
-            "wf/s",
-        ),
-        (
-            "start p50",
-            v["start_p50_ms"],
-            v["conc8_py_floor_start_ms"],
-            v["start_floor_p50_ms"],
-            "<= 1.5x",
-            "ms",
-        ),
+        (name, ours, figs[_LEAST_PYTHON[name]]["value"], floor, rule, unit)
+        for name, ours, floor, rule, unit, _ in cpu_targets(figs)
+        if name in _LEAST_PYTHON
     ]
+
+
+def _share(value: float, unit: str) -> str:
+    return f"{value:.0%}" if unit == "wf/s" else f"{value:.2f}x"
 
 
 def report_python_floor(console: Any, figs: dict[str, dict[str, float]], judged: bool) -> None:
@@ -178,15 +161,14 @@ def report_python_floor(console: Any, figs: dict[str, dict[str, float]], judged:
     )
     for name, ours, least, floor, rule, unit in python_targets(figs):
         ok = met(least, floor, rule) if judged else None
-        ratio = "{:.0%}" if unit == "wf/s" else "{:.2f}x"
         t.add_row(
             name,
             f"{ours:.2f} {unit}",
             f"{least:.2f} {unit}",
             f"{floor:.2f} {unit}",
-            ratio.format(least / floor),
+            _share(least / floor, unit),
             rule,
             {True: "yes", False: "[red]no[/red]", None: "-"}[ok],
-            ratio.format(ours / least),
+            _share(ours / least, unit),
         )
     console.print(t)

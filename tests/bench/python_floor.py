@@ -44,7 +44,7 @@ from typing import Any
 from tierflow.hot.durable_fs import sync_batch
 from tierflow.hot.iothreads import IoThreads
 
-from tests.bench.workload import CALLERS, ITEMS, STEPS
+from tests.bench.workload import CALLERS, ITEMS, STEPS, process_cpu_s
 
 
 @dataclass(frozen=True)
@@ -90,14 +90,6 @@ class IndexShape:
 
 _SPARE_BATCH = 16  # files made and synced at a time (the engine's spare batch)
 _INPUT = '["a","b","c"]'  # the workflow's input as JSON text, as the engine stores it
-# The start sampler's pacing (the engine's start phase samples every 10 ms at full size).
-_START_EVERY_S = 0.01
-
-
-def _cpu_s() -> float:
-    # User + system CPU of the whole process, every thread.
-    t = os.times()
-    return t.user + t.system
 
 
 def _step(x: str, wal_fd: int | None) -> str:
@@ -156,6 +148,7 @@ async def _run(
     n: int,
     callers: int,
     starts_synced_on: str | None,
+    start_every: float,
 ) -> tuple[float, float, float | None]:
     # Returns (wf/s, CPU ms per workflow, median start ms or None). starts_synced_on: None
     # for the callers alone; "loop" or "thread" for a start sampler beside them whose
@@ -248,17 +241,17 @@ async def _run(
                 os.fdatasync(index_wal)  # blocks the loop, as the engine's start does
             starts.append(time.perf_counter() - t0)
             k += 1
-            await asyncio.sleep(_START_EVERY_S)
+            await asyncio.sleep(start_every)
 
     async def caller(k: int) -> None:
         for i in range(per):
             await one(k, i)
 
     try:
-        t0, c0 = time.perf_counter(), _cpu_s()
+        t0, c0 = time.perf_counter(), process_cpu_s()
         sampling = asyncio.create_task(sampler()) if starts_synced_on else None
         await asyncio.gather(*(caller(k) for k in range(callers)))
-        elapsed, cpu = time.perf_counter() - t0, _cpu_s() - c0
+        elapsed, cpu = time.perf_counter() - t0, process_cpu_s() - c0
         stop.set()
         if sampling is not None:
             await sampling
@@ -274,7 +267,7 @@ async def _run(
 
 
 def python_floor(
-    root: Path, template: bytes, shape: IndexShape, n: int, callers: int
+    root: Path, template: bytes, shape: IndexShape, n: int, callers: int, start_every: float
 ) -> dict[str, float]:
     """The durable work of ``n`` workflows from ``callers`` tasks, in the least Python.
 
@@ -288,6 +281,7 @@ def python_floor(
         shape: The engine's index schema and row (:meth:`IndexShape.read`).
         n: Workflows per run.
         callers: Concurrent asyncio tasks.
+        start_every: Seconds between two timed starts (the engine's phase's pacing).
 
     Returns:
         ``{name}_py_floor_wps``, ``..._cpu_ms`` (CPU per workflow) and, with 8 callers,
@@ -305,7 +299,7 @@ def python_floor(
     for k, plan in enumerate(plans):
         where = root / f"{plan or 'callers'}-{k}"
         where.mkdir(parents=True)
-        runs.append(asyncio.run(_run(where, template, shape, n, callers, plan)))
+        runs.append(asyncio.run(_run(where, template, shape, n, callers, plan, start_every)))
     alone = [r for r, plan in zip(runs, plans, strict=True) if plan is None]
     name = "conc8" if callers == CALLERS else "seq"
     figures = {
