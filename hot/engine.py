@@ -33,7 +33,7 @@ from tierflow.hot.clock import Clock
 from tierflow.hot.control import Control
 from tierflow.hot.creation import check_attributes
 from tierflow.hot.delegate import forward
-from tierflow.hot.errors import InvalidArgument, WorkflowAlreadyExists
+from tierflow.hot.errors import InvalidArgument, StorageError, WorkflowAlreadyExists
 from tierflow.hot.fork import plan_fork, write_fork
 from tierflow.hot.handle import WorkflowHandle
 from tierflow.hot.ids import validate_workflow_id
@@ -356,7 +356,15 @@ class Engine:
             announce(conn)
             return True
 
-        inserted = await self.index.write(insert_and_announce, durable=True)
+        try:
+            inserted = await self.index.write(insert_and_announce, durable=True)
+        except StorageError:
+            # The row may be committed and visible though its sync failed: run it as any
+            # queued row (run_queued claims only a row that exists and is still queued),
+            # so a caller's retry with the same id finds it running, not stuck.
+            if self._scheduler is not None:
+                self._scheduler.enqueue(wid)
+            raise
         if not inserted:
             return self._existing(wid, on_conflict) or WorkflowHandle(self, wid)
         if self._scheduler is not None:

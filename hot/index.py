@@ -263,10 +263,13 @@ class IndexDB:
                 raise
         except sqlite3.Error as exc:
             raise StorageError(f"instance index write failed: {exc}", url=str(self.path)) from exc
-        if durable and self.durability == "full":
-            self._sync_wal()
-        if self._ring:
-            self._ring_bell()
+        try:
+            if durable and self.durability == "full":
+                self._sync_wal()
+        finally:
+            # The commit is visible either way: other processes may act on it.
+            if self._ring:
+                self._ring_bell()
         return result
 
     def _sync_wal(self) -> None:

@@ -264,3 +264,34 @@ async def test_queued_event_carries_input_attributes_and_parent_as_given(make_tf
     assert list(queued.payload["input"]) == ["value", "note", "nested"]
     child = (await tf.get_handle(f"{h.workflow_id}-child").history())[0]
     assert child.payload == {"input": inp, "attributes": {}, "parent_workflow_id": h.workflow_id}
+
+
+async def test_a_start_whose_sync_fails_says_so_and_loses_nothing(
+    make_tf, uid, monkeypatch: pytest.MonkeyPatch
+):
+    """The index's WAL cannot be synced: ``start`` raises a StorageError naming it.
+
+    The queue entry was committed before the sync failed, so starting the same id again
+    (once the disk is back) returns that instance, which then runs once.
+    """
+    import os
+
+    from tierflow import StorageError
+
+    tf = await make_tf([process_items])
+    wid = uid("sync-fails")
+    real = os.fdatasync
+    wal = str(tf.engine.index.wal_path)
+
+    def failing(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}") == wal:
+            raise OSError(5, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(StorageError, match=r"cannot sync the instance index's WAL"):
+        await tf.start(process_items, ["z"], workflow_id=wid)
+    monkeypatch.setattr(os, "fdatasync", real)
+    handle = await tf.start(process_items, ["z"], workflow_id=wid)
+    assert await handle.result(timeout=30) == ["Z"]
+    assert [i.workflow_id for i in (await tf.list(limit=100)).items].count(wid) == 1
