@@ -353,9 +353,12 @@ class Execution:
         attempt: int | None = None,
         payload: Any = None,
         at: int | None = None,
+        payload_text: str | None = None,
     ) -> EventRow:
-        """Build an event row (payload encoded as JSON)."""
-        text = None if payload is None else serde.encode(payload, what=f"{etype} payload")
+        """Build an event row: ``payload`` encoded as JSON, or ``payload_text`` (JSON already)."""
+        text = payload_text
+        if payload is not None:
+            text = serde.encode(payload, what=f"{etype} payload")
         return EventRow(str(etype), at if at is not None else self.now_us(), step, attempt, text)
 
     def encode(self, value: Any, what: str) -> str:
@@ -478,7 +481,9 @@ class Execution:
         return bool(self.pending.events or self.pending.ops)
 
     async def run_step_deferred(
-        self, fn: Callable[[], Any], records: Callable[[Any], tuple[list[EventRow], OpRecord]]
+        self,
+        fn: Callable[[], Any],
+        records: Callable[[Any], tuple[list[EventRow], OpRecord, Any]],
     ) -> tuple[bool, Any]:
         """Run a sync step body on the I/O pool; its records ride with the next commit.
 
@@ -491,8 +496,12 @@ class Execution:
         completion share one fsync.
         Between the two, only the workflow's own deterministic code runs.
 
+        ``records`` runs on the I/O thread too, on ``fn``'s result: it returns
+        the step's events, its operation record, and the value the workflow
+        gets back.
+
         Returns:
-            ``(True, op)`` with the step's record buffered, or
+            ``(True, value)`` with the step's records buffered, or
             ``(False, exception)`` if ``fn`` or ``records`` raised.
         """
         if self.terminated:
@@ -532,9 +541,9 @@ class Execution:
             batch.restore()  # nothing was written: keep the buffered updates
         if not ok:
             return False, value
-        events, op = value
+        events, op, seen = value
         self.buffer(events=events, ops=[op])
-        return True, op
+        return True, seen
 
     def _stream_info(self, batch: _Batch) -> tuple[str, str, list[tuple[int, EventRow]]]:
         return self.run_id, self.row["workflow_type"], batch.written

@@ -93,16 +93,15 @@ class SparePool:
                 # real commit only appends frames. Starting a WAL inside a commit
                 # costs a WAL fdatasync and a directory fsync even at NORMAL, and
                 # that commit runs on the event loop: ~0.4 ms of every workflow.
-                # The write must change the row: SQLite writes nothing for an
-                # UPDATE that leaves a row as it was (``version = version`` did
-                # that, and every spare's WAL stayed empty). (Preallocating WAL
-                # space so commits overwrite rather than append was tried: the
-                # extra bytes each batch sync must flush cost more than the
-                # cheaper commits saved.)
-                inst.conn.execute("BEGIN IMMEDIATE")
-                inst.conn.execute("UPDATE schema_version SET version = -version")
-                inst.conn.execute("UPDATE schema_version SET version = -version")
-                inst.conn.execute("COMMIT")
+                # The write must dirty a page: SQLite writes nothing for an UPDATE
+                # that leaves a row as it was (``version = version`` did that, and
+                # every spare's WAL stayed empty). Setting the header's
+                # user_version, even to its own value, always writes page 1: one
+                # statement where two UPDATEs in a transaction took four.
+                # (Preallocating WAL space so commits overwrite rather than append
+                # was tried: the extra bytes each batch sync must flush cost more
+                # than the cheaper commits saved.)
+                inst.conn.execute("PRAGMA user_version=0")
             if self.durability == "full":
                 # Template, WAL and directory entries of the whole batch in one journal
                 # commit, instead of three fsyncs per file.

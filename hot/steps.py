@@ -86,7 +86,7 @@ async def run_step(
             ex.count_step()
             ok, out = await ex.run_step_deferred(lambda: _call_sync(fn, args, kwargs), records)
             if ok:
-                return serde.decode(out.result)
+                return out
             ex.uncount_step()
             exc = out
         else:
@@ -96,7 +96,7 @@ async def run_step(
                 value = await ex.track(
                     _invoke(fn, args, kwargs, limit, name, attempt, ex.workflow_id)
                 )
-                events, op = _completed(ex, seq, name, attempt, started, value)
+                events, op, seen = _completed(ex, seq, name, attempt, started, value)
             except Exception as err:
                 exc = err
             else:
@@ -104,7 +104,7 @@ async def run_step(
                 # later side effect.
                 ex.count_step()
                 ex.buffer(events=events, ops=[op])
-                return serde.decode(op.result)
+                return seen
         # A result that cannot be recorded is a bug in the step, not a transient
         # fault: fail at once, naming the step and the type.
         retryable = not isinstance(exc, PayloadError) and policy.is_retryable(exc)
@@ -204,15 +204,43 @@ def _attempt_events(
     ]
 
 
+# Values JSON gives back unchanged, of the same type: a step returning one of these
+# needs no decode of its recorded result (exact types: a str or int subclass does not
+# come back as itself).
+_SAME_AFTER_JSON = frozenset({str, int, float, bool, type(None)})
+
+
 def _completed(
     ex: Execution, seq: str, name: str, attempt: int, started: int, value: Any
-) -> tuple[list[EventRow], OpRecord]:
-    """The records of a successful attempt (raises PayloadError if ``value`` is not JSON)."""
+) -> tuple[list[EventRow], OpRecord, Any]:
+    """A successful attempt's events and record, and the value the workflow gets back.
+
+    The workflow gets the result as a replay will give it, decoded from its record.
+    The events' payloads are spliced from the encoded result rather than encoded
+    again (the same text: re-encoding decoded JSON reproduces it).
+
+    Raises:
+        PayloadError: ``value`` is not JSON, or too large.
+    """
     text = ex.encode(value, f"result of step {name!r}")
-    events = _attempt_events(
-        ex, seq, name, attempt, started, EventType.STEP_COMPLETED, {"result": serde.decode(text)}
-    )
-    return events, OpRecord(seq, OpKind.STEP, name, OpStatus.COMPLETED, attempt, text)
+    seq_text = serde.encode(seq, what="step sequence")
+    events = [
+        ex.event(
+            EventType.STEP_STARTED,
+            step=name,
+            attempt=attempt,
+            payload_text=f'{{"seq":{seq_text}}}',
+            at=started,
+        ),
+        ex.event(
+            EventType.STEP_COMPLETED,
+            step=name,
+            attempt=attempt,
+            payload_text=f'{{"seq":{seq_text},"result":{text}}}',
+        ),
+    ]
+    seen = value if type(value) in _SAME_AFTER_JSON else serde.decode(text)
+    return events, OpRecord(seq, OpKind.STEP, name, OpStatus.COMPLETED, attempt, text), seen
 
 
 def _call_sync(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -204,11 +204,11 @@ class InstanceFile:
     @staticmethod
     def connect(path: Path, durability: str) -> sqlite3.Connection:
         """A connection to ``path`` at ``durability`` (``"off"`` only for a spare being built)."""
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # timeout= is SQLite's busy timeout, set without a statement.
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
         # FULL fsyncs the WAL on every commit; NORMAL only at checkpoints, which
         # survives a process crash but may lose the last commits on power loss.
         conn.execute(f"PRAGMA synchronous={_SYNC[durability]}")
-        conn.execute("PRAGMA busy_timeout=10000")
         return conn
 
     @classmethod
