@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 from pathlib import Path
@@ -87,6 +88,58 @@ async def test_sync_and_async_steps(make_tf, uid):
     tf = await make_tf([mixed])
     h = await tf.run("mixed", "q", workflow_id=uid())
     assert await h.result() == ["Q", "QX"]
+
+
+class Color(enum.StrEnum):
+    RED = "red"
+
+
+class Size(enum.IntEnum):
+    BIG = 3
+
+
+# Step results and what a workflow must see for each: the value decoded from its
+# record, as a replay will give it back (tuples become lists, enums plain values,
+# dictionary keys strings), never the object the step returned.
+STEP_RESULTS = [
+    ("text", "ü\U0001f600"),
+    ("int", 2**70),
+    ("float", -0.5),
+    ("bool", True),
+    ("none", None),
+    ("tuple", (1, "a")),
+    ("str-enum", Color.RED),
+    ("int-enum", Size.BIG),
+    ("int-keys", {1: [2.5]}),
+]
+
+
+def step_result(name: str) -> object:
+    return dict(STEP_RESULTS)[name]
+
+
+async def async_step_result(name: str) -> object:
+    return dict(STEP_RESULTS)[name]
+
+
+@workflow
+async def results_as_replayed(ctx: WorkflowContext) -> list[list[object]]:
+    seen = []
+    for name, _ in STEP_RESULTS:
+        for fn in (step_result, async_step_result):
+            value = await ctx.step(f"{fn.__name__}-{name}", fn, name)
+            seen.append([type(value).__name__, value])
+    return seen
+
+
+async def test_a_step_result_reaches_the_workflow_as_a_replay_gives_it(make_tf, uid):
+    tf = await make_tf([results_as_replayed])
+    h = await tf.run(results_as_replayed, workflow_id=uid())
+    expected = [json.loads(json.dumps(v)) for _, v in STEP_RESULTS for _ in range(2)]
+    assert await h.result() == [[type(v).__name__, v] for v in expected]
+    completed = [e for e in await h.history() if e.event_type == "step.completed"]
+    assert [e.payload["result"] for e in completed] == expected
+    assert [e.payload["seq"] for e in completed] == [f"0:{i}" for i in range(1, 19)]
 
 
 async def test_workflow_without_input(make_tf, uid):
