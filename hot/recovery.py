@@ -83,7 +83,7 @@ def find_dead_owners(owners_dir: Path, candidates: set[str], me: str) -> tuple[s
     """
     dead: set[str] = set()
     other_boot = False
-    current_boot = boot_id()
+    current_boot: str | None = None  # read only once an owner is found dead (a /proc read)
     names = set(candidates)
     if owners_dir.exists():
         names |= {p.stem for p in owners_dir.glob("*.lock")}
@@ -103,6 +103,8 @@ def find_dead_owners(owners_dir: Path, candidates: set[str], me: str) -> tuple[s
             except BlockingIOError:
                 continue  # alive
             recorded = os.read(fd, 64).decode(errors="replace").strip()
+            if current_boot is None:
+                current_boot = boot_id()
             if recorded and current_boot and recorded != current_boot:
                 other_boot = True
             dead.add(owner)
