@@ -377,6 +377,27 @@ def recovery(work: Path) -> dict[str, float]:
     return {"recovery_s": float(resumed["seconds"])}
 
 
+def file_create_us(directory: Path, n: int = 64) -> float:
+    """System CPU (µs) this thread spends creating one empty file in ``directory`` now.
+
+    Printed beside the CPU figures because it moves them: ext4 without a journal
+    (this project's VMs) skips every inode freed in the last ~30 s when it looks
+    for a free one, so a file creation costs tens of µs on a settled filesystem
+    and over 500 µs after a burst of deletions (a test run, a tiering pass, the
+    previous run's cleanup). Each workflow creates three files (the instance, its
+    WAL and its shared memory).
+    """
+    probe = directory / f"create-probe-{time.monotonic_ns()}"
+    probe.mkdir(parents=True)
+    names = [probe / str(i) for i in range(n)]
+    r0 = resource.getrusage(resource.RUSAGE_THREAD)
+    for name in names:
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    r1 = resource.getrusage(resource.RUSAGE_THREAD)
+    shutil.rmtree(probe)
+    return (r1.ru_stime - r0.ru_stime) / n * 1e6
+
+
 def commit_latency_ms(work: Path, n: int = 500) -> float:
     """One-row fsync'd commit on a WAL SQLite file, the unit of the floor."""
     conn = sqlite3.connect(work / "floor.sqlite", isolation_level=None)
@@ -400,12 +421,25 @@ def measure(quick: bool) -> dict[str, dict[str, float]]:
     try:
         phases: list[tuple[str, Any]] = [
             ("seq", lambda: asyncio.run(seq(work / "seq", z.warmup, z.seq))),
-            ("conc8", lambda: asyncio.run(conc8(work / "conc8", z.warmup, z.conc8))),
-            ("conc8_floor", lambda: files_floor(work, work / "conc8", z.conc8, CALLERS)),
+            (
+                "conc8",
+                lambda: {
+                    "conc8_create_us": file_create_us(work),
+                    **asyncio.run(conc8(work / "conc8", z.warmup, z.conc8)),
+                },
+            ),
+            (
+                "conc8_floor",
+                lambda: {
+                    "conc8_floor_create_us": file_create_us(work),
+                    **files_floor(work, work / "conc8", z.conc8, CALLERS),
+                },
+            ),
             ("seq_floor", lambda: files_floor(work, work / "seq", z.seq, 1)),
             (
                 "py_floor",
                 lambda: {
+                    "py_floor_create_us": file_create_us(work),
                     **least_python(work, work / "conc8", z.conc8, CALLERS, z.start_pacing_s),
                     **least_python(work, work / "seq", z.seq, 1, z.start_pacing_s),
                 },
