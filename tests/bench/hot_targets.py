@@ -122,7 +122,7 @@ def report_cpu(console: Any, figs: dict[str, dict[str, float]], judged: bool) ->
     ]
     if probes:
         console.print(
-            "system CPU to create one file at the start of "
+            "one file creation at the start of "
             + ", ".join(f"{label} {us:.0f} µs" for label, us in probes)
             + " (3 files per workflow; on ext4 without a journal this is tens of µs when"
             " settled, 500+ µs for ~30 s after many files were deleted)"
