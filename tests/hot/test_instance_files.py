@@ -104,6 +104,8 @@ def test_spares_come_in_durable_batches_at_the_right_level(tmp_path: Path, durab
             assert inst.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
             assert inst.full == inst.split_sync == (durability == "full")
             assert inst.path.name.startswith("1-abc-")
+            # Set by sqlite3.connect(timeout=): a writer waits for another's lock.
+            assert inst.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
             # The WAL is started (header and a frame) inside the synced batch, so
             # an instance's first commit appends to it instead of starting it
             # (which costs two syncs on the event loop).
