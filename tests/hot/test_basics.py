@@ -244,6 +244,29 @@ async def test_input_must_be_json_and_bounded(make_tf, uid):
     assert (await tf.list()).items == []
 
 
+def text_of(n: int) -> str:
+    return "x" * n
+
+
+@workflow
+async def big_step(ctx: WorkflowContext, n: int) -> int:
+    return len(await ctx.step("big", text_of, n))
+
+
+async def test_a_step_result_up_to_the_engines_limit_is_recorded(make_tf, uid):
+    # Above the 2 MiB default, which once also capped the step's event (its payload
+    # wraps the result) whatever the engine's limit said.
+    limit = 3 * 1024 * 1024
+    tf = await make_tf([big_step], options=EngineOptions(max_payload_bytes=limit))
+    h = await tf.run(big_step, limit - 2, workflow_id=uid())  # JSON with quotes: the limit
+    assert await h.result() == limit - 2
+    done = [e for e in await h.history() if e.event_type == "step.completed"]
+    assert done[0].payload["result"] == text_of(limit - 2)
+    over = await tf.run(big_step, limit - 1, workflow_id=uid())
+    with pytest.raises(WorkflowFailed, match="payload limit"):
+        await over.result()
+
+
 class Opaque:
     pass
 
