@@ -137,7 +137,8 @@ async def _fail_step(
         attempt,
         started,
         EventType.STEP_FAILED,
-        {"error": info, "retryable": retryable},
+        # The object's members without its braces: spliced after "seq".
+        serde.encode({"error": info, "retryable": retryable}, what="step.failed payload")[1:-1],
         at=now,
     )
     if retryable and attempt < policy.max_attempts:
@@ -192,15 +193,30 @@ def _attempt_events(
     attempt: int,
     started: int,
     outcome: EventType,
-    payload: dict[str, Any],
+    fields: str,
     at: int | None = None,
 ) -> list[EventRow]:
-    """``step.started`` (at ``started``) and the attempt's ``outcome`` event (at ``at``, or now)."""
+    """``step.started`` (at ``started``) and the attempt's ``outcome`` event (at ``at``, or now).
+
+    Both payloads are spliced from JSON text, not encoded again: ``{"seq": seq}``, and
+    ``seq`` followed by ``fields`` (the outcome's members as JSON text, without braces).
+    """
+    seq_text = serde.encode(seq, what="step sequence")
     return [
         ex.event(
-            EventType.STEP_STARTED, step=name, attempt=attempt, payload={"seq": seq}, at=started
+            EventType.STEP_STARTED,
+            step=name,
+            attempt=attempt,
+            payload_text=f'{{"seq":{seq_text}}}',
+            at=started,
         ),
-        ex.event(outcome, step=name, attempt=attempt, payload={"seq": seq, **payload}, at=at),
+        ex.event(
+            outcome,
+            step=name,
+            attempt=attempt,
+            payload_text=f'{{"seq":{seq_text},{fields}}}',
+            at=at,
+        ),
     ]
 
 
@@ -223,22 +239,9 @@ def _completed(
         PayloadError: ``value`` is not JSON, or too large.
     """
     text = ex.encode(value, f"result of step {name!r}")
-    seq_text = serde.encode(seq, what="step sequence")
-    events = [
-        ex.event(
-            EventType.STEP_STARTED,
-            step=name,
-            attempt=attempt,
-            payload_text=f'{{"seq":{seq_text}}}',
-            at=started,
-        ),
-        ex.event(
-            EventType.STEP_COMPLETED,
-            step=name,
-            attempt=attempt,
-            payload_text=f'{{"seq":{seq_text},"result":{text}}}',
-        ),
-    ]
+    events = _attempt_events(
+        ex, seq, name, attempt, started, EventType.STEP_COMPLETED, f'"result":{text}'
+    )
     seen = value if type(value) in _SAME_AFTER_JSON else serde.decode(text)
     return events, OpRecord(seq, OpKind.STEP, name, OpStatus.COMPLETED, attempt, text), seen
 
