@@ -84,20 +84,22 @@ def met(ours: float, floor: float, rule: str) -> bool | None:
     return ours >= bound * floor if op == ">=" else ours <= bound * floor
 
 
-def report_cpu(console: Any, figs: dict[str, dict[str, float]], judged: bool) -> None:
-    """Print issue 21's table: each figure beside its floor from the same run."""
+def _table(title: str, judged: bool, *columns: str) -> Any:
     from rich.table import Table
 
-    t = Table(
-        "metric",
-        "tierflow",
-        "floor",
-        "ours / floor",
-        "target",
-        "met",
-        "floor is",
-        title="issue 21: hot engine against its floors (same run; a shared machine is noisy)"
-        + ("" if judged else "; QUICK: figures mean nothing"),
+    return Table(*columns, title=title + ("" if judged else "; QUICK: figures mean nothing"))
+
+
+def _verdict(ok: bool | None, no: str) -> str:
+    return {True: "yes", False: f"[red]{no}[/red]", None: "-"}[ok]
+
+
+def report_cpu(console: Any, figs: dict[str, dict[str, float]], judged: bool) -> None:
+    """Print issue 21's table: each figure beside its floor from the same run."""
+    t = _table(
+        "issue 21: hot engine against its floors (same run; a shared machine is noisy)",
+        judged,
+        *("metric", "tierflow", "floor", "ours / floor", "target", "met", "floor is"),
     )
     for name, ours, floor, rule, unit, what in cpu_targets(figs):
         ok = met(ours, floor, rule) if judged else None
@@ -107,7 +109,7 @@ def report_cpu(console: Any, figs: dict[str, dict[str, float]], judged: bool) ->
             f"{floor:.2f} {unit}",
             _share(ours / floor, unit),
             rule,
-            {True: "yes", False: "[red]NO[/red]", None: "-"}[ok],
+            _verdict(ok, "NO"),
             what,
         )
     console.print(t)
@@ -161,19 +163,11 @@ def _share(value: float, unit: str) -> str:
 
 def report_python_floor(console: Any, figs: dict[str, dict[str, float]], judged: bool) -> None:
     """Print whether issue 21's targets are within reach of Python itself (same run)."""
-    from rich.table import Table
-
-    t = Table(
-        "metric",
-        "tierflow",
-        "least Python",
-        "issue's floor",
-        "least Python / floor",
-        "target",
-        "reachable in Python",
-        "tierflow / least Python",
-        title="issue 21: the same durable work in the least asyncio Python "
-        "(tests/bench/python_floor.py)" + ("" if judged else "; QUICK: figures mean nothing"),
+    t = _table(
+        "issue 21: the same durable work in the least asyncio Python (tests/bench/python_floor.py)",
+        judged,
+        *("metric", "tierflow", "least Python", "issue's floor", "least Python / floor"),
+        *("target", "reachable in Python", "tierflow / least Python"),
     )
     for name, ours, least, floor, rule, unit in python_targets(figs):
         ok = met(least, floor, rule) if judged else None
@@ -184,7 +178,7 @@ def report_python_floor(console: Any, figs: dict[str, dict[str, float]], judged:
             f"{floor:.2f} {unit}",
             _share(least / floor, unit),
             rule,
-            {True: "yes", False: "[red]no[/red]", None: "-"}[ok],
+            _verdict(ok, "no"),
             _share(ours / least, unit),
         )
     console.print(t)
